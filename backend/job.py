@@ -1,0 +1,63 @@
+"""The job record: what ``result:<token>`` holds, as a typed model."""
+
+import time
+import uuid
+from enum import Enum
+
+from pydantic import BaseModel
+
+
+class JobStatus(str, Enum):
+    """The original system's four states; extra detail goes in other fields, never here."""
+
+    requested = "requested"  # the API stored it and queued its token
+    received = "received"  # a dispatcher took it and runs it on Dask
+    finished = "finished"  # the result is stored under result:<token>:output
+    errored = "errored"  # it failed; `error` says why in words a user can act on
+
+
+FINAL_STATUSES = (JobStatus.finished, JobStatus.errored)
+
+
+class Kind(str, Enum):
+    randomize = "randomize"
+    even_sum = "even-sum"
+
+
+class Progress(BaseModel):
+    done: int
+    total: int
+
+
+class Job(BaseModel):
+    token: str
+    # A plain string, not Kind: a record queued by hand may name anything, and the
+    # dispatcher must be able to read it to mark it errored.
+    kind: str = "unknown"
+    status: JobStatus
+    client: str = "anonymous"
+    requested_at: float | None = None
+    received_at: float | None = None
+    finished_at: float | None = None
+    dispatcher: str | None = None
+    attempts: int = 0
+    input_url: str | None = None
+    progress: Progress | None = None
+    error: str | None = None
+    # Timings in seconds, filled in when the job ends (see docs/metrics.md).
+    queue_wait_s: float | None = None
+    exec_s: float | None = None
+    lead_s: float | None = None
+    task_compute_s: float | None = None
+    bytes: int | None = None
+    report_url: str | None = None
+    timing_url: str | None = None
+
+
+def new_token() -> str:
+    return uuid.uuid4().hex
+
+
+def now_s() -> float:
+    """Epoch seconds rounded to the millisecond, the precision the contract promises."""
+    return round(time.time(), 3)

@@ -1,0 +1,89 @@
+"""One typed settings object, read from the environment once and passed down.
+
+Every variable takes the ``SPACETIME_`` prefix; the few that other tools already
+name (``REDIS_URL``, ``DASK_SCHEDULER_ADDRESS``) are read under that name too.
+A bad value stops start-up with pydantic's message instead of failing later.
+"""
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+
+def _env(name: str) -> AliasChoices:
+    """Accept ``SPACETIME_<NAME>`` and the bare conventional ``<NAME>``."""
+    return AliasChoices(f"SPACETIME_{name}", name)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SPACETIME_", populate_by_name=True, extra="ignore")
+
+    redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias=_env("REDIS_URL"))
+    dask_scheduler_address: str = Field(
+        "tcp://127.0.0.1:8786", validation_alias=_env("DASK_SCHEDULER_ADDRESS")
+    )
+    # Shown to users (healthz, `spacetime up`); the scheduler serves it, we only link it.
+    dashboard_url: str = "http://127.0.0.1:8787/status"
+
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(5000, ge=1, le=65535)
+
+    data_dir: Path = Path("data")
+    # fsspec URLs: a local folder when embedded, s3://bucket/prefix/ in production.
+    uploads_url: str = ""
+    reports_url: str = ""
+    # JSON list of URL prefixes that POST /even-sum {"url"} may name; empty means the uploads store.
+    allowed_url_prefixes: list[str] = []
+    s3_endpoint_url: str | None = Field(None, validation_alias=_env("S3_ENDPOINT_URL"))
+
+    result_ttl_s: int = Field(24 * 3600, gt=0)
+    max_image_bytes: int = Field(20 * MiB, gt=0)
+    max_image_pixels: int = Field(64_000_000, gt=0)
+    image_block_px: int = Field(60, gt=0)
+    max_upload_bytes: int = Field(64 * 1024 * MiB, gt=0)
+    even_sum_block_bytes: int = Field(64 * MiB, gt=0)
+
+    dispatcher_concurrency: int = Field(4, gt=0)
+    lease_s: float = Field(10.0, gt=0)
+    # Image jobs take a performance report 1 in N (even-sum jobs always); see docs/metrics.md.
+    image_report_every: int = Field(20, ge=0)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("dask_scheduler_address")
+    @classmethod
+    def _dask_scheme(cls, value: str) -> str:
+        if "://" not in value:
+            value = f"tcp://{value}"
+        return value
+
+    def model_post_init(self, __context) -> None:
+        data = self.data_dir.resolve()
+        if not self.uploads_url:
+            self.uploads_url = (data / "uploads").as_uri()
+        if not self.reports_url:
+            self.reports_url = (data / "reports").as_uri()
+        if not self.allowed_url_prefixes:
+            self.allowed_url_prefixes = [self.uploads_url]
+        self.uploads_url = self.uploads_url.rstrip("/")
+        self.reports_url = self.reports_url.rstrip("/")
+
+    def storage_options(self, url: str) -> dict:
+        """fsspec options for ``url``; credentials stay with the standard AWS chain."""
+        if url.startswith("s3://") and self.s3_endpoint_url:
+            return {"client_kwargs": {"endpoint_url": self.s3_endpoint_url}}
+        return {}
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
