@@ -9,10 +9,6 @@ class JobNotFound(SpacetimeError):
     """No record for the token: never created, or expired (TTL)."""
 
 
-class CorruptRecord(SpacetimeError):
-    """The record exists but is not a JSON job record (written by something else)."""
-
-
 class InvalidInput(SpacetimeError):
     """The client sent something the job cannot take; the message says what."""
 

@@ -16,9 +16,6 @@ class JobStatus(str, Enum):
     errored = "errored"  # it failed; `error` says why in words a user can act on
 
 
-FINAL_STATUSES = (JobStatus.finished, JobStatus.errored)
-
-
 class Kind(str, Enum):
     randomize = "randomize"
     even_sum = "even-sum"

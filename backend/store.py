@@ -16,8 +16,8 @@ from pydantic import ValidationError
 from redis import Redis
 
 from backend import keys
-from backend.exceptions import CorruptRecord, JobNotFound
-from backend.job import FINAL_STATUSES, Job, JobStatus, new_token, now_s
+from backend.exceptions import JobNotFound
+from backend.job import Job, JobStatus, new_token, now_s
 
 # KEYS: record, processing list. ARGV: token, now, dispatcher id.
 # Returns the updated record, or a word when there is nothing to run.
@@ -121,7 +121,7 @@ class JobStore:
         raw = self.redis.get(keys.result(token))
         if raw is None:
             raise JobNotFound(token)
-        return parse_record(raw)
+        return parse_record(raw, token)
 
     def output(self, token: str) -> bytes | None:
         return self.redis.get(keys.output(token))
@@ -146,7 +146,7 @@ class JobStore:
             return None
         if answer in (b"missing", b"final"):
             return None
-        return parse_record(answer)
+        return parse_record(answer, token)
 
     def progress(self, token: str, done: int, total: int) -> None:
         self._progress(keys=[keys.result(token)], args=[done, total])
@@ -173,12 +173,15 @@ class JobStore:
         return bool(done)
 
 
-def parse_record(raw: bytes) -> Job:
+def parse_record(raw: bytes, token: str) -> Job:
+    """The record as a Job; an unreadable one reads as an errored job that says so."""
     try:
         return Job.model_validate_json(raw)
     except ValidationError as exc:
-        raise CorruptRecord(f"job record is not readable: {exc.errors()[0]['msg']}") from exc
-
-
-def is_final(job: Job) -> bool:
-    return job.status in FINAL_STATUSES
+        problem = exc.errors()[0]
+        where = ".".join(str(p) for p in problem["loc"]) or "record"
+        return Job(
+            token=token,
+            status=JobStatus.errored,
+            error=f"job record is not readable ({where}: {problem['msg']}); resubmit the job",
+        )

@@ -1,0 +1,109 @@
+"""``spacetime up``: the whole system on one machine, no Docker needed.
+
+A redis-server child (data in ``<data_dir>/redis``), a Dask LocalCluster whose
+dashboard is on :8787, dispatcher processes and the API process. Ctrl-C or SIGTERM
+stops all of it; a child that dies takes the rest down with it, loudly.
+"""
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+from distributed import LocalCluster
+from redis import Redis
+
+from backend.dispatcher import wait_for
+from backend.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CHILD_STOP_TIMEOUT_S = 40.0  # a dispatcher gives running jobs 30 s to end
+START_TIMEOUT_S = 60.0
+
+
+def run_embedded(settings: Settings, redis_url: str | None, n_workers: int, n_dispatchers: int) -> int:
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    with ExitStack() as stack:
+        if redis_url is None:
+            redis_url = settings.redis_url
+            stack.enter_context(redis_server(redis_url, settings.data_dir / "redis"))
+        cluster = stack.enter_context(local_cluster(settings, n_workers))
+        env = {**os.environ, "REDIS_URL": redis_url, "DASK_SCHEDULER_ADDRESS": cluster.scheduler_address}
+        children = [spawn("dispatcher", env) for _ in range(n_dispatchers)] + [spawn("api", env)]
+        stack.callback(stop_children, children)
+        api = f"http://{settings.api_host}:{settings.api_port}"
+        wait_for(lambda: httpx.get(f"{api}/healthz").raise_for_status(), "the API", api, START_TIMEOUT_S)
+        print(
+            f"SpaceTime Analytics is up.\n  API        {api}\n  API docs   {api}/docs\n"
+            f"  Dashboard  {settings.dashboard_url}\n  Redis      {redis_url}\nCtrl-C stops everything.",
+            flush=True,
+        )
+        while not stop.wait(0.5):
+            if dead := [c for c in children if c.poll() is not None]:
+                log.error("%s exited with %s; stopping", dead[0].args, dead[0].returncode)
+                return 1
+    return 0
+
+
+@contextmanager
+def redis_server(url: str, data_dir: Path):
+    """A redis-server child on ``url``'s host and port, AOF data in ``data_dir``."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is not installed: `apt-get install redis-server`, or pass --redis-url")
+    parts = urlsplit(url)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    process = subprocess.Popen(
+        [binary, "--bind", parts.hostname or "127.0.0.1", "--port", str(parts.port or 6379),
+         "--dir", str(data_dir.resolve()), "--appendonly", "yes", "--save", ""],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(Redis.from_url(url).ping, "redis-server", url, 10)
+        yield process
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@contextmanager
+def local_cluster(settings: Settings, n_workers: int):
+    scheduler = urlsplit(settings.dask_scheduler_address)
+    dashboard = urlsplit(settings.dashboard_url)
+    with LocalCluster(
+        n_workers=n_workers,
+        threads_per_worker=1,
+        host=scheduler.hostname,
+        scheduler_port=scheduler.port,
+        dashboard_address=f":{dashboard.port}",
+        preload=["compute.preload"],
+    ) as cluster:
+        yield cluster
+
+
+def spawn(command: str, env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "backend.cli", command], env=env)
+
+
+def stop_children(children: list[subprocess.Popen]) -> None:
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + CHILD_STOP_TIMEOUT_S
+    for child in children:
+        try:
+            child.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
