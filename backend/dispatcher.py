@@ -59,10 +59,10 @@ class Dispatcher:
             thread.start()
         log.info("dispatcher %s started with %d job loops", self.id, self.settings.dispatcher_concurrency)
 
-    def stop(self, grace_s: float = 30.0) -> None:
-        """Stop claiming, give running jobs ``grace_s`` to end, hand back the rest."""
+    def stop(self) -> None:
+        """Stop claiming, give running jobs ``shutdown_grace_s`` to end, hand back the rest."""
         self.stopping.set()
-        deadline = time.monotonic() + grace_s
+        deadline = time.monotonic() + self.settings.shutdown_grace_s
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         requeued = self.queue.release()

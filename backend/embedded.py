@@ -26,7 +26,7 @@ from backend.settings import Settings
 
 log = logging.getLogger(__name__)
 
-CHILD_STOP_TIMEOUT_S = 40.0  # a dispatcher gives running jobs 30 s to end
+CHILD_STOP_TIMEOUT_S = 10.0  # past a dispatcher's shutdown grace; see stop_children
 START_TIMEOUT_S = 60.0
 
 
@@ -41,7 +41,7 @@ def run_embedded(settings: Settings, redis_url: str | None, n_workers: int, n_di
         cluster = stack.enter_context(local_cluster(settings, n_workers))
         env = {**os.environ, "REDIS_URL": redis_url, "DASK_SCHEDULER_ADDRESS": cluster.scheduler_address}
         children = [spawn("dispatcher", env) for _ in range(n_dispatchers)] + [spawn("api", env)]
-        stack.callback(stop_children, children)
+        stack.callback(stop_children, children, settings.shutdown_grace_s)
         api = f"http://{settings.api_host}:{settings.api_port}"
         wait_for(lambda: httpx.get(f"{api}/healthz").raise_for_status(), "the API", api, START_TIMEOUT_S)
         print(
@@ -96,11 +96,12 @@ def spawn(command: str, env: dict) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "backend.cli", command], env=env)
 
 
-def stop_children(children: list[subprocess.Popen]) -> None:
+def stop_children(children: list[subprocess.Popen], grace_s: float) -> None:
+    """SIGTERM each child, then SIGKILL what is still running after the grace period."""
     for child in children:
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + CHILD_STOP_TIMEOUT_S
+    deadline = time.monotonic() + grace_s + CHILD_STOP_TIMEOUT_S
     for child in children:
         try:
             child.wait(max(0.1, deadline - time.monotonic()))

@@ -49,6 +49,8 @@ class Settings(BaseSettings):
 
     dispatcher_concurrency: int = Field(4, gt=0)
     lease_s: float = Field(10.0, gt=0)
+    # On SIGTERM, how long running jobs may take before they are handed back to the queue.
+    shutdown_grace_s: float = Field(30.0, ge=0)
     # Image jobs take a performance report 1 in N (even-sum jobs always); see docs/metrics.md.
     image_report_every: int = Field(20, ge=0)
 

@@ -8,6 +8,7 @@ see each other's jobs.
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -49,7 +50,7 @@ def cluster():
     # In-process workers start in a second; tcp so dispatcher subprocesses can connect.
     with LocalCluster(
         n_workers=2, threads_per_worker=1, processes=False, protocol="tcp://", host="127.0.0.1",
-        dashboard_address=None,
+        dashboard_address=":0",
     ) as cluster:
         yield cluster
 
@@ -67,6 +68,7 @@ def settings(redis, redis_url, cluster, tmp_path) -> Settings:
         dask_scheduler_address=cluster.scheduler_address,
         data_dir=tmp_path,
         lease_s=1.0,
+        shutdown_grace_s=10.0,
         dispatcher_concurrency=2,
         image_report_every=1,
         even_sum_block_bytes=1024,
@@ -78,12 +80,12 @@ def dispatcher(settings, dask_client):
     dispatcher = Dispatcher(settings, dask_client)
     dispatcher.start()
     yield dispatcher
-    dispatcher.stop(grace_s=10)
+    dispatcher.stop()
 
 
-@pytest.fixture
-def api_url(settings):
-    """A live uvicorn serving the API on a free loopback port."""
+@contextmanager
+def live_api(settings: Settings):
+    """A live uvicorn serving the API on a free loopback port; yields its base URL."""
     config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=free_port(), log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -92,9 +94,17 @@ def api_url(settings):
     while not server.started:
         assert time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.01)
-    yield f"http://127.0.0.1:{config.port}"
-    server.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def api_url(settings):
+    with live_api(settings) as url:
+        yield url
 
 
 @pytest.fixture

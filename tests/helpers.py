@@ -19,3 +19,13 @@ def wait_status(api_url: str, kind: str, token: str, timeout_s: float = 30.0) ->
             return seen
         time.sleep(0.01)
     raise AssertionError(f"job {token} did not end in {timeout_s}s; saw {seen}")
+
+
+def wait_until(predicate, timeout_s: float = 30.0, what: str = "condition"):
+    """Poll ``predicate`` until it returns something truthy; return that."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")

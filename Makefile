@@ -1,0 +1,37 @@
+# The two commands of the README: `make run` starts everything, `make test` tests it.
+# Both install what they need: a virtualenv with the pinned packages, and redis-server.
+
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test bench-deps redis-server openapi clean
+
+run: $(STAMP) redis-server
+	$(BIN)/spacetime up
+
+test: $(STAMP) redis-server
+	$(BIN)/pytest
+
+# Reinstall whenever the project or its pins change.
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[test,bench]"
+	touch $@
+
+redis-server:
+	@command -v redis-server >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	  else \
+	    echo "redis-server is missing: install it (e.g. sudo apt-get install redis-server) and rerun" >&2; exit 1; \
+	  fi; }
+
+# Regenerate the committed OpenAPI document (a test fails when it is stale).
+openapi: $(STAMP)
+	$(BIN)/spacetime openapi > backend/openapi.yml
+
+clean:
+	rm -rf $(VENV) data .pytest_cache
