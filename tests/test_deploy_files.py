@@ -1,0 +1,236 @@
+"""The deployment files are valid as their own tools read them. Fast and offline.
+
+docker-compose.yml through the real compose binary, the Dockerfiles through hadolint,
+.travis.yml through Travis' JSON schema, environment.yml against constraints.txt.
+"""
+
+import importlib.resources
+import json
+import re
+import subprocess
+import tomllib
+
+import pytest
+import yaml
+
+from tests.compose_services import COMPOSE_FILE, REPO, compose, compose_config, tool
+
+DOCKERFILES = [REPO / "backend" / "Dockerfile", REPO / "compute" / "Dockerfile"]
+# conda-forge names that differ from the PyPI names in constraints.txt.
+CONDA_TO_PYPI = {"dask-core": "dask", "redis-py": "redis", "uvicorn-standard": "uvicorn", "msgpack-python": "msgpack"}
+
+
+def norm(name: str) -> str:
+    """PEP 503 normalization: Flask, flask and prometheus_client/prometheus-client compare equal."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def constraints() -> dict[str, str]:
+    pins = {}
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        if "==" in line and not line.lstrip().startswith("#"):
+            name, version = line.split("#")[0].strip().split("==")
+            pins[norm(name)] = version
+    return pins
+
+
+def runtime_dependencies() -> list[str]:
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    return [norm(re.split(r"[\[<>=!~; ]", dep)[0]) for dep in deps]
+
+
+@pytest.fixture(scope="module")
+def config() -> dict:
+    return compose_config()
+
+
+# --- docker-compose.yml ---------------------------------------------------------------
+
+def test_compose_binary_is_the_real_one(tmp_path):
+    """Guards the check below: some wrappers named docker-compose exit 0 whatever the file."""
+    assert "Docker Compose version" in subprocess.run(
+        [tool("docker-compose"), "version"], capture_output=True, text=True).stdout
+    broken = tmp_path / "compose.yml"
+    broken.write_text("services:\n  web:\n    image: x\n    depends_on: {db: {condition: service_healthy}}\n")
+    assert compose("config", "--quiet", file=broken).returncode != 0
+
+
+def test_compose_config_is_valid():
+    result = compose("config", "--quiet")
+    assert result.returncode == 0, result.stderr
+
+
+def test_compose_has_every_service(config):
+    assert set(config["services"]) >= {
+        "redis", "minio", "createbucket", "scheduler", "worker", "api", "dispatcher", "jupyter"}
+
+
+def test_healthy_dependencies_have_a_healthcheck(config):
+    services = config["services"]
+    for name, service in services.items():
+        for dep, how in (service.get("depends_on") or {}).items():
+            if how["condition"] == "service_healthy":
+                check = services[dep].get("healthcheck") or {}
+                assert check.get("test") and not check.get("disable"), f"{name} waits on {dep}'s healthcheck"
+            if how["condition"] == "service_completed_successfully":
+                # A one-shot that restarted would never "complete".
+                assert services[dep].get("restart", "no") == "no", dep
+
+
+def test_python_services_depend_on_what_they_use(config):
+    services = config["services"]
+    waits = {name: set(service.get("depends_on") or {}) for name, service in services.items()}
+    assert {"redis", "createbucket"} <= waits["api"]
+    assert {"redis", "scheduler", "createbucket"} <= waits["dispatcher"]
+    assert "scheduler" in waits["worker"]
+
+
+def test_build_contexts_dockerfiles_and_targets_exist(config):
+    built = {name: s["build"] for name, s in config["services"].items() if "build" in s}
+    assert set(built) == {"scheduler", "worker", "api", "dispatcher", "jupyter"}
+    for name, build in built.items():
+        context = REPO / build["context"]
+        dockerfile = context / build.get("dockerfile", "Dockerfile")
+        assert context.is_dir() and dockerfile.is_file(), name
+        if target := build.get("target"):
+            assert re.search(rf"^FROM .+ AS {target}$", dockerfile.read_text(), re.M | re.I), (name, target)
+
+
+def test_services_read_the_settings_they_need(config):
+    services = config["services"]
+    backend = {"REDIS_URL", "DASK_SCHEDULER_ADDRESS", "SPACETIME_DASHBOARD_URL", "SPACETIME_UPLOADS_URL",
+               "SPACETIME_REPORTS_URL", "SPACETIME_ALLOWED_URL_PREFIXES", "SPACETIME_S3_ENDPOINT_URL",
+               "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "SPACETIME_RESULT_TTL_S",
+               "SPACETIME_DISPATCHER_CONCURRENCY", "NUMBA_CACHE_DIR"}
+    for name in ("api", "dispatcher"):
+        assert backend <= set(services[name]["environment"]), name
+    assert {"SPACETIME_API_HOST", "SPACETIME_API_PORT"} <= set(services["api"]["environment"])
+    # Workers read uploads from S3 themselves and compile kernels into a writable cache.
+    assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "NUMBA_CACHE_DIR"} <= set(services["worker"]["environment"])
+    assert json.loads(services["api"]["environment"]["SPACETIME_ALLOWED_URL_PREFIXES"])
+
+
+def test_published_ports_and_replicas(config):
+    services = config["services"]
+
+    def published(name):
+        return {int(p["target"]) for p in services[name].get("ports", [])}
+
+    assert published("api") == {5000}
+    assert published("scheduler") == {8787}
+    assert published("jupyter") == {8888}
+    # Scaled services publish nothing: replicas would fight over the host port.
+    assert not published("worker") and not published("dispatcher")
+    assert services["worker"]["deploy"]["replicas"] == 2
+    assert services["dispatcher"]["deploy"]["replicas"] == 2
+
+
+def test_worker_memory_limit_fits_its_container(config):
+    worker = config["services"]["worker"]
+    dask_limit = worker["command"][worker["command"].index("--memory-limit") + 1]
+    assert dask_limit.endswith("GiB")
+    container_limit = int(worker["deploy"]["resources"]["limits"]["memory"])
+    # The nanny must act (restart at 95 %) before the kernel's OOM killer does.
+    assert float(dask_limit[:-3]) * 2**30 < container_limit
+
+
+def test_compose_commands_match_the_runtime_contract(config):
+    services = config["services"]
+    assert services["api"]["command"] == ["spacetime", "api"]
+    assert services["dispatcher"]["command"] == ["spacetime", "dispatcher"]
+    assert services["scheduler"]["command"][:2] == ["dask", "scheduler"]
+    worker = services["worker"]["command"]
+    assert worker[:3] == ["dask", "worker", "tcp://scheduler:8786"]
+    assert worker[worker.index("--preload") + 1] == "compute.preload"
+
+
+def test_no_real_secrets_in_compose():
+    text = COMPOSE_FILE.read_text()
+    # Credentials only as ${VAR:-local-default} interpolations.
+    for line in text.splitlines():
+        if re.search(r"(PASSWORD|SECRET|ACCESS_KEY)\w*:", line):
+            assert "${" in line, line
+
+
+# --- Dockerfiles ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(REPO)))
+def test_hadolint_finds_no_warning(dockerfile):
+    result = subprocess.run([tool("hadolint"), "--no-color", "--failure-threshold", "warning", str(dockerfile)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(REPO)))
+def test_dockerfile_conventions(dockerfile):
+    text = dockerfile.read_text()
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11[.\d]*-slim", text, re.M)
+    users = re.findall(r"^USER (\S+)", text, re.M)
+    # Every final stage runs as uid 10001, never root.
+    assert users and all(user == "10001:10001" for user in users)
+    assert "-c constraints.txt" in text and "HEALTHCHECK" in text
+    # Dependencies install before the source is copied (the layer cache survives code edits).
+    assert text.index("pip install --no-cache-dir -c constraints.txt") < text.index("COPY backend/")
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(REPO)))
+def test_dockerfile_pins_match_constraints(dockerfile):
+    pins = constraints()
+    for name, version in re.findall(r"([A-Za-z0-9_.\-]+)==([\w.]+)", dockerfile.read_text()):
+        if norm(name) in pins:
+            assert pins[norm(name)] == version, f"{name}=={version} but constraints.txt says {pins[norm(name)]}"
+
+
+def test_dockerignore_keeps_the_context_small():
+    ignored = set((REPO / ".dockerignore").read_text().split())
+    assert {".git", ".venv", "data", "tests", "notebooks"} <= ignored
+
+
+# --- .travis.yml ----------------------------------------------------------------------
+
+def test_travis_matches_its_schema():
+    result = subprocess.run([tool("check-jsonschema"), "--builtin-schema", "vendor.travis", str(REPO / ".travis.yml")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_travis_has_no_unknown_top_level_keys():
+    """The schema lets unknown keys through; Travis ignores them, silently."""
+    schema = json.loads(importlib.resources.files("check_jsonschema.builtin_schemas.vendor")
+                        .joinpath("travis.json").read_text())
+    known = set(schema["definitions"]["job"]["properties"])
+    for part in schema["allOf"]:
+        known |= set(part.get("properties", {}))
+    travis = yaml.safe_load((REPO / ".travis.yml").read_text())
+    assert set(travis) - known == set()
+
+
+def test_travis_runs_the_tests_and_builds_both_images():
+    travis = yaml.safe_load((REPO / ".travis.yml").read_text())
+    assert travis["language"] == "python" and str(travis["python"]) == "3.11"
+    assert "redis" in travis["services"]
+    assert "make test" in travis["script"]
+    build = [job for job in travis["jobs"]["include"] if "docker" in job.get("services", [])]
+    commands = "\n".join(build[0]["script"])
+    assert "-f backend/Dockerfile" in commands and "-f compute/Dockerfile" in commands
+
+
+# --- environment.yml ------------------------------------------------------------------
+
+def test_environment_pins_equal_constraints():
+    env = yaml.safe_load((REPO / "environment.yml").read_text())
+    assert env["channels"][0] == "conda-forge"
+    conda = [dep for dep in env["dependencies"] if isinstance(dep, str)]
+    assert "python=3.11" in conda
+    pins = constraints()
+    pinned = {}
+    for dep in conda:
+        if "==" in dep:
+            name, version = dep.split("==")
+            pinned[norm(CONDA_TO_PYPI.get(name, name))] = version
+    for name, version in pinned.items():
+        assert pins.get(name) == version, f"environment.yml pins {name}=={version}, constraints.txt {pins.get(name)}"
+    # Every runtime dependency comes from conda-forge, pinned; pip only installs the project.
+    assert set(runtime_dependencies()) <= set(pinned)
+    pip_lines = next(dep["pip"] for dep in env["dependencies"] if isinstance(dep, dict))
+    assert pip_lines == ["-c constraints.txt", "-e ."]
