@@ -1,0 +1,96 @@
+"""randomize_image on every PNG mode it promises to keep, and on bad input."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from compute.errors import InvalidImage
+from compute.image import randomize_image
+from tests.test_randomize_api import tiles
+
+SIZE = (250, 190)  # 4 x 3 full 60-pixel tiles, plus 10-pixel strips on both edges
+
+
+def make_image(mode: str, rng: np.random.Generator) -> Image.Image:
+    w, h = SIZE
+    if mode == "I;16":
+        return Image.fromarray(rng.integers(0, 65535, (h, w), dtype=np.uint16))
+    if mode == "P":
+        rgb = Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+        return rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=200)
+    if mode == "1":
+        return Image.fromarray(rng.integers(0, 2, (h, w), dtype=np.uint8) * 255).convert("1")
+    channels = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}[mode]
+    return Image.fromarray(rng.integers(0, 255, (h, w, channels), dtype=np.uint8).squeeze(), mode)
+
+
+def png_bytes(image: Image.Image, **params) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", **params)
+    return buffer.getvalue()
+
+
+def assert_block_permutation(before: Image.Image, after: Image.Image):
+    assert (after.size, after.mode) == (before.size, before.mode)
+    a, b = np.asarray(before), np.asarray(after)
+    assert tiles(a) == tiles(b), "tiles are not a permutation of the input's"
+    assert not np.array_equal(a, b), "nothing moved"
+    assert np.array_equal(a[180:], b[180:]) and np.array_equal(a[:, 240:], b[:, 240:]), "edge strips changed"
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA", "P", "I;16", "1"])
+def test_modes_are_kept(mode):
+    before = make_image(mode, np.random.default_rng(1))
+    after = Image.open(io.BytesIO(randomize_image(png_bytes(before), seed=7)))
+    assert_block_permutation(before, after)
+    if mode == "P":
+        assert after.getpalette() == before.getpalette()
+
+
+def test_palette_transparency_is_kept():
+    before = make_image("P", np.random.default_rng(2))
+    after = Image.open(io.BytesIO(randomize_image(png_bytes(before, transparency=5), seed=1)))
+    assert_block_permutation(before, after)
+    assert after.info["transparency"] == 5
+
+
+@pytest.mark.parametrize("extra", [{"transparency": 7}, {"icc_profile": b"\x00" * 128}])
+def test_other_metadata_goes_through_pillow(extra):
+    before = make_image("L", np.random.default_rng(3))
+    after = Image.open(io.BytesIO(randomize_image(png_bytes(before, **extra), seed=1)))
+    assert_block_permutation(before, after)
+    name, value = next(iter(extra.items()))
+    assert after.info[name] == value
+
+
+def test_seed_makes_it_repeatable():
+    png = png_bytes(make_image("RGB", np.random.default_rng(4)))
+    assert randomize_image(png, seed=3) == randomize_image(png, seed=3)
+    assert randomize_image(png, seed=3) != randomize_image(png, seed=4)
+
+
+def test_smaller_than_two_blocks_is_returned_unchanged():
+    before = Image.fromarray(np.arange(50 * 70 * 3, dtype=np.uint8).reshape(50, 70, 3))
+    after = Image.open(io.BytesIO(randomize_image(png_bytes(before))))
+    assert np.array_equal(np.asarray(after), np.asarray(before))
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"GIF89a" + b"\x00" * 100, "not a PNG"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 100, "corrupt PNG"),
+        (b"", "not a PNG"),
+    ],
+)
+def test_bad_input(data, message):
+    with pytest.raises(InvalidImage, match=message):
+        randomize_image(data)
+
+
+def test_pixel_limit():
+    png = png_bytes(Image.new("L", (2000, 1000)))
+    with pytest.raises(InvalidImage, match="2000x1000 pixels is over the limit of 1000000"):
+        randomize_image(png, max_pixels=1_000_000)
