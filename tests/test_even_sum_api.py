@@ -1,0 +1,112 @@
+"""Even sum through the API: upload and URL paths, progress, errors, exact results."""
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from backend.store import JobStore
+from tests.helpers import wait_status
+
+NUMBERS = b" 12 -4\t7\r\n+8 0003\n\n99999999999999999999998 -0 5"  # evens: 12 -4 8 99999999999999999999998 -0
+EXPECTED = {"sum": 12 - 4 + 8 + 99999999999999999999998, "even_count": 5, "count": 8, "bytes": len(NUMBERS)}
+
+
+def upload(api_url: str, data: bytes, **headers) -> str:
+    response = httpx.post(f"{api_url}/even-sum", content=data, headers={"Content-Type": "text/plain", **headers})
+    assert response.status_code == 201, response.text
+    return response.json()["token"]
+
+
+def result(api_url: str, token: str) -> dict:
+    response = httpx.get(f"{api_url}/even-sum/{token}/result")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_upload_then_sum_again_by_url(api_url, dispatcher, settings):
+    token = upload(api_url, NUMBERS)
+    assert wait_status(api_url, "even-sum", token)[-1] == {"status": "finished"}
+    assert result(api_url, token) == EXPECTED
+
+    record = httpx.get(f"{api_url}/tasks/{token}").json()
+    assert record["input_url"] == f"{settings.uploads_url}/{token}.txt"
+    assert Path(record["input_url"].removeprefix("file://")).read_bytes() == NUMBERS
+
+    again = httpx.post(f"{api_url}/even-sum", json={"url": record["input_url"]}).json()["token"]
+    wait_status(api_url, "even-sum", again)
+    assert result(api_url, again) == EXPECTED
+
+
+def test_exact_beyond_64_bits_in_the_raw_response(api_url, dispatcher):
+    token = upload(api_url, b"18446744073709551616 18446744073709551618")
+    wait_status(api_url, "even-sum", token)
+    raw = httpx.get(f"{api_url}/even-sum/{token}/result").text
+    assert json.loads(raw)["sum"] == 36893488147419103234
+    assert "36893488147419103234" in raw
+
+
+def test_progress_is_recorded_per_block(api_url, dispatcher, settings):
+    data = b"\n".join(str(i).encode() for i in range(20_000))  # ~110 KB, 1 KiB blocks
+    token = upload(api_url, data)
+    wait_status(api_url, "even-sum", token)
+    blocks = -(-len(data) // settings.even_sum_block_bytes)
+    assert httpx.get(f"{api_url}/tasks/{token}").json()["progress"] == {"done": blocks, "total": blocks}
+    assert result(api_url, token)["sum"] == sum(range(0, 20_000, 2))
+
+
+def test_status_shows_progress_while_running(api_url, redis, settings):
+    store = JobStore(redis, settings.result_ttl_s)
+    token = store.submit("even-sum", input_url=f"{settings.uploads_url}/x.txt").token
+    store.mark_received(token, "d1")
+    store.progress(token, 3, 8)
+    body = httpx.get(f"{api_url}/even-sum/{token}/status").json()
+    assert body == {"status": "received", "progress": {"done": 3, "total": 8}}
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"1 2 12a 4", "invalid number at byte 4: '12a'"),
+        (b"1\n3.5\n", "invalid number at byte 2: '3.5'"),
+        (b"7 - 8", "invalid number at byte 2: '-'"),
+        (b"1 2 \xff\xfe", "invalid number at byte 4"),
+    ],
+)
+def test_invalid_content_errors_with_offset(api_url, dispatcher, data, message):
+    token = upload(api_url, data)
+    final = wait_status(api_url, "even-sum", token)[-1]
+    assert final["status"] == "errored"
+    assert message in final["error"]
+    assert httpx.get(f"{api_url}/even-sum/{token}/result").json() == {"message": "not found"}
+
+
+def test_missing_object_errors_not_found(api_url, dispatcher, settings):
+    url = f"{settings.uploads_url}/never-uploaded.txt"
+    token = httpx.post(f"{api_url}/even-sum", json={"url": url}).json()["token"]
+    final = wait_status(api_url, "even-sum", token)[-1]
+    assert final["status"] == "errored" and "not found" in final["error"]
+
+
+def test_empty_file_sums_to_zero(api_url, dispatcher):
+    token = upload(api_url, b" \n\t ")
+    wait_status(api_url, "even-sum", token)
+    assert result(api_url, token) == {"sum": 0, "even_count": 0, "count": 0, "bytes": 4}
+
+
+def test_upload_over_the_limit_is_413_and_leaves_nothing(api_url, settings):
+    settings.max_upload_bytes = 1000
+    chunks = (b"2 " * 100 for _ in range(20))  # 4000 bytes, no Content-Length
+    response = httpx.post(f"{api_url}/even-sum", content=chunks, headers={"Content-Type": "text/plain"})
+    assert response.status_code == 413
+    uploads = Path(settings.uploads_url.removeprefix("file://"))
+    assert not uploads.exists() or not any(uploads.iterdir())
+
+
+def test_even_sum_job_has_a_report(api_url, dispatcher):
+    token = upload(api_url, NUMBERS)
+    wait_status(api_url, "even-sum", token)
+    record = httpx.get(f"{api_url}/tasks/{token}").json()
+    assert record["report_url"].endswith(f"{token}.html")
+    assert record["bytes"] == len(NUMBERS)
