@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from distributed import Client
 from redis import Redis
 
+from backend import keys
 from backend.exceptions import UnknownTaskKind
 from backend.job import Job, JobStatus, Kind
 from backend.jobs import RUNNERS, JobContext, key_prefix
@@ -39,8 +40,10 @@ class Dispatcher:
         self.queue = JobQueue(self.redis, new_dispatcher_id(), settings.lease_s)
         self.context = JobContext(client=client, store=self.store, settings=settings)
         self._image_jobs = itertools.count()
-        self.stopping = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self.stopping = threading.Event()  # no new claims
+        self._released = threading.Event()  # job loops are done: stop renewing the lease
+        self._heartbeat: threading.Thread | None = None
+        self._job_threads: list[threading.Thread] = []
 
     @property
     def id(self) -> str:
@@ -50,12 +53,12 @@ class Dispatcher:
         """Start the heartbeat and ``concurrency`` job loops, each in its own thread."""
         self.queue.heartbeat()
         self.context.client.get_task_stream(start=0, stop=0)  # start the scheduler's recording
-        self._threads = [threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)]
-        self._threads += [
+        self._heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
+        self._job_threads = [
             threading.Thread(target=self._job_loop, name=f"job-{i}", daemon=True)
             for i in range(self.settings.dispatcher_concurrency)
         ]
-        for thread in self._threads:
+        for thread in (self._heartbeat, *self._job_threads):
             thread.start()
         log.info("dispatcher %s started with %d job loops", self.id, self.settings.dispatcher_concurrency)
 
@@ -63,14 +66,18 @@ class Dispatcher:
         """Stop claiming, give running jobs ``shutdown_grace_s`` to end, hand back the rest."""
         self.stopping.set()
         deadline = time.monotonic() + self.settings.shutdown_grace_s
-        for thread in self._threads:
+        for thread in self._job_threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        # The lease was renewed until now, so nobody reaped jobs we were still finishing;
+        # the heartbeat stops before the release so it cannot re-register us after it.
+        self._released.set()
+        self._heartbeat.join()
         requeued = self.queue.release()
         log.info("dispatcher %s stopped; requeued %d job(s)", self.id, requeued)
 
     def _heartbeat_loop(self) -> None:
-        period = self.settings.lease_s / 3
-        while not self.stopping.wait(period):
+        period = self.settings.lease_s / keys.LEASE_RENEWALS_PER_PERIOD
+        while not self._released.wait(period):
             try:
                 self.queue.heartbeat()
                 if reaped := self.queue.reap():
