@@ -17,7 +17,10 @@ from tests.compose_services import COMPOSE_FILE, REPO, compose, compose_config, 
 
 DOCKERFILES = [REPO / "backend" / "Dockerfile", REPO / "compute" / "Dockerfile"]
 # conda-forge names that differ from the PyPI names in constraints.txt.
-CONDA_TO_PYPI = {"dask-core": "dask", "redis-py": "redis", "uvicorn-standard": "uvicorn", "msgpack-python": "msgpack"}
+CONDA_TO_PYPI = {
+    "dask-core": "dask", "redis-py": "redis", "uvicorn-standard": "uvicorn", "msgpack-python": "msgpack",
+    "python-isal": "isal",
+}
 
 
 def norm(name: str) -> str:
