@@ -65,7 +65,9 @@ class Dispatcher:
     def stop(self) -> None:
         """Stop claiming, give running jobs ``shutdown_grace_s`` to end, hand back the rest."""
         self.stopping.set()
-        deadline = time.monotonic() + self.settings.shutdown_grace_s
+        # Idle loops leave within one claim timeout, busy ones get the grace period. After
+        # the deadline no loop is inside BLMOVE, so none can take a token after the release.
+        deadline = time.monotonic() + max(self.settings.shutdown_grace_s, keys.CLAIM_TIMEOUT_S + 1)
         for thread in self._job_threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         # The lease was renewed until now, so nobody reaped jobs we were still finishing;
@@ -107,11 +109,17 @@ class Dispatcher:
             return
         with self._report(job) as report_url:
             timing = self._execute(job, report_url)
+        if timing is None:
+            return
         save_timing(self.settings, timing)
         count_job(self.redis, timing)
 
-    def _execute(self, job: Job, report_url: str | None) -> Timing:
-        """Run the job, store its final state; the user sees it finished on return."""
+    def _execute(self, job: Job, report_url: str | None) -> Timing | None:
+        """Run the job, store its final state; the user sees it finished on return.
+
+        None when the job failed because we shut down and handed it back: another
+        dispatcher runs it, so recording an error here would be wrong.
+        """
         error, outcome = None, None
         started = time.time()
         with Stopwatch() as watch:
@@ -120,6 +128,9 @@ class Dispatcher:
             except USER_ERRORS as exc:
                 error = str(exc)
             except Exception as exc:
+                if self._released.is_set():
+                    log.info("job %s was handed back at shutdown", job.token)
+                    return None
                 log.exception("job %s failed", job.token)
                 error = f"{type(exc).__name__}: {exc}"
         timing = make_timing(
