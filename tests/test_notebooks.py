@@ -25,7 +25,8 @@ def outputs_text(notebook) -> str:
 
 
 @pytest.mark.timeout(300)
-def test_timings_notebook(api_url, settings, dispatcher, monkeypatch):
+def test_timings_notebook(settings, dispatcher, api_url, monkeypatch):
+    settings.even_sum_block_bytes = 1 << 20  # the fixture's 1 KiB blocks are for boundary tests
     monkeypatch.setenv("SPACETIME_API_URL", api_url)
     monkeypatch.setenv("SPACETIME_REPORTS_URL", settings.reports_url)
     notebook = execute("timings.ipynb")
