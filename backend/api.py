@@ -6,11 +6,11 @@ result routes with {"status"} and {"message": "not found"}.
 """
 
 import asyncio
-import json
 from contextlib import asynccontextmanager
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
+import fsspec
 import redis
 from fastapi import APIRouter, Depends, FastAPI, Header, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
@@ -18,8 +18,6 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
-
-import fsspec
 
 from backend.exceptions import InputTooLarge, InvalidInput, JobNotFound
 from backend.job import Job, JobStatus, Kind, Progress, new_token

@@ -19,7 +19,14 @@ from backend import keys
 from backend.exceptions import UnknownTaskKind
 from backend.job import Job, JobStatus, Kind
 from backend.jobs import RUNNERS, JobContext, key_prefix
-from backend.metrics import Stopwatch, Timing, count_job, make_timing, report_store_url, save_timing
+from backend.metrics import (
+    Stopwatch,
+    Timing,
+    count_job,
+    make_timing,
+    report_store_url,
+    save_timing,
+)
 from backend.queue import JobQueue, new_dispatcher_id
 from backend.settings import Settings
 from backend.store import JobStore

@@ -18,7 +18,11 @@ import time
 from dataclasses import asdict, dataclass
 
 import fsspec
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 from redis import Redis
 
 from backend import keys

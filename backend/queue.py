@@ -7,8 +7,8 @@ back to the front of ``tasks``. No job is lost; a job may run twice (a dispatche
 stalled past its lease), and JobStore's first-final-write-wins makes that harmless.
 """
 
-import socket
 import os
+import socket
 import uuid
 
 from redis import Redis
