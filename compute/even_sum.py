@@ -127,7 +127,7 @@ def _file_size(url: str, storage_options: dict | None) -> int:
     except FileNotFoundError:
         raise FileNotFoundError(f"not found: {url}") from None
     except PermissionError as exc:
-        raise PermissionError(f"access denied to {url}: {exc}") from None
+        raise PermissionError(f"access denied to {url} ({exc}): check the storage credentials") from None
     if info.get("type") == "directory":
         raise IsADirectoryError(f"a directory, not a file: {url}")
     return info["size"]

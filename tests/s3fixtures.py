@@ -1,0 +1,144 @@
+"""Shared pieces of the even-sum tests: a real S3 API (a moto server on loopback), the
+plain-Python answer to compare with, and Hypothesis strategies for number files.
+
+A plain module, imported by the tests (conftest.py belongs to the service tests).
+"""
+
+import json
+import re
+import socket
+import uuid
+from contextlib import contextmanager
+
+import boto3
+import httpx
+from hypothesis import strategies as st
+from moto.server import ThreadedMotoServer
+
+from compute.errors import InvalidNumber
+
+REGION = "us-east-1"
+
+WHITESPACE = [b" ", b"\t", b"\n", b"\r", b"\x0b", b"\x0c", b"\r\n"]
+VALID_TOKEN = re.compile(rb"[+-]?[0-9]+")
+TOKEN = re.compile(rb"[^ \t\n\r\x0b\x0c]+")
+INVALID_TOKENS = [
+    b"12a", b"3.5", b"1e5", b"NaN", b"-", b"+", b"--1", b"+-2", b"1-2", b"0x10", b"1_000",
+    b"\x00", b"\xff\xfe", "é".encode(), "١٢".encode(), b"\x1c", b"12" * 30 + b"!",
+]
+
+
+def reference(data: bytes) -> dict:
+    """The expected result, or the InvalidNumber of the first bad token."""
+    total = evens = count = 0
+    for match in TOKEN.finditer(data):
+        token = match.group()
+        if not VALID_TOKEN.fullmatch(token):
+            text = token[:40].decode("ascii", "replace") + ("..." if len(token) > 40 else "")
+            raise InvalidNumber(match.start(), text)
+        value = _int(token)
+        count += 1
+        if value % 2 == 0:
+            total += value
+            evens += 1
+    return {"sum": total, "even_count": evens, "count": count, "bytes": len(data)}
+
+
+def _int(token: bytes) -> int:
+    """int(token) by chunks: int() alone refuses over 4300 digits."""
+    digits = token.lstrip(b"+-")
+    value = 0
+    for i in range(0, len(digits), 1000):
+        chunk = digits[i : i + 1000]
+        value = value * 10 ** len(chunk) + int(chunk)
+    return -value if token.startswith(b"-") else value
+
+
+def expect(data: bytes):
+    """reference(data), or the exception it raises, to compare with."""
+    try:
+        return reference(data)
+    except InvalidNumber as exc:
+        return exc
+
+
+@st.composite
+def integer_tokens(draw) -> bytes:
+    """Integers in the forms a file may hold: mostly short (the kernel's fast path), some
+    long (its careful path, Python's), signs, leading zeros."""
+    digits = draw(st.sampled_from([1, 2, 3, 5, 7, 8, 9, 10, 12, 15, 16] * 4 + [17, 18, 19, 20, 40]))
+    magnitude = draw(st.integers(0, 10**digits - 1))
+    sign = draw(st.sampled_from([b"", b"", b"-", b"+"]))
+    zeros = b"0" * draw(st.sampled_from([0] * 12 + [1, 3, 20]))
+    return sign + zeros + str(magnitude).encode()
+
+
+@st.composite
+def number_files(draw, invalid: bool = False, max_tokens: int = 60) -> bytes:
+    """Whole files: tokens between runs of any whitespace, optional leading and trailing
+    whitespace; with ``invalid``, some bad tokens among them. Repeated up to 20 times,
+    so that files also run to the hundreds of bytes the kernel's fast path needs."""
+    token = integer_tokens()
+    if invalid:
+        token = st.one_of(token, st.sampled_from(INVALID_TOKENS))
+    tokens = draw(st.lists(token, max_size=max_tokens))
+    if invalid:
+        tokens.insert(draw(st.integers(0, len(tokens))), draw(st.sampled_from(INVALID_TOKENS)))
+    gaps = st.lists(st.sampled_from(WHITESPACE), min_size=1, max_size=3).map(b"".join)
+    edge = st.lists(st.sampled_from(WHITESPACE), max_size=3).map(b"".join)
+    parts = []
+    for value in tokens:
+        parts.append(value)
+        parts.append(draw(gaps))
+    body = b"".join(parts) * draw(st.sampled_from([1, 2, 3, 7, 20]))
+    return draw(edge) + body.rstrip(b" \t\n\r\x0b\x0c") + draw(edge)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def moto_server():
+    """A moto S3 server on a free loopback port; yields its endpoint URL."""
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+def s3_client(endpoint: str, key: str = "testing", secret: str = "testing"):
+    return boto3.client(
+        "s3", endpoint_url=endpoint, region_name=REGION, aws_access_key_id=key, aws_secret_access_key=secret
+    )
+
+
+def new_bucket(endpoint: str, **credentials) -> str:
+    """A fresh bucket (one per test: s3fs caches listings per bucket)."""
+    name = f"even-sum-{uuid.uuid4().hex[:12]}"
+    s3_client(endpoint, **credentials).create_bucket(Bucket=name)
+    return name
+
+
+@contextmanager
+def iam_enforced(endpoint: str):
+    """Make the server check credentials (moto accepts any unless told so); yields the
+    {"key", "secret"} of a user allowed s3:*. Open again afterwards."""
+    # reset-auth N: the next N requests pass unchecked, here the 3 that make the user.
+    httpx.post(f"{endpoint}/moto-api/reset-auth", content=b"3").raise_for_status()
+    try:
+        iam = boto3.client(
+            "iam", endpoint_url=endpoint, region_name=REGION, aws_access_key_id="admin", aws_secret_access_key="admin"
+        )
+        iam.create_user(UserName="reader")
+        key = iam.create_access_key(UserName="reader")["AccessKey"]
+        policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+        iam.put_user_policy(UserName="reader", PolicyName="s3", PolicyDocument=json.dumps(policy))
+        yield {"key": key["AccessKeyId"], "secret": key["SecretAccessKey"]}
+    finally:
+        httpx.post(f"{endpoint}/moto-api/reset-auth", content=b"inf").raise_for_status()

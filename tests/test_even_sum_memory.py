@@ -1,0 +1,65 @@
+"""A worker's memory follows the block size, not the file size."""
+
+import sys
+from pathlib import Path
+
+import pytest
+from distributed import Client, LocalCluster
+
+from compute.even_sum import submit_even_sum
+from tests.s3fixtures import reference
+
+MiB = 2**20
+BLOCK_BYTES = 1 * MiB
+LINE = b"1234567 -24 +316 -1000000000000000 \n"
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
+
+
+def reset_peak_rss() -> int:
+    """In the worker: start a new peak-RSS measurement (Linux: clear_refs 5); the RSS now."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return _status_bytes("VmRSS")
+
+
+def peak_rss() -> int:
+    return _status_bytes("VmHWM")
+
+
+def _status_bytes(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024  # kB
+    raise KeyError(field)
+
+
+@pytest.fixture(scope="module")
+def worker_process():
+    """One worker in its own process, one thread: its RSS is the job's alone."""
+    with LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0", preload=["compute.preload"]
+    ) as cluster, Client(cluster) as client:
+        yield client
+
+
+def test_a_file_64_times_the_block_size_stays_within_a_few_blocks(worker_process, tmp_path):
+    client = worker_process
+    path = tmp_path / "numbers.txt"
+    path.write_bytes(LINE * (64 * MiB // len(LINE)))
+    size = path.stat().st_size
+    warm = tmp_path / "warm.txt"
+    warm.write_bytes(LINE * 100_000)  # one pass first: buffers, imports, task machinery
+    submit_even_sum(client, str(warm), block_bytes=BLOCK_BYTES, key_prefix="warm")[1].result()
+
+    (before,) = client.run(reset_peak_rss).values()
+    _, total = submit_even_sum(client, str(path), block_bytes=BLOCK_BYTES, key_prefix="big")
+    result = total.result()
+    (peak,) = client.run(peak_rss).values()
+
+    lines = size // len(LINE)
+    assert result == {**reference(LINE), "sum": -24 * lines + 316 * lines - 10**15 * lines,
+                      "even_count": 3 * lines, "count": 4 * lines, "bytes": size}
+    grown = peak - before
+    print(f"worker RSS {before / MiB:.0f} MiB, peak +{grown / MiB:.1f} MiB for a {size / MiB:.0f} MiB file", file=sys.stderr)
+    assert grown < 8 * BLOCK_BYTES
+    assert grown < size / 8
