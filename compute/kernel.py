@@ -5,8 +5,8 @@ waits on the last, and each number's end decides where the next begins. This ker
 classifies 64 bytes at a time with vector compares into bitmasks (whitespace, bytes that
 are neither whitespace nor digits, signs), so where every token of the window starts and
 ends is known up front; each token is then parsed on its own, 8 digits to a word, with a
-few multiplications (SWAR) and no branch per digit. Invalid bytes, numbers of over 16
-digits and the last bytes of the buffer take a careful byte-by-byte path.
+few multiplications (SWAR) and no branch per digit. Invalid bytes, numbers of over 18
+digits and the first and last bytes of the buffer take a careful byte-by-byte path.
 
 Sums are exact: two int64 words (``_add``) for numbers of up to 18 significant digits;
 longer ones are handed back to Python by offset, which parses them into an ``int``.
@@ -73,7 +73,8 @@ _EVEN_SHORTS = np.uint64(0x0000FFFF0000FFFF)
 # 10000 * 2**32 + 1; the high part of each product holds the folded values.
 _FOLD_2, _FOLD_4, _FOLD_8 = np.uint64(2561), np.uint64(6553601), np.uint64(42949672960001)
 _U1, _U8, _U16, _U32, _U63 = np.uint64(1), np.uint64(8), np.uint64(16), np.uint64(32), np.uint64(63)
-_E8 = np.uint64(10**8)
+_E8, _E16 = np.uint64(10**8), np.uint64(10**16)
+SHORT = 10**16  # numbers below this add up per window without overflow
 
 
 # The hot path reads through a raw address: helpers that took the array itself would
@@ -216,26 +217,29 @@ def _careful_token(base, start, end):
 @numba.njit(inline="always")
 def _short_number(base, start, end):
     """(magnitude, negative) of the token at [start, end), known to be digits after an
-    optional sign, with 16 readable bytes before ``end``; magnitude -1 unless it has
-    1 to 16 digits."""
+    optional sign, with 24 readable bytes before ``end``; magnitude -1 unless it has
+    1 to 18 digits."""
     first = _load1(base + start)
     negative = first == 45
     digits = end - start - (negative or first == 43)
-    if digits < 1 or digits > 16:
+    if digits < 1 or digits > MAX_KERNEL_DIGITS:
         return -1, negative
-    return np.int64(_parse16(base + end, digits)), negative
+    if digits <= 16:
+        return np.int64(_parse16(base + end, digits)), negative
+    top = _parse8(_load8(base + end - 24) & _KEEP_LOW[digits - 16])
+    return np.int64(top * _E16 + _parse16(base + end, 16)), negative
 
 
 @numba.njit(inline="always")
 def _fast_windows(base, pos, stop, size, low, high, evens, count):
     """Sum the tokens of whole windows from ``pos`` on, up to the first that needs care
-    (an invalid byte near, over 16 digits...). Returns (the position before which every
+    (an invalid byte near, over 18 digits...). Returns (the position before which every
     token is taken, the totals). Apart from the careful path, so the loop's state stays
     in registers."""
     window = pos
     resume = pos  # the end of the last token taken
-    # A parse reads the 16 bytes before a token's end: they may not exist in the first.
-    if window < 16 or window + 2 * WINDOW > size:
+    # A parse reads the 24 bytes before a token's end: they may not exist in the first.
+    if window < 24 or window + 2 * WINDOW > size:
         return pos, low, high, evens, count
     spaces, others, signs = _window_masks(base + window)
     after_space = _U1  # bit 0: is the byte before the window whitespace?
@@ -249,7 +253,7 @@ def _fast_windows(base, pos, stop, size, low, high, evens, count):
         if others & ~(starts & signs):  # not only digits and leading signs
             return max(window, resume), low, high, evens, count
         tokens = _popcount(starts)
-        window_sum = 0  # at most 33 numbers below 10**16: cannot overflow
+        window_sum = 0  # at most 33 numbers below SHORT: cannot overflow
         odds = 0
         while ends:
             start = window + np.int64(trailing_zeros(starts))
@@ -261,7 +265,10 @@ def _fast_windows(base, pos, stop, size, low, high, evens, count):
                 taken = tokens - _popcount(starts) - 1
                 low, high = _add(low, high, window_sum)
                 return start, low, high, evens + taken - odds, count + taken
-            window_sum += _even_part(magnitude, negative)
+            if magnitude < SHORT:
+                window_sum += _even_part(magnitude, negative)
+            else:
+                low, high = _add(low, high, _even_part(magnitude, negative))
             odds += magnitude & 1
             resume = end
         if starts:  # the last token runs on into the next window, to its first whitespace
@@ -272,7 +279,7 @@ def _fast_windows(base, pos, stop, size, low, high, evens, count):
             if next_spaces == 0 or next_others & ((_U1 << tail) - _U1) or magnitude < 0:
                 low, high = _add(low, high, window_sum)
                 return start, low, high, evens + tokens - 1 - odds, count + tokens - 1
-            window_sum += _even_part(magnitude, negative)
+            low, high = _add(low, high, _even_part(magnitude, negative))
             odds += magnitude & 1
             resume = end
         low, high = _add(low, high, window_sum)
