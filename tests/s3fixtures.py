@@ -94,7 +94,7 @@ def number_files(draw, invalid: bool = False, max_tokens: int = 60) -> bytes:
     return draw(edge) + body.rstrip(b" \t\n\r\x0b\x0c") + draw(edge)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -103,7 +103,7 @@ def _free_port() -> int:
 @contextmanager
 def moto_server():
     """A moto S3 server on a free loopback port; yields its endpoint URL."""
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     try:

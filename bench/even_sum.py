@@ -1,0 +1,360 @@
+"""Even sum on one file, one run: our kernel and Dask job against DuckDB, Polars and
+dask.dataframe.
+
+    .venv/bin/python bench/even_sum.py --size 100MB|1GiB|5GiB --shape lines|wide
+        [--repeat 3] [--block-bytes 64MiB] [--sweep 8MiB,32MiB] [--api URL] [--s3]
+
+The file comes from bench/datagen.py (made once, with its exact answer) and is read once
+first, so every contender reads it from the page cache. Prints one table: best seconds
+of ``--repeat`` runs, GB/s, time over ours (the Dask job), peak RSS of the busiest
+process, and whether the answer is exact. Rows:
+- kernel, 1 core: ``sum_bytes`` over the file in 64 MiB chunks (the reads not timed);
+  and the same with the reads timed, which is what one block task does;
+- numba byte loop, 1 core: the plain @njit loop the kernel replaces (no validation);
+- ours, Dask: ``submit_even_sum`` on a warm LocalCluster of 2 worker processes, 1 thread
+  each, the kernel preloaded;
+- DuckDB and Polars: their CSV readers, all cores (2 here);
+- dask.dataframe.read_csv on the same cluster.
+Contenders that run in this process's place run in a child process each, so that peak
+RSS is theirs alone. ``--api`` also submits the job to a running SpaceTime API (file://
+URL); ``--s3`` puts the file in a moto server and runs the job over s3fs, next to what
+raw ranged s3fs reads of that server reach.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numba
+import numpy as np
+
+from compute.even_sum import DEFAULT_BLOCK_BYTES, submit_even_sum, sum_bytes, warm_up
+from datagen import WIDE_PER_LINE, ensure_file, parse_size
+
+MiB = 2**20
+CHUNK_BYTES = 64 * MiB
+S3_CREDENTIALS = {"key": "bench", "secret": "bench"}
+
+
+# --- contenders that run in a child process -------------------------------------------
+
+
+def whole_token_chunks(path: Path):
+    """The file in ~64 MiB pieces cut after whitespace, from one reusable buffer."""
+    buffer = np.empty(CHUNK_BYTES, dtype=np.uint8)
+    carry = 0
+    with open(path, "rb", buffering=0) as file:
+        while got := file.readinto(memoryview(buffer)[carry:]):
+            end = carry + got
+            cut = end if end < buffer.size else last_space(buffer[:end]) + 1
+            yield buffer[:cut]
+            carry = end - cut
+            buffer[:carry] = buffer[cut:end]
+        if carry:
+            yield buffer[:carry]
+
+
+def last_space(buffer: np.ndarray) -> int:
+    tail = bytes(buffer[-4096:])
+    return buffer.size - len(tail) + max(tail.rfind(space) for space in b" \t\n\r\x0b\x0c")
+
+
+def kernel_only(path: Path, shape: str) -> tuple[float, int]:
+    warm_up()
+    seconds, total = 0.0, 0
+    for chunk in whole_token_chunks(path):
+        start = time.perf_counter()
+        total += sum_bytes(chunk)["sum"]
+        seconds += time.perf_counter() - start
+    return seconds, total
+
+
+def kernel_with_reads(path: Path, shape: str) -> tuple[float, int]:
+    warm_up()
+    start = time.perf_counter()
+    total = sum(sum_bytes(chunk)["sum"] for chunk in whole_token_chunks(path))
+    return time.perf_counter() - start, total
+
+
+@numba.njit(cache=True)
+def _byte_loop(buf):
+    total = value = 0
+    negative = inside = False
+    for byte in buf:
+        if 48 <= byte <= 57:
+            value = value * 10 + (byte - 48)
+            inside = True
+        elif byte == 45:
+            negative = True
+        else:
+            if inside and value % 2 == 0:
+                total += -value if negative else value
+            value, negative, inside = 0, False, False
+    if inside and value % 2 == 0:
+        total += -value if negative else value
+    return total
+
+
+def numba_loop(path: Path, shape: str) -> tuple[float, int]:
+    _byte_loop(np.frombuffer(b"1 2", dtype=np.uint8))
+    seconds, total = 0.0, 0
+    for chunk in whole_token_chunks(path):
+        start = time.perf_counter()
+        total += int(_byte_loop(chunk))
+        seconds += time.perf_counter() - start
+    return seconds, total
+
+
+def columns(shape: str) -> list[str]:
+    return ["x"] if shape == "lines" else [f"c{i}" for i in range(WIDE_PER_LINE)]
+
+
+def duckdb_sum(path: Path, shape: str) -> tuple[float, int]:
+    import duckdb
+
+    types = ", ".join(f"'{name}': 'BIGINT'" for name in columns(shape))
+    source = f"read_csv('{path}', header = false, delim = ' ', columns = {{{types}}})"
+    query = (
+        f"SELECT sum(x) FROM {source} WHERE x % 2 = 0"
+        if shape == "lines"
+        else f"SELECT sum(v) FROM (UNPIVOT {source} ON COLUMNS(*) INTO NAME c VALUE v) WHERE v % 2 = 0"
+    )
+    start = time.perf_counter()
+    ((total,),) = duckdb.sql(query).fetchall()
+    return time.perf_counter() - start, int(total)
+
+
+def polars_sum(path: Path, shape: str) -> tuple[float, int]:
+    import polars as pl
+
+    frame = pl.scan_csv(path, has_header=False, separator=" ", schema={name: pl.Int64 for name in columns(shape)})
+    values = frame.select(pl.col("x").alias("value")) if shape == "lines" else frame.unpivot()
+    query = values.filter(pl.col("value") % 2 == 0).select(pl.col("value").cast(pl.Int128).sum())
+    start = time.perf_counter()
+    total = query.collect().item()
+    return time.perf_counter() - start, int(total)
+
+
+CHILDREN = {
+    "kernel, 1 core (reads not timed)": kernel_only,
+    "kernel + reads, 1 core": kernel_with_reads,
+    "numba byte loop, 1 core": numba_loop,
+    "DuckDB read_csv": duckdb_sum,
+    "Polars scan_csv": polars_sum,
+}
+
+
+def child_main(name: str, path: Path, shape: str, repeat: int) -> None:
+    """In the child: run one contender ``repeat`` times, print its best and peak RSS."""
+    runs = [CHILDREN[name](path, shape) for _ in range(repeat)]
+    seconds = min(seconds for seconds, _ in runs)
+    print(json.dumps({"seconds": seconds, "sum": runs[0][1], "peak_rss": peak_rss()}))
+
+
+def in_child(name: str, path: Path, shape: str, repeat: int) -> dict:
+    command = [sys.executable, __file__, "--child", name, "--path", str(path), "--shape", shape, "--repeat", str(repeat)]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+# --- peak RSS, Linux ------------------------------------------------------------------
+
+
+def reset_peak_rss() -> None:
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_rss() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+# --- contenders on the cluster ------------------------------------------------------
+
+
+def on_cluster(client, job, repeat: int) -> dict:
+    """Best seconds of ``job()`` (after one warm-up run) and the workers' peak RSS."""
+    job()
+    client.run(reset_peak_rss)
+    runs = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        total = job()
+        runs.append((time.perf_counter() - start, total))
+    peak = max(client.run(peak_rss).values())
+    return {"seconds": min(seconds for seconds, _ in runs), "sum": runs[0][1], "peak_rss": peak}
+
+
+def our_job(client, url: str, block_bytes: int, storage_options: dict | None = None):
+    runs = iter(range(10**9))
+
+    def job() -> int:
+        prefix = f"bench-{next(runs)}"
+        _, total = submit_even_sum(client, url, block_bytes=block_bytes, storage_options=storage_options, key_prefix=prefix)
+        return total.result()["sum"]
+
+    return job
+
+
+def dask_dataframe_job(path: Path, shape: str):
+    import dask.dataframe as dd
+
+    def job() -> int:
+        frame = dd.read_csv(
+            str(path), sep=" ", header=None, names=columns(shape), dtype="int64", blocksize=CHUNK_BYTES
+        )
+        return int(frame.where(frame % 2 == 0, 0).sum().sum().compute())  # int64, as pandas sums
+
+    return job
+
+
+# --- the API and S3 ---------------------------------------------------------------------
+
+
+def api_job(api: str, path: Path) -> dict:
+    """POST /even-sum {"url"}, poll until it ends, fetch the result; client-side seconds."""
+    import httpx
+
+    with httpx.Client(base_url=api, timeout=60) as http:
+        start = time.perf_counter()
+        response = http.post("/even-sum", json={"url": path.as_uri()})
+        response.raise_for_status()
+        token = response.json()["token"]
+        while (status := http.get(f"/even-sum/{token}/status").json())["status"] not in ("finished", "errored"):
+            time.sleep(0.05)
+        if status["status"] == "errored":
+            raise RuntimeError(f"the API job failed: {status}")
+        total = http.get(f"/even-sum/{token}/result").json()["sum"]
+        return {"seconds": time.perf_counter() - start, "sum": total, "peak_rss": None}
+
+
+def moto_server(port: int) -> subprocess.Popen:
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    import httpx
+
+    for _ in range(100):
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/moto-api/")
+            return server
+        except httpx.TransportError:
+            time.sleep(0.1)
+    server.kill()
+    raise RuntimeError("moto server did not start")
+
+
+def raw_s3_reads(url: str, size: int, storage_options: dict, repeat: int) -> dict:
+    """Plain s3fs ranged reads of the object, 64 MiB at a time, 2 at once (2 workers)."""
+    import fsspec
+
+    fs, key = fsspec.core.url_to_fs(url, **storage_options)
+    ranges = [(start, min(start + CHUNK_BYTES, size)) for start in range(0, size, CHUNK_BYTES)]
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        with ThreadPoolExecutor(2) as pool:
+            got = sum(pool.map(lambda r: len(fs.cat_file(key, start=r[0], end=r[1])), ranges))
+        best = min(best, time.perf_counter() - start)
+    return {"seconds": best, "sum": None, "peak_rss": None, "bytes": got}
+
+
+def s3_rows(client, path: Path, block_bytes: int, repeat: int) -> dict:
+    import fsspec
+
+    from tests.s3fixtures import free_port, new_bucket
+
+    port = free_port()
+    server = moto_server(port)
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        options = {**S3_CREDENTIALS, "client_kwargs": {"endpoint_url": endpoint}}
+        bucket = new_bucket(endpoint, **S3_CREDENTIALS)
+        fsspec.filesystem("s3", **options).put_file(str(path), f"{bucket}/{path.name}")
+        url = f"s3://{bucket}/{path.name}"
+        size = path.stat().st_size
+        return {
+            "s3fs ranged reads only (moto)": raw_s3_reads(url, size, options, repeat),
+            "ours, Dask, over S3 (moto)": on_cluster(client, our_job(client, url, block_bytes, options), repeat),
+        }
+    finally:
+        server.terminate()
+        server.wait()
+
+
+# --- the run ----------------------------------------------------------------------------
+
+
+def warm_page_cache(path: Path) -> None:
+    with open(path, "rb", buffering=0) as file:
+        while file.read(CHUNK_BYTES):
+            pass
+
+
+def cluster_rows(path: Path, shape: str, args) -> dict:
+    from distributed import Client, LocalCluster
+
+    rows = {}
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, preload=["compute.preload"], dashboard_address=":0"
+    ) as cluster, Client(cluster) as client:
+        rows["ours, Dask, 2 workers"] = on_cluster(client, our_job(client, path.as_uri(), args.block_bytes), args.repeat)
+        for block_bytes in args.sweep:
+            job = our_job(client, path.as_uri(), block_bytes)
+            rows[f"ours, Dask, {block_bytes / MiB:g} MiB blocks"] = on_cluster(client, job, args.repeat)
+        rows["dask.dataframe read_csv"] = on_cluster(client, dask_dataframe_job(path, shape), args.repeat)
+        if args.s3:
+            rows.update(s3_rows(client, path, args.block_bytes, args.repeat))
+    return rows
+
+
+def print_table(rows: dict, size: int, answer: int) -> None:
+    ours = rows["ours, Dask, 2 workers"]["seconds"]
+    print(f"{'':34} {'seconds':>8} {'GB/s':>6} {'x ours':>7} {'peak RSS':>9}  exact")
+    for name, row in rows.items():
+        gbps = row.get("bytes", size) / row["seconds"] / 1e9
+        rss = f"{row['peak_rss'] / MiB:6.0f} MiB" if row["peak_rss"] else "        -"
+        exact = "-" if row["sum"] is None else ("yes" if row["sum"] == answer else f"NO ({row['sum']})")
+        print(f"{name:34} {row['seconds']:8.3f} {gbps:6.2f} {row['seconds'] / ours:7.2f} {rss}  {exact}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=parse_size, default=parse_size("100MB"))
+    parser.add_argument("--shape", choices=["lines", "wide"], default="lines")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--block-bytes", type=parse_size, default=DEFAULT_BLOCK_BYTES)
+    parser.add_argument("--sweep", type=lambda text: [parse_size(size) for size in text.split(",")], default=[],
+                        help="also run our job with these block sizes, e.g. 8MiB,32MiB,128MiB")
+    parser.add_argument("--api", help="also submit the job to this SpaceTime API")
+    parser.add_argument("--s3", action="store_true", help="also run the job over S3 (a moto server)")
+    parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
+    parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child_main(args.child, args.path, args.shape, args.repeat)
+
+    path, answer = ensure_file(args.size, args.shape)
+    warm_page_cache(path)
+    print(f"{path.name}: {answer['bytes'] / 1e9:.3f} GB, {answer['count']} numbers; "
+          f"block {args.block_bytes / MiB:.0f} MiB; best of {args.repeat}; {os.cpu_count()} CPUs")
+    rows = {name: in_child(name, path, args.shape, args.repeat) for name in CHILDREN}
+    rows.update(cluster_rows(path, args.shape, args))
+    if args.api:
+        rows["ours, through the SpaceTime API"] = api_job(args.api, path)
+    print_table(rows, answer["bytes"], answer["sum"])
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).parents[1]))  # tests.s3fixtures, for --s3
+    main()
