@@ -1,0 +1,53 @@
+"""`spacetime submit` against a live API: upload with progress, wait, print the result."""
+
+import json
+import subprocess
+import sys
+
+import httpx
+from PIL import Image
+
+from tests.conftest import FIXTURES
+
+
+def submit(api_url: str, *args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "backend.cli", "submit", *args, "--api", api_url],
+        capture_output=True, text=True, timeout=60, cwd=cwd,
+    )
+
+
+def test_submit_even_sum_file_then_url(api_url, dispatcher, tmp_path):
+    numbers = tmp_path / "numbers.txt"
+    numbers.write_text("\n".join(str(i) for i in range(1, 5001)))
+    done = submit(api_url, "even-sum", str(numbers), "--client-id", "cli")
+    assert done.returncode == 0, done.stderr
+    expected = {"sum": sum(range(2, 5001, 2)), "even_count": 2500, "count": 5000, "bytes": numbers.stat().st_size}
+    assert json.loads(done.stdout) == expected
+    assert "upload" in done.stderr  # the progress bar
+
+    token = done.stderr.split("token ")[1].split()[0]
+    url = httpx.get(f"{api_url}/tasks/{token}").json()["input_url"]
+    again = submit(api_url, "even-sum", url)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout) == expected
+
+
+def test_submit_randomize_writes_the_png(api_url, dispatcher, tmp_path):
+    done = submit(api_url, "randomize", str(FIXTURES / "cat.png"), "-o", "shuffled.png", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert Image.open(tmp_path / "shuffled.png").size == Image.open(FIXTURES / "cat.png").size
+
+
+def test_submit_reports_an_errored_job(api_url, dispatcher, tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_text("1 2 x3")
+    done = submit(api_url, "even-sum", str(bad))
+    assert done.returncode == 1
+    assert "invalid number at byte 4: 'x3'" in done.stderr
+
+
+def test_submit_reports_a_refused_request(api_url, tmp_path):
+    done = submit(api_url, "even-sum", "file:///etc/passwd")
+    assert done.returncode == 1
+    assert "error 400" in done.stderr and "not allowed" in done.stderr
