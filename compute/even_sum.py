@@ -20,9 +20,10 @@ from compute import kernel
 from compute.errors import InvalidNumber
 
 MiB = 2**20
-# 64 MiB: measured (docs/benchmarks.md) a block takes ~50 ms to read from page cache and
-# sum, so the ~1 ms of scheduling per task is noise, while a 5 GiB file still makes 80
-# tasks to spread over a cluster. Memory per worker thread is about one block.
+# 64 MiB, from measurements (docs/benchmarks.md): a job's time is flat from 32 MiB blocks
+# up (a block is ~50 ms of reading and parsing; the ~1.5 ms each task costs is noise)
+# and grows below; a 5 GiB file still makes 80 tasks to spread over a cluster; a worker
+# thread holds about one block.
 DEFAULT_BLOCK_BYTES = 64 * MiB
 # Bytes read past a block's end at first to finish its last number; more when needed.
 LOOK_AHEAD_BYTES = 4096
