@@ -8,6 +8,7 @@ import io
 import warnings
 
 import numpy as np
+import pyspng
 from PIL import Image
 
 from compute.errors import InvalidImage
@@ -17,6 +18,8 @@ from compute.png import PNG_SIGNATURE, can_encode, encode_png
 # default 6 on cat.png for a file ~15% larger; latency matters more here than bytes.
 PILLOW_COMPRESS_LEVEL = 1
 DEFAULT_MAX_PIXELS = 64_000_000
+# mode -> trailing shape of the array pyspng returns for it
+SPNG_MODES = {"L": (), "RGB": (3,), "RGBA": (4,)}
 
 
 def randomize_image(
@@ -27,8 +30,7 @@ def randomize_image(
     The strips at the right and bottom that do not fill a tile stay where they are
     (the original blackened them). Size, mode, palette and every pixel are kept.
     """
-    image = _decode(png, max_pixels)
-    pixels = np.asarray(image)
+    image, pixels = _decode(png, max_pixels)
     shuffled = shuffle_blocks(pixels, block, np.random.default_rng(seed))
     return _encode(shuffled, image)
 
@@ -50,25 +52,37 @@ def shuffle_blocks(pixels: np.ndarray, block: int, rng: np.random.Generator) -> 
     return out
 
 
-def _decode(png: bytes, max_pixels: int) -> Image.Image:
+def _decode(png: bytes, max_pixels: int) -> tuple[Image.Image, np.ndarray]:
+    """The image's header (mode, palette, info) and its pixels as an array."""
     if not png.startswith(PNG_SIGNATURE):
         raise InvalidImage("not a PNG: the data does not start with the PNG signature")
     try:
         # Pillow's own bomb check is process-global; ours is per call, so silence its warning.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(png), formats=["PNG"])
+            image = Image.open(io.BytesIO(png), formats=["PNG"])  # reads the header only
             if image.width * image.height > max_pixels:
                 raise InvalidImage(
                     f"image too large: {image.width}x{image.height} pixels is over the "
                     f"limit of {max_pixels} pixels"
                 )
-            image.load()
+            return image, _pixels(png, image)
     except InvalidImage:
         raise
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except (OSError, SyntaxError, ValueError, RuntimeError, Image.DecompressionBombError) as exc:
         raise InvalidImage(f"corrupt PNG: {exc}") from None
-    return image
+
+
+def _pixels(png: bytes, image: Image.Image) -> np.ndarray:
+    """libspng decodes 8-bit L/RGB/RGBA about twice as fast as Pillow (10 vs 22 ms on
+    cat.png); anything else, or anything it would decode differently (16-bit colour,
+    which Pillow reduces to 8 bits; colour-key transparency), goes through Pillow."""
+    if image.mode in SPNG_MODES and "transparency" not in image.info:
+        pixels = pyspng.load(png)  # raises RuntimeError on corrupt data
+        if pixels.dtype == np.uint8 and pixels.shape == (image.height, image.width, *SPNG_MODES[image.mode]):
+            return pixels
+    image.load()
+    return np.asarray(image)
 
 
 def _encode(pixels: np.ndarray, like: Image.Image) -> bytes:
