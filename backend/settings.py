@@ -51,8 +51,10 @@ class Settings(BaseSettings):
     lease_s: float = Field(10.0, gt=0)
     # On SIGTERM, how long running jobs may take before they are handed back to the queue.
     shutdown_grace_s: float = Field(30.0, ge=0)
-    # Image jobs take a performance report 1 in N (even-sum jobs always); see docs/metrics.md.
-    image_report_every: int = Field(20, ge=0)
+    # Image jobs take a performance report 1 in N (even-sum jobs always). A report costs the
+    # scheduler ~0.7 s of CPU, 30-50 image jobs' worth (docs/benchmarks.md): 1 in 500 keeps
+    # that under 5% of a busy scheduler's time. See docs/metrics.md.
+    image_report_every: int = Field(500, ge=0)
 
     @field_validator("redis_url")
     @classmethod
