@@ -147,6 +147,8 @@ async def submit_even_sum(request: Request, store: StoreDep, settings: SettingsD
         url = check_allowed_url(await read_url(request), settings.allowed_url_prefixes)
         job = await run_in_threadpool(store.submit, Kind.even_sum.value, client, input_url=url)
         return TokenOut(token=job.token)
+    if request.headers.get("content-type", "").startswith("multipart/"):
+        raise InvalidInput("send the file as the raw body (curl -T FILE or --data-binary @FILE), not as a form")
     token = new_token()
     url = f"{settings.uploads_url}/{token}.txt"
     check_declared_length(request, settings.max_upload_bytes)

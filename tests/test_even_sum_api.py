@@ -110,3 +110,9 @@ def test_even_sum_job_has_a_report(api_url, dispatcher):
     record = httpx.get(f"{api_url}/tasks/{token}").json()
     assert record["report_url"].endswith(f"{token}.html")
     assert record["bytes"] == len(NUMBERS)
+
+
+def test_form_upload_is_refused_with_a_hint(api_url):
+    response = httpx.post(f"{api_url}/even-sum", files={"file": ("numbers.txt", b"1 2 3")})
+    assert response.status_code == 400
+    assert "raw body" in response.json()["error"]
