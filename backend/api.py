@@ -143,16 +143,17 @@ def randomize_result(token: str, store: StoreDep):
     summary="Sum the even integers of a text file: upload it, or name it by URL",
 )
 async def submit_even_sum(request: Request, store: StoreDep, settings: SettingsDep, client: ClientId = "anonymous"):
-    if request.headers.get("content-type", "").startswith("application/json"):
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("application/json"):
         url = check_allowed_url(await read_url(request), settings.allowed_url_prefixes)
-        job = await run_in_threadpool(store.submit, Kind.even_sum.value, client, input_url=url)
-        return TokenOut(token=job.token)
-    if request.headers.get("content-type", "").startswith("multipart/"):
+        token = None
+    elif content_type.startswith("multipart/"):
         raise InvalidInput("send the file as the raw body (curl -T FILE or --data-binary @FILE), not as a form")
-    token = new_token()
-    url = f"{settings.uploads_url}/{token}.txt"
-    check_declared_length(request, settings.max_upload_bytes)
-    await save_stream(request.stream(), url, settings.max_upload_bytes, settings.storage_options(url))
+    else:
+        token = new_token()
+        url = f"{settings.uploads_url}/{token}.txt"
+        check_declared_length(request, settings.max_upload_bytes)
+        await save_stream(request.stream(), url, settings.max_upload_bytes, settings.storage_options(url))
     job = await run_in_threadpool(store.submit, Kind.even_sum.value, client, input_url=url, token=token)
     return TokenOut(token=job.token)
 
