@@ -13,23 +13,31 @@ from tests.conftest import FIXTURES, free_port
 from tests.helpers import wait_until
 
 
-@pytest.mark.timeout(180)
-@pytest.mark.skipif(shutil.which("curl") is None, reason="the seed's example uses curl")
-def test_up_serves_the_seed_curl_flow_and_stops_cleanly(tmp_path):
-    api = f"http://127.0.0.1:{free_port()}"
-    env = {
+def up_env(tmp_path) -> dict:
+    """`spacetime up`'s environment with every port free, so tests never collide."""
+    return {
         **os.environ,
         "SPACETIME_DATA_DIR": str(tmp_path / "data"),
         "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
         "DASK_SCHEDULER_ADDRESS": f"tcp://127.0.0.1:{free_port()}",
         "SPACETIME_DASHBOARD_URL": f"http://127.0.0.1:{free_port()}/status",
-        "SPACETIME_API_PORT": api.rsplit(":", 1)[1],
+        "SPACETIME_API_PORT": str(free_port()),
     }
-    up = subprocess.Popen(
-        [sys.executable, "-m", "backend.cli", "up"], env=env, stdout=subprocess.PIPE, text=True, cwd=tmp_path
-    )
+
+
+def start_up(env: dict, cwd) -> tuple[subprocess.Popen, str]:
+    """Start `spacetime up`; return it and its banner once it says it is up."""
+    up = subprocess.Popen([sys.executable, "-m", "backend.cli", "up"], env=env, stdout=subprocess.PIPE, text=True, cwd=cwd)
+    return up, _read_banner(up)
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.skipif(shutil.which("curl") is None, reason="the seed's example uses curl")
+def test_up_serves_the_seed_curl_flow_and_stops_cleanly(tmp_path):
+    env = up_env(tmp_path)
+    api = f"http://127.0.0.1:{env['SPACETIME_API_PORT']}"
+    up, banner = start_up(env, tmp_path)
     try:
-        banner = _read_banner(up)
         assert f"{api}/docs" in banner and env["SPACETIME_DASHBOARD_URL"] in banner
 
         shutil.copy(FIXTURES / "cat.png", tmp_path / "cat.png")
@@ -45,8 +53,22 @@ def test_up_serves_the_seed_curl_flow_and_stops_cleanly(tmp_path):
         up.send_signal(signal.SIGTERM)
         code = up.wait(60)
     assert code == 0
-    psutil.wait_procs(family, timeout=10)
-    assert not [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE], "stray processes"
+    assert_all_gone(family)
+
+
+@pytest.mark.timeout(180)
+def test_up_killed_outright_leaves_no_process(tmp_path):
+    up, _ = start_up(up_env(tmp_path), tmp_path)
+    family = psutil.Process(up.pid).children(recursive=True)
+    up.kill()
+    up.wait()
+    assert_all_gone(family)
+
+
+def assert_all_gone(processes: list[psutil.Process]) -> None:
+    psutil.wait_procs(processes, timeout=15)
+    alive = [p for p in processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, f"stray processes: {[p.cmdline() for p in alive]}"
 
 
 def _read_banner(process: subprocess.Popen) -> str:
@@ -60,3 +82,11 @@ def _read_banner(process: subprocess.Popen) -> str:
 
 def _curl(cwd, *args) -> str:
     return subprocess.run(["curl", "-sS", "--fail-with-body", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout
+
+
+def test_up_refuses_a_taken_redis_port(tmp_path, redis_url):
+    """With the port taken, `up` must stop, not quietly use somebody else's Redis."""
+    env = {**os.environ, "SPACETIME_DATA_DIR": str(tmp_path), "REDIS_URL": redis_url}
+    done = subprocess.run([sys.executable, "-m", "backend.cli", "up"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "already in use" in done.stderr
