@@ -6,6 +6,7 @@ result routes with {"status"} and {"message": "not found"}.
 """
 
 import asyncio
+import logging
 from contextlib import asynccontextmanager
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -26,6 +27,8 @@ from backend.settings import Settings, get_settings
 from backend.store import JobStore
 from backend.uploads import check_allowed_url, save_stream
 from compute.image import PNG_SIGNATURE
+
+log = logging.getLogger(__name__)
 
 # -- response models (they are what /openapi.json documents) -----------------------
 
@@ -191,6 +194,9 @@ def task_report(token: str, store: StoreDep, settings: SettingsDep):
         with fsspec.open(url, "r", **settings.storage_options(url)) as f:
             return HTMLResponse(f.read())
     except FileNotFoundError:  # still being written, or expired from the store
+        raise JobNotFound(token) from None
+    except OSError:  # the reports store refused us: the operator's problem, not the client's
+        log.warning("cannot read the report of %s at %s", token, url, exc_info=True)
         raise JobNotFound(token) from None
 
 

@@ -36,7 +36,7 @@ from compute.report import JobReport, task_compute_s
 log = logging.getLogger(__name__)
 
 # Errors whose message is for the user as it is; anything else is reported with its type.
-USER_ERRORS = (InvalidInput, FileNotFoundError, PermissionError, UnknownTaskKind)
+USER_ERRORS = (InvalidInput, FileNotFoundError, IsADirectoryError, PermissionError, UnknownTaskKind)
 
 
 class Dispatcher:
