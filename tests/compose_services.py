@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -53,12 +52,6 @@ def compose_config(file: Path = COMPOSE_FILE) -> dict:
     result = compose("config", "--format", "json", file=file)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

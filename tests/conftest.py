@@ -5,7 +5,6 @@ would dominate the suite's time); Redis is flushed before each test, so tests ne
 see each other's jobs.
 """
 
-import socket
 import threading
 import time
 from contextlib import contextmanager
@@ -20,14 +19,9 @@ from backend.api import create_app
 from backend.dispatcher import Dispatcher
 from backend.embedded import redis_server
 from backend.settings import Settings
+from tests.helpers import free_port
 
 FIXTURES = Path(__file__).parent / "fixtures"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

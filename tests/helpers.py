@@ -1,10 +1,18 @@
 """Small helpers shared by the tests."""
 
+import socket
 import time
 
 import httpx
 
 FINAL = ("finished", "errored")
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def wait_status(api_url: str, kind: str, token: str, timeout_s: float = 30.0) -> list[dict]:

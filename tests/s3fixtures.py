@@ -6,7 +6,6 @@ A plain module, imported by the tests (conftest.py belongs to the service tests)
 
 import json
 import re
-import socket
 import uuid
 from contextlib import contextmanager
 
@@ -16,6 +15,7 @@ from hypothesis import strategies as st
 from moto.server import ThreadedMotoServer
 
 from compute.errors import InvalidNumber
+from tests.helpers import free_port
 
 REGION = "us-east-1"
 
@@ -92,12 +92,6 @@ def number_files(draw, invalid: bool = False, max_tokens: int = 60) -> bytes:
         parts.append(draw(gaps))
     body = b"".join(parts) * draw(st.sampled_from([1, 2, 3, 7, 20]))
     return draw(edge) + body.rstrip(b" \t\n\r\x0b\x0c") + draw(edge)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager

@@ -16,8 +16,8 @@ import pytest
 from moto.server import ThreadedMotoServer
 from PIL import Image
 
-from tests.compose_services import REPO, LocalNetwork, Processes, compose_config, free_port
-from tests.helpers import wait_status
+from tests.compose_services import REPO, LocalNetwork, Processes, compose_config
+from tests.helpers import free_port, wait_status
 
 CAT_PNG = REPO / "tests" / "fixtures" / "cat.png"
 START_TIMEOUT_S = 45.0

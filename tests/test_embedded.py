@@ -9,8 +9,8 @@ import sys
 import psutil
 import pytest
 
-from tests.conftest import FIXTURES, free_port
-from tests.helpers import wait_until
+from tests.conftest import FIXTURES
+from tests.helpers import free_port, wait_until
 
 
 def up_env(tmp_path) -> dict:

@@ -3,8 +3,8 @@
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import free_port, live_api
-from tests.helpers import wait_status, wait_until
+from tests.conftest import live_api
+from tests.helpers import free_port, wait_status, wait_until
 
 
 def test_healthz_ok(api_url, settings):

@@ -8,8 +8,7 @@ import threading
 import httpx
 import psutil
 
-from tests.conftest import free_port
-from tests.helpers import wait_until
+from tests.helpers import free_port, wait_until
 
 UPLOAD_BYTES = 256 * 1024 * 1024
 CHUNK = b"1234567 " * (1024 * 128)  # 1 MiB of valid numbers
