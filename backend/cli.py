@@ -84,12 +84,18 @@ def openapi_yaml(app) -> str:
 
 
 def _submit(args) -> int:
+    import httpx
+
     from backend.client import submit_and_wait
     from backend.settings import get_settings
 
     settings = get_settings()
     api = args.api or f"http://{settings.api_host}:{settings.api_port}"
-    return submit_and_wait(api, args.kind, args.input, args.output, args.client_id)
+    try:
+        return submit_and_wait(api, args.kind, args.input, args.output, args.client_id)
+    except (OSError, httpx.HTTPError) as exc:  # a missing file, an API that is not there
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -51,3 +51,10 @@ def test_submit_reports_a_refused_request(api_url, tmp_path):
     done = submit(api_url, "even-sum", "file:///etc/passwd")
     assert done.returncode == 1
     assert "error 400" in done.stderr and "not allowed" in done.stderr
+
+
+def test_submit_says_what_is_missing(api_url, tmp_path):
+    missing = submit(api_url, "randomize", str(tmp_path / "nope.png"))
+    assert missing.returncode == 1 and "No such file" in missing.stderr
+    unreachable = submit("http://127.0.0.1:9", "randomize", str(FIXTURES / "cat.png"))
+    assert unreachable.returncode == 1 and "error:" in unreachable.stderr
