@@ -15,8 +15,11 @@ test: $(STAMP) redis-server
 	$(BIN)/pytest
 
 # Reinstall whenever the project or its pins change.
+# Debian ships venv apart (python3-venv); as root we install it when it is missing.
 $(STAMP): pyproject.toml constraints.txt
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV) || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null && \
+	  $(PYTHON) -m venv --clear $(VENV); }
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[test,bench]"
 	touch $@
