@@ -1,5 +1,6 @@
 """Small helpers shared by the tests."""
 
+import random
 import socket
 import time
 
@@ -8,11 +9,23 @@ import httpx
 FINAL = ("finished", "errored")
 
 
+# Below Linux's ephemeral range (32768-60999), where the kernel picks the local ports of
+# outgoing connections: a port handed out by bind(0) and closed again can be taken by
+# one of those before the server the test starts binds it.
+PORTS = range(20000, 32000)
+_rng = random.Random()  # its own state: Hypothesis watches the global one
+
+
 def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nobody listens on right now, chosen at random outside the ephemeral range."""
+    while True:
+        port = _rng.choice(PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
 
 
 def wait_status(api_url: str, kind: str, token: str, timeout_s: float = 30.0) -> list[dict]:
