@@ -1,6 +1,7 @@
 """Every job gets a timing record and, where promised, a Dask performance report."""
 
 import json
+import logging
 from pathlib import Path
 
 import httpx
@@ -61,3 +62,13 @@ def test_image_reports_are_sampled(api_url, settings, dask_client, cat_png):
     for token in tokens:
         if token not in with_report:
             assert httpx.get(f"{api_url}/tasks/{token}/report").status_code == 404
+
+
+def test_timing_is_logged_as_one_json_line(api_url, dispatcher, cat_png, caplog):
+    caplog.set_level(logging.INFO, logger="spacetime.timing")
+    token = httpx.post(f"{api_url}/randomize", content=cat_png).json()["token"]
+    wait_status(api_url, "randomize", token)
+    lines = wait_until(lambda: [r.getMessage() for r in caplog.records if token in r.getMessage()])
+    assert len(lines) == 1 and "\n" not in lines[0]
+    logged = json.loads(lines[0])
+    assert logged["token"] == token and logged["kind"] == "randomize" and logged["lead_s"] >= logged["exec_s"]
