@@ -272,7 +272,8 @@ def raw_s3_reads(url: str, size: int, storage_options: dict, repeat: int) -> dic
 def s3_rows(client, path: Path, block_bytes: int, repeat: int) -> dict:
     import fsspec
 
-    from tests.s3fixtures import free_port, new_bucket
+    from tests.helpers import free_port
+    from tests.s3fixtures import new_bucket
 
     port = free_port()
     server = moto_server(port)
