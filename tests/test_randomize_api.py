@@ -134,6 +134,7 @@ def test_unknown_kind_queued_by_hand_errors(api_url, redis, dispatcher):
     record = _wait_record(api_url, "f" * 32)
     assert record["status"] == "errored"
     assert "unknown task kind 'resize'" in record["error"]
+    assert "report_url" not in record  # nothing ran on the cluster, so no report
 
 
 def test_unreadable_record_errors(api_url, redis, dispatcher):
