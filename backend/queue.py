@@ -85,6 +85,3 @@ class JobQueue:
             keys=[self.processing_key, keys.TASKS, keys.lease(self.id), keys.DISPATCHERS],
             args=[self.id],
         )
-
-    def length(self) -> int:
-        return self.redis.llen(keys.TASKS)
