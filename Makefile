@@ -6,13 +6,24 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench-deps redis-server openapi clean
+.PHONY: run test lint format bench-deps redis-server openapi clean
 
 run: $(STAMP) redis-server
 	$(BIN)/spacetime up
 
-test: $(STAMP) redis-server
+test: lint redis-server
 	$(BIN)/pytest
+
+# Lint, format and types: part of `make test`, so CI runs them.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+# Apply ruff's fixes and formatting.
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 # Reinstall whenever the project or its pins change.
 # Debian ships venv apart (python3-venv); as root we install it when it is missing.

@@ -8,7 +8,7 @@ result routes with {"status"} and {"message": "not found"}.
 import asyncio
 import logging
 from contextlib import asynccontextmanager
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import fsspec
@@ -20,12 +20,13 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from backend.exceptions import InputTooLarge, InvalidInput, JobNotFound
+from backend.exceptions import InputTooLarge, JobNotFound
 from backend.job import Job, JobStatus, Kind, Progress, new_token
 from backend.metrics import RedisMetrics
 from backend.settings import Settings, get_settings
 from backend.store import JobStore
 from backend.uploads import check_allowed_url, save_stream
+from compute.errors import InvalidInput
 from compute.image import PNG_SIGNATURE
 
 log = logging.getLogger(__name__)
@@ -69,9 +70,12 @@ class HealthOut(BaseModel):
     dashboard_url: str
 
 
-NOT_FOUND = {404: {"model": NotFoundOut, "description": "Unknown or expired token, or no result yet"}}
-BAD_INPUT = {400: {"model": ErrorOut, "description": "The input is not valid"}}
-TOO_LARGE = {413: {"model": ErrorOut, "description": "The body is over the size limit"}}
+# OpenAPI "responses" entries: status -> what the route documents for it.
+Responses = dict[int | str, dict[str, Any]]
+
+NOT_FOUND: Responses = {404: {"model": NotFoundOut, "description": "Unknown or expired token, or no result yet"}}
+BAD_INPUT: Responses = {400: {"model": ErrorOut, "description": "The input is not valid"}}
+TOO_LARGE: Responses = {413: {"model": ErrorOut, "description": "The body is over the size limit"}}
 
 
 # -- wiring -----------------------------------------------------------------------------
@@ -100,18 +104,22 @@ router = APIRouter()
     status_code=201,
     response_model=TokenOut,
     responses={**BAD_INPUT, **TOO_LARGE},
-    openapi_extra={"requestBody": {"required": True, "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}}},
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}}
+    },
     summary="Submit a PNG whose blocks will be shuffled",
 )
-async def submit_randomize(request: Request, store: StoreDep, settings: SettingsDep, client: ClientId = "anonymous"):
+async def post_randomize(request: Request, store: StoreDep, settings: SettingsDep, client: ClientId = "anonymous"):
     body = await read_body(request, settings.max_image_bytes)
     if not body.startswith(PNG_SIGNATURE):
         raise InvalidInput("the body is not a PNG image (send Content-Type: image/png and the file's bytes)")
-    job = await run_in_threadpool(store.submit, Kind.randomize.value, client, input_bytes=body)
+    job = await run_in_threadpool(store.submit, Kind.randomize, client, input_bytes=body)
     return TokenOut(token=job.token)
 
 
-@router.get("/randomize/{token}/status", response_model=StatusOut, response_model_exclude_none=True, responses=NOT_FOUND)
+@router.get(
+    "/randomize/{token}/status", response_model=StatusOut, response_model_exclude_none=True, responses=NOT_FOUND
+)
 def randomize_status(token: str, store: StoreDep):
     return job_status(store, token, Kind.randomize)
 
@@ -145,7 +153,7 @@ def randomize_result(token: str, store: StoreDep):
     },
     summary="Sum the even integers of a text file: upload it, or name it by URL",
 )
-async def submit_even_sum(request: Request, store: StoreDep, settings: SettingsDep, client: ClientId = "anonymous"):
+async def post_even_sum(request: Request, store: StoreDep, settings: SettingsDep, client: ClientId = "anonymous"):
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("application/json"):
         url = check_allowed_url(await read_url(request), settings.allowed_url_prefixes)
@@ -157,7 +165,7 @@ async def submit_even_sum(request: Request, store: StoreDep, settings: SettingsD
         url = f"{settings.uploads_url}/{token}.txt"
         check_declared_length(request, settings.max_upload_bytes)
         await save_stream(request.stream(), url, settings.max_upload_bytes, settings.storage_options(url))
-    job = await run_in_threadpool(store.submit, Kind.even_sum.value, client, input_url=url, token=token)
+    job = await run_in_threadpool(store.submit, Kind.even_sum, client, input_url=url, token=token)
     return TokenOut(token=job.token)
 
 
@@ -221,7 +229,12 @@ def metrics(request: Request):
 
 @router.get("/", summary="Where to go from here")
 def index(settings: SettingsDep):
-    return {"name": "SpaceTime Analytics", "docs": "/docs", "openapi": "/openapi.json", "dashboard_url": settings.dashboard_url}
+    return {
+        "name": "SpaceTime Analytics",
+        "docs": "/docs",
+        "openapi": "/openapi.json",
+        "dashboard_url": settings.dashboard_url,
+    }
 
 
 # -- helpers the routes share -----------------------------------------------------------------
@@ -247,7 +260,7 @@ def finished_output(store: JobStore, token: str, kind: Kind) -> bytes:
 def job_of_kind(store: JobStore, token: str, kind: Kind) -> Job:
     """The job, or JobNotFound when the token belongs to another kind of job."""
     job = store.get(token)
-    if job.kind != kind.value:
+    if job.kind != kind:
         raise JobNotFound(token)
     return job
 
@@ -288,7 +301,7 @@ async def tcp_reachable(address: str, timeout_s: float = 1.0) -> bool:
     parts = urlsplit(address)
     try:
         _, writer = await asyncio.wait_for(asyncio.open_connection(parts.hostname, parts.port), timeout_s)
-    except (OSError, asyncio.TimeoutError, ValueError):
+    except (TimeoutError, OSError, ValueError):
         return False
     writer.close()
     return True

@@ -1,10 +1,10 @@
 """The ``spacetime`` command: run the parts of the system, or talk to a running one.
 
-    spacetime up            everything on this machine (Redis, Dask, dispatchers, API)
-    spacetime api           the HTTP API (uvicorn)
-    spacetime dispatcher    one dispatcher process
-    spacetime submit ...    submit a job to a running API and wait for its result
-    spacetime openapi       print the OpenAPI document as YAML
+spacetime up            everything on this machine (Redis, Dask, dispatchers, API)
+spacetime api           the HTTP API (uvicorn)
+spacetime dispatcher    one dispatcher process
+spacetime submit ...    submit a job to a running API and wait for its result
+spacetime openapi       print the OpenAPI document as YAML
 """
 
 import argparse

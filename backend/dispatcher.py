@@ -18,7 +18,6 @@ from redis import Redis
 from backend import keys
 from backend.exceptions import UnknownTaskKind
 from backend.job import Job, JobStatus, Kind
-from backend.jobs import RUNNERS, JobContext, key_prefix
 from backend.metrics import (
     Stopwatch,
     Timing,
@@ -28,8 +27,10 @@ from backend.metrics import (
     save_timing,
 )
 from backend.queue import JobQueue, new_dispatcher_id
+from backend.runners import RUNNERS, JobContext, key_prefix
 from backend.settings import Settings
 from backend.store import JobStore
+from backend.waiting import wait_for
 from compute.errors import InvalidInput
 from compute.report import JobReport, task_compute_s
 
@@ -80,7 +81,8 @@ class Dispatcher:
         # The lease was renewed until now, so nobody reaped jobs we were still finishing;
         # the heartbeat stops before the release so it cannot re-register us after it.
         self._released.set()
-        self._heartbeat.join()
+        if self._heartbeat is not None:
+            self._heartbeat.join()
         requeued = self.queue.release()
         log.info("dispatcher %s stopped; requeued %d job(s)", self.id, requeued)
 
@@ -150,8 +152,8 @@ class Dispatcher:
             timing_url=report_store_url(self.settings, job.token, "json"),
             **(outcome.fields if outcome else {}),
         )
-        if error:
-            self.store.fail(job.token, self.id, error, **timing.record_fields())
+        if error or outcome is None:
+            self.store.fail(job.token, self.id, error or "no result", **timing.record_fields())
         else:
             self.store.finish(job.token, self.id, outcome.output, **timing.record_fields())
         return timing
@@ -164,10 +166,10 @@ class Dispatcher:
         trip and some bokeh work) never adds to the user's lead time.
         """
         every = self.settings.image_report_every
-        if job.kind == Kind.even_sum.value:
+        if job.kind == Kind.even_sum:
             sampled = True
         else:  # image jobs are sampled; a job of unknown kind runs nothing worth a report
-            sampled = job.kind == Kind.randomize.value and every > 0 and next(self._image_jobs) % every == 0
+            sampled = job.kind == Kind.randomize and every > 0 and next(self._image_jobs) % every == 0
         if not sampled:
             yield None
             return
@@ -203,18 +205,3 @@ def run_dispatcher(settings: Settings, stop: threading.Event, connect_timeout_s:
     dispatcher.stop()
     client.close()
     return 0
-
-
-def wait_for(check, what: str, where: str, timeout_s: float) -> None:
-    """Call ``check`` until it succeeds, backing off; TimeoutError after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    delay = 0.1
-    while True:
-        try:
-            check()
-            return
-        except Exception as exc:
-            if time.monotonic() + delay > deadline:
-                raise TimeoutError(f"{what} at {where} not reachable after {timeout_s:.0f}s: {exc}") from exc
-            time.sleep(delay)
-            delay = min(delay * 2, 2.0)

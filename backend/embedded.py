@@ -22,8 +22,8 @@ import httpx
 from distributed import LocalCluster
 from redis import Redis
 
-from backend.dispatcher import wait_for
 from backend.settings import Settings
+from backend.waiting import wait_for
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +92,19 @@ def redis_server(url: str, data_dir: Path):
         raise SystemExit(f"cannot start redis-server: {host}:{port} is already in use (pass --redis-url to use it)")
     data_dir.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
-        [binary, "--bind", host, "--port", str(port),
-         "--dir", str(data_dir.resolve()), "--appendonly", "yes", "--save", ""],
+        [
+            binary,
+            "--bind",
+            host,
+            "--port",
+            str(port),
+            "--dir",
+            str(data_dir.resolve()),
+            "--appendonly",
+            "yes",
+            "--save",
+            "",
+        ],
         stdout=subprocess.DEVNULL,
         preexec_fn=die_with_parent,
     )

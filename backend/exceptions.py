@@ -1,4 +1,8 @@
-"""Domain errors. Raised anywhere in the backend; only backend.api maps them to HTTP."""
+"""Domain errors. Raised anywhere in the backend; only backend.api maps them to HTTP.
+
+Bad input is ``compute.errors.InvalidInput`` everywhere, one class for both sides: the
+API raises it for a bad request, workers raise it (and its subclasses) for a bad file.
+"""
 
 
 class SpacetimeError(Exception):
@@ -7,10 +11,6 @@ class SpacetimeError(Exception):
 
 class JobNotFound(SpacetimeError):
     """No record for the token: never created, or expired (TTL)."""
-
-
-class InvalidInput(SpacetimeError):
-    """The client sent something the job cannot take; the message says what."""
 
 
 class InputTooLarge(SpacetimeError):

@@ -2,12 +2,12 @@
 
 import time
 import uuid
-from enum import Enum
+from enum import StrEnum
 
 from pydantic import BaseModel
 
 
-class JobStatus(str, Enum):
+class JobStatus(StrEnum):
     """The original system's four states; extra detail goes in other fields, never here."""
 
     requested = "requested"  # the API stored it and queued its token
@@ -16,7 +16,7 @@ class JobStatus(str, Enum):
     errored = "errored"  # it failed; `error` says why in words a user can act on
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     randomize = "randomize"
     even_sum = "even-sum"
 

@@ -26,6 +26,13 @@ CLAIM_TIMEOUT_S = 1.0
 # A dispatcher renews its lease this many times per lease period, so one missed
 # renewal (a slow Redis round trip) does not make it look dead.
 LEASE_RENEWALS_PER_PERIOD = 3
+# Job counters live as long as jobs keep coming; Prometheus reads a reset as a restart.
+METRICS_TTL_S = 30 * 24 * 3600
+
+
+def dispatchers_ttl_s(lease_s: float) -> int:
+    """The ``dispatchers`` set outlives any lease by far: it only vanishes when nobody renews it."""
+    return int(lease_s * 10) + 60
 
 
 def result(token: str) -> str:

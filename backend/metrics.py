@@ -16,6 +16,7 @@ import json
 import logging
 import time
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import fsspec
 from prometheus_client.core import (
@@ -34,8 +35,6 @@ log = logging.getLogger("spacetime.timing")
 # Histogram buckets in seconds: image jobs live in the first half, big even-sums in the second.
 BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
 HISTOGRAMS = ("lead_s", "exec_s", "queue_wait_s")
-# Counters live as long as jobs keep coming; Prometheus treats a reset as a restart.
-METRICS_TTL_S = 30 * 24 * 3600
 
 
 @dataclass
@@ -106,7 +105,7 @@ def save_timing(settings: Settings, timing: Timing) -> None:
     """Log the record as one JSON line and write it to the reports store."""
     line = json.dumps(asdict(timing), separators=(",", ":"))
     log.info(line)
-    url = timing.timing_url
+    url = timing.timing_url or report_store_url(settings, timing.token, "json")
     with fsspec.open(url, "w", auto_mkdir=True, **settings.storage_options(url)) as f:
         f.write(line)
 
@@ -127,7 +126,7 @@ def count_job(redis: Redis, timing: Timing) -> None:
                     pipe.hincrby(keys.METRICS, f"{name}_bucket|{kind}|{bound}", 1)
         if timing.bytes and timing.status == "finished":
             pipe.hincrby(keys.METRICS, f"bytes_total|{kind}", timing.bytes)
-        pipe.expire(keys.METRICS, METRICS_TTL_S)
+        pipe.expire(keys.METRICS, keys.METRICS_TTL_S)
         pipe.execute()
 
 
@@ -138,8 +137,11 @@ class RedisMetrics:
         self.redis = redis
 
     def collect(self):
-        raw = {k.decode(): float(v) for k, v in self.redis.hgetall(keys.METRICS).items()}
-        jobs = CounterMetricFamily("spacetime_jobs", "Jobs that ended, by kind and final status", labels=["kind", "status"])
+        hash_ = cast(dict[bytes, bytes], self.redis.hgetall(keys.METRICS))
+        raw = {k.decode(): float(v) for k, v in hash_.items()}
+        jobs = CounterMetricFamily(
+            "spacetime_jobs", "Jobs that ended, by kind and final status", labels=["kind", "status"]
+        )
         processed = CounterMetricFamily(
             "spacetime_processed_bytes", "Input bytes of finished jobs, by kind", labels=["kind"]
         )

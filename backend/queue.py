@@ -10,6 +10,7 @@ stalled past its lease), and JobStore's first-final-write-wins makes that harmle
 import os
 import socket
 import uuid
+from typing import cast
 
 from redis import Redis
 
@@ -63,13 +64,12 @@ class JobQueue:
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(keys.lease(self.id), "1", px=int(self.lease_s * 1000))
             pipe.sadd(keys.DISPATCHERS, self.id)
-            # Outlives any lease by far, so the set only vanishes when nobody renews it.
-            pipe.expire(keys.DISPATCHERS, int(self.lease_s * 10) + 60)
+            pipe.expire(keys.DISPATCHERS, keys.dispatchers_ttl_s(self.lease_s))
             pipe.execute()
 
     def claim(self, timeout_s: float = keys.CLAIM_TIMEOUT_S) -> str | None:
         """Block up to ``timeout_s`` for a token; it lands in our processing list."""
-        token = self.redis.blmove(keys.TASKS, self.processing_key, timeout_s, "RIGHT", "LEFT")
+        token = cast(bytes | None, self.redis.blmove(keys.TASKS, self.processing_key, timeout_s, "RIGHT", "LEFT"))  # type: ignore[arg-type]  # float seconds are fine
         return token.decode() if token is not None else None
 
     def reap(self) -> int:

@@ -11,6 +11,9 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from compute.even_sum import DEFAULT_BLOCK_BYTES
+from compute.image import DEFAULT_BLOCK_PX, DEFAULT_MAX_PIXELS
+
 MiB = 1024 * 1024
 
 
@@ -23,9 +26,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SPACETIME_", populate_by_name=True, extra="ignore")
 
     redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias=_env("REDIS_URL"))
-    dask_scheduler_address: str = Field(
-        "tcp://127.0.0.1:8786", validation_alias=_env("DASK_SCHEDULER_ADDRESS")
-    )
+    dask_scheduler_address: str = Field("tcp://127.0.0.1:8786", validation_alias=_env("DASK_SCHEDULER_ADDRESS"))
     # Shown to users (healthz, `spacetime up`); the scheduler serves it, we only link it.
     dashboard_url: str = "http://127.0.0.1:8787/status"
 
@@ -42,10 +43,10 @@ class Settings(BaseSettings):
 
     result_ttl_s: int = Field(24 * 3600, gt=0)
     max_image_bytes: int = Field(20 * MiB, gt=0)
-    max_image_pixels: int = Field(64_000_000, gt=0)
-    image_block_px: int = Field(60, gt=0)
+    max_image_pixels: int = Field(DEFAULT_MAX_PIXELS, gt=0)
+    image_block_px: int = Field(DEFAULT_BLOCK_PX, gt=0)
     max_upload_bytes: int = Field(64 * 1024 * MiB, gt=0)
-    even_sum_block_bytes: int = Field(64 * MiB, gt=0)
+    even_sum_block_bytes: int = Field(DEFAULT_BLOCK_BYTES, gt=0)
 
     dispatcher_concurrency: int = Field(4, gt=0)
     lease_s: float = Field(10.0, gt=0)

@@ -11,6 +11,7 @@ through cjson because results are stored as raw bytes under their own key.
 """
 
 import json
+from typing import cast
 
 from pydantic import ValidationError
 from redis import Redis
@@ -118,16 +119,20 @@ class JobStore:
         return job
 
     def get(self, token: str) -> Job:
-        raw = self.redis.get(keys.result(token))
+        raw = self._bytes(keys.result(token))
         if raw is None:
             raise JobNotFound(token)
         return parse_record(raw, token)
 
     def output(self, token: str) -> bytes | None:
-        return self.redis.get(keys.output(token))
+        return self._bytes(keys.output(token))
 
     def input(self, token: str) -> bytes | None:
-        return self.redis.get(keys.input_(token))
+        return self._bytes(keys.input_(token))
+
+    def _bytes(self, key: str) -> bytes | None:
+        # Our clients never set decode_responses: values come back as bytes.
+        return cast(bytes | None, self.redis.get(key))
 
     # -- dispatcher side ----------------------------------------------------------
 
@@ -168,7 +173,7 @@ class JobStore:
                 keys.input_(token),
                 keys.processing(dispatcher),
             ],
-            args=[token, status.value, json.dumps(fields), output, self.ttl_s],
+            args=[token, status, json.dumps(fields), output, self.ttl_s],
         )
         return bool(done)
 

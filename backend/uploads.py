@@ -11,7 +11,8 @@ from urllib.parse import urlsplit
 import fsspec
 from starlette.concurrency import run_in_threadpool
 
-from backend.exceptions import InputTooLarge, InvalidInput
+from backend.exceptions import InputTooLarge
+from compute.errors import InvalidInput
 
 # Writes are batched to this size: big enough that the thread hop per write is noise,
 # small enough to keep the API's memory flat, and >= S3's 5 MiB multipart minimum.

@@ -26,16 +26,15 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numba
 import numpy as np
+from datagen import WIDE_PER_LINE, ensure_file, parse_size
 
 from compute.even_sum import DEFAULT_BLOCK_BYTES, submit_even_sum, sum_bytes, warm_up
-from datagen import WIDE_PER_LINE, ensure_file, parse_size
 
 MiB = 2**20
 CHUNK_BYTES = 64 * MiB
@@ -158,7 +157,18 @@ def child_main(name: str, path: Path, shape: str, repeat: int) -> None:
 
 
 def in_child(name: str, path: Path, shape: str, repeat: int) -> dict:
-    command = [sys.executable, __file__, "--child", name, "--path", str(path), "--shape", shape, "--repeat", str(repeat)]
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        name,
+        "--path",
+        str(path),
+        "--shape",
+        shape,
+        "--repeat",
+        str(repeat),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.splitlines()[-1])
 
@@ -198,7 +208,9 @@ def our_job(client, url: str, block_bytes: int, storage_options: dict | None = N
 
     def job() -> int:
         prefix = f"bench-{next(runs)}"
-        _, total = submit_even_sum(client, url, block_bytes=block_bytes, storage_options=storage_options, key_prefix=prefix)
+        _, total = submit_even_sum(
+            client, url, block_bytes=block_bytes, storage_options=storage_options, key_prefix=prefix
+        )
         return total.result()["sum"]
 
     return job
@@ -208,9 +220,7 @@ def dask_dataframe_job(path: Path, shape: str):
     import dask.dataframe as dd
 
     def job() -> int:
-        frame = dd.read_csv(
-            str(path), sep=" ", header=None, names=columns(shape), dtype="int64", blocksize=CHUNK_BYTES
-        )
+        frame = dd.read_csv(str(path), sep=" ", header=None, names=columns(shape), dtype="int64", blocksize=CHUNK_BYTES)
         return int(frame.where(frame % 2 == 0, 0).sum().sum().compute())  # int64, as pandas sums
 
     return job
@@ -306,10 +316,15 @@ def cluster_rows(path: Path, shape: str, args) -> dict:
     from distributed import Client, LocalCluster
 
     rows = {}
-    with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, preload=["compute.preload"], dashboard_address=":0"
-    ) as cluster, Client(cluster) as client:
-        rows["ours, Dask, 2 workers"] = on_cluster(client, our_job(client, path.as_uri(), args.block_bytes), args.repeat)
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, preload=["compute.preload"], dashboard_address=":0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        rows["ours, Dask, 2 workers"] = on_cluster(
+            client, our_job(client, path.as_uri(), args.block_bytes), args.repeat
+        )
         for block_bytes in args.sweep:
             job = our_job(client, path.as_uri(), block_bytes)
             rows[f"ours, Dask, {block_bytes / MiB:g} MiB blocks"] = on_cluster(client, job, args.repeat)
@@ -335,8 +350,12 @@ def main() -> None:
     parser.add_argument("--shape", choices=["lines", "wide"], default="lines")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--block-bytes", type=parse_size, default=DEFAULT_BLOCK_BYTES)
-    parser.add_argument("--sweep", type=lambda text: [parse_size(size) for size in text.split(",")], default=[],
-                        help="also run our job with these block sizes, e.g. 8MiB,32MiB,128MiB")
+    parser.add_argument(
+        "--sweep",
+        type=lambda text: [parse_size(size) for size in text.split(",")],
+        default=[],
+        help="also run our job with these block sizes, e.g. 8MiB,32MiB,128MiB",
+    )
     parser.add_argument("--api", help="also submit the job to this SpaceTime API")
     parser.add_argument("--s3", action="store_true", help="also run the job over S3 (a moto server)")
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
@@ -347,8 +366,10 @@ def main() -> None:
 
     path, answer = ensure_file(args.size, args.shape)
     warm_page_cache(path)
-    print(f"{path.name}: {answer['bytes'] / 1e9:.3f} GB, {answer['count']} numbers; "
-          f"block {args.block_bytes / MiB:.0f} MiB; best of {args.repeat}; {os.cpu_count()} CPUs")
+    print(
+        f"{path.name}: {answer['bytes'] / 1e9:.3f} GB, {answer['count']} numbers; "
+        f"block {args.block_bytes / MiB:.0f} MiB; best of {args.repeat}; {os.cpu_count()} CPUs"
+    )
     rows = {name: in_child(name, path, args.shape, args.repeat) for name in CHILDREN}
     rows.update(cluster_rows(path, args.shape, args))
     if args.api:

@@ -102,8 +102,10 @@ def report_overhead(scheduler: str, png: bytes, repeats: int = 20) -> None:
 
         bare = statistics.median(one(False) for _ in range(repeats))
         with_report = statistics.median(one(True) for _ in range(repeats))
-    print(f"one image task on the cluster: {bare * 1e3:.1f} ms bare, {with_report * 1e3:.1f} ms with a "
-          f"performance report (+{(with_report - bare) * 1e3:.0f} ms, {with_report / bare:.1f}x)")
+    print(
+        f"one image task on the cluster: {bare * 1e3:.1f} ms bare, {with_report * 1e3:.1f} ms with a "
+        f"performance report (+{(with_report - bare) * 1e3:.0f} ms, {with_report / bare:.1f}x)"
+    )
 
 
 def main() -> None:

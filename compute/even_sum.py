@@ -140,8 +140,7 @@ def _reduce_tree(client, futures: list, key_prefix: str):
     while True:
         groups = [nodes[i : i + FAN_IN] for i in range(0, len(nodes), FAN_IN)] or [[]]
         nodes = [
-            client.submit(combine, group, key=f"{key_prefix}-reduce-{level}-{j}")
-            for j, group in enumerate(groups)
+            client.submit(combine, group, key=f"{key_prefix}-reduce-{level}-{j}") for j, group in enumerate(groups)
         ]
         if len(nodes) == 1:
             return nodes[0]
@@ -223,7 +222,7 @@ def _buffer(size: int, keep: int = 0) -> np.ndarray:
     if old is not None and old.size >= size:
         return old
     _buffers.array = np.empty(size, dtype=np.uint8)
-    if keep:
+    if keep and old is not None:
         _buffers.array[:keep] = old[:keep]
     return _buffers.array
 
@@ -233,14 +232,14 @@ def _read_past(file, length: int) -> np.ndarray:
     the file): the number that runs over the range's end belongs to this block."""
     want = length + LOOK_AHEAD_BYTES
     buffer = _buffer(want)
-    got = _read_into(file, memoryview(buffer)[:want])
+    got = _read_into(file, memoryview(buffer.data)[:want])
     while True:
         cut = kernel.next_space(_read_only(buffer[:got]), min(length, got))
         if cut < got or got < want:  # found, or the end of the file
             return _read_only(buffer[:cut])
         want *= 2
         buffer = _buffer(want, keep=got)
-        got += _read_into(file, memoryview(buffer)[got:want])
+        got += _read_into(file, memoryview(buffer.data)[got:want])
 
 
 def _read_into(file, view: memoryview) -> int:

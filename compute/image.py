@@ -18,12 +18,14 @@ from compute.png import PNG_SIGNATURE, can_encode, encode_png
 # default 6 on cat.png for a file ~15% larger; latency matters more here than bytes.
 PILLOW_COMPRESS_LEVEL = 1
 DEFAULT_MAX_PIXELS = 64_000_000
+# The original service's tile size.
+DEFAULT_BLOCK_PX = 60
 # mode -> trailing shape of the array pyspng returns for it
 SPNG_MODES = {"L": (), "RGB": (3,), "RGBA": (4,)}
 
 
 def randomize_image(
-    png: bytes, block: int = 60, seed: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+    png: bytes, block: int = DEFAULT_BLOCK_PX, seed: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> bytes:
     """Return a PNG whose full ``block`` x ``block`` tiles are a permutation of ``png``'s.
 
@@ -63,8 +65,7 @@ def _decode(png: bytes, max_pixels: int) -> tuple[Image.Image, np.ndarray]:
             image = Image.open(io.BytesIO(png), formats=["PNG"])  # reads the header only
             if image.width * image.height > max_pixels:
                 raise InvalidImage(
-                    f"image too large: {image.width}x{image.height} pixels is over the "
-                    f"limit of {max_pixels} pixels"
+                    f"image too large: {image.width}x{image.height} pixels is over the limit of {max_pixels} pixels"
                 )
             return image, _pixels(png, image)
     except InvalidImage:
@@ -87,10 +88,10 @@ def _pixels(png: bytes, image: Image.Image) -> np.ndarray:
 
 def _encode(pixels: np.ndarray, like: Image.Image) -> bytes:
     if can_encode(like.mode, like.info):
-        palette = like.palette.tobytes() if like.mode == "P" else None
+        palette = like.palette.tobytes() if like.mode == "P" and like.palette else None
         return encode_png(pixels, like.mode, palette, like.info.get("transparency"))
     out = Image.fromarray(pixels)  # same mode as `like`, except palette images come back L
-    if like.mode == "P":
+    if like.mode == "P" and like.palette:
         out.putpalette(like.palette)  # turns L back into P with the same palette
     params = {"compress_level": PILLOW_COMPRESS_LEVEL}
     for name in ("transparency", "icc_profile"):

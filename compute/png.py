@@ -39,6 +39,8 @@ def encode_png(pixels: np.ndarray, mode: str, palette: bytes | None = None, tran
     np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])
     chunks = [_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0))]
     if mode == "P":
+        if palette is None:
+            raise ValueError("a palette image needs its palette")
         chunks.append(_chunk(b"PLTE", palette))
         if transparency is not None:
             chunks.append(_chunk(b"tRNS", _palette_alpha(transparency)))

@@ -7,6 +7,7 @@ translated: every compose host name becomes 127.0.0.1 and every container port a
 local port (``LocalNetwork``).
 """
 
+import contextlib
 import json
 import os
 import re
@@ -43,7 +44,11 @@ def compose(*args: str, file: Path = COMPOSE_FILE) -> subprocess.CompletedProces
     env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
     return subprocess.run(
         [tool("docker-compose"), "-f", str(file), *args],
-        cwd=file.parent, env=env, capture_output=True, text=True, timeout=60,
+        cwd=file.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -86,8 +91,9 @@ class LocalNetwork:
 
     def env(self, service: dict) -> dict[str, str]:
         """The service's environment, translated, over a clean base (no settings leak in)."""
-        base = {k: v for k, v in os.environ.items()
-                if not k.startswith(("SPACETIME_", "AWS_", "DASK_", "REDIS_", "NUMBA_"))}
+        base = {
+            k: v for k, v in os.environ.items() if not k.startswith(("SPACETIME_", "AWS_", "DASK_", "REDIS_", "NUMBA_"))
+        }
         base["PATH"] = f"{VENV_BIN}{os.pathsep}{base.get('PATH', '')}"
         return base | {k: self.rewrite(str(v)) for k, v in (service.get("environment") or {}).items()}
 
@@ -100,11 +106,11 @@ class Processes:
     started: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
 
     def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
-        log = open(self.log_dir / f"{name}.log", "wb")
         # A session of its own: the dask nanny's worker and uvicorn's children go with it.
-        process = subprocess.Popen(argv, env=env, cwd=self.log_dir, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-        log.close()
+        with open(self.log_dir / f"{name}.log", "wb") as log:
+            process = subprocess.Popen(
+                argv, env=env, cwd=self.log_dir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         self.started.append((name, process))
         return process
 
@@ -119,8 +125,10 @@ class Processes:
             if result.returncode == 0:
                 return
             if time.monotonic() > deadline:
-                raise AssertionError(f"{name} not healthy after {timeout_s}s: {check}\n"
-                                     f"{result.stderr.decode()[-2000:]}\n{self.log_tail(name)}")
+                raise AssertionError(
+                    f"{name} not healthy after {timeout_s}s: {check}\n"
+                    f"{result.stderr.decode()[-2000:]}\n{self.log_tail(name)}"
+                )
             time.sleep(0.25)
 
     def log_tail(self, name: str, chars: int = 4000) -> str:
@@ -144,7 +152,5 @@ class Processes:
 
 
 def _signal_group(process: subprocess.Popen, signum: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signum)
-    except ProcessLookupError:
-        pass

@@ -43,7 +43,11 @@ def redis(redis_url):
 def cluster():
     # In-process workers start in a second; tcp so dispatcher subprocesses can connect.
     with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=False, protocol="tcp://", host="127.0.0.1",
+        n_workers=2,
+        threads_per_worker=1,
+        processes=False,
+        protocol="tcp://",
+        host="127.0.0.1",
         dashboard_address=":0",
     ) as cluster:
         yield cluster

@@ -23,8 +23,23 @@ WHITESPACE = [b" ", b"\t", b"\n", b"\r", b"\x0b", b"\x0c", b"\r\n"]
 VALID_TOKEN = re.compile(rb"[+-]?[0-9]+")
 TOKEN = re.compile(rb"[^ \t\n\r\x0b\x0c]+")
 INVALID_TOKENS = [
-    b"12a", b"3.5", b"1e5", b"NaN", b"-", b"+", b"--1", b"+-2", b"1-2", b"0x10", b"1_000",
-    b"\x00", b"\xff\xfe", "é".encode(), "١٢".encode(), b"\x1c", b"12" * 30 + b"!",
+    b"12a",
+    b"3.5",
+    b"1e5",
+    b"NaN",
+    b"-",
+    b"+",
+    b"--1",
+    b"+-2",
+    b"1-2",
+    b"0x10",
+    b"1_000",
+    b"\x00",
+    b"\xff\xfe",
+    "é".encode(),
+    "١٢".encode(),
+    b"\x1c",
+    b"12" * 30 + b"!",
 ]
 
 

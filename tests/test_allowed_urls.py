@@ -3,8 +3,8 @@
 import httpx
 import pytest
 
-from backend.exceptions import InvalidInput
 from backend.uploads import check_allowed_url
+from compute.errors import InvalidInput
 
 PREFIXES = ["s3://spacetime/uploads", "file:///srv/data/uploads"]
 

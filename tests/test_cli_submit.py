@@ -13,7 +13,10 @@ from tests.conftest import FIXTURES
 def submit(api_url: str, *args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "backend.cli", "submit", *args, "--api", api_url],
-        capture_output=True, text=True, timeout=60, cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
     )
 
 

@@ -41,8 +41,11 @@ def s3(services):
         env = services["api"]["environment"]
         bucket = services["createbucket"]["command"][-1].split("/", 1)[1]  # "local/spacetime"
         client = boto3.client(
-            "s3", endpoint_url=f"http://{host}:{port}", region_name=env["AWS_DEFAULT_REGION"],
-            aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+            "s3",
+            endpoint_url=f"http://{host}:{port}",
+            region_name=env["AWS_DEFAULT_REGION"],
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
         )
         client.create_bucket(Bucket=bucket)
         yield port, client, bucket
@@ -126,7 +129,7 @@ def check_randomize(api: str) -> None:
 def check_even_sum(api: str) -> None:
     rng = random.Random(7)
     numbers = [rng.randrange(0, 10**12) for _ in range(20_000)]
-    text = "\n".join(" ".join(map(str, numbers[i:i + 10])) for i in range(0, len(numbers), 10)) + "\n"
+    text = "\n".join(" ".join(map(str, numbers[i : i + 10])) for i in range(0, len(numbers), 10)) + "\n"
     body = text.encode()
     # curl -H 'Content-Type: text/plain' --data-binary @numbers.txt http://localhost:5000/even-sum
     created = httpx.post(f"{api}/even-sum", content=body, headers={"Content-Type": "text/plain"})

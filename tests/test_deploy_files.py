@@ -18,7 +18,10 @@ from tests.compose_services import COMPOSE_FILE, REPO, compose, compose_config, 
 DOCKERFILES = [REPO / "backend" / "Dockerfile", REPO / "compute" / "Dockerfile"]
 # conda-forge names that differ from the PyPI names in constraints.txt.
 CONDA_TO_PYPI = {
-    "dask-core": "dask", "redis-py": "redis", "uvicorn-standard": "uvicorn", "msgpack-python": "msgpack",
+    "dask-core": "dask",
+    "redis-py": "redis",
+    "uvicorn-standard": "uvicorn",
+    "msgpack-python": "msgpack",
     "python-isal": "isal",
 }
 
@@ -49,10 +52,13 @@ def config() -> dict:
 
 # --- docker-compose.yml ---------------------------------------------------------------
 
+
 def test_compose_binary_is_the_real_one(tmp_path):
     """Guards the check below: some wrappers named docker-compose exit 0 whatever the file."""
-    assert "Docker Compose version" in subprocess.run(
-        [tool("docker-compose"), "version"], capture_output=True, text=True).stdout
+    assert (
+        "Docker Compose version"
+        in subprocess.run([tool("docker-compose"), "version"], capture_output=True, text=True).stdout
+    )
     broken = tmp_path / "compose.yml"
     broken.write_text("services:\n  web:\n    image: x\n    depends_on: {db: {condition: service_healthy}}\n")
     assert compose("config", "--quiet", file=broken).returncode != 0
@@ -65,7 +71,15 @@ def test_compose_config_is_valid():
 
 def test_compose_has_every_service(config):
     assert set(config["services"]) >= {
-        "redis", "minio", "createbucket", "scheduler", "worker", "api", "dispatcher", "jupyter"}
+        "redis",
+        "minio",
+        "createbucket",
+        "scheduler",
+        "worker",
+        "api",
+        "dispatcher",
+        "jupyter",
+    }
 
 
 def test_healthy_dependencies_have_a_healthcheck(config):
@@ -101,10 +115,21 @@ def test_build_contexts_dockerfiles_and_targets_exist(config):
 
 def test_services_read_the_settings_they_need(config):
     services = config["services"]
-    backend = {"REDIS_URL", "DASK_SCHEDULER_ADDRESS", "SPACETIME_DASHBOARD_URL", "SPACETIME_UPLOADS_URL",
-               "SPACETIME_REPORTS_URL", "SPACETIME_ALLOWED_URL_PREFIXES", "SPACETIME_S3_ENDPOINT_URL",
-               "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "SPACETIME_RESULT_TTL_S",
-               "SPACETIME_DISPATCHER_CONCURRENCY", "NUMBA_CACHE_DIR"}
+    backend = {
+        "REDIS_URL",
+        "DASK_SCHEDULER_ADDRESS",
+        "SPACETIME_DASHBOARD_URL",
+        "SPACETIME_UPLOADS_URL",
+        "SPACETIME_REPORTS_URL",
+        "SPACETIME_ALLOWED_URL_PREFIXES",
+        "SPACETIME_S3_ENDPOINT_URL",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_DEFAULT_REGION",
+        "SPACETIME_RESULT_TTL_S",
+        "SPACETIME_DISPATCHER_CONCURRENCY",
+        "NUMBA_CACHE_DIR",
+    }
     for name in ("api", "dispatcher"):
         assert backend <= set(services[name]["environment"]), name
     assert {"SPACETIME_API_HOST", "SPACETIME_API_PORT"} <= set(services["api"]["environment"])
@@ -157,10 +182,15 @@ def test_no_real_secrets_in_compose():
 
 # --- Dockerfiles ------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(REPO)))
 def test_hadolint_finds_no_warning(dockerfile):
-    result = subprocess.run([tool("hadolint"), "--no-color", "--failure-threshold", "warning", str(dockerfile)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [tool("hadolint"), "--no-color", "--failure-threshold", "warning", str(dockerfile)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -191,16 +221,22 @@ def test_dockerignore_keeps_the_context_small():
 
 # --- .travis.yml ----------------------------------------------------------------------
 
+
 def test_travis_matches_its_schema():
-    result = subprocess.run([tool("check-jsonschema"), "--builtin-schema", "vendor.travis", str(REPO / ".travis.yml")],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [tool("check-jsonschema"), "--builtin-schema", "vendor.travis", str(REPO / ".travis.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_travis_has_no_unknown_top_level_keys():
     """The schema lets unknown keys through; Travis ignores them, silently."""
-    schema = json.loads(importlib.resources.files("check_jsonschema.builtin_schemas.vendor")
-                        .joinpath("travis.json").read_text())
+    schema = json.loads(
+        importlib.resources.files("check_jsonschema.builtin_schemas.vendor").joinpath("travis.json").read_text()
+    )
     known = set(schema["definitions"]["job"]["properties"])
     for part in schema["allOf"]:
         known |= set(part.get("properties", {}))
@@ -219,6 +255,7 @@ def test_travis_runs_the_tests_and_builds_both_images():
 
 
 # --- environment.yml ------------------------------------------------------------------
+
 
 def test_environment_pins_equal_constraints():
     env = yaml.safe_load((REPO / "environment.yml").read_text())

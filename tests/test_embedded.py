@@ -27,7 +27,9 @@ def up_env(tmp_path) -> dict:
 
 def start_up(env: dict, cwd) -> tuple[subprocess.Popen, str]:
     """Start `spacetime up`; return it and its banner once it says it is up."""
-    up = subprocess.Popen([sys.executable, "-m", "backend.cli", "up"], env=env, stdout=subprocess.PIPE, text=True, cwd=cwd)
+    up = subprocess.Popen(
+        [sys.executable, "-m", "backend.cli", "up"], env=env, stdout=subprocess.PIPE, text=True, cwd=cwd
+    )
     return up, _read_banner(up)
 
 
@@ -81,12 +83,16 @@ def _read_banner(process: subprocess.Popen) -> str:
 
 
 def _curl(cwd, *args) -> str:
-    return subprocess.run(["curl", "-sS", "--fail-with-body", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout
+    return subprocess.run(
+        ["curl", "-sS", "--fail-with-body", *args], cwd=cwd, capture_output=True, text=True, check=True
+    ).stdout
 
 
 def test_up_refuses_a_taken_redis_port(tmp_path, redis_url):
     """With the port taken, `up` must stop, not quietly use somebody else's Redis."""
     env = {**os.environ, "SPACETIME_DATA_DIR": str(tmp_path), "REDIS_URL": redis_url}
-    done = subprocess.run([sys.executable, "-m", "backend.cli", "up"], env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "backend.cli", "up"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode != 0
     assert "already in use" in done.stderr

@@ -1,5 +1,6 @@
 """Block by block: plan_blocks + sum_block over a real file, combine, and the Dask graph."""
 
+import itertools
 import tempfile
 from pathlib import Path
 
@@ -57,7 +58,7 @@ def test_plan_blocks_covers_the_file_in_order(size, block_bytes):
     assert [start for start, _ in blocks] == list(range(0, size, block_bytes))
     assert all(0 < end - start <= block_bytes for start, end in blocks)
     assert (blocks[-1][1] if blocks else 0) == size
-    assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:]))
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(blocks))
 
 
 def test_combine_is_associative_and_empty_is_zero():
@@ -105,10 +106,10 @@ def test_an_invalid_file_fails_the_job_with_the_offset(dask_client, tmp_path):
     path = tmp_path / "bad.txt"
     path.write_bytes(b"1 2 3 " * 1000 + b"4.5 6")
     _, total = submit_even_sum(dask_client, str(path), block_bytes=700, key_prefix="bad-job")
-    with pytest.raises(InvalidNumber, match="byte 6000: '4.5'"):
+    with pytest.raises(InvalidNumber, match=r"byte 6000: '4\.5'"):
         total.result()
 
 
 def test_a_missing_file_is_not_found_before_any_task(dask_client, tmp_path):
-    with pytest.raises(FileNotFoundError, match="not found: .*missing.txt"):
+    with pytest.raises(FileNotFoundError, match=r"not found: .*missing\.txt"):
         submit_even_sum(dask_client, str(tmp_path / "missing.txt"))

@@ -98,7 +98,9 @@ def test_an_invalid_token_is_found_at_every_place_in_a_window(token):
         assert (raised.value.offset, raised.value.text) == (300 + shift, expect(data).text)
 
 
-@pytest.mark.parametrize("token", [b"1", b"-22", b"+4", b"1234567", b"-12345678", b"1" * 16, b"8" * 17, b"-" + b"6" * 18, b"2" * 30])
+@pytest.mark.parametrize(
+    "token", [b"1", b"-22", b"+4", b"1234567", b"-12345678", b"1" * 16, b"8" * 17, b"-" + b"6" * 18, b"2" * 30]
+)
 def test_a_number_is_summed_at_every_place_in_a_window(token):
     for shift in range(64):
         data = b"1 " * 100 + b"\n" * shift + token + b"\t" + b"-20 " * 100

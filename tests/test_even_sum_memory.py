@@ -36,9 +36,12 @@ def _status_bytes(field: str) -> int:
 @pytest.fixture(scope="module")
 def worker_process():
     """One worker in its own process, one thread: its RSS is the job's alone."""
-    with LocalCluster(
-        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0", preload=["compute.preload"]
-    ) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0", preload=["compute.preload"]
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         yield client
 
 
@@ -57,9 +60,17 @@ def test_a_file_64_times_the_block_size_stays_within_a_few_blocks(worker_process
     (peak,) = client.run(peak_rss).values()
 
     lines = size // len(LINE)
-    assert result == {**reference(LINE), "sum": -24 * lines + 316 * lines - 10**15 * lines,
-                      "even_count": 3 * lines, "count": 4 * lines, "bytes": size}
+    assert result == {
+        **reference(LINE),
+        "sum": -24 * lines + 316 * lines - 10**15 * lines,
+        "even_count": 3 * lines,
+        "count": 4 * lines,
+        "bytes": size,
+    }
     grown = peak - before
-    print(f"worker RSS {before / MiB:.0f} MiB, peak +{grown / MiB:.1f} MiB for a {size / MiB:.0f} MiB file", file=sys.stderr)
+    print(
+        f"worker RSS {before / MiB:.0f} MiB, peak +{grown / MiB:.1f} MiB for a {size / MiB:.0f} MiB file",
+        file=sys.stderr,
+    )
     assert grown < 8 * BLOCK_BYTES
     assert grown < size / 8

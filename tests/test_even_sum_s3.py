@@ -45,7 +45,9 @@ def test_ranged_block_reads_add_up(endpoint, bucket):
 
 def test_submit_even_sum_over_s3(dask_client, endpoint, bucket):
     url = f"s3://{bucket}/numbers.txt"
-    blocks, total = submit_even_sum(dask_client, url, block_bytes=4096, storage_options=options(endpoint), key_prefix="s3-job")
+    blocks, total = submit_even_sum(
+        dask_client, url, block_bytes=4096, storage_options=options(endpoint), key_prefix="s3-job"
+    )
     assert [block.key for block in blocks] == [f"s3-job-{i}" for i in range(len(blocks))]
     assert total.result() == reference(DATA)
 

@@ -48,7 +48,9 @@ def jobs_counted(metrics: dict, n: int) -> dict | None:
 def test_metrics_move_when_jobs_run(api_url, dispatcher, cat_png):
     before = samples(api_url)
     assert before[("spacetime_queue_length", ())] == 0
-    tokens = [httpx.post(f"{api_url}/randomize", content=png).json()["token"] for png in (cat_png, cat_png, cat_png[:200])]
+    tokens = [
+        httpx.post(f"{api_url}/randomize", content=png).json()["token"] for png in (cat_png, cat_png, cat_png[:200])
+    ]
     for token in tokens:
         wait_status(api_url, "randomize", token)
     # Counters are written just after the job's final state; give the last one a moment.
@@ -58,6 +60,6 @@ def test_metrics_move_when_jobs_run(api_url, dispatcher, cat_png):
     assert after[("spacetime_jobs_total", (("kind", "randomize"), ("status", "errored")))] == 1
     for name in ("lead", "exec", "queue_wait"):
         assert after[(f"spacetime_{name}_seconds_count", kind)] == 3
-        assert after[(f"spacetime_{name}_seconds_bucket", kind + (("le", "+Inf"),))] == 3
+        assert after[(f"spacetime_{name}_seconds_bucket", (*kind, ("le", "+Inf")))] == 3
         assert after[(f"spacetime_{name}_seconds_sum", kind)] > 0 or name == "queue_wait"
     assert after[("spacetime_processed_bytes_total", kind)] == 2 * len(cat_png)

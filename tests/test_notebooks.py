@@ -11,7 +11,9 @@ NOTEBOOKS = Path(__file__).parents[1] / "notebooks"
 
 def execute(name: str) -> nbformat.NotebookNode:
     notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
-    NotebookClient(notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    NotebookClient(
+        notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
+    ).execute()
     return notebook
 
 
@@ -32,8 +34,12 @@ def test_timings_notebook(settings, dispatcher, api_url, monkeypatch):
     notebook = execute("timings.ipynb")
     text = outputs_text(notebook)
     assert "lead_s" in text and "notebook-a" in text
-    assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
-               for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs), "no plot drawn"
+    assert any(
+        o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for o in cell.outputs
+    ), "no plot drawn"
 
 
 @pytest.mark.timeout(300)

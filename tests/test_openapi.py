@@ -19,9 +19,16 @@ def test_served_document_lists_every_route(api_url):
     served = httpx.get(f"{api_url}/openapi.json").json()
     assert served == yaml.safe_load(COMMITTED.read_text())
     expected = {
-        ("/randomize", "post"), ("/randomize/{token}/status", "get"), ("/randomize/{token}/result", "get"),
-        ("/even-sum", "post"), ("/even-sum/{token}/status", "get"), ("/even-sum/{token}/result", "get"),
-        ("/tasks/{token}", "get"), ("/tasks/{token}/report", "get"), ("/healthz", "get"), ("/metrics", "get"),
+        ("/randomize", "post"),
+        ("/randomize/{token}/status", "get"),
+        ("/randomize/{token}/result", "get"),
+        ("/even-sum", "post"),
+        ("/even-sum/{token}/status", "get"),
+        ("/even-sum/{token}/result", "get"),
+        ("/tasks/{token}", "get"),
+        ("/tasks/{token}/report", "get"),
+        ("/healthz", "get"),
+        ("/metrics", "get"),
     }
     documented = {(path, method) for path, item in served["paths"].items() for method in item}
     assert expected <= documented

@@ -61,7 +61,7 @@ def test_received_is_visible_while_a_dispatcher_holds_the_job(api_url, settings,
     token = httpx.post(f"{api_url}/randomize", content=cat_png).json()["token"]
     dispatcher = Dispatcher(settings, dask_client)
     assert dispatcher.queue.claim() == token
-    assert dispatcher.store.mark_received(token, dispatcher.id).status.value == "received"
+    assert dispatcher.store.mark_received(token, dispatcher.id).status == "received"
     assert httpx.get(f"{api_url}/randomize/{token}/status").json() == {"status": "received"}
 
 

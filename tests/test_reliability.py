@@ -56,7 +56,7 @@ def test_killed_dispatcher_loses_no_job(settings, redis, dask_client, idle_sched
     rescuer = Dispatcher(settings, dask_client)
     rescuer.start()
     try:
-        wait_until(lambda: store.get(token).status.value == "finished", what="the job to finish")
+        wait_until(lambda: store.get(token).status == "finished", what="the job to finish")
     finally:
         rescuer.stop()
     job = store.get(token)
@@ -86,7 +86,7 @@ def test_result_is_written_once(settings, redis, cat_png):
     assert store.finish(token, "a", b"first")
     assert not store.finish(token, "b", b"second")
     assert not store.fail(token, "b", "late failure")
-    assert store.output(token) == b"first" and store.get(token).status.value == "finished"
+    assert store.output(token) == b"first" and store.get(token).status == "finished"
 
 
 def test_every_key_has_a_ttl_and_nothing_is_pickled(api_url, redis, dispatcher, cat_png):

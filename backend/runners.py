@@ -6,8 +6,8 @@ and in performance reports) and returns the raw result bytes plus figures to rec
 """
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from distributed import Client, as_completed
 
@@ -50,9 +50,8 @@ def run_randomize(ctx: JobContext, job: Job) -> Outcome:
     future = ctx.client.submit(
         randomize_image,
         png,
-        ctx.settings.image_block_px,
-        None,
-        ctx.settings.max_image_pixels,
+        block=ctx.settings.image_block_px,
+        max_pixels=ctx.settings.max_image_pixels,
         key=f"{key_prefix(job)}-0",
         priority=IMAGE_PRIORITY,
     )
@@ -62,6 +61,8 @@ def run_randomize(ctx: JobContext, job: Job) -> Outcome:
 def run_even_sum(ctx: JobContext, job: Job) -> Outcome:
     """One task per block, a tree reduction, and progress as blocks complete."""
     url = job.input_url
+    if url is None:
+        raise InvalidInput("the job names no input file; submit it again")
     blocks, total = submit_even_sum(
         ctx.client,
         url,
@@ -80,6 +81,6 @@ def run_even_sum(ctx: JobContext, job: Job) -> Outcome:
 
 
 RUNNERS: dict[str, Callable[[JobContext, Job], Outcome]] = {
-    Kind.randomize.value: run_randomize,
-    Kind.even_sum.value: run_even_sum,
+    Kind.randomize: run_randomize,
+    Kind.even_sum: run_even_sum,
 }
