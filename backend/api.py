@@ -7,25 +7,32 @@ result routes with {"status"} and {"message": "not found"}.
 
 import asyncio
 import logging
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-import fsspec
 import redis
-from fastapi import APIRouter, Depends, FastAPI, Header, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, Request, Security
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from backend.exceptions import InputTooLarge, JobNotFound
-from backend.job import Job, JobStatus, Kind, Progress, new_token
+from backend.admission import RateLimiter
+from backend.auth import identify
+from backend.clients import NAME, ClientRegistry, ClientSettings
+from backend.exceptions import InputTooLarge, JobNotFound, NotAuthenticated, OverQuota
+from backend.job import Job, JobStatus, Kind, Progress
 from backend.metrics import RedisMetrics
+from backend.reports import ReportWriter
 from backend.settings import Settings, get_settings
 from backend.store import JobStore
-from backend.uploads import check_allowed_url, save_stream
+from backend.submission import Submitter
 from compute.errors import InvalidInput
 from compute.image import PNG_SIGNATURE
 
@@ -75,7 +82,18 @@ Responses = dict[int | str, dict[str, Any]]
 
 NOT_FOUND: Responses = {404: {"model": NotFoundOut, "description": "Unknown or expired token, or no result yet"}}
 BAD_INPUT: Responses = {400: {"model": ErrorOut, "description": "The input is not valid"}}
-TOO_LARGE: Responses = {413: {"model": ErrorOut, "description": "The body is over the size limit"}}
+TOO_LARGE: Responses = {413: {"model": ErrorOut, "description": "The body is over the size limit or the quota"}}
+NOT_AUTHENTICATED: Responses = {
+    401: {"model": ErrorOut, "description": "No valid API key (keys mode)"},
+    400: {"model": ErrorOut, "description": "A header or parameter is not valid (e.g. X-Client-Id)"},
+}
+OVER_QUOTA: Responses = {
+    429: {
+        "model": ErrorOut,
+        "description": "Over the client's rate or backlog quota",
+        "headers": {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}},
+    }
+}
 
 
 # -- wiring -----------------------------------------------------------------------------
@@ -89,11 +107,30 @@ def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
+def get_submitter(request: Request) -> Submitter:
+    return request.app.state.submitter
+
+
+# In keys mode, `Authorization: Bearer <key>`; in open mode optional (and ignored).
+BEARER = HTTPBearer(auto_error=False, description="An API key from `spacetime clients add` (keys mode)")
+
+
+def get_caller(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None,
+    x_client_id: Annotated[str | None, Header(alias="X-Client-Id", pattern=NAME.pattern)] = None,
+) -> ClientSettings:
+    """The client the request comes from (backend.auth), with its settings."""
+    authorization = f"{credentials.scheme} {credentials.credentials}" if credentials else None
+    return identify(request.app.state.registry, request.app.state.settings.auth, authorization, x_client_id)
+
+
 StoreDep = Annotated[JobStore, Depends(get_store)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
-ClientId = Annotated[str, Header(alias="X-Client-Id", max_length=128)]
+SubmitterDep = Annotated[Submitter, Depends(get_submitter)]
+CallerDep = Annotated[ClientSettings, Depends(get_caller)]
 
-router = APIRouter()
+router = APIRouter(responses={**NOT_AUTHENTICATED})
 
 
 # -- the original image job ----------------------------------------------------------------
@@ -103,25 +140,25 @@ router = APIRouter()
     "/randomize",
     status_code=201,
     response_model=TokenOut,
-    responses={**BAD_INPUT, **TOO_LARGE},
+    responses={**BAD_INPUT, **TOO_LARGE, **OVER_QUOTA},
     openapi_extra={
         "requestBody": {"required": True, "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}}
     },
     summary="Submit a PNG whose blocks will be shuffled",
 )
-async def post_randomize(request: Request, store: StoreDep, settings: SettingsDep, client: ClientId = "anonymous"):
+async def post_randomize(request: Request, caller: CallerDep, submitter: SubmitterDep, settings: SettingsDep):
     body = await read_body(request, settings.max_image_bytes)
     if not body.startswith(PNG_SIGNATURE):
         raise InvalidInput("the body is not a PNG image (send Content-Type: image/png and the file's bytes)")
-    job = await run_in_threadpool(store.submit, Kind.randomize, client, input_bytes=body)
+    job = await submitter.image(caller, body)
     return TokenOut(token=job.token)
 
 
 @router.get(
     "/randomize/{token}/status", response_model=StatusOut, response_model_exclude_none=True, responses=NOT_FOUND
 )
-def randomize_status(token: str, store: StoreDep):
-    return job_status(store, token, Kind.randomize)
+def randomize_status(token: str, store: StoreDep, caller: CallerDep):
+    return job_status(owned_job(store, token, caller, Kind.randomize))
 
 
 @router.get(
@@ -129,8 +166,8 @@ def randomize_status(token: str, store: StoreDep):
     responses={200: {"content": {"image/png": {}}, "description": "The shuffled PNG"}, **NOT_FOUND},
     response_class=Response,
 )
-def randomize_result(token: str, store: StoreDep):
-    return Response(finished_output(store, token, Kind.randomize), media_type="image/png")
+def randomize_result(token: str, store: StoreDep, caller: CallerDep):
+    return Response(finished_output(store, owned_job(store, token, caller, Kind.randomize)), media_type="image/png")
 
 
 # -- even sum --------------------------------------------------------------------------------
@@ -140,7 +177,7 @@ def randomize_result(token: str, store: StoreDep):
     "/even-sum",
     status_code=201,
     response_model=TokenOut,
-    responses={**BAD_INPUT, **TOO_LARGE},
+    responses={**BAD_INPUT, **TOO_LARGE, **OVER_QUOTA},
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -153,40 +190,37 @@ def randomize_result(token: str, store: StoreDep):
     },
     summary="Sum the even integers of a text file: upload it, or name it by URL",
 )
-async def post_even_sum(request: Request, store: StoreDep, settings: SettingsDep, client: ClientId = "anonymous"):
+async def post_even_sum(request: Request, caller: CallerDep, submitter: SubmitterDep, settings: SettingsDep):
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("application/json"):
-        url = check_allowed_url(await read_url(request), settings.allowed_url_prefixes)
-        token = None
+        job = await submitter.url(caller, await read_url(request))
     elif content_type.startswith("multipart/"):
         raise InvalidInput("send the file as the raw body (curl -T FILE or --data-binary @FILE), not as a form")
     else:
-        token = new_token()
-        url = f"{settings.uploads_url}/{token}.txt"
-        check_declared_length(request, settings.max_upload_bytes)
-        await save_stream(request.stream(), url, settings.max_upload_bytes, settings.storage_options(url))
-    job = await run_in_threadpool(store.submit, Kind.even_sum, client, input_url=url, token=token)
+        declared = declared_length(request, settings.max_upload_bytes)
+        job = await submitter.upload(caller, request.stream(), declared)
     return TokenOut(token=job.token)
 
 
 @router.get("/even-sum/{token}/status", response_model=StatusOut, response_model_exclude_none=True, responses=NOT_FOUND)
-def even_sum_status(token: str, store: StoreDep):
-    return job_status(store, token, Kind.even_sum)
+def even_sum_status(token: str, store: StoreDep, caller: CallerDep):
+    return job_status(owned_job(store, token, caller, Kind.even_sum))
 
 
 @router.get("/even-sum/{token}/result", response_model=EvenSumOut, responses=NOT_FOUND)
-def even_sum_result(token: str, store: StoreDep):
+def even_sum_result(token: str, store: StoreDep, caller: CallerDep):
     # The stored JSON is returned as it is: the sum stays exact at any size.
-    return Response(finished_output(store, token, Kind.even_sum), media_type="application/json")
+    job = owned_job(store, token, caller, Kind.even_sum)
+    return Response(finished_output(store, job), media_type="application/json")
 
 
 # -- records, reports, health, metrics ------------------------------------------------------
 
 
 @router.get("/tasks/{token}", response_model=Job, response_model_exclude_none=True, responses=NOT_FOUND)
-def task_record(token: str, store: StoreDep):
+def task_record(token: str, store: StoreDep, caller: CallerDep):
     """The whole job record: kind, client, status, timestamps, timings, error, input URL."""
-    return store.get(token)
+    return owned_job(store, token, caller)
 
 
 @router.get(
@@ -194,21 +228,26 @@ def task_record(token: str, store: StoreDep):
     response_class=HTMLResponse,
     responses={200: {"content": {"text/html": {}}, "description": "The job's Dask performance report"}, **NOT_FOUND},
 )
-def task_report(token: str, store: StoreDep, settings: SettingsDep):
-    url = store.get(token).report_url
-    if url is None:
-        raise JobNotFound(token)
+def task_report(token: str, store: StoreDep, caller: CallerDep, request: Request):
+    """The job's performance report: its task stream, its workers' profile and its timing
+    record, as one self-contained page (rendered on the first request, then kept)."""
+    owned_job(store, token, caller)
+    reports: ReportWriter = request.app.state.reports
     try:
-        with fsspec.open(url, "r", **settings.storage_options(url)) as f:
-            return HTMLResponse(f.read())
-    except FileNotFoundError:  # still being written, or expired from the store
-        raise JobNotFound(token) from None
+        page = reports.report(token)
     except OSError:  # the reports store refused us: the operator's problem, not the client's
-        log.warning("cannot read the report of %s at %s", token, url, exc_info=True)
-        raise JobNotFound(token) from None
+        log.warning("cannot read the report of %s", token, exc_info=True)
+        page = None
+    if page is None:  # the job has not ended, or its files expired from the store
+        raise JobNotFound(token)
+    return HTMLResponse(page)
 
 
-@router.get("/healthz", response_model=HealthOut, responses={503: {"model": HealthOut, "description": "Redis is down"}})
+@router.get(
+    "/healthz",
+    response_model=HealthOut,
+    responses={503: {"model": HealthOut, "description": "Redis is down"}},
+)
 async def healthz(store: StoreDep, settings: SettingsDep):
     redis_ok, dask_ok = await asyncio.gather(
         run_in_threadpool(redis_reachable, store), tcp_reachable(settings.dask_scheduler_address)
@@ -240,8 +279,19 @@ def index(settings: SettingsDep):
 # -- helpers the routes share -----------------------------------------------------------------
 
 
-def job_status(store: JobStore, token: str, kind: Kind) -> StatusOut:
-    job = job_of_kind(store, token, kind)
+def owned_job(store: JobStore, token: str, caller: ClientSettings, kind: Kind | None = None) -> Job:
+    """The job, if the caller may see it; JobNotFound (exactly as for a token that never
+    existed) for a token of another kind or, in keys mode, of another client.
+
+    In open mode names are not proven, so a token (128 random bits) is what grants access:
+    a report link opened in a browser, which sends no X-Client-Id, still works."""
+    job = store.get(token)
+    if (kind is not None and job.kind != kind) or (caller.authenticated and job.client != caller.name):
+        raise JobNotFound(token)
+    return job
+
+
+def job_status(job: Job) -> StatusOut:
     return StatusOut(
         status=job.status,
         error=job.error if job.status is JobStatus.errored else None,
@@ -249,31 +299,26 @@ def job_status(store: JobStore, token: str, kind: Kind) -> StatusOut:
     )
 
 
-def finished_output(store: JobStore, token: str, kind: Kind) -> bytes:
-    job = job_of_kind(store, token, kind)
-    output = store.output(token) if job.status is JobStatus.finished else None
+def finished_output(store: JobStore, job: Job) -> bytes:
+    output = store.output(job.token) if job.status is JobStatus.finished else None
     if output is None:
-        raise JobNotFound(token)
+        raise JobNotFound(job.token)
     return output
 
 
-def job_of_kind(store: JobStore, token: str, kind: Kind) -> Job:
-    """The job, or JobNotFound when the token belongs to another kind of job."""
-    job = store.get(token)
-    if job.kind != kind:
-        raise JobNotFound(token)
-    return job
-
-
-def check_declared_length(request: Request, max_bytes: int) -> None:
+def declared_length(request: Request, max_bytes: int) -> int | None:
+    """The body's declared length (None if it is streamed without one); InputTooLarge past ``max_bytes``."""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
+    if not declared.isdigit():
+        return None
+    if int(declared) > max_bytes:
         raise InputTooLarge(f"body of {declared} bytes is over the limit of {max_bytes} bytes")
+    return int(declared)
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:
     """The body, refusing to hold more than ``max_bytes`` even when no length was declared."""
-    check_declared_length(request, max_bytes)
+    declared_length(request, max_bytes)
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
@@ -310,8 +355,20 @@ async def tcp_reachable(address: str, timeout_s: float = 1.0) -> bool:
 URL_BODY_MAX_BYTES = 64 * 1024
 
 
-def _error(status: int, body: dict):
-    return lambda request, exc: JSONResponse(body if body else {"error": str(exc)}, status_code=status)
+def _error(status: int, body: dict | None = None, headers: Callable[[Any], dict[str, str]] | None = None):
+    """An exception handler answering ``status`` with ``body`` (default {"error": message})."""
+
+    def handle(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(body or {"error": str(exc)}, status_code=status, headers=headers(exc) if headers else None)
+
+    return handle
+
+
+def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's validation errors (a header, a path parameter) in our {"error"} shape."""
+    problems = exc.errors() if isinstance(exc, RequestValidationError) else []
+    text = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in problems) or str(exc)
+    return JSONResponse({"error": text}, status_code=400)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -321,24 +378,41 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+        store = JobStore(client, settings.result_ttl_s)
         app.state.settings = settings
-        app.state.store = JobStore(client, settings.result_ttl_s)
+        app.state.store = store
+        app.state.registry = ClientRegistry(client, settings)
+        app.state.submitter = Submitter(settings, store, RateLimiter(client.connection_pool))
+        app.state.reports = ReportWriter(settings)
         app.state.metrics = CollectorRegistry(auto_describe=False)
         app.state.metrics.register(RedisMetrics(client))
         yield
         client.close()
 
-    app = FastAPI(
+    # Swagger UI and ReDoc from the fastapi-offline package: /docs works with no internet.
+    app = FastAPIOffline(
         title="SpaceTime Analytics",
         version="0.1.0",
-        description="Submit jobs, poll their status, fetch their results. Jobs run on a Dask cluster.",
+        description=DESCRIPTION,
         lifespan=lifespan,
     )
     app.include_router(router)
     app.add_exception_handler(JobNotFound, _error(404, {"message": "not found"}))
-    app.add_exception_handler(InvalidInput, _error(400, {}))
-    app.add_exception_handler(InputTooLarge, _error(413, {}))
+    app.add_exception_handler(InvalidInput, _error(400))
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(NotAuthenticated, _error(401, headers=lambda exc: {"WWW-Authenticate": "Bearer"}))
+    app.add_exception_handler(InputTooLarge, _error(413))
+    app.add_exception_handler(OverQuota, _error(429, headers=lambda exc: {"Retry-After": str(exc.retry_after_s or 1)}))
     app.add_exception_handler(
         redis.RedisError, _error(503, {"error": "the job store (Redis) is unavailable; try again"})
     )
     return app
+
+
+DESCRIPTION = """Submit jobs, poll their status, fetch their results. Jobs run on a Dask cluster.
+
+Who you are: in `open` mode (the local default) the `X-Client-Id` header names you (no
+header: `anonymous`); in `keys` mode send `Authorization: Bearer <key>` (a key from
+`spacetime clients add`), and another client's token is a 404 on every route.
+Over your rate or backlog quota: 429 with `Retry-After`.
+"""

@@ -9,11 +9,15 @@ spacetime openapi       print the OpenAPI document as YAML
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
 
 import yaml
+
+# Where `spacetime submit` (and the notebooks) take the API key from, in keys mode.
+API_KEY_VARIABLE = "SPACETIME_API_KEY"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,8 +39,23 @@ def main(argv: list[str] | None = None) -> int:
     submit.add_argument("input", help="a file to upload, or (even-sum) an s3:// or file:// URL")
     submit.add_argument("-o", "--output", help="randomize: where to write the PNG (default out.png)")
     submit.add_argument("--api", default=None, help="API base URL (default from settings)")
-    submit.add_argument("--client-id", default="anonymous", help="sent as X-Client-Id")
+    submit.add_argument("--client-id", default="anonymous", help="sent as X-Client-Id (open mode)")
     submit.set_defaults(run=_submit)
+
+    clients = commands.add_parser("clients", help="register clients: API keys, weights, quotas").add_subparsers(
+        dest="action", required=True
+    )
+    add = clients.add_parser("add", help="register a client and print its new API key (once)")
+    add.add_argument("name")
+    add.add_argument("--weight", type=int, help="its share of the cluster against others (default 1)")
+    add.add_argument("--max-running-bulk", type=int, help="bulk jobs it may have running at once")
+    add.add_argument("--rate", type=float, help="job submissions a second (0: no limit)")
+    add.add_argument("--max-backlog-bytes", type=int, help="input bytes of its jobs queued or running (0: no limit)")
+    add.set_defaults(run=_clients_add)
+    clients.add_parser("list", help="list registered clients and their settings").set_defaults(run=_clients_list)
+    remove = clients.add_parser("remove", help="unregister a client; its key stops working")
+    remove.add_argument("name")
+    remove.set_defaults(run=_clients_remove)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -92,10 +111,54 @@ def _submit(args) -> int:
     settings = get_settings()
     api = args.api or f"http://{settings.api_host}:{settings.api_port}"
     try:
-        return submit_and_wait(api, args.kind, args.input, args.output, args.client_id)
+        return submit_and_wait(
+            api, args.kind, args.input, args.output, args.client_id, os.environ.get(API_KEY_VARIABLE)
+        )
     except (OSError, httpx.HTTPError) as exc:  # a missing file, an API that is not there
         print(f"error: {exc}", file=sys.stderr)
         return 1
+
+
+def _registry():
+    from redis import Redis
+
+    from backend.clients import ClientRegistry
+    from backend.settings import get_settings
+
+    settings = get_settings()
+    return ClientRegistry(Redis.from_url(settings.redis_url, socket_timeout=10), settings)
+
+
+def _clients_add(args) -> int:
+    from compute.errors import InvalidInput
+
+    try:
+        key = _registry().add(args.name, args.weight, args.max_running_bulk, args.rate, args.max_backlog_bytes)
+    except InvalidInput as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"client {args.name} registered. Its API key, shown only now:", file=sys.stderr)
+    print(key)
+    return 0
+
+
+def _clients_list(args) -> int:
+    from backend.clients import describe
+
+    registry = _registry()
+    for name in registry.names():
+        settings = describe(registry.get(name))
+        fields = " ".join(f"{k}={v}" for k, v in settings.items() if k != "name")
+        print(f"{name}  {fields}  key={registry.fingerprint(name)}...")
+    return 0
+
+
+def _clients_remove(args) -> int:
+    if not _registry().remove(args.name):
+        print(f"error: no client named {args.name!r}", file=sys.stderr)
+        return 1
+    print(f"client {args.name} removed; its key no longer works", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":

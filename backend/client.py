@@ -12,9 +12,14 @@ POLL_S = 0.2
 UPLOAD_CHUNK_BYTES = 1024 * 1024
 
 
-def submit_and_wait(api: str, kind: str, source: str, output: str | None, client_id: str) -> int:
-    """Submit ``source`` as a ``kind`` job, show progress, print or save the result."""
-    headers = {"X-Client-Id": client_id}
+def submit_and_wait(
+    api: str, kind: str, source: str, output: str | None, client_id: str, api_key: str | None = None
+) -> int:
+    """Submit ``source`` as a ``kind`` job, show progress, print or save the result.
+
+    ``api_key`` (keys mode) goes as ``Authorization: Bearer``; ``client_id`` names the
+    client in open mode."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {"X-Client-Id": client_id}
     with httpx.Client(base_url=api, headers=headers, timeout=60) as http:
         response = _submit(http, kind, source)
         if response.status_code != 201:

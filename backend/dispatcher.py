@@ -1,53 +1,59 @@
 """The dispatcher: takes jobs from Redis and runs them on the Dask cluster.
 
-It runs ``concurrency`` jobs at once (one thread each: the threads mostly wait on
-Redis or on Dask futures, so the GIL is not the limit), renews its lease and reaps
-the jobs of dead dispatchers from a heartbeat thread, and on SIGTERM stops claiming,
-lets running jobs end, and hands back what it still holds.
+It runs job loops in two lanes (``interactive_concurrency`` loops for image jobs,
+``bulk_concurrency`` for even-sum jobs, one thread each: the threads mostly wait on
+Redis or Dask, so the GIL is not the limit). A heartbeat thread renews its lease, reaps
+the jobs of dead dispatchers and publishes its block tasks in flight. On SIGTERM it
+stops claiming, lets running jobs end, and hands back what it still holds.
+
+Every claimed job reaches a final state or goes back to its queue: a run's errors fail
+it, a lost attempt (scheduler gone, no worker) requeues it, and what follows the final
+write (report, timing record, metrics) is best effort.
 """
 
-import itertools
 import logging
 import threading
 import time
-from contextlib import contextmanager
 
 from distributed import Client
-from redis import Redis
+from redis import Redis, RedisError
 
 from backend import keys
-from backend.exceptions import UnknownTaskKind
-from backend.job import Job, JobStatus, Kind
-from backend.metrics import (
-    Stopwatch,
-    Timing,
-    count_job,
-    make_timing,
-    report_store_url,
-    save_timing,
-)
-from backend.queue import JobQueue, new_dispatcher_id
-from backend.runners import RUNNERS, JobContext, key_prefix
+from backend.cluster import BULK_RESOURCE, Cluster
+from backend.exceptions import AttemptLost, UnknownTaskKind
+from backend.fairshare import FairShare
+from backend.job import Job, Lane
+from backend.metrics import JobMetrics
+from backend.queue import Claim, JobQueue, QueuePolicy, new_dispatcher_id
+from backend.reports import ReportWriter, report_store_url
+from backend.runners import RUNNERS, BlocksInFlight, JobContext, Outcome
 from backend.settings import Settings
-from backend.store import JobStore
-from backend.waiting import wait_for
+from backend.store import EndResult, JobStore
+from backend.timing import Stopwatch, Timing, make_timing
+from backend.waiting import Outage, wait_for
 from compute.errors import InvalidInput
-from compute.report import JobReport, task_compute_s
 
 log = logging.getLogger(__name__)
 
 # Errors whose message is for the user as it is; anything else is reported with its type.
 USER_ERRORS = (InvalidInput, FileNotFoundError, IsADirectoryError, PermissionError, UnknownTaskKind)
+# The heartbeat also scans for processing lists whose owner is missing from the
+# `dispatchers` set every this many beats (a SCAN costs more than reading the set).
+SCAN_EVERY_BEATS = 30
 
 
 class Dispatcher:
-    def __init__(self, settings: Settings, client: Client, redis: Redis | None = None):
+    def __init__(self, settings: Settings, cluster: Cluster | Client, redis: Redis | None = None):
         self.settings = settings
-        self.redis = redis or Redis.from_url(settings.redis_url)
+        self.redis = redis or Redis.from_url(settings.redis_url, socket_timeout=30)
+        self.cluster = cluster if isinstance(cluster, Cluster) else _cluster_of(settings, cluster)
         self.store = JobStore(self.redis, settings.result_ttl_s)
-        self.queue = JobQueue(self.redis, new_dispatcher_id(), settings.lease_s)
-        self.context = JobContext(client=client, store=self.store, settings=settings)
-        self._image_jobs = itertools.count()
+        self.queue = JobQueue(self.redis, new_dispatcher_id(), settings.lease_s, QueuePolicy.of(settings))
+        share = FairShare(self.redis, lambda: self.cluster.threads(BULK_RESOURCE), settings.default_weight)
+        self.context = JobContext(self.cluster, self.store, settings, share, BlocksInFlight())
+        self.metrics = JobMetrics(self.redis, settings)
+        self.reports = ReportWriter(settings)
+        self.outage = Outage(log, "Redis")
         self.stopping = threading.Event()  # no new claims
         self._released = threading.Event()  # job loops are done: stop renewing the lease
         self._heartbeat: threading.Thread | None = None
@@ -58,23 +64,30 @@ class Dispatcher:
         return self.queue.id
 
     def start(self) -> None:
-        """Start the heartbeat and ``concurrency`` job loops, each in its own thread."""
-        self.queue.heartbeat()
-        self.context.client.get_task_stream(start=0, stop=0)  # start the scheduler's recording
+        """Start the heartbeat and the job loops of both lanes, each in its own thread."""
+        self.queue.heartbeat({})
         self._heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
+        loops = [Lane.interactive] * self.settings.interactive_concurrency + [
+            Lane.bulk
+        ] * self.settings.bulk_concurrency
         self._job_threads = [
-            threading.Thread(target=self._job_loop, name=f"job-{i}", daemon=True)
-            for i in range(self.settings.dispatcher_concurrency)
+            threading.Thread(target=self._job_loop, args=(lane,), name=f"{lane}-{i}", daemon=True)
+            for i, lane in enumerate(loops)
         ]
         for thread in (self._heartbeat, *self._job_threads):
             thread.start()
-        log.info("dispatcher %s started with %d job loops", self.id, self.settings.dispatcher_concurrency)
+        log.info(
+            "dispatcher %s started: %d interactive and %d bulk job loops",
+            self.id,
+            self.settings.interactive_concurrency,
+            self.settings.bulk_concurrency,
+        )
 
     def stop(self) -> None:
         """Stop claiming, give running jobs ``shutdown_grace_s`` to end, hand back the rest."""
         self.stopping.set()
         # Idle loops leave within one claim timeout, busy ones get the grace period. After
-        # the deadline no loop is inside BLMOVE, so none can take a token after the release.
+        # the deadline no loop claims, so none can take a token after the release.
         deadline = time.monotonic() + max(self.settings.shutdown_grace_s, keys.CLAIM_TIMEOUT_S + 1)
         for thread in self._job_threads:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -88,120 +101,123 @@ class Dispatcher:
 
     def _heartbeat_loop(self) -> None:
         period = self.settings.lease_s / keys.LEASE_RENEWALS_PER_PERIOD
+        beats = 0
         while not self._released.wait(period):
-            try:
-                self.queue.heartbeat()
-                if reaped := self.queue.reap():
+            beats += 1
+            with self.outage.watch():
+                self.queue.heartbeat(self.context.in_flight.snapshot())
+                if reaped := self.queue.reap(scan=beats % SCAN_EVERY_BEATS == 0):
                     log.warning("requeued %d job(s) of dead dispatchers", reaped)
-            except Exception:  # a Redis hiccup must not kill the heartbeat for good
-                log.exception("heartbeat failed")
+                self.metrics.publish_gauges()
 
-    def _job_loop(self) -> None:
+    def _job_loop(self, lane: Lane) -> None:
         while not self.stopping.is_set():
-            try:
-                token = self.queue.claim()
-                if token is not None:
-                    self.handle(token)
-            except Exception:
-                # Redis went away: the claimed token (if any) sits in our processing
-                # list and is requeued by a reaper once our lease lapses.
-                log.exception("job loop error; retrying")
+            with self.outage.watch():
+                claim = self.queue.claim(lane)
+                if claim is None:
+                    self.queue.wait_for_work(lane)
+                else:
+                    self.handle(claim)
+            if self.outage.active:
+                # Redis is away: the claimed token (if any) sits in our processing list,
+                # and is requeued by a reaper if our lease lapses meanwhile.
                 self.stopping.wait(1.0)
 
-    def handle(self, token: str) -> None:
-        """Run one claimed job to a final state, then record its timings."""
-        job = self.store.mark_received(token, self.id)
-        if job is None:
+    def handle(self, claim: Claim) -> None:
+        """Run one claimed job to a final state (or back to its queue), then record it."""
+        job = claim.job
+        if claim.gave_up:  # the claim already failed it
+            self._record(job, make_timing(job, "errored", 0.0, error=job.error), None)
             return
-        if job.status is JobStatus.errored:  # the record was unreadable
-            self.store.fail(token, self.id, job.error or "job record is not readable")
+        if claim.unreadable:
+            self.store.fail(job, claim.unreadable)
             return
-        with self._report(job) as report_url:
-            timing = self._execute(job, report_url)
-        if timing is None:
-            return
-        save_timing(self.settings, timing)
-        count_job(self.redis, timing)
-
-    def _execute(self, job: Job, report_url: str | None) -> Timing | None:
-        """Run the job, store its final state; the user sees it finished on return.
-
-        None when the job failed because we shut down and handed it back: another
-        dispatcher runs it, so recording an error here would be wrong.
-        """
-        error, outcome = None, None
         started = time.time()
         with Stopwatch() as watch:
-            try:
-                outcome = self._run(job)
-            except USER_ERRORS as exc:
-                error = str(exc)
-            except Exception as exc:
-                if self._released.is_set():
-                    log.info("job %s was handed back at shutdown", job.token)
-                    return None
-                log.exception("job %s failed", job.token)
-                error = f"{type(exc).__name__}: {exc}"
+            outcome, error = self._run_guarded(job)
+        if outcome is None and error is None:  # lost attempt: back in its queue
+            return
         timing = make_timing(
             job,
             "errored" if error else "finished",
             watch.seconds,
-            task_compute_s=task_compute_s(self.context.client, key_prefix(job), since=started),
             error=error,
-            report_url=report_url,
+            report_url=report_store_url(self.settings, job.token, "html"),
             timing_url=report_store_url(self.settings, job.token, "json"),
             **(outcome.fields if outcome else {}),
         )
         if error or outcome is None:
-            self.store.fail(job.token, self.id, error or "no result", **timing.record_fields())
+            written = self.store.fail(job, error or "no result", **timing.record_fields())
         else:
-            self.store.finish(job.token, self.id, outcome.output, **timing.record_fields())
-        return timing
-
-    @contextmanager
-    def _report(self, job: Job):
-        """A performance report for even-sum jobs and for 1 in N image jobs.
-
-        Written after the job is marked finished, so building it (a scheduler round
-        trip and some bokeh work) never adds to the user's lead time.
-        """
-        every = self.settings.image_report_every
-        if job.kind == Kind.even_sum:
-            sampled = True
-        else:  # image jobs are sampled; a job of unknown kind runs nothing worth a report
-            sampled = job.kind == Kind.randomize and every > 0 and next(self._image_jobs) % every == 0
-        if not sampled:
-            yield None
+            written = self.store.finish(job, outcome.output, **timing.record_fields())
+        if written is EndResult.stale:
+            log.warning(
+                "job %s: discarded the result of attempt %d: the job is held elsewhere", job.token, job.attempts
+            )
             return
-        url = report_store_url(self.settings, job.token, "html")
-        description = f"{job.kind} job {job.token}: tasks {key_prefix(job)}-*"
-        with JobReport(url, description, self.settings.storage_options(url)):
-            yield url
+        if written is EndResult.ok:
+            self._record(job, timing, started)
 
-    def _run(self, job: Job):
+    def _run_guarded(self, job: Job) -> tuple[Outcome | None, str | None]:
+        """(outcome, None), (None, error), or (None, None) when the attempt was lost and the
+        job handed back to its queue."""
+        try:
+            return self._run(job), None
+        except USER_ERRORS as exc:
+            return None, str(exc)
+        except AttemptLost as exc:
+            if self.store.requeue(job, str(exc)):
+                log.warning("job %s: attempt %d lost (%s); back in its queue", job.token, job.attempts, exc)
+            return None, None
+        except Exception as exc:
+            if self._released.is_set():
+                log.info("job %s was handed back at shutdown", job.token)
+                return None, None
+            log.exception("job %s failed", job.token)
+            return None, f"{type(exc).__name__}: {exc}"
+
+    def _run(self, job: Job) -> Outcome:
         runner = RUNNERS.get(job.kind)
         if runner is None:
             known = ", ".join(sorted(RUNNERS))
             raise UnknownTaskKind(f"unknown task kind {job.kind!r}; known kinds: {known}")
         return runner(self.context, job)
 
+    def _record(self, job: Job, timing: Timing, started: float | None) -> None:
+        """After the final write, best effort: the report's trace, the timing record, metrics."""
+        try:
+            if started is not None:
+                timing.task_compute_s = self.reports.capture(self.cluster.client, job, started, timing)
+                self.store.annotate(job.token, task_compute_s=timing.task_compute_s)
+            self.reports.save_timing(timing)
+            self.metrics.count(timing)
+        except (RedisError, OSError, AttemptLost) as exc:
+            log.warning("job %s: could not record its timing or report: %s", job.token, exc)
 
-def run_dispatcher(settings: Settings, stop: threading.Event, connect_timeout_s: float = 60.0) -> int:
+
+def _cluster_of(settings: Settings, client: Client) -> Cluster:
+    """A Cluster around a client someone else owns (tests, notebooks)."""
+    client.get_task_stream(start=0, stop=0)  # the scheduler records task timings from now on
+    return Cluster(settings.dask_scheduler_address, settings.dask_timeout_s, settings.no_workers_grace_s, client=client)
+
+
+def run_dispatcher(settings: Settings, stop: threading.Event) -> int:
     """Run a dispatcher until ``stop`` is set (by SIGTERM/SIGINT in ``spacetime dispatcher``).
 
-    Waits up to ``connect_timeout_s`` for Redis and the Dask scheduler, so containers
-    can start in any order; past that it exits with the reason.
+    Waits up to ``dask_timeout_s`` for Redis and the Dask scheduler, so containers can
+    start in any order; past that it exits with the reason.
     """
     redis = Redis.from_url(settings.redis_url, socket_timeout=30)
+    cluster = Cluster(settings.dask_scheduler_address, settings.dask_timeout_s, settings.no_workers_grace_s)
     try:
-        wait_for(redis.ping, "Redis", settings.redis_url, connect_timeout_s)
-        client = Client(settings.dask_scheduler_address, timeout=connect_timeout_s)
-    except (TimeoutError, OSError) as exc:
+        wait_for(redis.ping, "Redis", settings.redis_url, settings.dask_timeout_s)
+        cluster.client  # noqa: B018  # connects, or raises
+    except (TimeoutError, OSError, AttemptLost) as exc:
         log.error("cannot start: %s", exc)
         return 1
-    dispatcher = Dispatcher(settings, client, redis)
+    dispatcher = Dispatcher(settings, cluster, redis)
     dispatcher.start()
     stop.wait()
     dispatcher.stop()
-    client.close()
+    cluster.close()
     return 0

@@ -10,12 +10,29 @@ class SpacetimeError(Exception):
 
 
 class JobNotFound(SpacetimeError):
-    """No record for the token: never created, or expired (TTL)."""
+    """No record for the token: never created, expired (TTL), or another client's."""
 
 
 class InputTooLarge(SpacetimeError):
     """The request body is over the configured limit."""
 
 
+class NotAuthenticated(SpacetimeError):
+    """No API key, or one that no client holds (keys mode)."""
+
+
+class OverQuota(SpacetimeError):
+    """The client is over its rate or backlog quota; it may try again after ``retry_after_s``."""
+
+    def __init__(self, message: str, retry_after_s: int | None):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class UnknownTaskKind(SpacetimeError):
     """A queued record names a kind no dispatcher knows."""
+
+
+class AttemptLost(SpacetimeError):
+    """The attempt cannot go on through no fault of the job (the scheduler went away, no
+    worker is left): the job goes back to its queue and another attempt runs it."""

@@ -10,15 +10,34 @@ from pydantic import BaseModel
 class JobStatus(StrEnum):
     """The original system's four states; extra detail goes in other fields, never here."""
 
-    requested = "requested"  # the API stored it and queued its token
+    requested = "requested"  # the API stored it and queued its token (or it was requeued)
     received = "received"  # a dispatcher took it and runs it on Dask
     finished = "finished"  # the result is stored under result:<token>:output
     errored = "errored"  # it failed; `error` says why in words a user can act on
 
 
+FINAL = (JobStatus.finished, JobStatus.errored)
+
+
 class Kind(StrEnum):
     randomize = "randomize"
     even_sum = "even-sum"
+
+
+class Lane(StrEnum):
+    """Jobs wait and run in one of two lanes, each with job loops of its own, so that
+    bulk jobs can never hold every slot an interactive job needs."""
+
+    interactive = "interactive"  # small jobs a person waits for (images): one task each
+    bulk = "bulk"  # big jobs (even-sum): many block tasks, windowed on the cluster
+
+
+LANE_OF_KIND = {Kind.randomize: Lane.interactive, Kind.even_sum: Lane.bulk}
+
+
+def lane_of(kind: str) -> Lane:
+    """Unknown kinds go to the interactive lane: they fail fast there, at the cost of one slot."""
+    return LANE_OF_KIND.get(kind, Lane.interactive)  # type: ignore[call-overload]
 
 
 class Progress(BaseModel):
@@ -33,11 +52,17 @@ class Job(BaseModel):
     kind: str = "unknown"
     status: JobStatus
     client: str = "anonymous"
+    lane: Lane | None = None
+    # What the job costs in the fair queue: its number of blocks (an image job is 1).
+    cost: int = 1
     requested_at: float | None = None
     received_at: float | None = None
     finished_at: float | None = None
     dispatcher: str | None = None
+    # How many times a dispatcher took it; capped by settings.max_attempts.
     attempts: int = 0
+    # Why the previous attempt did not end it (its dispatcher died, the scheduler went away).
+    last_error: str | None = None
     input_url: str | None = None
     progress: Progress | None = None
     error: str | None = None
@@ -46,6 +71,7 @@ class Job(BaseModel):
     exec_s: float | None = None
     lead_s: float | None = None
     task_compute_s: float | None = None
+    # Input bytes: known at submission, counted against the client's backlog quota.
     bytes: int | None = None
     report_url: str | None = None
     timing_url: str | None = None

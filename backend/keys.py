@@ -1,10 +1,17 @@
 """Every Redis key name and every time constant of the job contract, in one place.
 
-The first three names are the original system's contract: clients and dispatchers
-written for it read the list ``tasks`` and the record ``result:<token>``.
+The first names are the original system's contract: producers written for it LPUSH a
+token on the list ``tasks`` and write the record ``result:<token>``. Everything else is
+how dispatchers share the cluster fairly between clients (docs/architecture.md has the
+life of a job through these keys).
+
+Keys built from a client name or a lane are built inside Lua scripts too; that is fine on
+a single Redis node (not Redis Cluster), which is what we run.
 """
 
-# The queue: tokens, LPUSHed by the API, taken from the right by dispatchers (FIFO).
+# -- the original contract ------------------------------------------------------------------
+# The intake: tokens LPUSHed by the API (or by any producer of the original system).
+# Dispatchers route them from here into per-client queues before they pick.
 TASKS = "tasks"
 # The job record, a JSON object: {"token", "kind", "status", "client", timestamps...}.
 RESULT = "result:{token}"
@@ -12,27 +19,87 @@ RESULT = "result:{token}"
 OUTPUT = "result:{token}:output"
 # Raw input bytes of jobs small enough to travel through Redis (images).
 INPUT = "input:{token}"
-# A dispatcher's in-flight tokens (reliable-queue pattern: BLMOVE tasks -> here).
+
+# -- fair queues (one per lane and client) ---------------------------------------------------
+# A client's waiting tokens in a lane, oldest first.
+QUEUE = "queue:{lane}:{client}"
+# The clients with waiting work in a lane, in deficit-round-robin order (a list).
+RING = "ring:{lane}"
+# Hash client -> deficit (in blocks) of the lane's round robin; field "@visit" names the
+# client whose turn is in progress.
+DEFICIT = "deficit:{lane}"
+# Hash client -> jobs of the lane held in processing lists (claimed, not final).
+RUNNING = "running:{lane}"
+# Hash client -> blocks of the lane queued or running (an image job is one block).
+BACKLOG_BLOCKS = "backlog-blocks:{lane}"
+# Hash client -> input bytes of the client's jobs queued or running (the backlog quota).
+BACKLOG_BYTES = "backlog-bytes"
+# Dispatchers BLPOP this to sleep until there may be work in the lane (a job arrived, or
+# a running job ended and a capped client may go on). A marker carries nothing: the pick
+# script is the truth, so lost or extra markers are harmless.
+WAKE = "wake:{lane}"
+# At most this many markers wait in a wake list: enough to wake every idle job loop.
+WAKE_MAX = 64
+
+# -- dispatchers (the reliable queue) --------------------------------------------------------
+# A dispatcher's in-flight tokens: a token is always in exactly one list (tasks, a client
+# queue, or one processing list), moved by single atomic steps.
 PROCESSING = "processing:{dispatcher}"
 # Exists while the dispatcher is alive; expires LEASE_S after its last renewal.
 LEASE = "lease:{dispatcher}"
-# Set of dispatcher ids that may own a processing list; the reaper walks it.
+# Sorted set dispatcher id -> last heartbeat (epoch ms). No TTL: the reaper walks it, and
+# an outage of every dispatcher must not make their processing lists unfindable.
 DISPATCHERS = "dispatchers"
+# Hash "<lane>|<client>" -> block tasks a dispatcher has in flight on the cluster now,
+# rewritten by its heartbeat and gone with its lease.
+IN_FLIGHT = "in-flight:{dispatcher}"
+
+# -- clients (identity, weights, quotas) -----------------------------------------------------
+# Set of registered client names.
+CLIENTS = "clients"
+# Hash of one registered client: weight, max_running_bulk, rate, max_backlog_bytes, key_sha256.
+CLIENT = "client:{name}"
+# String sha256(api key) -> client name.
+API_KEY = "api-key:{sha256}"
+
+# -- metrics ---------------------------------------------------------------------------------
 # Hash of job counters and time sums written by dispatchers, read by GET /metrics.
 METRICS = "metrics"
 
-# How long a blocking claim waits before the dispatcher checks whether it should stop.
+# Keys that live without a TTL, on purpose: configuration (clients and their keys), and the
+# reliable queue's own lists, which exist only while they hold tokens and are emptied by
+# the pick, the final write or the reaper. tests/test_reliability.py holds every other key
+# to having a TTL, during a job as well as after it.
+WITHOUT_TTL = (
+    TASKS,
+    "queue:*",
+    "ring:*",
+    "deficit:*",
+    "running:*",
+    "backlog-blocks:*",
+    BACKLOG_BYTES,
+    "processing:*",
+    DISPATCHERS,
+    CLIENTS,
+    "client:*",
+    "api-key:*",
+)
+
+# -- times -----------------------------------------------------------------------------------
+# How long an idle job loop sleeps on its wake list before it looks again anyway (work
+# pushed straight on `tasks` by an old producer wakes nobody).
 CLAIM_TIMEOUT_S = 1.0
 # A dispatcher renews its lease this many times per lease period, so one missed
 # renewal (a slow Redis round trip) does not make it look dead.
 LEASE_RENEWALS_PER_PERIOD = 3
 # Job counters live as long as jobs keep coming; Prometheus reads a reset as a restart.
 METRICS_TTL_S = 30 * 24 * 3600
-
-
-def dispatchers_ttl_s(lease_s: float) -> int:
-    """The ``dispatchers`` set outlives any lease by far: it only vanishes when nobody renews it."""
-    return int(lease_s * 10) + 60
+# Retry-After of a client over its backlog quota: its own jobs must end first, and
+# asking again every few seconds is often enough without adding load.
+BACKLOG_RETRY_AFTER_S = 5
+# Tokens the pick script routes from `tasks` per call: bounds one script's run time when
+# a producer dumps thousands at once (the rest are routed by the next calls).
+ROUTE_BATCH = 100
 
 
 def result(token: str) -> str:
@@ -53,3 +120,39 @@ def processing(dispatcher: str) -> str:
 
 def lease(dispatcher: str) -> str:
     return LEASE.format(dispatcher=dispatcher)
+
+
+def in_flight(dispatcher: str) -> str:
+    return IN_FLIGHT.format(dispatcher=dispatcher)
+
+
+def queue(lane: str, client: str) -> str:
+    return QUEUE.format(lane=lane, client=client)
+
+
+def ring(lane: str) -> str:
+    return RING.format(lane=lane)
+
+
+def deficit(lane: str) -> str:
+    return DEFICIT.format(lane=lane)
+
+
+def running(lane: str) -> str:
+    return RUNNING.format(lane=lane)
+
+
+def backlog_blocks(lane: str) -> str:
+    return BACKLOG_BLOCKS.format(lane=lane)
+
+
+def wake(lane: str) -> str:
+    return WAKE.format(lane=lane)
+
+
+def client(name: str) -> str:
+    return CLIENT.format(name=name)
+
+
+def api_key(sha256: str) -> str:
+    return API_KEY.format(sha256=sha256)

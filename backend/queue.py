@@ -1,47 +1,59 @@
-"""The reliable queue, dispatcher side: claim, lease, reap, release.
+"""The fair, reliable queue, dispatcher side: claim, wait, lease, reap, release.
 
-A dispatcher claims a token with BLMOVE from ``tasks`` into its own processing list,
-so a token is always in exactly one list. While alive it renews ``lease:<id>``; when
-it dies the lease expires and any other dispatcher's reaper moves its processing list
-back to the front of ``tasks``. No job is lost; a job may run twice (a dispatcher that
-stalled past its lease), and JobStore's first-final-write-wins makes that harmless.
+A job's token is always in exactly one list: ``tasks`` (just submitted), its client's
+queue in its lane, or one dispatcher's processing list; every move between them is one
+Lua script (backend/lua). Claiming routes new tokens into per-client queues and picks by
+weighted deficit round robin, so a client with a hundred jobs queued and a client with
+one alternate. While alive, a dispatcher renews ``lease:<id>``; when it dies the lease
+lapses and any other dispatcher's reaper puts its jobs back at the front of their queues.
+No job is lost; a job may run twice (a dispatcher that stalled past its lease), and the
+final write's holder check makes the late run's result a no-op.
 """
 
+import json
 import os
 import socket
+import time
 import uuid
-from typing import cast
+from dataclasses import dataclass
+from typing import Any, cast
 
+from pydantic import ValidationError
 from redis import Redis
 
-from backend import keys
+from backend import keys, scripts
+from backend.job import Job, JobStatus, Lane, now_s
+from backend.settings import Settings
 
-# KEYS: dispatchers set, tasks. ARGV: processing key prefix, lease key prefix.
-# Keys built inside the script are fine on a single Redis (not Redis Cluster).
-# Orphans go to the right end of `tasks`, the end dispatchers take from: they waited
-# longest, so they run next; LMOVE from the left keeps their original order.
-_REAP = """
-local moved = 0
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  if redis.call('EXISTS', ARGV[2] .. id) == 0 then
-    while redis.call('LMOVE', ARGV[1] .. id, KEYS[2], 'LEFT', 'RIGHT') do
-      moved = moved + 1
-    end
-    redis.call('SREM', KEYS[1], id)
-  end
-end
-return moved
-"""
 
-# KEYS: processing list, tasks, lease, dispatchers set. ARGV: dispatcher id.
-# A graceful exit: hand back what we hold, then disappear, in one step.
-_RELEASE = """
-local moved = 0
-while redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT') do moved = moved + 1 end
-redis.call('DEL', KEYS[3])
-redis.call('SREM', KEYS[4], ARGV[1])
-return moved
-"""
+@dataclass(frozen=True)
+class QueuePolicy:
+    """What the pick script needs besides the queues: caps for clients with no settings of
+    their own (registered clients override them in ``client:<name>``)."""
+
+    max_attempts: int
+    ttl_s: int
+    default_weight: int
+    default_max_running_bulk: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> "QueuePolicy":
+        return cls(
+            max_attempts=settings.max_attempts,
+            ttl_s=settings.result_ttl_s,
+            default_weight=settings.default_weight,
+            default_max_running_bulk=settings.default_max_running_bulk,
+        )
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claimed job. ``gave_up``: it had used up its attempts and is already `errored`;
+    ``unreadable``: its record could not be parsed, and this says why (fail it)."""
+
+    job: Job
+    gave_up: bool = False
+    unreadable: str | None = None
 
 
 def new_dispatcher_id() -> str:
@@ -49,39 +61,84 @@ def new_dispatcher_id() -> str:
 
 
 class JobQueue:
-    """One dispatcher's view of the ``tasks`` list."""
+    """One dispatcher's view of the queues."""
 
-    def __init__(self, redis: Redis, dispatcher_id: str, lease_s: float):
+    def __init__(self, redis: Redis, dispatcher_id: str, lease_s: float, policy: QueuePolicy):
         self.redis = redis
         self.id = dispatcher_id
         self.lease_s = lease_s
+        self.policy = policy
         self.processing_key = keys.processing(dispatcher_id)
-        self._reap = redis.register_script(_REAP)
-        self._release = redis.register_script(_RELEASE)
+        self._claim = scripts.register(redis, "claim")
+        self._reap = scripts.register(redis, "reap")
+        self._release = scripts.register(redis, "release")
 
-    def heartbeat(self) -> None:
-        """Renew the lease; register in the dispatchers set (TTL'd like every key)."""
+    def claim(self, lane: Lane) -> Claim | None:
+        """The next job of ``lane`` by fair pick, now in our processing list; None if none."""
+        answer = self._claim(
+            keys=[self.processing_key],
+            args=[
+                lane,
+                self.id,
+                now_s(),
+                self.policy.max_attempts,
+                self.policy.ttl_s,
+                self.policy.default_weight,
+                self.policy.default_max_running_bulk,
+            ],
+        )
+        if answer is None:
+            return None
+        outcome, raw = answer[0].decode(), answer[1]
+        return _parse_claim(raw, gave_up=outcome == "gave-up")
+
+    def wait_for_work(self, lane: Lane, timeout_s: float = keys.CLAIM_TIMEOUT_S) -> None:
+        """Sleep until a wake marker says there may be work in ``lane``, or ``timeout_s``."""
+        self.redis.blpop([keys.wake(lane)], timeout=timeout_s)
+
+    def heartbeat(self, in_flight: dict[str, int]) -> None:
+        """Renew the lease, say we are alive, publish our block tasks in flight."""
+        lease_ms = int(self.lease_s * 1000)
         with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(keys.lease(self.id), "1", px=int(self.lease_s * 1000))
-            pipe.sadd(keys.DISPATCHERS, self.id)
-            pipe.expire(keys.DISPATCHERS, keys.dispatchers_ttl_s(self.lease_s))
+            pipe.set(keys.lease(self.id), "1", px=lease_ms)
+            pipe.zadd(keys.DISPATCHERS, {self.id: int(time.time() * 1000)})
+            pipe.delete(keys.in_flight(self.id))
+            if in_flight:
+                pipe.hset(keys.in_flight(self.id), mapping=cast(Any, in_flight))
+                pipe.pexpire(keys.in_flight(self.id), lease_ms)
             pipe.execute()
 
-    def claim(self, timeout_s: float = keys.CLAIM_TIMEOUT_S) -> str | None:
-        """Block up to ``timeout_s`` for a token; it lands in our processing list."""
-        token = cast(bytes | None, self.redis.blmove(keys.TASKS, self.processing_key, timeout_s, "RIGHT", "LEFT"))  # type: ignore[arg-type]  # float seconds are fine
-        return token.decode() if token is not None else None
+    def reap(self, scan: bool = False) -> int:
+        """Requeue the jobs of every dispatcher whose lease has lapsed.
 
-    def reap(self) -> int:
-        """Requeue the jobs of every dispatcher whose lease has expired."""
-        return self._reap(
-            keys=[keys.DISPATCHERS, keys.TASKS],
-            args=[keys.PROCESSING.format(dispatcher=""), keys.LEASE.format(dispatcher="")],
-        )
+        The ids come from the ``dispatchers`` set; with ``scan``, also from the names of
+        the processing lists themselves, so that a list whose owner is missing from the
+        set (it was deleted, or never written) is still found."""
+        ids = {member.decode() for member in cast(list[bytes], self.redis.zrange(keys.DISPATCHERS, 0, -1))}
+        if scan:
+            prefix = keys.processing("")
+            ids |= {name.decode()[len(prefix) :] for name in self.redis.scan_iter(match=f"{prefix}*", count=1000)}
+        ids.discard(self.id)
+        return int(self._reap(args=sorted(ids))) if ids else 0
 
     def release(self) -> int:
         """Requeue what we still hold and drop our lease (graceful shutdown)."""
-        return self._release(
-            keys=[self.processing_key, keys.TASKS, keys.lease(self.id), keys.DISPATCHERS],
-            args=[self.id],
+        return int(self._release(args=[self.id]))
+
+
+def _parse_claim(raw: bytes, gave_up: bool) -> Claim:
+    """The claimed record as a Job. One pydantic cannot read still carries what the final
+    write needs (token, dispatcher, attempt), so that it can be failed."""
+    try:
+        return Claim(Job.model_validate_json(raw), gave_up=gave_up)
+    except ValidationError as exc:
+        record = json.loads(raw)
+        problem = exc.errors()[0]
+        where = ".".join(str(p) for p in problem["loc"]) or "record"
+        job = Job(
+            token=str(record.get("token", "")),
+            status=JobStatus.received,
+            dispatcher=str(record.get("dispatcher", "")),
+            attempts=int(record.get("attempts", 0)),
         )
+        return Claim(job, unreadable=f"job record is not readable ({where}: {problem['msg']}); resubmit the job")

@@ -3,39 +3,68 @@
 A runner takes the dispatcher's ``JobContext`` and the job, submits Dask work whose
 keys start with ``<kind>-<token>`` (so the job's tasks can be found in the task stream
 and in performance reports) and returns the raw result bytes plus figures to record.
+It waits on Dask only through ``ctx.cluster`` (bounded waits), raises InvalidInput (or
+an OSError) for what the user must fix, and anything else for a failure of ours.
+
+Adding a kind: docs/architecture.md, "How to add a job kind".
 """
 
 import json
+import threading
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from distributed import Client, as_completed
-
+from backend.cluster import BULK_RESOURCE, INTERACTIVE_RESOURCE, Cluster
+from backend.fairshare import FairShare
 from backend.job import Job, Kind
 from backend.settings import Settings
 from backend.store import JobStore
 from compute.errors import InvalidInput
-from compute.even_sum import submit_even_sum
-from compute.image import randomize_image
+from compute.even_sum import BlockSum
+from compute.image import IMAGE_PRIORITY, randomize_image
+
+
+class BlocksInFlight:
+    """Block tasks in flight per "<lane>|<client>", for /metrics (the heartbeat publishes it)."""
+
+    def __init__(self) -> None:
+        self._counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def set(self, job: Job, blocks: int) -> None:
+        with self._lock:
+            self._counts[f"{job.lane}|{job.client}|{job.token}"] = blocks
+
+    def snapshot(self) -> dict[str, int]:
+        """Blocks in flight by "<lane>|<client>"."""
+        totals: Counter[str] = Counter()
+        with self._lock:
+            for name, blocks in list(self._counts.items()):
+                if blocks <= 0:
+                    del self._counts[name]
+                else:
+                    totals[name.rsplit("|", 1)[0]] += blocks
+        return dict(totals)
 
 
 @dataclass
 class JobContext:
-    client: Client
+    """What runners get from their dispatcher."""
+
+    cluster: Cluster
     store: JobStore
     settings: Settings
+    share: FairShare
+    in_flight: BlocksInFlight
 
 
 @dataclass
 class Outcome:
     output: bytes
     # Extra record fields, e.g. {"bytes": n}.
-    fields: dict = field(default_factory=dict)
-
-
-# Dask runs ready tasks of higher priority first: a 25 ms image task should not queue
-# behind the many block tasks of a gigabyte even-sum that another client submitted.
-IMAGE_PRIORITY = 10
+    fields: dict[str, Any] = field(default_factory=dict)
 
 
 def key_prefix(job: Job) -> str:
@@ -47,35 +76,42 @@ def run_randomize(ctx: JobContext, job: Job) -> Outcome:
     png = ctx.store.input(job.token)
     if png is None:
         raise InvalidInput("the uploaded image has expired; submit it again")
-    future = ctx.client.submit(
+    future = ctx.cluster.client.submit(
         randomize_image,
         png,
         block=ctx.settings.image_block_px,
         max_pixels=ctx.settings.max_image_pixels,
         key=f"{key_prefix(job)}-0",
         priority=IMAGE_PRIORITY,
+        resources=ctx.cluster.resources(INTERACTIVE_RESOURCE),
     )
-    return Outcome(future.result(), {"bytes": len(png)})
+    return Outcome(ctx.cluster.result(future), {"bytes": len(png)})
 
 
 def run_even_sum(ctx: JobContext, job: Job) -> Outcome:
-    """One task per block, a tree reduction, and progress as blocks complete."""
+    """A window of block tasks sized to the client's fair share, a tree reduction, and
+    progress as blocks complete."""
     url = job.input_url
     if url is None:
         raise InvalidInput("the job names no input file; submit it again")
-    blocks, total = submit_even_sum(
-        ctx.client,
+    blocks = BlockSum(
+        ctx.cluster.client,
         url,
         block_bytes=ctx.settings.even_sum_block_bytes,
         storage_options=ctx.settings.storage_options(url),
         key_prefix=key_prefix(job),
+        resources=ctx.cluster.resources(BULK_RESOURCE),
     )
-    ctx.store.progress(job.token, 0, len(blocks))
-    for done, block in enumerate(as_completed(blocks), start=1):
-        if block.status == "error":
-            block.result()  # raise now; the other blocks are cancelled when released
-        ctx.store.progress(job.token, done, len(blocks))
-    result = total.result()
+    ctx.store.progress(job, 0, blocks.n_blocks)
+
+    def on_progress(done: int, in_flight: int) -> None:
+        ctx.in_flight.set(job, in_flight)
+        ctx.store.progress(job, done, blocks.n_blocks)
+
+    try:
+        result = blocks.run(lambda: ctx.share.window(job.client), on_progress, ctx.cluster.wait_any)
+    finally:
+        ctx.in_flight.set(job, 0)
     # The sum stays an exact integer: json writes Python ints digit for digit.
     return Outcome(json.dumps(result).encode(), {"bytes": result["bytes"]})
 

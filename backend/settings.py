@@ -7,6 +7,7 @@ A bad value stops start-up with pydantic's message instead of failing later.
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -48,14 +49,35 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(64 * 1024 * MiB, gt=0)
     even_sum_block_bytes: int = Field(DEFAULT_BLOCK_BYTES, gt=0)
 
-    dispatcher_concurrency: int = Field(4, gt=0)
+    # Who a request comes from: `open` trusts X-Client-Id (local use; the default of
+    # `spacetime up`), `keys` requires `Authorization: Bearer <key>` (see `spacetime clients`).
+    auth: Literal["open", "keys"] = "open"
+
+    # Job loops per dispatcher in each lane: bulk jobs can never hold the interactive ones.
+    interactive_concurrency: int = Field(4, gt=0)
+    bulk_concurrency: int = Field(3, gt=0)
+    # A job whose attempts were lost this many times (its dispatcher died, the scheduler
+    # went away...) ends `errored`: a job that kills what runs it never loops.
+    max_attempts: int = Field(3, gt=0)
     lease_s: float = Field(10.0, gt=0)
     # On SIGTERM, how long running jobs may take before they are handed back to the queue.
     shutdown_grace_s: float = Field(30.0, ge=0)
-    # Image jobs take a performance report 1 in N (even-sum jobs always). A report costs the
-    # scheduler ~0.7 s of CPU, 30-50 image jobs' worth (docs/benchmarks.md): 1 in 500 keeps
-    # that under 5% of a busy scheduler's time. See docs/metrics.md.
-    image_report_every: int = Field(500, ge=0)
+    # How long the Dask client waits for the scheduler, at start and after losing it.
+    dask_timeout_s: float = Field(60.0, gt=0)
+    # A running job with no Dask worker left for this long goes back to its queue.
+    no_workers_grace_s: float = Field(60.0, gt=0)
+
+    # What a client gets unless `spacetime clients add` set its own (docs/clients.md).
+    default_weight: int = Field(1, gt=0)
+    default_max_running_bulk: int = Field(2, gt=0)
+    # Job submissions per second per client (0: no limit).
+    default_rate: float = Field(50.0, ge=0)
+    # Input bytes of a client's jobs queued or running (0: no limit).
+    default_max_backlog_bytes: int = Field(256 * 1024 * MiB, ge=0)
+
+    # Print CloudWatch embedded-metric-format lines (backlog, in flight, job times) on
+    # stdout, for scaling on AWS (infra/).
+    cloudwatch_metrics: bool = False
 
     @field_validator("redis_url")
     @classmethod

@@ -1,9 +1,11 @@
-"""JobStore: job records, inputs and outputs in Redis, and every state change on them.
+"""JobStore: job records, inputs and outputs in Redis, and the writes that end a job.
 
-Each state change is ONE atomic Redis step (a MULTI/EXEC or a Lua script), so a
-dispatcher dying between two commands can never leave a record half-written, and two
-dispatchers finishing the same token (a requeued job that was not really dead) agree on
-one result: the first final write wins, later ones are no-ops.
+Each state change is ONE atomic Redis step (a Lua script of backend/lua), so a process
+dying between two commands can never leave a record half-written or a counter wrong.
+Only the attempt that holds a job may end it: the final write checks that the token is
+in the writer's processing list and that the record names its dispatcher and attempt.
+A run that lost its lease is told 'stale' and its result is dropped; the first final
+write of the holder wins.
 
 Records are JSON (never pickle). Lua's cjson keeps 14 significant digits, enough for
 epoch seconds with milliseconds; exact big integers (even-sum results) never pass
@@ -11,112 +13,90 @@ through cjson because results are stored as raw bytes under their own key.
 """
 
 import json
-from typing import cast
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, cast
 
 from pydantic import ValidationError
 from redis import Redis
 
-from backend import keys
-from backend.exceptions import JobNotFound
-from backend.job import Job, JobStatus, new_token, now_s
+from backend import keys, scripts
+from backend.exceptions import JobNotFound, OverQuota
+from backend.job import Job, JobStatus, Lane, new_token, now_s
 
-# KEYS: record, processing list. ARGV: token, now, dispatcher id.
-# Returns the updated record, or a word when there is nothing to run.
-_MARK_RECEIVED = """
-local raw = redis.call('GET', KEYS[1])
-if not raw then
-  redis.call('LREM', KEYS[2], 0, ARGV[1])
-  return 'missing'
-end
-local ok, rec = pcall(cjson.decode, raw)
-if not ok or type(rec) ~= 'table' then return 'corrupt' end
-if rec.status == 'finished' or rec.status == 'errored' then
-  redis.call('LREM', KEYS[2], 0, ARGV[1])
-  return 'final'
-end
-rec.status = 'received'
-rec.received_at = tonumber(ARGV[2])
-rec.dispatcher = ARGV[3]
-rec.attempts = (tonumber(rec.attempts) or 0) + 1
-redis.call('SET', KEYS[1], cjson.encode(rec), 'KEEPTTL')
-return cjson.encode(rec)
-"""
 
-# KEYS: record, output, input, processing list.
-# ARGV: token, final status, JSON fields to merge, output bytes, ttl seconds.
-# A record that is unreadable is replaced, so a corrupt job still ends `errored`.
-_FINISH = """
-local raw = redis.call('GET', KEYS[1])
-local rec = {}
-if raw then
-  local ok, decoded = pcall(cjson.decode, raw)
-  if ok and type(decoded) == 'table' then rec = decoded end
-end
-if rec.status == 'finished' or rec.status == 'errored' then
-  redis.call('LREM', KEYS[4], 0, ARGV[1])
-  return 0
-end
-for k, v in pairs(cjson.decode(ARGV[3])) do rec[k] = v end
-rec.token = ARGV[1]
-rec.status = ARGV[2]
-redis.call('SET', KEYS[1], cjson.encode(rec), 'EX', ARGV[5])
-if ARGV[2] == 'finished' then
-  redis.call('SET', KEYS[2], ARGV[4], 'EX', ARGV[5])
-end
-redis.call('DEL', KEYS[3])
-redis.call('LREM', KEYS[4], 0, ARGV[1])
-return 1
-"""
+class EndResult(StrEnum):
+    """What a final write did."""
 
-# KEYS: record. ARGV: done, total. Only a running job shows progress.
-_PROGRESS = """
-local raw = redis.call('GET', KEYS[1])
-if not raw then return 0 end
-local ok, rec = pcall(cjson.decode, raw)
-if not ok or type(rec) ~= 'table' or rec.status ~= 'received' then return 0 end
-rec.progress = {done = tonumber(ARGV[1]), total = tonumber(ARGV[2])}
-redis.call('SET', KEYS[1], cjson.encode(rec), 'KEEPTTL')
-return 1
-"""
+    ok = "ok"  # written: the job is final now
+    final = "final"  # the job had already ended; nothing written (first final write wins)
+    stale = "stale"  # this attempt no longer holds the job (it lost its lease); dropped
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A job to store: who sends it, what it costs, and its input (bytes or a URL)."""
+
+    kind: str
+    lane: Lane
+    client: str = "anonymous"
+    cost: int = 1
+    size: int = 0
+    input_bytes: bytes | None = None
+    input_url: str | None = None
+    token: str | None = None
 
 
 class JobStore:
-    """Records, inputs and outputs of jobs; the API writes, dispatchers transition."""
+    """Records, inputs and outputs of jobs; the API submits, dispatchers end them."""
 
     def __init__(self, redis: Redis, ttl_s: int):
         self.redis = redis
         self.ttl_s = ttl_s
-        self._mark_received = redis.register_script(_MARK_RECEIVED)
-        self._finish = redis.register_script(_FINISH)
-        self._progress = redis.register_script(_PROGRESS)
+        self._submit = scripts.register(redis, "submit")
+        self._finish = scripts.register(redis, "finish")
+        self._progress = scripts.register(redis, "progress")
+        self._requeue = scripts.register(redis, "requeue")
+        self._annotate = scripts.register(redis, "annotate")
 
     # -- API side ---------------------------------------------------------------
 
-    def submit(
-        self,
-        kind: str,
-        client: str = "anonymous",
-        *,
-        input_bytes: bytes | None = None,
-        input_url: str | None = None,
-        token: str | None = None,
-    ) -> Job:
-        """Store a `requested` record (and its input) and queue its token, atomically."""
-        job = Job(
-            token=token or new_token(),
-            kind=kind,
+    def submit(self, job: Submission, max_backlog_bytes: int | None = None) -> Job:
+        """Store a `requested` record (and its input) and queue its token, atomically.
+
+        Raises OverQuota, and stores nothing, when the job would take its client's
+        queued-or-running input bytes over ``max_backlog_bytes``."""
+        record = Job(
+            token=job.token or new_token(),
+            kind=job.kind,
             status=JobStatus.requested,
-            client=client,
+            client=job.client,
+            lane=job.lane,
+            cost=job.cost,
+            bytes=job.size,
             requested_at=now_s(),
-            input_url=input_url,
+            input_url=job.input_url,
         )
-        with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(keys.result(job.token), job.model_dump_json(exclude_none=True), ex=self.ttl_s)
-            if input_bytes is not None:
-                pipe.set(keys.input_(job.token), input_bytes, ex=self.ttl_s)
-            pipe.lpush(keys.TASKS, job.token)
-            pipe.execute()
-        return job
+        accepted, backlog = self._submit(
+            args=[
+                record.token,
+                record.model_dump_json(exclude_none=True),
+                int(job.input_bytes is not None),
+                job.input_bytes or b"",
+                self.ttl_s,
+                job.client,
+                job.size,
+                -1 if max_backlog_bytes is None else max_backlog_bytes,
+                job.lane,
+            ]
+        )
+        if not accepted:
+            raise OverQuota(
+                f"client {job.client!r} has {backlog} bytes of jobs queued or running; this job's {job.size} "
+                f"bytes would pass its backlog quota of {max_backlog_bytes} bytes",
+                retry_after_s=keys.BACKLOG_RETRY_AFTER_S,
+            )
+        return record
 
     def get(self, token: str) -> Job:
         raw = self._bytes(keys.result(token))
@@ -136,46 +116,37 @@ class JobStore:
 
     # -- dispatcher side ----------------------------------------------------------
 
-    def mark_received(self, token: str, dispatcher: str) -> Job | None:
-        """Move a claimed token to `received`; None when there is nothing to run.
+    def progress(self, job: Job, done: int, total: int) -> None:
+        self._progress(args=[job.token, job.dispatcher or "", job.attempts, done, total])
 
-        A token whose record expired, or that another dispatcher already finished,
-        is dropped from the processing list. A corrupt record is failed here.
-        """
-        answer = self._mark_received(
-            keys=[keys.result(token), keys.processing(dispatcher)],
-            args=[token, now_s(), dispatcher],
-        )
-        if answer == b"corrupt":
-            self.fail(token, dispatcher, "job record is not readable JSON; resubmit the job")
-            return None
-        if answer in (b"missing", b"final"):
-            return None
-        return parse_record(answer, token)
+    def finish(self, job: Job, output: bytes, **fields: Any) -> EndResult:
+        """Store the result and mark `finished`, if this attempt still holds the job."""
+        return self._end(job, JobStatus.finished, output, fields)
 
-    def progress(self, token: str, done: int, total: int) -> None:
-        self._progress(keys=[keys.result(token)], args=[done, total])
+    def fail(self, job: Job, error: str, **fields: Any) -> EndResult:
+        """Mark `errored` with a readable message, if this attempt still holds the job."""
+        return self._end(job, JobStatus.errored, b"", {**fields, "error": error})
 
-    def finish(self, token: str, dispatcher: str, output: bytes, **fields) -> bool:
-        """Store the result and mark `finished`. False when the job had already ended."""
-        return self._end(token, dispatcher, JobStatus.finished, output, fields)
+    def requeue(self, job: Job, reason: str) -> bool:
+        """Back to the front of its queue, if this attempt still holds it (a lost attempt)."""
+        return self.requeue_token(job.token, job.dispatcher or "", reason, attempt=job.attempts)
 
-    def fail(self, token: str, dispatcher: str, error: str, **fields) -> bool:
-        """Mark `errored` with a readable message. False when the job had already ended."""
-        return self._end(token, dispatcher, JobStatus.errored, b"", {**fields, "error": error})
+    def requeue_token(self, token: str, dispatcher: str, reason: str, attempt: int = 0) -> bool:
+        """Back to its queue, from ``dispatcher``'s processing list (any of its attempts)."""
+        return bool(self._requeue(keys=[keys.processing(dispatcher)], args=[token, dispatcher, attempt, reason]))
 
-    def _end(self, token, dispatcher, status, output, fields) -> bool:
+    def annotate(self, token: str, **fields: Any) -> None:
+        """Add figures to a record that exists, whatever its status."""
+        self._annotate(args=[token, json.dumps(fields)])
+
+    def _end(self, job: Job, status: JobStatus, output: bytes, fields: dict[str, Any]) -> EndResult:
         fields.setdefault("finished_at", now_s())
-        done = self._finish(
-            keys=[
-                keys.result(token),
-                keys.output(token),
-                keys.input_(token),
-                keys.processing(dispatcher),
-            ],
-            args=[token, status, json.dumps(fields), output, self.ttl_s],
+        dispatcher = job.dispatcher or ""
+        answer = self._finish(
+            keys=[keys.processing(dispatcher)],
+            args=[job.token, dispatcher, job.attempts, status, json.dumps(fields), output, self.ttl_s],
         )
-        return bool(done)
+        return EndResult(answer.decode())
 
 
 def parse_record(raw: bytes, token: str) -> Job:

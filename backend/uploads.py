@@ -51,6 +51,13 @@ def _discard(fs, out, path: str) -> None:
         fs.rm(path)
 
 
+def discard(url: str, storage_options: dict) -> None:
+    """Delete a stored upload whose job was refused after all (over quota)."""
+    fs, path = fsspec.core.url_to_fs(url, **storage_options)
+    if fs.exists(path):
+        fs.rm(path)
+
+
 def check_allowed_url(url: str, prefixes: list[str]) -> str:
     """Return ``url`` normalised if it lies under one of ``prefixes``; else InvalidInput.
 

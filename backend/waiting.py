@@ -1,8 +1,14 @@
-"""Bounded waits for a dependency to come up (Redis, the scheduler, the API at start-up)."""
+"""Waiting on dependencies: bounded waits for one to come up (Redis, the scheduler, the
+API at start-up), and outages told in two log lines, not a traceback per retry."""
 
+import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
+
+from redis import RedisError
 
 # Backoff of the retries: from the first delay, doubling, up to the cap.
 FIRST_DELAY_S = 0.1
@@ -22,3 +28,37 @@ def wait_for(check: Callable[[], Any], what: str, where: str, timeout_s: float) 
                 raise TimeoutError(f"{what} at {where} not reachable after {timeout_s:.0f}s: {exc}") from exc
             time.sleep(delay)
             delay = min(delay * 2, MAX_DELAY_S)
+
+
+class Outage:
+    """Tells the log once when a dependency goes away and once when it is back, instead of
+    a traceback for every retry of every thread.
+
+    ``with outage.watch(): ...`` swallows the dependency's errors (``errors``) and marks
+    the outage; the first success after it ends the outage."""
+
+    def __init__(self, log: logging.Logger, what: str, errors: tuple[type[BaseException], ...] = (RedisError,)):
+        self.log = log
+        self.what = what
+        self.errors = errors
+        self._since: float | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def active(self) -> bool:
+        return self._since is not None
+
+    @contextmanager
+    def watch(self) -> Iterator[None]:
+        try:
+            yield
+        except self.errors as exc:
+            with self._lock:
+                if self._since is None:
+                    self._since = time.monotonic()
+                    self.log.error("%s is unreachable (%s); retrying every second", self.what, exc)
+            return
+        with self._lock:
+            if self._since is not None:
+                self.log.warning("%s is back after %.1f s", self.what, time.monotonic() - self._since)
+                self._since = None

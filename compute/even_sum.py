@@ -12,9 +12,12 @@ Partials and results are plain JSON-able dicts:
 
 import threading
 import uuid
+from collections.abc import Callable
 
+import distributed
 import fsspec
 import numpy as np
+from distributed import Client, Future
 
 from compute import kernel
 from compute.errors import InvalidNumber
@@ -29,6 +32,10 @@ DEFAULT_BLOCK_BYTES = 64 * MiB
 LOOK_AHEAD_BYTES = 4096
 # combine() tasks take this many partials each: a tree of depth log8(blocks).
 FAN_IN = 8
+# Dask runs ready tasks of higher priority first: a combine frees its partials, so it
+# goes ahead of blocks (image tasks, at IMAGE_PRIORITY in compute.image, go ahead of both).
+BLOCK_PRIORITY = 0
+COMBINE_PRIORITY = 1
 # int() refuses longer digit strings (sys.get_int_max_str_digits, 4300 by default).
 INT_DIGITS_AT_ONCE = 4000
 # Shown of an invalid token in the error message.
@@ -73,47 +80,215 @@ def combine(partials: list[dict]) -> dict:
 
 
 def submit_even_sum(
-    client,
+    client: Client,
     url: str,
     *,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
     storage_options: dict | None = None,
     key_prefix: str = "even-sum",
-):
-    """Submit one ``sum_block`` task per block (keys ``{key_prefix}-{i}``) and a tree of
-    ``combine`` tasks over them (keys ``{key_prefix}-reduce-{level}-{j}``).
+) -> tuple[list[Future], Future]:
+    """Submit the whole job at once: every block and the reduction tree.
 
-    Returns (block futures, to watch progress; the final future, whose result is the
-    result dict). Raises FileNotFoundError("not found: ...") for a missing file and
-    PermissionError for refused credentials, before anything is submitted."""
-    size = _file_size(url, storage_options)
-    blocks = plan_blocks(size, block_bytes)
-    futures = client.map(
-        sum_block,
-        [url] * len(blocks),
-        [start for start, _ in blocks],
-        [end for _, end in blocks],
-        [storage_options] * len(blocks),
-        key=[f"{key_prefix}-{i}" for i in range(len(blocks))],
-    )
-    return futures, _reduce_tree(client, futures, key_prefix)
+    Parameters
+    ----------
+    client
+        A ``distributed.Client``.
+    url
+        The file: a path, ``file://`` or ``s3://`` URL (anything fsspec opens).
+    block_bytes
+        Bytes per ``sum_block`` task; a worker thread holds about one block.
+    storage_options
+        fsspec options for ``url`` (e.g. ``{"client_kwargs": {"endpoint_url": ...}}``).
+    key_prefix
+        Task keys are ``{key_prefix}-{i}`` for block ``i`` and
+        ``{key_prefix}-reduce-{level}-{j}`` for the ``combine`` tasks.
+
+    Returns
+    -------
+    (blocks, total)
+        The block futures (to watch progress) and the future of the result dict.
+
+    Raises FileNotFoundError("not found: ...") for a missing file and PermissionError
+    for refused credentials, before anything is submitted.
+
+    Examples
+    --------
+    >>> blocks, total = submit_even_sum(client, "s3://bucket/numbers.txt")  # doctest: +SKIP
+    >>> distributed.progress(blocks)  # doctest: +SKIP
+    >>> total.result()["sum"]  # doctest: +SKIP
+    """
+    job = BlockSum(client, url, block_bytes=block_bytes, storage_options=storage_options, key_prefix=key_prefix)
+    blocks = [job.submit_next() for _ in range(job.n_blocks)]
+    return blocks, job.total()
 
 
-def even_sum(url: str, *, client=None, block_bytes: int = DEFAULT_BLOCK_BYTES, storage_options=None) -> dict:
-    """The result dict for ``url``, computed on ``client`` (default: the current one).
-    For notebooks: each call has its own task keys, so files never share results."""
+def even_sum(
+    url: str,
+    *,
+    client: Client | None = None,
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
+    storage_options: dict | None = None,
+    window: Callable[[], int] | None = None,
+) -> dict:
+    """The exact even sum of the file at ``url``, computed on the cluster.
+
+    Parameters
+    ----------
+    url, block_bytes, storage_options
+        As for ``submit_even_sum``.
+    client
+        A ``distributed.Client``; by default the current one (``distributed.get_client``).
+    window
+        How many block tasks to keep in flight, asked again as blocks finish; by default
+        all of them at once. A bounded window lets other jobs' tasks in between.
+
+    Returns
+    -------
+    dict
+        ``{"sum": int, "even_count": int, "count": int, "bytes": int}``; ``sum`` is exact
+        at any size.
+
+    Examples
+    --------
+    >>> even_sum("s3://bucket/numbers.txt", client=client)  # doctest: +SKIP
+    {'sum': 1343990382773514, 'even_count': 1250311, 'count': 2500000, 'bytes': 26843545}
+    """
     if client is None:
-        import distributed
-
         client = distributed.get_client()
-    _, total = submit_even_sum(
-        client,
-        url,
-        block_bytes=block_bytes,
-        storage_options=storage_options,
-        key_prefix=f"even-sum-{uuid.uuid4().hex[:12]}",
-    )
-    return total.result()
+    # Each call has task keys of its own, so that two files never share results.
+    prefix = f"even-sum-{uuid.uuid4().hex[:12]}"
+    job = BlockSum(client, url, block_bytes=block_bytes, storage_options=storage_options, key_prefix=prefix)
+    return job.run(window or (lambda: job.n_blocks))
+
+
+class BlockSum:
+    """One even sum on a cluster: blocks submitted as a window allows, partials reduced.
+
+    Blocks are submitted in file order; a ``combine`` task of FAN_IN partials is submitted
+    as soon as its blocks are, so the reduction tree (and its task keys) is the same
+    whether the blocks went all at once or a few at a time. Combine tasks run ahead of
+    blocks (priority), so partials never pile up on the workers.
+
+    Parameters
+    ----------
+    client, url, block_bytes, storage_options, key_prefix
+        As for ``submit_even_sum``.
+    resources
+        Dask resources each block task needs (e.g. ``{"bulk": 1}``), or None.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        url: str,
+        *,
+        block_bytes: int = DEFAULT_BLOCK_BYTES,
+        storage_options: dict | None = None,
+        key_prefix: str = "even-sum",
+        resources: dict | None = None,
+    ):
+        self.client = client
+        self.url = url
+        self.storage_options = storage_options
+        self.key_prefix = key_prefix
+        self.resources = resources
+        self.blocks = plan_blocks(_file_size(url, storage_options), block_bytes)
+        self.submitted = 0
+        # levels[n]: futures of tree level n (0: blocks) not yet under a combine task
+        self._levels: list[list[Future]] = [[]]
+        self._combined: list[int] = [0]  # combine tasks submitted per level
+
+    @property
+    def n_blocks(self) -> int:
+        return len(self.blocks)
+
+    def submit_next(self) -> Future:
+        """Submit the next block's task (and the combine tasks it completes)."""
+        start, end = self.blocks[self.submitted]
+        block = self.client.submit(
+            sum_block,
+            self.url,
+            start,
+            end,
+            storage_options=self.storage_options,
+            key=f"{self.key_prefix}-{self.submitted}",
+            priority=BLOCK_PRIORITY,
+            resources=self.resources,
+        )
+        self.submitted += 1
+        self._add(0, block)
+        return block
+
+    def total(self) -> Future:
+        """The future of the result: the tree's last combine tasks, once every block is in.
+
+        Level by level, the partial group left over is combined into the next level, until
+        a level holds the one node that a single combine made: the result."""
+        if self.submitted < self.n_blocks:
+            raise RuntimeError(f"{self.n_blocks - self.submitted} blocks are not submitted yet")
+        level = 0
+        while not (level > 0 and self._combined[level - 1] == 1):
+            if self._levels[level] or self._combined[level] == 0:  # (an empty file: combine([]))
+                self._combine(level)
+            level += 1
+        return self._levels[level][0]
+
+    def run(
+        self,
+        window: Callable[[], int],
+        on_progress: Callable[[int, int], None] | None = None,
+        wait: Callable[[set[Future]], set[Future]] | None = None,
+    ) -> dict:
+        """Submit blocks keeping ``window()`` of them in flight; return the result dict.
+
+        ``on_progress(done, in_flight)`` is called as blocks finish; ``wait(futures)``
+        returns some that are done (by default ``distributed.wait``, first completed): pass
+        one that gives up on a lost cluster to bound the wait. A block that fails raises
+        its error here, and the blocks still in flight are cancelled."""
+        wait = wait or _first_completed
+        in_flight: set[Future] = set()
+        done = 0
+        while done < self.n_blocks:
+            while self.submitted < self.n_blocks and len(in_flight) < max(1, window()):
+                in_flight.add(self.submit_next())
+            finished = wait(in_flight)
+            in_flight -= finished
+            for block in finished:
+                if block.status == "error":
+                    error = block.exception()
+                    self.client.cancel(list(in_flight))
+                    raise error
+            done += len(finished)
+            if on_progress:
+                on_progress(done, len(in_flight))
+        total = self.total()
+        while total not in wait({total}):
+            pass
+        return total.result()
+
+    def _add(self, level: int, future: Future) -> None:
+        self._levels[level].append(future)
+        if len(self._levels[level]) == FAN_IN:
+            self._combine(level)
+
+    def _combine(self, level: int) -> None:
+        """Put the futures waiting at ``level`` under one combine task of the next level."""
+        group, self._levels[level] = self._levels[level], []
+        if level + 1 == len(self._levels):
+            self._levels.append([])
+            self._combined.append(0)
+        node = self.client.submit(
+            combine,
+            group,
+            key=f"{self.key_prefix}-reduce-{level}-{self._combined[level]}",
+            priority=COMBINE_PRIORITY,
+        )
+        self._combined[level] += 1
+        self._add(level + 1, node)
+
+
+def _first_completed(futures: set[Future]) -> set[Future]:
+    return set(distributed.wait(futures, return_when="FIRST_COMPLETED").done)
 
 
 def warm_up() -> None:
@@ -132,19 +307,6 @@ def _file_size(url: str, storage_options: dict | None) -> int:
     if info.get("type") == "directory":
         raise IsADirectoryError(f"a directory, not a file: {url}")
     return info["size"]
-
-
-def _reduce_tree(client, futures: list, key_prefix: str):
-    """combine() over ``futures`` in a tree of fan-in FAN_IN, on the cluster."""
-    level, nodes = 0, futures
-    while True:
-        groups = [nodes[i : i + FAN_IN] for i in range(0, len(nodes), FAN_IN)] or [[]]
-        nodes = [
-            client.submit(combine, group, key=f"{key_prefix}-reduce-{level}-{j}") for j, group in enumerate(groups)
-        ]
-        if len(nodes) == 1:
-            return nodes[0]
-        level += 1
 
 
 def _partial(total: int, even_count: int, count: int, nbytes: int) -> dict:

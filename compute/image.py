@@ -20,6 +20,9 @@ PILLOW_COMPRESS_LEVEL = 1
 DEFAULT_MAX_PIXELS = 64_000_000
 # The original service's tile size.
 DEFAULT_BLOCK_PX = 60
+# Dask priority of image tasks: a 15 ms image task should not queue behind the block
+# tasks of a gigabyte even sum that another client submitted (compute.even_sum).
+IMAGE_PRIORITY = 10
 # mode -> trailing shape of the array pyspng returns for it
 SPNG_MODES = {"L": (), "RGB": (3,), "RGBA": (4,)}
 

@@ -1,33 +1,160 @@
-"""Performance-report capture and per-job task timings, for dispatchers and notebooks.
+"""Per-job performance reports that cost the shared scheduler almost nothing.
 
-A Dask performance report covers a time window across the whole cluster: jobs that
-run at the same time appear in each other's reports. ``task_compute_s`` is the exact
-per-job figure: it sums the compute intervals of the tasks whose keys carry the job's
-prefix, from the scheduler's task stream.
+Dask's ``performance_report`` has the scheduler build every plot (~0.5-1 s of its event
+loop, which every job on the cluster waits for). Here the work is split:
+
+1. ``capture_trace`` runs when a job ends and makes two cheap calls: the scheduler's
+   task-stream records since the job started (one call; the job's own records are kept),
+   and the profiles of the workers that ran the job's tasks, asked of those workers
+   directly (the scheduler is not on that path). The result is plain JSON.
+2. ``render_report`` turns a trace and the job's timing record into a self-contained
+   HTML page (BokehJS inline, nothing fetched from the network): the job's task stream,
+   its workers' profile, and its timing record. It runs wherever someone asks for the
+   report, once, never on the scheduler.
+
+``task_compute_s`` sums the compute intervals of a trace's tasks: the exact per-job
+figure, where a time window would also count other jobs' tasks.
 """
 
-from distributed import Client, get_client, performance_report
+import html
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from bokeh.embed import file_html
+from bokeh.layouts import column
+from bokeh.models import ColumnDataSource, HoverTool, Range1d
+from bokeh.models.widgets import Div
+from bokeh.plotting import figure
+from bokeh.resources import INLINE
+from dask.utils import key_split
+from distributed import Client, profile
+from distributed.diagnostics.task_stream import rectangles
+
+# Seconds before the job's start that the task-stream query reaches back: worker and
+# dispatcher clocks may differ a little, and a record missed is a task missing from the plot.
+CLOCK_SLACK_S = 1.0
+PLOT_WIDTH = 1000
 
 
-class JobReport(performance_report):
-    """``performance_report`` written to an fsspec URL, its code section naming the job.
+def capture_trace(client: Client, key_prefix: str, start: float, stop: float) -> dict[str, Any]:
+    """The raw performance data of the job whose task keys start with ``key_prefix`` and
+    that ran from ``start`` to ``stop`` (epoch seconds), as JSON-able data.
 
-    The stock report shows the calling code; for a dispatcher that is always the same
-    line, so we show what identifies the job instead: its token and task-key prefix.
+    Parameters
+    ----------
+    client
+        A ``distributed.Client`` connected to the cluster that ran the job.
+    key_prefix
+        The prefix of the job's task keys (e.g. ``"even-sum-<token>"``).
+    start, stop
+        When the job ran, in epoch seconds.
+
+    Returns
+    -------
+    dict
+        ``{"key_prefix", "start", "stop", "tasks": [...], "profile": {...}}``: the job's
+        task-stream records and the merged profile of the workers that ran them.
     """
+    records = client.get_task_stream(start=start - CLOCK_SLACK_S)
+    tasks = [_task(record) for record in records if str(record["key"]).startswith(key_prefix)]
+    workers = sorted({task["worker"] for task in tasks})
+    group = key_split(tasks[0]["key"]) if tasks else None
+    return {
+        "key_prefix": key_prefix,
+        "start": start,
+        "stop": stop,
+        "tasks": tasks,
+        "profile": client.sync(_worker_profiles, client, workers, group, start - CLOCK_SLACK_S, stop),
+    }
 
-    def __init__(self, url: str, description: str, storage_options: dict | None = None):
-        super().__init__(filename=url, storage_options=storage_options)
-        self.description = description
 
-    def __exit__(self, exc_type, exc_value, traceback):
-        get_client().sync(self.__aexit__, exc_type, exc_value, traceback, code=self.description)
+def task_compute_s(trace: dict[str, Any]) -> float:
+    """Seconds the trace's tasks spent computing, summed over all of them."""
+    return sum(
+        span["stop"] - span["start"]
+        for task in trace["tasks"]
+        for span in task["startstops"]
+        if span["action"] == "compute"
+    )
 
 
-def task_compute_s(client: Client, key_prefix: str, since: float) -> float:
-    """Seconds spent computing the tasks whose key starts with ``key_prefix`` since ``since``."""
-    total = 0.0
-    for task in client.get_task_stream(start=since):
-        if str(task["key"]).startswith(key_prefix):
-            total += sum(s["stop"] - s["start"] for s in task["startstops"] if s["action"] == "compute")
-    return total
+def render_report(trace: dict[str, Any], timing: dict[str, Any], title: str) -> str:
+    """A self-contained HTML page: the task stream, the worker profile, the timing record.
+
+    Parameters
+    ----------
+    trace
+        What ``capture_trace`` returned for the job.
+    timing
+        The job's timing record (token, kind, client, status, queue_wait_s, exec_s...).
+    title
+        The page's title.
+    """
+    layout = column(
+        Div(text=f"<h1>{html.escape(title)}</h1>{_timing_table(timing)}", width=PLOT_WIDTH),
+        _task_stream_figure(trace["tasks"]),
+        _profile_figure(trace["profile"]),
+        sizing_mode="fixed",
+    )
+    return file_html(layout, resources=INLINE, title=title)
+
+
+def _task(record: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a task-stream record that the report draws, as plain JSON."""
+    return {
+        "key": str(record["key"]),
+        "worker": record["worker"],
+        "thread": record.get("thread", 0),
+        "status": record.get("status", "OK"),
+        "startstops": [
+            {"action": span["action"], "start": span["start"], "stop": span["stop"]} for span in record["startstops"]
+        ],
+    }
+
+
+async def _worker_profiles(client: Client, workers: Iterable[str], group: str | None, start: float, stop: float):
+    """The profiles of ``workers`` over [start, stop] for one task group, asked of each
+    worker directly and merged here."""
+    if group is None:
+        return profile.create()
+    states = [await client.rpc(worker).profile(start=start, stop=stop, key=group, server=False) for worker in workers]
+    return profile.merge(*states) if states else profile.create()
+
+
+def _timing_table(timing: dict[str, Any]) -> str:
+    rows = "".join(
+        f"<tr><th style='text-align:left'>{html.escape(str(name))}</th><td>{html.escape(json.dumps(value))}</td></tr>"
+        for name, value in timing.items()
+    )
+    return f"<h2>Timing record</h2><table class='timing'>{rows}</table>"
+
+
+def _task_stream_figure(tasks: list[dict[str, Any]]):
+    data = rectangles(tasks)
+    source = ColumnDataSource(data)
+    plot = figure(
+        title="Task stream: this job's tasks, one row per worker thread",
+        x_axis_type="datetime",
+        width=PLOT_WIDTH,
+        height=max(150, 60 + 40 * len(set(data["worker_thread"]))),
+        tools="xwheel_zoom,xpan,reset,save",
+        toolbar_location="above",
+        name="task-stream",
+    )
+    plot.rect(
+        x="start", y="y", width="duration", height=0.4, fill_color="color", line_color="color",
+        fill_alpha="alpha", source=source,
+    )  # fmt: skip
+    plot.add_tools(HoverTool(tooltips=[("task", "@key"), ("action", "@name"), ("time", "@duration_text")]))
+    plot.yaxis.visible = False
+    if not tasks:
+        plot.y_range = Range1d(start=-1, end=1)
+    return plot
+
+
+def _profile_figure(state: dict[str, Any]):
+    plot, _ = profile.plot_figure(profile.plot_data(state), width=PLOT_WIDTH, height=400)
+    plot.title.text = "Worker profile: where the job's tasks spent their time (sampled)"
+    plot.name = "profile"
+    return plot

@@ -2,26 +2,23 @@
 
 The redis-server and the Dask cluster live for the session (starting them per test
 would dominate the suite's time); Redis is flushed before each test, so tests never
-see each other's jobs.
+see each other's jobs. Settings, APIs and dispatchers come from factories, in the way of
+arq's tests: a test that needs other settings asks ``make_settings(**overrides)`` and
+starts its own API or dispatcher with them (``start_api``, ``start_dispatcher``), never
+changing the settings of one that is running.
 """
 
-import threading
-import time
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 
 import pytest
-import uvicorn
 from distributed import Client, LocalCluster
 from redis import Redis
 
-from backend.api import create_app
 from backend.dispatcher import Dispatcher
 from backend.embedded import redis_server
 from backend.settings import Settings
-from tests.helpers import free_port
-
-FIXTURES = Path(__file__).parent / "fixtures"
+from tests.helpers import FIXTURES, free_port, live_api
 
 
 @pytest.fixture(scope="session")
@@ -60,49 +57,59 @@ def dask_client(cluster):
 
 
 @pytest.fixture
-def settings(redis, redis_url, cluster, tmp_path) -> Settings:
-    return Settings(
-        redis_url=redis_url,
-        dask_scheduler_address=cluster.scheduler_address,
-        data_dir=tmp_path,
-        lease_s=1.0,
-        shutdown_grace_s=10.0,
-        dispatcher_concurrency=2,
-        image_report_every=1,
-        even_sum_block_bytes=1024,
-    )
+def make_settings(redis, redis_url, cluster, tmp_path) -> Callable[..., Settings]:
+    """Settings for this test's Redis, cluster and folders, with ``overrides``."""
+
+    def make(**overrides) -> Settings:
+        defaults = dict(
+            redis_url=redis_url,
+            dask_scheduler_address=cluster.scheduler_address,
+            data_dir=tmp_path,
+            lease_s=1.0,
+            shutdown_grace_s=10.0,
+            interactive_concurrency=2,
+            bulk_concurrency=2,
+            even_sum_block_bytes=1024,
+        )
+        return Settings(**{**defaults, **overrides})
+
+    return make
 
 
 @pytest.fixture
-def dispatcher(settings, dask_client):
-    dispatcher = Dispatcher(settings, dask_client)
-    dispatcher.start()
-    yield dispatcher
-    dispatcher.stop()
-
-
-@contextmanager
-def live_api(settings: Settings):
-    """A live uvicorn serving the API on a free loopback port; yields its base URL."""
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=free_port(), log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{config.port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+def settings(make_settings) -> Settings:
+    return make_settings()
 
 
 @pytest.fixture
-def api_url(settings):
-    with live_api(settings) as url:
-        yield url
+def start_api() -> Iterator[Callable[[Settings], str]]:
+    """Start a live API with these settings; returns its base URL (stopped after the test)."""
+    with ExitStack() as stack:
+        yield lambda settings: stack.enter_context(live_api(settings))
+
+
+@pytest.fixture
+def start_dispatcher(dask_client) -> Iterator[Callable[[Settings], Dispatcher]]:
+    """Start a dispatcher with these settings on the session's cluster (stopped after the test)."""
+    with ExitStack() as stack:
+
+        def start(settings: Settings) -> Dispatcher:
+            dispatcher = Dispatcher(settings, dask_client)
+            dispatcher.start()
+            stack.callback(dispatcher.stop)
+            return dispatcher
+
+        yield start
+
+
+@pytest.fixture
+def api_url(settings, start_api) -> str:
+    return start_api(settings)
+
+
+@pytest.fixture
+def dispatcher(settings, start_dispatcher) -> Dispatcher:
+    return start_dispatcher(settings)
 
 
 @pytest.fixture

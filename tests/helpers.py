@@ -1,12 +1,22 @@
-"""Small helpers shared by the tests."""
+"""Helpers shared by the tests: ports, waits, a live API, image tiles."""
 
 import random
 import socket
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
+import numpy as np
+import uvicorn
+
+from backend.api import create_app
+from backend.settings import Settings
 
 FINAL = ("finished", "errored")
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 # Below Linux's ephemeral range (32768-60999), where the kernel picks the local ports of
@@ -28,12 +38,14 @@ def free_port() -> int:
         return port
 
 
-def wait_status(api_url: str, kind: str, token: str, timeout_s: float = 30.0) -> list[dict]:
+def wait_status(
+    api_url: str, kind: str, token: str, timeout_s: float = 30.0, headers: dict | None = None
+) -> list[dict]:
     """Poll until the job ends; return every distinct status body seen, in order."""
     seen: list[dict] = []
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        body = httpx.get(f"{api_url}/{kind}/{token}/status").json()
+        body = httpx.get(f"{api_url}/{kind}/{token}/status", headers=headers).json()
         if not seen or seen[-1] != body:
             seen.append(body)
         if body["status"] in FINAL:
@@ -50,3 +62,31 @@ def wait_until(predicate, timeout_s: float = 30.0, what: str = "condition"):
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+@contextmanager
+def live_api(settings: Settings) -> Iterator[str]:
+    """A live uvicorn serving the API on a free loopback port; yields its base URL."""
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=free_port(), log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def tiles(pixels: np.ndarray, block: int) -> list[bytes]:
+    """The image's full ``block`` x ``block`` tiles, sorted: equal for an image and any shuffle of it."""
+    rows, cols = pixels.shape[0] // block, pixels.shape[1] // block
+    return sorted(
+        pixels[r * block : (r + 1) * block, c * block : (c + 1) * block].tobytes()
+        for r in range(rows)
+        for c in range(cols)
+    )

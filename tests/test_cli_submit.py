@@ -7,7 +7,7 @@ import sys
 import httpx
 from PIL import Image
 
-from tests.conftest import FIXTURES
+from tests.helpers import FIXTURES
 
 
 def submit(api_url: str, *args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -30,7 +30,7 @@ def test_submit_even_sum_file_then_url(api_url, dispatcher, tmp_path):
     assert "upload" in done.stderr  # the progress bar
 
     token = done.stderr.split("token ")[1].split()[0]
-    url = httpx.get(f"{api_url}/tasks/{token}").json()["input_url"]
+    url = httpx.get(f"{api_url}/tasks/{token}", headers={"X-Client-Id": "cli"}).json()["input_url"]
     again = submit(api_url, "even-sum", url)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout) == expected

@@ -9,8 +9,7 @@ import sys
 import psutil
 import pytest
 
-from tests.conftest import FIXTURES
-from tests.helpers import free_port, wait_until
+from tests.helpers import FIXTURES, free_port, wait_until
 
 
 def up_env(tmp_path) -> dict:

@@ -6,7 +6,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from backend.store import JobStore
+from backend.job import Kind, Lane
+from backend.queue import JobQueue, QueuePolicy
+from backend.store import JobStore, Submission
 from tests.helpers import wait_status
 
 NUMBERS = b" 12 -4\t7\r\n+8 0003\n\n99999999999999999999998 -0 5"  # evens: 12 -4 8 99999999999999999999998 -0
@@ -58,9 +60,9 @@ def test_progress_is_recorded_per_block(api_url, dispatcher, settings):
 
 def test_status_shows_progress_while_running(api_url, redis, settings):
     store = JobStore(redis, settings.result_ttl_s)
-    token = store.submit("even-sum", input_url=f"{settings.uploads_url}/x.txt").token
-    store.mark_received(token, "d1")
-    store.progress(token, 3, 8)
+    token = store.submit(Submission(Kind.even_sum, Lane.bulk, input_url=f"{settings.uploads_url}/x.txt")).token
+    claim = JobQueue(redis, "d1", lease_s=10, policy=QueuePolicy.of(settings)).claim(Lane.bulk)
+    store.progress(claim.job, 3, 8)
     body = httpx.get(f"{api_url}/even-sum/{token}/status").json()
     assert body == {"status": "received", "progress": {"done": 3, "total": 8}}
 
@@ -95,8 +97,9 @@ def test_empty_file_sums_to_zero(api_url, dispatcher):
     assert result(api_url, token) == {"sum": 0, "even_count": 0, "count": 0, "bytes": 4}
 
 
-def test_upload_over_the_limit_is_413_and_leaves_nothing(api_url, settings):
-    settings.max_upload_bytes = 1000
+def test_upload_over_the_limit_is_413_and_leaves_nothing(make_settings, start_api):
+    settings = make_settings(max_upload_bytes=1000)
+    api_url = start_api(settings)
     chunks = (b"2 " * 100 for _ in range(20))  # 4000 bytes, no Content-Length
     response = httpx.post(f"{api_url}/even-sum", content=chunks, headers={"Content-Type": "text/plain"})
     assert response.status_code == 413

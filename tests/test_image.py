@@ -8,7 +8,7 @@ from PIL import Image
 
 from compute.errors import InvalidImage
 from compute.image import randomize_image
-from tests.test_randomize_api import tiles
+from tests.helpers import tiles
 
 SIZE = (250, 190)  # 4 x 3 full 60-pixel tiles, plus 10-pixel strips on both edges
 
@@ -35,7 +35,7 @@ def png_bytes(image: Image.Image, **params) -> bytes:
 def assert_block_permutation(before: Image.Image, after: Image.Image):
     assert (after.size, after.mode) == (before.size, before.mode)
     a, b = np.asarray(before), np.asarray(after)
-    assert tiles(a) == tiles(b), "tiles are not a permutation of the input's"
+    assert tiles(a, 60) == tiles(b, 60), "tiles are not a permutation of the input's"
     assert not np.array_equal(a, b), "nothing moved"
     assert np.array_equal(a[180:], b[180:]) and np.array_equal(a[:, 240:], b[:, 240:]), "edge strips changed"
 

@@ -27,8 +27,10 @@ def outputs_text(notebook) -> str:
 
 
 @pytest.mark.timeout(300)
-def test_timings_notebook(settings, dispatcher, api_url, monkeypatch):
-    settings.even_sum_block_bytes = 1 << 20  # the fixture's 1 KiB blocks are for boundary tests
+def test_timings_notebook(make_settings, start_dispatcher, start_api, monkeypatch):
+    settings = make_settings(even_sum_block_bytes=1 << 20)  # the default 1 KiB blocks are for boundary tests
+    start_dispatcher(settings)
+    api_url = start_api(settings)
     monkeypatch.setenv("SPACETIME_API_URL", api_url)
     monkeypatch.setenv("SPACETIME_REPORTS_URL", settings.reports_url)
     notebook = execute("timings.ipynb")

@@ -1,23 +1,30 @@
-"""No lost jobs: dispatchers killed or stopped while they hold one; TTLs; no pickle."""
+"""No lost jobs: dispatchers killed, stopped or stalled while they hold one; attempts capped;
+only the holder writes a result; every key has a TTL unless keys.py says why not; no pickle."""
 
+import fnmatch
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
+from typing import cast
 
+import httpx
 import pytest
 from distributed import LocalCluster
 
 from backend import keys
 from backend.dispatcher import Dispatcher
-from backend.store import JobStore
-from tests.helpers import wait_until
+from backend.job import Kind, Lane
+from backend.queue import JobQueue, QueuePolicy
+from backend.store import EndResult, JobStore, Submission
+from tests.helpers import wait_status, wait_until
 
 
 @pytest.fixture
 def idle_scheduler():
-    """A scheduler with no workers: a dispatcher using it holds its job forever."""
+    """A scheduler with no workers: a dispatcher using it holds its job until it gives up."""
     with LocalCluster(n_workers=0, processes=False, protocol="tcp://", host="127.0.0.1", dashboard_address=":0") as c:
         yield c.scheduler_address
 
@@ -29,6 +36,7 @@ def start_dispatcher_process(settings, scheduler_address: str, **env) -> subproc
         "DASK_SCHEDULER_ADDRESS": scheduler_address,
         "SPACETIME_LEASE_S": str(settings.lease_s),
         "SPACETIME_DATA_DIR": str(settings.data_dir),
+        "SPACETIME_EVEN_SUM_BLOCK_BYTES": str(settings.even_sum_block_bytes),
         **env,
     }
     return subprocess.Popen([sys.executable, "-m", "backend.cli", "dispatcher"], env=environment)
@@ -43,9 +51,19 @@ def held_by_process(redis, token: str, process: subprocess.Popen) -> str:
     return record["dispatcher"] if token.encode() in redis.lrange(keys.processing(record["dispatcher"]), 0, -1) else ""
 
 
+def image_job(store: JobStore, png: bytes, client: str = "anonymous") -> str:
+    return store.submit(Submission(Kind.randomize, Lane.interactive, client, input_bytes=png, size=len(png))).token
+
+
+def counters(redis) -> dict[str, dict]:
+    """Every counter of the queues that is not zero (they drop their fields at zero)."""
+    names = [keys.BACKLOG_BYTES] + [key(lane) for lane in Lane for key in (keys.running, keys.backlog_blocks)]
+    return {name: redis.hgetall(name) for name in names if redis.hgetall(name)}
+
+
 def test_killed_dispatcher_loses_no_job(settings, redis, dask_client, idle_scheduler, cat_png):
     store = JobStore(redis, settings.result_ttl_s)
-    token = store.submit("randomize", input_bytes=cat_png).token
+    token = image_job(store, cat_png)
     process = start_dispatcher_process(settings, idle_scheduler)
     try:
         dead_id = wait_until(lambda: held_by_process(redis, token, process), what="the job to be held")
@@ -61,14 +79,42 @@ def test_killed_dispatcher_loses_no_job(settings, redis, dask_client, idle_sched
         rescuer.stop()
     job = store.get(token)
     assert job.attempts == 2 and job.dispatcher == rescuer.id
+    assert "stopped renewing its lease" in job.last_error
     assert store.output(token).startswith(b"\x89PNG")
     assert not redis.exists(keys.processing(dead_id))
-    assert dead_id.encode() not in redis.smembers(keys.DISPATCHERS)
+    assert redis.zscore(keys.DISPATCHERS, dead_id) is None
+
+
+def test_killed_dispatcher_holding_a_bulk_job_leaves_every_counter_at_zero(
+    settings, redis, dask_client, idle_scheduler, tmp_path
+):
+    numbers = tmp_path / "numbers.txt"
+    numbers.write_bytes(b"4 " * 5000)  # 10 blocks of 1 KiB
+    store = JobStore(redis, settings.result_ttl_s)
+    token = store.submit(
+        Submission(Kind.even_sum, Lane.bulk, "a", cost=10, size=10_000, input_url=numbers.as_uri())
+    ).token
+    process = start_dispatcher_process(settings, idle_scheduler)
+    try:
+        wait_until(lambda: held_by_process(redis, token, process), what="the bulk job to be held")
+        assert counters(redis)[keys.running(Lane.bulk)] == {b"a": b"1"}
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    rescuer = Dispatcher(settings, dask_client)
+    rescuer.start()
+    try:
+        wait_until(lambda: store.get(token).status == "finished", what="the job to finish")
+        assert json.loads(store.output(token))["sum"] == 4 * 5000
+        wait_until(lambda: not counters(redis), what="the counters to return to zero")
+    finally:
+        rescuer.stop()
+    assert not redis.exists(keys.queue(Lane.bulk, "a")) and not redis.exists(keys.ring(Lane.bulk))
 
 
 def test_sigterm_hands_back_what_it_cannot_finish(settings, redis, idle_scheduler, cat_png):
     store = JobStore(redis, settings.result_ttl_s)
-    token = store.submit("randomize", input_bytes=cat_png).token
+    token = image_job(store, cat_png)
     process = start_dispatcher_process(settings, idle_scheduler, SPACETIME_SHUTDOWN_GRACE_S="0.5")
     try:
         wait_until(lambda: held_by_process(redis, token, process), what="the job to be held")
@@ -76,32 +122,72 @@ def test_sigterm_hands_back_what_it_cannot_finish(settings, redis, idle_schedule
         assert process.wait(20) == 0
     finally:
         process.kill()
-    assert redis.lrange(keys.TASKS, 0, -1) == [token.encode()]
+    assert redis.lrange(keys.queue(Lane.interactive, "anonymous"), 0, -1) == [token.encode()]
+    job = store.get(token)
+    assert job.status == "requested" and job.attempts == 0  # a graceful hand-back costs no attempt
     assert not redis.exists(keys.DISPATCHERS)
 
 
-def test_result_is_written_once(settings, redis, cat_png):
+def test_a_job_that_keeps_losing_its_attempts_gives_up(settings, redis, cat_png):
+    """A poison job (it kills whatever runs it) ends `errored` after max_attempts."""
     store = JobStore(redis, settings.result_ttl_s)
-    token = store.submit("randomize", input_bytes=cat_png).token
-    assert store.finish(token, "a", b"first")
-    assert not store.finish(token, "b", b"second")
-    assert not store.fail(token, "b", "late failure")
+    token = image_job(store, cat_png)
+    for attempt in range(1, settings.max_attempts + 1):
+        queue = JobQueue(redis, f"doomed-{attempt}", settings.lease_s, QueuePolicy.of(settings))
+        claim = queue.claim(Lane.interactive)
+        assert claim is not None and claim.job.attempts == attempt and not claim.gave_up
+        # It dies with the job: it never had a lease, so a reaper's scan finds its list.
+        JobQueue(redis, "reaper", settings.lease_s, QueuePolicy.of(settings)).reap(scan=True)
+    last = JobQueue(redis, "last", settings.lease_s, QueuePolicy.of(settings)).claim(Lane.interactive)
+    assert last is not None and last.gave_up
+    job = store.get(token)
+    assert job.status == "errored"
+    assert job.error.startswith(f"gave up after {settings.max_attempts} attempts: its dispatcher doomed-")
+    assert not counters(redis)
+
+
+def test_only_the_attempt_that_holds_a_job_writes_its_result(settings, redis, cat_png):
+    """A dispatcher that stalled past its lease finds its job held by another: its late
+    result is dropped, and the holder's stands."""
+    store = JobStore(redis, settings.result_ttl_s)
+    token = image_job(store, cat_png)
+    policy = QueuePolicy.of(settings)
+    stalled = JobQueue(redis, "stalled", settings.lease_s, policy).claim(Lane.interactive)
+    JobQueue(redis, "reaper", settings.lease_s, policy).reap(scan=True)  # "stalled" has no lease
+    holder = JobQueue(redis, "holder", settings.lease_s, policy).claim(Lane.interactive)
+    assert stalled is not None and holder is not None and holder.job.attempts == 2
+
+    assert store.finish(stalled.job, b"late") is EndResult.stale
+    assert store.finish(holder.job, b"first") is EndResult.ok
+    assert store.fail(holder.job, "again") is EndResult.final
     assert store.output(token) == b"first" and store.get(token).status == "finished"
+    assert not counters(redis)
 
 
-def test_every_key_has_a_ttl_and_nothing_is_pickled(api_url, redis, dispatcher, cat_png):
-    import httpx
+def test_every_key_has_a_ttl_during_and_after_jobs_and_nothing_is_pickled(api_url, redis, dispatcher, cat_png):
+    seen: dict[bytes, int] = {}
+    done = threading.Event()
 
-    from tests.helpers import wait_status
+    def watch() -> None:  # keys that live only while a job runs (processing lists...) count too
+        while not done.is_set():
+            for name in cast(list[bytes], redis.keys("*")):
+                seen.setdefault(name, redis.ttl(name))
 
-    for _ in range(3):
-        token = httpx.post(f"{api_url}/randomize", content=cat_png).json()["token"]
-        wait_status(api_url, "randomize", token)
-    httpx.post(f"{api_url}/randomize", content=b"not a png")
-    names = redis.keys("*")
-    assert names
-    for name in names:
-        assert redis.ttl(name) > 0, f"{name!r} has no TTL"
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        for _ in range(3):
+            token = httpx.post(f"{api_url}/randomize", content=cat_png).json()["token"]
+            wait_status(api_url, "randomize", token)
+        httpx.post(f"{api_url}/randomize", content=b"not a png")
+    finally:
+        done.set()
+        watcher.join()
+    assert any(name.startswith(b"processing:") for name in seen), "the watcher missed the jobs running"
+    for name, ttl in seen.items():
+        exempt = any(fnmatch.fnmatch(name.decode(), pattern) for pattern in keys.WITHOUT_TTL)
+        assert exempt or ttl != -1, f"{name!r} was created without a TTL"
+    for name in cast(list[bytes], redis.keys("*")):
         if redis.type(name) == b"string":
             value = redis.get(name)
             assert not value.startswith(b"\x80"), f"{name!r} looks pickled"

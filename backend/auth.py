@@ -1,0 +1,38 @@
+"""Who a request comes from (settings.auth).
+
+- ``open`` (the local default): the ``X-Client-Id`` header names the client, trusted as
+  sent; no header is the client ``anonymous``. For one person's machine, where the
+  seed's plain curl flow must work unchanged. Names are not proven, so jobs are not
+  hidden between clients: a job's token is what lets one see it.
+- ``keys`` (docker-compose, AWS): ``Authorization: Bearer <key>`` is required, and the
+  client is whoever holds the key (``spacetime clients add``). ``X-Client-Id`` is ignored,
+  so a client can neither pose as another nor split itself into many names, and another
+  client's token is a 404 on every route.
+
+Either way the names are checked (backend.clients.NAME) before they reach a Redis key,
+a log line or a metric label.
+"""
+
+from dataclasses import replace
+
+from backend.clients import ClientRegistry, ClientSettings, check_name
+from backend.exceptions import NotAuthenticated
+
+ANONYMOUS = "anonymous"
+
+
+def identify(registry: ClientRegistry, mode: str, authorization: str | None, client_id: str | None) -> ClientSettings:
+    """The client a request comes from, with the settings that apply to it."""
+    if mode == "keys":
+        return replace(registry.get(_key_holder(registry, authorization)), authenticated=True)
+    return registry.get(check_name(client_id) if client_id else ANONYMOUS)
+
+
+def _key_holder(registry: ClientRegistry, authorization: str | None) -> str:
+    scheme, _, key = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise NotAuthenticated("send your API key as `Authorization: Bearer <key>`")
+    name = registry.authenticate(key.strip())
+    if name is None:
+        raise NotAuthenticated("unknown API key")
+    return name

@@ -1,0 +1,138 @@
+"""Clients: who sends jobs, with their API keys, weights and quotas, kept in Redis.
+
+``spacetime clients add NAME`` registers a client and prints a new random API key once;
+only its SHA-256 is stored (``api-key:<sha256>`` -> name), so a copy of Redis reveals no
+key. A plain hash is enough: the keys are 256 random bits, not passwords a person chose,
+so there is nothing to guess and no need for a slow hash.
+
+A registered client's settings override the defaults of backend/settings.py for it: its
+weight in the fair queue, its cap of running bulk jobs, its submission rate and its
+backlog quota. Unregistered clients (open mode's X-Client-Id names) get the defaults.
+"""
+
+import hashlib
+import re
+import secrets
+from dataclasses import asdict, dataclass
+from typing import Any, cast
+
+from redis import Redis
+
+from backend import keys
+from backend.settings import Settings
+from compute.errors import InvalidInput
+
+# Names go into Redis keys, metric labels and log lines: plain characters only, so none
+# of them can be broken by what a client sends.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+KEY_PREFIX = "st_"
+# Characters of a key's hash shown by `clients list`: enough to tell keys apart.
+FINGERPRINT_CHARS = 12
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """What the queue and the API apply to one client."""
+
+    name: str
+    weight: int
+    max_running_bulk: int
+    rate: float  # job submissions per second; 0: no limit
+    max_backlog_bytes: int  # input bytes of jobs queued or running; 0: no limit
+    registered: bool = False
+    # Proven by an API key (keys mode), not just named by a header (open mode).
+    authenticated: bool = False
+
+
+def check_name(name: str) -> str:
+    if not NAME.fullmatch(name):
+        raise InvalidInput("a client name is 1 to 64 letters, digits or . _ @ -, starting with a letter or digit")
+    return name
+
+
+def key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class ClientRegistry:
+    """Registered clients and their keys."""
+
+    def __init__(self, redis: Redis, settings: Settings):
+        self.redis = redis
+        self.settings = settings
+
+    def add(
+        self,
+        name: str,
+        weight: int | None = None,
+        max_running_bulk: int | None = None,
+        rate: float | None = None,
+        max_backlog_bytes: int | None = None,
+    ) -> str:
+        """Register ``name``; return its new API key (shown once, never stored)."""
+        defaults = self.settings
+        client = ClientSettings(
+            name=check_name(name),
+            weight=defaults.default_weight if weight is None else weight,
+            max_running_bulk=defaults.default_max_running_bulk if max_running_bulk is None else max_running_bulk,
+            rate=defaults.default_rate if rate is None else rate,
+            max_backlog_bytes=defaults.default_max_backlog_bytes if max_backlog_bytes is None else max_backlog_bytes,
+        )
+        if client.weight < 1 or client.max_running_bulk < 1 or client.rate < 0 or client.max_backlog_bytes < 0:
+            raise InvalidInput("weight and max-running-bulk must be at least 1; rate and max-backlog-bytes at least 0")
+        key = KEY_PREFIX + secrets.token_urlsafe(32)
+        digest = key_hash(key)
+        fields = {**describe(client), "key_sha256": digest}
+        del fields["name"]
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.watch(keys.client(name))
+            if pipe.exists(keys.client(name)):
+                raise InvalidInput(f"client {name!r} exists; remove it first to give it a new key")
+            pipe.multi()
+            pipe.sadd(keys.CLIENTS, name)
+            pipe.hset(keys.client(name), mapping=cast(Any, fields))
+            pipe.set(keys.api_key(digest), name)
+            pipe.execute()
+        return key
+
+    def remove(self, name: str) -> bool:
+        """Unregister ``name``; its key stops working at once. False if it was not registered."""
+        digest = cast(bytes | None, self.redis.hget(keys.client(name), "key_sha256"))
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.srem(keys.CLIENTS, name)
+            pipe.delete(keys.client(name))
+            if digest:
+                pipe.delete(keys.api_key(digest.decode()))
+            removed = pipe.execute()[0]
+        return bool(removed)
+
+    def names(self) -> list[str]:
+        return sorted(name.decode() for name in cast(set[bytes], self.redis.smembers(keys.CLIENTS)))
+
+    def get(self, name: str) -> ClientSettings:
+        """The settings that apply to ``name``: its own if registered, else the defaults."""
+        raw = cast(dict[bytes, bytes], self.redis.hgetall(keys.client(name)))
+        fields = {k.decode(): v.decode() for k, v in raw.items()}
+        defaults = self.settings
+        return ClientSettings(
+            name=name,
+            weight=int(fields.get("weight", defaults.default_weight)),
+            max_running_bulk=int(fields.get("max_running_bulk", defaults.default_max_running_bulk)),
+            rate=float(fields.get("rate", defaults.default_rate)),
+            max_backlog_bytes=int(fields.get("max_backlog_bytes", defaults.default_max_backlog_bytes)),
+            registered=bool(fields),
+        )
+
+    def fingerprint(self, name: str) -> str:
+        digest = cast(bytes | None, self.redis.hget(keys.client(name), "key_sha256")) or b""
+        return digest.decode()[:FINGERPRINT_CHARS]
+
+    def authenticate(self, key: str) -> str | None:
+        """The name of the client holding ``key``, or None."""
+        name = cast(bytes | None, self.redis.get(keys.api_key(key_hash(key))))
+        return name.decode() if name else None
+
+
+def describe(client: ClientSettings) -> dict[str, str | int | float]:
+    """A client's settings as shown by `spacetime clients list`."""
+    return {k: v for k, v in asdict(client).items() if k not in ("registered", "authenticated")}

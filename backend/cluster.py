@@ -1,0 +1,107 @@
+"""The dispatcher's side of the Dask cluster: a connection that survives the scheduler,
+waits that are always bounded, and what the workers offer.
+
+Every wait on Dask goes through ``Cluster.wait_any``: it waits in short slices and
+between them checks that the scheduler is connected and that some worker is there. A
+job whose futures were lost with the scheduler, or that has had no worker for
+``no_workers_grace_s``, raises AttemptLost: the dispatcher puts it back in its queue and
+another attempt runs it on the cluster as it is then.
+"""
+
+import logging
+import threading
+import time
+
+import distributed
+from distributed import Client, Future
+
+from backend.exceptions import AttemptLost
+
+log = logging.getLogger(__name__)
+
+# How often a wait looks at the scheduler connection and the workers.
+CHECK_S = 1.0
+# Worker resources that mark the two pools of `spacetime up` (compute.preload): block
+# tasks need one "bulk" slot, image tasks one "interactive" slot, when workers offer them.
+BULK_RESOURCE = "bulk"
+INTERACTIVE_RESOURCE = "interactive"
+
+
+class Cluster:
+    """A Dask client for a dispatcher, replaced by a new one when it closes for good (the
+    scheduler stayed away longer than the client's reconnect timeout)."""
+
+    def __init__(self, address: str, connect_timeout_s: float, no_workers_grace_s: float, client: Client | None = None):
+        self.address = address
+        self.connect_timeout_s = connect_timeout_s
+        self.no_workers_grace_s = no_workers_grace_s
+        self._client = client
+        self._owns_client = client is None
+        self._lock = threading.Lock()
+        self._no_workers_since: float | None = None
+
+    @property
+    def client(self) -> Client:
+        """The connected client; a new one if the last closed (raises AttemptLost if the
+        scheduler cannot be reached within the connect timeout)."""
+        with self._lock:
+            if self._client is None or self._client.status in ("closed", "closing"):
+                self._client = self._connect()
+            return self._client
+
+    def _connect(self) -> Client:
+        try:
+            client = Client(self.address, timeout=self.connect_timeout_s)
+        except (OSError, TimeoutError) as exc:
+            raise AttemptLost(f"the Dask scheduler at {self.address} is unreachable: {exc}") from None
+        client.get_task_stream(start=0, stop=0)  # the scheduler records task timings from now on
+        self._owns_client = True
+        log.info("connected to the Dask scheduler at %s", self.address)
+        return client
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None and self._owns_client:
+                self._client.close()
+
+    def wait_any(self, futures: set[Future]) -> set[Future]:
+        """Some of ``futures`` that are done, waiting as long as the cluster can run them."""
+        while True:
+            try:
+                done = set(distributed.wait(futures, timeout=CHECK_S, return_when="FIRST_COMPLETED").done)
+            except TimeoutError:
+                self._check_health()
+                continue
+            if any(future.status == "cancelled" for future in done):
+                raise AttemptLost("the Dask scheduler connection was lost while the job ran")
+            return done
+
+    def result(self, future: Future):
+        """``future.result()``, with the wait bounded as in ``wait_any``."""
+        self.wait_any({future})
+        return future.result()
+
+    def _check_health(self) -> None:
+        client = self.client
+        if client.status != "running":
+            raise AttemptLost(f"lost the connection to the Dask scheduler at {self.address}")
+        if client.scheduler_info().get("workers"):
+            self._no_workers_since = None
+            return
+        now = time.monotonic()
+        self._no_workers_since = self._no_workers_since or now
+        if now - self._no_workers_since > self.no_workers_grace_s:
+            raise AttemptLost(f"no Dask worker has been connected for {self.no_workers_grace_s:.0f} s")
+
+    def threads(self, resource: str) -> int:
+        """Worker threads that can run tasks needing ``resource``: its slots where workers
+        offer it, else every thread."""
+        workers = self.client.scheduler_info().get("workers", {}).values()
+        slots = sum(int(w.get("resources", {}).get(resource, 0)) for w in workers)
+        return slots or sum(w.get("nthreads", 0) for w in workers) or 1
+
+    def resources(self, resource: str) -> dict | None:
+        """``{resource: 1}`` for a task when some worker offers ``resource``, else None (a
+        restriction nobody can meet would leave the task waiting forever)."""
+        workers = self.client.scheduler_info().get("workers", {}).values()
+        return {resource: 1} if any(resource in w.get("resources", {}) for w in workers) else None

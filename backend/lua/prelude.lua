@@ -1,0 +1,83 @@
+-- Shared by every script (backend/scripts.py puts it in front of each).
+-- Key names come from backend/keys.py through the constants it writes above this line.
+
+-- A record as a table, or nil when it is missing or not a JSON object.
+local function decode(raw)
+  if not raw then return nil end
+  local ok, rec = pcall(cjson.decode, raw)
+  if ok and type(rec) == 'table' then return rec end
+  return nil
+end
+
+local function is_final(rec)
+  return rec.status == 'finished' or rec.status == 'errored'
+end
+
+-- HINCRBY that drops the field at zero, so hashes list only live counts.
+local function count(key, field, by)
+  if by == 0 then return 0 end
+  local value = redis.call('HINCRBY', key, field, by)
+  if value <= 0 then redis.call('HDEL', key, field) end
+  return value
+end
+
+local function wake(lane)
+  local key = WAKE .. lane
+  redis.call('LPUSH', key, '1')
+  redis.call('LTRIM', key, 0, WAKE_MAX - 1)
+end
+
+-- A token goes into its client's queue: at the back when new, at the front when it comes
+-- back from a lost attempt (it waited longest). A client with work is in the lane's ring.
+local function enqueue(token, rec, front)
+  local queue = QUEUE .. rec.lane .. ':' .. rec.client
+  if front then redis.call('LPUSH', queue, token) else redis.call('RPUSH', queue, token) end
+  if redis.call('LLEN', queue) == 1 then redis.call('RPUSH', RING .. rec.lane, rec.client) end
+  count(BACKLOG_BLOCKS .. rec.lane, rec.client, rec.cost)
+  wake(rec.lane)
+end
+
+-- A token leaves a processing list; the running count of its client follows it.
+local function leave(plist, token, rec)
+  local removed = redis.call('LREM', plist, 0, token)
+  if removed > 0 and rec then count(RUNNING .. rec.lane, rec.client, -removed) end
+  return removed
+end
+
+-- The final write. The caller has checked that it may write; the input is dropped, the
+-- client's backlog bytes released, and bulk job loops woken (a capped client may go on).
+local function finalize(token, rec, status, output, ttl)
+  rec.token = token
+  rec.status = status
+  redis.call('SET', RESULT .. token, cjson.encode(rec), 'EX', ttl)
+  if status == 'finished' then redis.call('SET', RESULT .. token .. ':output', output, 'EX', ttl) end
+  redis.call('DEL', INPUT .. token)
+  if rec.client and tonumber(rec.bytes) then count(BACKLOG_BYTES, rec.client, -tonumber(rec.bytes)) end
+  if rec.lane then wake(rec.lane) end
+end
+
+-- Everything in a processing list goes back to its client's queue (front, original
+-- order), status `requested` again, with the reason the attempt was lost.
+-- `refund`: the attempt does not count against max_attempts (a graceful hand-back).
+local function requeue_all(plist, reason, refund)
+  local moved = 0
+  while true do
+    local token = redis.call('LPOP', plist)  -- newest first, so the oldest ends in front
+    if not token then break end
+    local raw = redis.call('GET', RESULT .. token)
+    local rec = decode(raw)
+    if rec and rec.lane then
+      count(RUNNING .. rec.lane, rec.client, -1)
+      if not is_final(rec) then
+        rec.status = 'requested'
+        rec.last_error = reason
+        rec.progress = nil
+        if refund then rec.attempts = math.max((tonumber(rec.attempts) or 1) - 1, 0) end
+        redis.call('SET', RESULT .. token, cjson.encode(rec), 'KEEPTTL')
+        enqueue(token, rec, true)
+        moved = moved + 1
+      end
+    end
+  end
+  return moved
+end

@@ -1,0 +1,15 @@
+-- Store a new job and queue its token on `tasks`, unless it would take its client over
+-- the backlog quota. One step: a quota check and the enqueue cannot be split by a race.
+-- ARGV: token, record JSON, has input (0/1), input bytes, ttl, client, input size,
+--       max backlog bytes (-1: none), lane.
+-- Returns {1, backlog after} or {0, backlog now} when refused.
+local token, record, has_input, input, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local client, size, limit, lane = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9]
+local backlog = tonumber(redis.call('HGET', BACKLOG_BYTES, client) or '0')
+if limit >= 0 and backlog + size > limit then return {0, backlog} end
+redis.call('SET', RESULT .. token, record, 'EX', ttl)
+if has_input == '1' then redis.call('SET', INPUT .. token, input, 'EX', ttl) end
+redis.call('LPUSH', TASKS, token)
+count(BACKLOG_BYTES, client, size)
+wake(lane)
+return {1, backlog + size}

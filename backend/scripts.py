@@ -1,0 +1,58 @@
+"""The Lua scripts behind every state change of a job, loaded with their shared prelude.
+
+Each script is one atomic Redis step (docs/architecture.md lists them). The sources are
+the ``.lua`` files beside this module; key prefixes reach them as constants generated
+from ``backend.keys``, so key names are written down once.
+"""
+
+from functools import cache
+from pathlib import Path
+
+from redis import Redis
+from redis.commands.core import Script
+
+from backend import keys
+
+LUA_DIR = Path(__file__).parent / "lua"
+
+
+def _prefix(template: str) -> str:
+    """'queue:{lane}:{client}' -> 'queue:': scripts append the variable parts themselves."""
+    return template.split("{", 1)[0]
+
+
+CONSTANTS = {
+    "TASKS": keys.TASKS,
+    "RESULT": _prefix(keys.RESULT),
+    "INPUT": _prefix(keys.INPUT),
+    "QUEUE": _prefix(keys.QUEUE),
+    "RING": _prefix(keys.RING),
+    "DEFICIT": _prefix(keys.DEFICIT),
+    "RUNNING": _prefix(keys.RUNNING),
+    "BACKLOG_BLOCKS": _prefix(keys.BACKLOG_BLOCKS),
+    "BACKLOG_BYTES": keys.BACKLOG_BYTES,
+    "WAKE": _prefix(keys.WAKE),
+    "WAKE_MAX": keys.WAKE_MAX,
+    "PROCESSING": _prefix(keys.PROCESSING),
+    "LEASE": _prefix(keys.LEASE),
+    "DISPATCHERS": keys.DISPATCHERS,
+    "IN_FLIGHT": _prefix(keys.IN_FLIGHT),
+    "CLIENT": _prefix(keys.CLIENT),
+    "ROUTE_BATCH": keys.ROUTE_BATCH,
+}
+
+
+@cache
+def source(name: str) -> str:
+    """The full source of script ``name``: constants, prelude, then the script."""
+    constants = "".join(
+        f"local {name} = {value!r}\n" if isinstance(value, str) else f"local {name} = {value}\n"
+        for name, value in CONSTANTS.items()
+    )
+    prelude = (LUA_DIR / "prelude.lua").read_text()
+    return constants + prelude + (LUA_DIR / f"{name}.lua").read_text()
+
+
+def register(redis: Redis, name: str) -> Script:
+    """Script ``name`` bound to ``redis`` (EVALSHA, loaded on first use)."""
+    return redis.register_script(source(name))
