@@ -6,12 +6,12 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format bench-deps redis-server openapi clean
+.PHONY: run test lint format bench-deps redis-server chromium openapi clean
 
 run: $(STAMP) redis-server
 	$(BIN)/spacetime up
 
-test: lint redis-server
+test: lint redis-server chromium
 	$(BIN)/pytest
 
 # Lint, format and types: part of `make test`, so CI runs them.
@@ -35,13 +35,22 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[test,bench]"
 	touch $@
 
-redis-server:
-	@command -v redis-server >/dev/null || { \
+# Install a Debian package when its command is missing (as root), else say what to do.
+define debian_package
+	@command -v $(1) >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1) >/dev/null; \
 	  else \
-	    echo "redis-server is missing: install it (e.g. sudo apt-get install redis-server) and rerun" >&2; exit 1; \
+	    echo "$(1) is missing: install it (e.g. sudo apt-get install $(1)) and rerun" >&2; exit 1; \
 	  fi; }
+endef
+
+redis-server:
+	$(call debian_package,redis-server)
+
+# The browser tests open reports and /docs in Debian's Chromium (headless, no sandbox).
+chromium:
+	$(call debian_package,chromium)
 
 # Regenerate the committed OpenAPI document (a test fails when it is stale).
 openapi: $(STAMP)

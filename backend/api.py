@@ -118,7 +118,7 @@ BEARER = HTTPBearer(auto_error=False, description="An API key from `spacetime cl
 def get_caller(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None,
-    x_client_id: Annotated[str | None, Header(alias="X-Client-Id", pattern=NAME.pattern)] = None,
+    x_client_id: Annotated[str | None, Header(alias="X-Client-Id", pattern=f"^{NAME.pattern}$")] = None,
 ) -> ClientSettings:
     """The client the request comes from (backend.auth), with its settings."""
     authorization = f"{credentials.scheme} {credentials.credentials}" if credentials else None
