@@ -33,6 +33,7 @@ from backend.reports import ReportWriter
 from backend.settings import Settings, get_settings
 from backend.store import JobStore
 from backend.submission import Submitter
+from backend.uploads import sweep_partial_uploads
 from compute.errors import InvalidInput
 from compute.image import PNG_SIGNATURE
 
@@ -364,6 +365,17 @@ def _error(status: int, body: dict | None = None, headers: Callable[[Any], dict[
     return handle
 
 
+def sweep_uploads(settings: Settings) -> None:
+    """Best effort: a store we cannot sweep now is swept at the next start."""
+    try:
+        if removed := sweep_partial_uploads(
+            settings.uploads_url, settings.storage_options(settings.uploads_url), settings.upload_stale_s
+        ):
+            log.warning("removed %d upload(s) cut off by an earlier crash", removed)
+    except Exception as exc:  # never a reason not to start: the next start sweeps again
+        log.warning("could not sweep the uploads store %s: %s", settings.uploads_url, exc)
+
+
 def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
     """FastAPI's validation errors (a header, a path parameter) in our {"error"} shape."""
     problems = exc.errors() if isinstance(exc, RequestValidationError) else []
@@ -386,6 +398,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.reports = ReportWriter(settings)
         app.state.metrics = CollectorRegistry(auto_describe=False)
         app.state.metrics.register(RedisMetrics(client))
+        await run_in_threadpool(sweep_uploads, settings)
         yield
         client.close()
 

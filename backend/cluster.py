@@ -11,6 +11,8 @@ another attempt runs it on the cluster as it is then.
 import logging
 import threading
 import time
+from concurrent.futures import CancelledError
+from typing import Any
 
 import distributed
 from distributed import Client, Future
@@ -25,6 +27,7 @@ CHECK_S = 1.0
 # tasks need one "bulk" slot, image tasks one "interactive" slot, when workers offer them.
 BULK_RESOURCE = "bulk"
 INTERACTIVE_RESOURCE = "interactive"
+LOST_SCHEDULER = "the connection to the Dask scheduler was lost while the job ran"
 
 
 class Cluster:
@@ -42,9 +45,15 @@ class Cluster:
 
     @property
     def client(self) -> Client:
-        """The connected client; a new one if the last closed (raises AttemptLost if the
-        scheduler cannot be reached within the connect timeout)."""
+        """The connected client. While it reconnects to a scheduler that went away, wait for
+        it (``connect_timeout_s`` at most); when it gave up, connect a new one. AttemptLost
+        if the scheduler stays unreachable."""
         with self._lock:
+            deadline = time.monotonic() + self.connect_timeout_s
+            while self._client is not None and self._client.status == "connecting":
+                if time.monotonic() > deadline:
+                    raise AttemptLost(f"the Dask scheduler at {self.address} is unreachable")
+                time.sleep(0.1)
             if self._client is None or self._client.status in ("closed", "closing"):
                 self._client = self._connect()
             return self._client
@@ -72,14 +81,19 @@ class Cluster:
             except TimeoutError:
                 self._check_health()
                 continue
+            except CancelledError:  # the client lost the scheduler: it cancels every future
+                raise AttemptLost(LOST_SCHEDULER) from None
             if any(future.status == "cancelled" for future in done):
-                raise AttemptLost("the Dask scheduler connection was lost while the job ran")
+                raise AttemptLost(LOST_SCHEDULER)
             return done
 
-    def result(self, future: Future):
+    def result(self, future: Future) -> Any:
         """``future.result()``, with the wait bounded as in ``wait_any``."""
         self.wait_any({future})
-        return future.result()
+        try:
+            return future.result()
+        except CancelledError:
+            raise AttemptLost(LOST_SCHEDULER) from None
 
     def _check_health(self) -> None:
         client = self.client

@@ -14,6 +14,7 @@ write (report, timing record, metrics) is best effort.
 import logging
 import threading
 import time
+from typing import cast
 
 from distributed import Client
 from redis import Redis, RedisError
@@ -54,6 +55,9 @@ class Dispatcher:
         self.metrics = JobMetrics(self.redis, settings)
         self.reports = ReportWriter(settings)
         self.outage = Outage(log, "Redis")
+        self._active: set[str] = set()  # tokens a job loop of ours is handling now
+        self._active_lock = threading.Lock()
+        self._strays: set[str] = set()  # tokens in our processing list that no loop handled at the last beat
         self.stopping = threading.Event()  # no new claims
         self._released = threading.Event()  # job loops are done: stop renewing the lease
         self._heartbeat: threading.Thread | None = None
@@ -108,6 +112,7 @@ class Dispatcher:
                 self.queue.heartbeat(self.context.in_flight.snapshot())
                 if reaped := self.queue.reap(scan=beats % SCAN_EVERY_BEATS == 0):
                     log.warning("requeued %d job(s) of dead dispatchers", reaped)
+                self._requeue_strays()
                 self.metrics.publish_gauges()
 
     def _job_loop(self, lane: Lane) -> None:
@@ -123,8 +128,30 @@ class Dispatcher:
                 # and is requeued by a reaper if our lease lapses meanwhile.
                 self.stopping.wait(1.0)
 
+    def _requeue_strays(self) -> None:
+        """Requeue tokens of our processing list that no job loop of ours handles: a loop
+        that lost Redis mid-job (its final write failed) left them there, under a lease we
+        keep renewing, so no reaper would. Seen at two beats in a row, so that a token
+        claimed a moment ago is not taken for one."""
+        held = {token.decode() for token in cast(list[bytes], self.redis.lrange(self.queue.processing_key, 0, -1))}
+        with self._active_lock:
+            strays = held - self._active
+        for token in strays & self._strays:
+            if self.store.requeue_token(token, self.id, f"dispatcher {self.id} lost track of it (Redis was away)"):
+                log.warning("job %s: requeued; a Redis outage interrupted its run", token)
+        self._strays = strays
+
     def handle(self, claim: Claim) -> None:
         """Run one claimed job to a final state (or back to its queue), then record it."""
+        with self._active_lock:
+            self._active.add(claim.job.token)
+        try:
+            self._handle(claim)
+        finally:
+            with self._active_lock:
+                self._active.discard(claim.job.token)
+
+    def _handle(self, claim: Claim) -> None:
         job = claim.job
         if claim.gave_up:  # the claim already failed it
             self._record(job, make_timing(job, "errored", 0.0, error=job.error), None)

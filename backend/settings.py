@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(DEFAULT_MAX_PIXELS, gt=0)
     image_block_px: int = Field(DEFAULT_BLOCK_PX, gt=0)
     max_upload_bytes: int = Field(64 * 1024 * MiB, gt=0)
+    # At start, the API removes uploads that a crash cut off and that have not moved for this long.
+    upload_stale_s: float = Field(600.0, gt=0)
     even_sum_block_bytes: int = Field(DEFAULT_BLOCK_BYTES, gt=0)
 
     # Who a request comes from: `open` trusts X-Client-Id (local use; the default of

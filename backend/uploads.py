@@ -5,10 +5,13 @@ arrive, so a 5 GB body never sits in the API's memory and never goes into Redis.
 """
 
 import posixpath
+import time
 from collections.abc import AsyncIterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import fsspec
+from fsspec import AbstractFileSystem
 from starlette.concurrency import run_in_threadpool
 
 from backend.exceptions import InputTooLarge
@@ -20,11 +23,18 @@ WRITE_CHUNK_BYTES = 8 * 1024 * 1024
 ALLOWED_SCHEMES = ("s3", "file")
 
 
+# A local upload is written under this suffix and renamed when complete, so that a file
+# without it is always whole. On S3 an unfinished multipart upload is invisible anyway.
+PART_SUFFIX = ".part"
+
+
 async def save_stream(chunks: AsyncIterator[bytes], url: str, max_bytes: int, storage_options: dict) -> int:
-    """Write ``chunks`` to ``url``; return the byte count. Nothing is left behind on failure."""
+    """Write ``chunks`` to ``url``; return the byte count. Nothing is left behind on
+    failure, and nothing is ever seen half-written at ``url``."""
     fs, path = fsspec.core.url_to_fs(url, **storage_options)
+    staging = path + PART_SUFFIX if _is_local(fs) else path
     await run_in_threadpool(fs.makedirs, posixpath.dirname(path), exist_ok=True)
-    out = await run_in_threadpool(fs.open, path, "wb")
+    out = await run_in_threadpool(fs.open, staging, "wb")
     size = 0
     pending = bytearray()
     try:
@@ -38,17 +48,45 @@ async def save_stream(chunks: AsyncIterator[bytes], url: str, max_bytes: int, st
                 pending.clear()
         await run_in_threadpool(out.write, bytes(pending))
         await run_in_threadpool(out.close)
+        if staging != path:
+            await run_in_threadpool(fs.mv, staging, path)
     except BaseException:
-        await run_in_threadpool(_discard, fs, out, path)
+        await run_in_threadpool(_abandon, fs, out, staging)
         raise
     return size
 
 
-def _discard(fs, out, path: str) -> None:
-    """Close and delete a partial upload (client gone, or over the limit)."""
-    out.close()
+def _abandon(fs: AbstractFileSystem, out: Any, path: str) -> None:
+    """Drop a partial upload (client gone, or over the limit) without committing it."""
+    if hasattr(out, "discard"):  # s3fs: abort the multipart upload
+        out.discard()
+    else:
+        out.close()
     if fs.exists(path):
         fs.rm(path)
+
+
+def sweep_partial_uploads(url: str, storage_options: dict, older_than_s: float) -> int:
+    """Remove what uploads cut off by a crash of the API left: ``.part`` files in a local
+    store, unfinished multipart uploads on S3, untouched for ``older_than_s`` (an upload
+    in progress writes every few MiB, so it is never that old). Returns how many."""
+    fs, root = fsspec.core.url_to_fs(url, **storage_options)
+    cutoff = time.time() - older_than_s
+    if _is_local(fs):
+        stale = [path for path in fs.glob(f"{root}/*{PART_SUFFIX}") if fs.modified(path).timestamp() < cutoff]
+        for path in stale:
+            fs.rm(path)
+        return len(stale)
+    bucket, _, prefix = root.partition("/")
+    uploads = fs.call_s3("list_multipart_uploads", Bucket=bucket, Prefix=prefix).get("Uploads", [])
+    stale = [u for u in uploads if u["Initiated"].timestamp() < cutoff]
+    for upload in stale:
+        fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+    return len(stale)
+
+
+def _is_local(fs: AbstractFileSystem) -> bool:
+    return "file" in fs.protocol or "local" in fs.protocol
 
 
 def discard(url: str, storage_options: dict) -> None:
