@@ -77,7 +77,10 @@ class Tenant:
         """The job's record once it ended; raises if it errored."""
         deadline = time.monotonic() + JOB_TIMEOUT_S
         while time.monotonic() < deadline:
-            if self.http.get(f"/{kind}/{token}/status", headers=self.headers).json()["status"] in ("finished", "errored"):
+            if self.http.get(f"/{kind}/{token}/status", headers=self.headers).json()["status"] in (
+                "finished",
+                "errored",
+            ):
                 record = self.http.get(f"/tasks/{token}", headers=self.headers).json()
                 if record["status"] != "finished":
                     raise RuntimeError(f"{token} errored: {record.get('error')}")
@@ -150,7 +153,9 @@ def t1(system: System, files: Files, auth: str) -> str:
     for thread in busy:
         thread.join()
     idle95, loaded95 = p(idle, 95) * 1e3, p(loaded, 95) * 1e3
-    figures = f"B p50/p95 idle {p(idle, 50) * 1e3:.0f}/{idle95:.0f} ms, loaded {p(loaded, 50) * 1e3:.0f}/{loaded95:.0f} ms"
+    figures = (
+        f"B p50/p95 idle {p(idle, 50) * 1e3:.0f}/{idle95:.0f} ms, loaded {p(loaded, 50) * 1e3:.0f}/{loaded95:.0f} ms"
+    )
     met = loaded95 <= 1.5 * idle95 and loaded95 <= idle95 + 100
     return line("T1", figures + f" ({loaded95 / idle95:.2f}x)", "p95 <= 1.5x idle and idle + 100 ms", met)
 
@@ -176,7 +181,9 @@ def t3(system: System, files: Files, auth: str) -> str:
     for token in theirs:
         a.wait(token)
     ratio = late / idle
-    return line("T3", f"B's 100 MB lead idle {idle:.2f} s, behind A {late:.2f} s ({ratio:.2f}x)", "<= 3x idle", ratio <= 3)
+    return line(
+        "T3", f"B's 100 MB lead idle {idle:.2f} s, behind A {late:.2f} s ({ratio:.2f}x)", "<= 3x idle", ratio <= 3
+    )
 
 
 def t4(system: System, files: Files, auth: str, seconds: float = 20.0) -> str:
@@ -196,9 +203,16 @@ def t4(system: System, files: Files, auth: str, seconds: float = 20.0) -> str:
     served = block_seconds(system.scheduler, owners, start, end)
     total = sum(served.values())
     shares = {name: served.get(name, 0.0) / total for name in weights}
-    errors = {name: abs(shares[name] - w / sum(weights.values())) / (w / sum(weights.values())) for name, w in weights.items()}
+    errors = {
+        name: abs(shares[name] - w / sum(weights.values())) / (w / sum(weights.values())) for name, w in weights.items()
+    }
     figures = ", ".join(f"{name[-1]} {shares[name]:.1%}" for name in weights) + f" of {total:.1f} block-s"
-    return line("T4", figures + f" (worst {max(errors.values()):.1%} off)", "within 10% of 25/25/50%", max(errors.values()) <= 0.10)
+    return line(
+        "T4",
+        figures + f" (worst {max(errors.values()):.1%} off)",
+        "within 10% of 25/25/50%",
+        max(errors.values()) <= 0.10,
+    )
 
 
 def t5(system: System, files: Files, auth: str) -> str:
@@ -225,7 +239,8 @@ def t6(system: System, files: Files, auth: str) -> str:
     records = [a.run(lambda: a.sum_file(files.small)) for _ in range(20)]
     gaps = [r["lead_s"] - r["exec_s"] for r in records]
     median = statistics.median(gaps) * 1e3
-    figures = f"median lead - exec {median:.1f} ms (exec median {statistics.median(r['exec_s'] for r in records) * 1e3:.0f} ms)"
+    work = statistics.median(r["exec_s"] for r in records) * 1e3
+    figures = f"median lead - exec {median:.1f} ms (exec median {work:.0f} ms)"
     return line("T6", figures, "<= 25 ms", median <= 25)
 
 
@@ -247,7 +262,9 @@ def t7(system: System, files: Files, auth: str, seconds: float = 10.0) -> str:
     served = block_seconds(system.scheduler, owners, start, end)
     share = served.get("t7-a", 0.0) / sum(served.values())
     one_name = all(a.http.get(f"/tasks/{t}", headers=a.headers).json()["client"] == "t7-a" for t in a.tokens)
-    figures = f"A (20 ids, one key) {share:.1%} of block-s against B (one id); all A's jobs recorded as t7-a: {one_name}"
+    figures = (
+        f"A (20 ids, one key) {share:.1%} of block-s against B (one id); all A's jobs recorded as t7-a: {one_name}"
+    )
     return line("T7", figures, "A <= 55%", share <= 0.55 and one_name)
 
 

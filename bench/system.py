@@ -60,7 +60,9 @@ def running_system(data_dir: Path, auth: str = "open", allowed: list[Path] = (),
         **env,
     }
     log = open(data_dir / "up.log", "wb")  # noqa: SIM115  # closed below, after the process
-    up = subprocess.Popen([sys.executable, "-m", "backend.cli", "up"], env=environment, stdout=log, stderr=log, cwd=REPO)
+    up = subprocess.Popen(
+        [sys.executable, "-m", "backend.cli", "up"], env=environment, stdout=log, stderr=log, cwd=REPO
+    )
     try:
         _wait_healthy(system.api, up)
         yield system

@@ -182,7 +182,9 @@ def test_a_task_that_kills_its_worker_every_time_ends_errored(split, settings, r
 @pytest.mark.timeout(60)
 def test_no_worker_left_the_job_goes_back_then_gives_up(make_settings, redis, dask_client):
     with (
-        LocalCluster(n_workers=0, processes=False, protocol="tcp://", host="127.0.0.1", dashboard_address=":0") as empty,
+        LocalCluster(
+            n_workers=0, processes=False, protocol="tcp://", host="127.0.0.1", dashboard_address=":0"
+        ) as empty,
         Client(empty) as client,
     ):
         settings = make_settings(dask_scheduler_address=empty.scheduler_address, no_workers_grace_s=1, max_attempts=2)
