@@ -54,7 +54,10 @@ class Dispatcher:
         self.context = JobContext(self.cluster, self.store, settings, share, BlocksInFlight())
         self.metrics = JobMetrics(self.redis, settings)
         self.reports = ReportWriter(settings)
-        self.outage = Outage(log, "Redis")
+        # Idle pooled connections would each fail once after Redis is back: drop them.
+        self.outage = Outage(
+            log, "Redis", on_start=lambda: self.redis.connection_pool.disconnect(inuse_connections=False)
+        )
         self._active: set[str] = set()  # tokens a job loop of ours is handling now
         self._active_lock = threading.Lock()
         self._strays: set[str] = set()  # tokens in our processing list that no loop handled at the last beat
@@ -100,7 +103,11 @@ class Dispatcher:
         self._released.set()
         if self._heartbeat is not None:
             self._heartbeat.join()
-        requeued = self.queue.release()
+        try:
+            requeued = self.queue.release()
+        except RedisError as exc:  # what we hold is requeued by a reaper once our lease lapses
+            log.warning("dispatcher %s stopped without handing back its jobs: %s", self.id, exc)
+            return
         log.info("dispatcher %s stopped; requeued %d job(s)", self.id, requeued)
 
     def _heartbeat_loop(self) -> None:
@@ -117,15 +124,19 @@ class Dispatcher:
 
     def _job_loop(self, lane: Lane) -> None:
         while not self.stopping.is_set():
-            with self.outage.watch():
-                claim = self.queue.claim(lane)
-                if claim is None:
-                    self.queue.wait_for_work(lane)
-                else:
-                    self.handle(claim)
+            try:
+                with self.outage.watch():
+                    claim = self.queue.claim(lane)
+                    if claim is None:
+                        self.queue.wait_for_work(lane)
+                    else:
+                        self.handle(claim)
+            except Exception:  # a bug of ours: say so, and keep the loop alive
+                log.exception("%s job loop error; going on", lane)
+                self.stopping.wait(1.0)
             if self.outage.active:
-                # Redis is away: the claimed token (if any) sits in our processing list,
-                # and is requeued by a reaper if our lease lapses meanwhile.
+                # Redis is away: the claimed token (if any) sits in our processing list, and
+                # comes back to its queue by our stray check or a reaper once Redis is back.
                 self.stopping.wait(1.0)
 
     def _requeue_strays(self) -> None:
@@ -192,6 +203,8 @@ class Dispatcher:
             return self._run(job), None
         except USER_ERRORS as exc:
             return None, str(exc)
+        except RedisError:  # not the job's fault: the loop's outage handling takes it
+            raise
         except AttemptLost as exc:
             if self.store.requeue(job, str(exc)):
                 log.warning("job %s: attempt %d lost (%s); back in its queue", job.token, job.attempts, exc)

@@ -37,10 +37,19 @@ class Outage:
     ``with outage.watch(): ...`` swallows the dependency's errors (``errors``) and marks
     the outage; the first success after it ends the outage."""
 
-    def __init__(self, log: logging.Logger, what: str, errors: tuple[type[BaseException], ...] = (RedisError,)):
+    def __init__(
+        self,
+        log: logging.Logger,
+        what: str,
+        errors: tuple[type[BaseException], ...] = (RedisError,),
+        on_start: Callable[[], Any] | None = None,
+    ):
         self.log = log
         self.what = what
         self.errors = errors
+        # Called once as an outage starts: e.g. drop pooled connections, which would all
+        # fail once after the dependency is back and each look like a new outage.
+        self.on_start = on_start
         self._since: float | None = None
         self._lock = threading.Lock()
 
@@ -50,6 +59,7 @@ class Outage:
 
     @contextmanager
     def watch(self) -> Iterator[None]:
+        started = time.monotonic()
         try:
             yield
         except self.errors as exc:
@@ -57,8 +67,12 @@ class Outage:
                 if self._since is None:
                     self._since = time.monotonic()
                     self.log.error("%s is unreachable (%s); retrying every second", self.what, exc)
+                    if self.on_start:
+                        self.on_start()
             return
         with self._lock:
-            if self._since is not None:
+            # A block that began before the outage did may have finished its calls before it;
+            # only one that began after it proves the dependency is back.
+            if self._since is not None and started > self._since:
                 self.log.warning("%s is back after %.1f s", self.what, time.monotonic() - self._since)
                 self._since = None
