@@ -1,1 +1,0 @@
-"""The Lua sources of backend.scripts: data shipped with the package, not Python."""
