@@ -6,12 +6,12 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format bench-deps redis-server openapi clean
+.PHONY: run test lint format bench-deps redis-server openapi clean infra-check node
 
 run: $(STAMP) redis-server
 	$(BIN)/spacetime up
 
-test: lint redis-server
+test: lint redis-server infra-check
 	$(BIN)/pytest
 
 # Lint, format and types: part of `make test`, so CI runs them.
@@ -25,15 +25,48 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# Reinstall whenever the project or its pins change.
 # Debian ships venv apart (python3-venv); as root we install it when it is missing.
-$(STAMP): pyproject.toml constraints.txt
-	$(PYTHON) -m venv $(VENV) || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+define make-venv
+	$(PYTHON) -m venv $(1) || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null && \
-	  $(PYTHON) -m venv --clear $(VENV); }
-	$(BIN)/pip install --quiet --upgrade pip
+	  $(PYTHON) -m venv --clear $(1); }
+	$(1)/bin/pip install --quiet --upgrade pip
+endef
+
+# Reinstall whenever the project or its pins change.
+$(STAMP): pyproject.toml constraints.txt
+	$(call make-venv,$(VENV))
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[test,bench]"
 	touch $@
+
+# The AWS deployment as code (infra/, docs/deployment-aws.md), checked offline in its own
+# virtualenv: synthesis with cdk-nag's AwsSolutions rules (app.py fails on a finding that
+# is not acknowledged), cfn-lint on the templates, then assertions on them.
+# jsii runs the CDK's JavaScript on the machine's Node; the variable silences its notice
+# that Node 20 has reached end of life.
+INFRA_VENV := infra/.venv
+INFRA_STAMP := $(INFRA_VENV)/.installed
+INFRA_ENV := JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20 CDK_CONTEXT_JSON='{"imageTag": "offline-check"}'
+
+infra-check: $(INFRA_STAMP) node
+	rm -rf infra/cdk.out
+	cd infra && $(INFRA_ENV) .venv/bin/python app.py
+	cd infra && .venv/bin/cfn-lint cdk.out/*.template.json
+	cd infra && $(INFRA_ENV) .venv/bin/pytest
+
+$(INFRA_STAMP): infra/requirements.txt constraints.txt
+	$(call make-venv,$(INFRA_VENV))
+	$(INFRA_VENV)/bin/pip install --quiet -c constraints.txt -r infra/requirements.txt
+	touch $@
+
+# The CDK (through jsii) needs Node.js 18 or later.
+node:
+	@command -v node >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs >/dev/null; \
+	  else \
+	    echo "node is missing: install Node.js 18 or later (e.g. sudo apt-get install nodejs) and rerun" >&2; exit 1; \
+	  fi; }
 
 redis-server:
 	@command -v redis-server >/dev/null || { \
@@ -48,4 +81,4 @@ openapi: $(STAMP)
 	$(BIN)/spacetime openapi > backend/openapi.yml
 
 clean:
-	rm -rf $(VENV) data .pytest_cache
+	rm -rf $(VENV) data .pytest_cache $(INFRA_VENV) infra/cdk.out
