@@ -51,10 +51,8 @@ class Workers(Construct):
         workers = config.workers
         self.instance_roles: list[iam.Role] = []
         self.groups: list[autoscaling.AutoScalingGroup] = []
-        self.on_demand = self._capacity(
-            "OnDemand", cluster, flows, workers.instance_types, workers.max_tasks, spot=False
-        )
-        self.spot = self._capacity("Spot", cluster, flows, workers.instance_types, workers.max_tasks, spot=True)
+        self.on_demand = self._capacity("OnDemand", cluster, flows, workers, spot=False)
+        self.spot = self._capacity("Spot", cluster, flows, workers, spot=True)
 
         task = ecs.Ec2TaskDefinition(self, "Task", network_mode=ecs.NetworkMode.AWS_VPC, task_role=roles.workers)
         nthreads = workers.cpu // 1024
