@@ -1,6 +1,9 @@
 """Small readers for synthesized CloudFormation templates."""
 
 import re
+from pathlib import Path
+
+INFRA_ROOT = Path(__file__).resolve().parents[1]
 
 
 def resources(template: dict, type_: str) -> dict[str, dict]:
