@@ -12,7 +12,7 @@ into a retirement (results copied to other workers, an expected departure) befor
 process closes, within the container's 120 s stop timeout.
 """
 
-from aws_cdk import Duration
+from aws_cdk import Aws, Duration
 from aws_cdk import aws_autoscaling as autoscaling
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecs as ecs
@@ -69,7 +69,7 @@ class Workers(Construct):
                 *("--dashboard-address", f":{WORKER_DASHBOARD_PORT}"),
                 *("--preload", "compute.preload", "--preload-nanny", "compute.retire"),
             ],
-            environment={"NUMBA_CACHE_DIR": "/tmp/numba-cache", "AWS_DEFAULT_REGION": cluster.stack.region},
+            environment={"NUMBA_CACHE_DIR": "/tmp/numba-cache", "AWS_DEFAULT_REGION": Aws.REGION},
             stop_timeout_s=WORKER_STOP_TIMEOUT_S,
             cpu=workers.cpu,
             memory_limit_mib=workers.memory_mib,
