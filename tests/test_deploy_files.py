@@ -216,7 +216,7 @@ def test_dockerfile_pins_match_constraints(dockerfile):
 
 def test_dockerignore_keeps_the_context_small():
     ignored = set((REPO / ".dockerignore").read_text().split())
-    assert {".git", ".venv", "data", "tests", "notebooks"} <= ignored
+    assert {".git", ".venv", "data", "tests", "notebooks", "infra"} <= ignored
 
 
 # --- .travis.yml ----------------------------------------------------------------------

@@ -1,0 +1,50 @@
+"""The task roles: what each service's code may do in AWS, and nothing more.
+
+Every S3 permission names its actions one by one and the objects under one prefix; none
+is ``s3:*`` or a whole bucket. Each statement says which code path needs it, so that a
+change to that code shows which line here to revisit. (The execution roles, which ECS
+itself uses to pull images, write logs and read the Redis secret, are the task
+definitions' own.)
+"""
+
+from aws_cdk import aws_iam as iam
+from constructs import Construct
+
+from spacetime_infra.storage import REPORTS, UPLOADS, Storage
+
+WRITE = ["s3:PutObject", "s3:AbortMultipartUpload"]  # s3fs writes big objects as multipart uploads
+
+
+class TaskRoles(Construct):
+    def __init__(self, scope: Construct, id: str, storage: Storage) -> None:
+        super().__init__(scope, id)
+        uploads, reports = storage.objects(UPLOADS), storage.objects(REPORTS)
+
+        def role(name: str, description: str) -> iam.Role:
+            return iam.Role(
+                self, name, assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"), description=description
+            )
+
+        def allow(role: iam.Role, sid: str, actions: list[str], resource: str) -> None:
+            role.add_to_policy(iam.PolicyStatement(sid=sid, actions=actions, resources=[resource]))
+
+        self.api = role("Api", "SpaceTime API: writes uploads, serves reports")
+        self.dispatchers = role("Dispatchers", "SpaceTime dispatchers: read uploads, write reports")
+        self.workers = role("Workers", "SpaceTime Dask workers: read uploads, write reports")
+        self.scheduler = role("Scheduler", "SpaceTime Dask scheduler: no AWS access")
+
+        # backend/uploads.py save_stream: POST /even-sum streams the body to uploads/.
+        allow(self.api, "WriteUploads", WRITE, uploads)
+        # backend/uploads.py _discard: a failed upload is checked (HEAD needs GetObject) and deleted.
+        allow(self.api, "DiscardFailedUploads", ["s3:GetObject", "s3:DeleteObject"], uploads)
+        # backend/api.py task_report: GET /tasks/{token}/report reads the report.
+        allow(self.api, "ServeReports", ["s3:GetObject"], reports)
+        for reader in (self.dispatchers, self.workers):
+            # compute/even_sum.py: the dispatcher sizes the file, the workers read its blocks.
+            allow(reader, "ReadUploads", ["s3:GetObject"], uploads)
+            # backend/metrics.py save_timing, compute/report.py: timings and performance reports.
+            allow(reader, "WriteReports", WRITE, reports)
+        for writer in (self.api, self.dispatchers, self.workers):
+            # s3fs makedirs (before each write) probes that the bucket exists: HeadBucket needs
+            # s3:ListBucket, which would list every key; GetBucketLocation is its second probe.
+            allow(writer, "FindBucket", ["s3:GetBucketLocation"], storage.bucket.bucket_arn)
