@@ -35,7 +35,7 @@ from backend.store import JobStore
 from backend.submission import Submitter
 from backend.uploads import sweep_partial_uploads
 from compute.errors import InvalidInput
-from compute.image import PNG_SIGNATURE
+from compute.png import PNG_SIGNATURE
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from compute.even_sum import DEFAULT_BLOCK_BYTES
-from compute.image import DEFAULT_BLOCK_PX, DEFAULT_MAX_PIXELS
+from compute.defaults import DEFAULT_BLOCK_BYTES, DEFAULT_BLOCK_PX, DEFAULT_MAX_PIXELS
 
 MiB = 1024 * 1024
 

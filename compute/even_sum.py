@@ -20,14 +20,9 @@ import numpy as np
 from distributed import Client, Future
 
 from compute import kernel
+from compute.defaults import DEFAULT_BLOCK_BYTES
 from compute.errors import InvalidNumber
 
-MiB = 2**20
-# 64 MiB, from measurements (docs/benchmarks.md): a job's time is flat from 32 MiB blocks
-# up (a block is ~50 ms of reading and parsing; the ~1.5 ms each task costs is noise)
-# and grows below; a 5 GiB file still makes 80 tasks to spread over a cluster; a worker
-# thread holds about one block.
-DEFAULT_BLOCK_BYTES = 64 * MiB
 # Bytes read past a block's end at first to finish its last number; more when needed.
 LOOK_AHEAD_BYTES = 4096
 # combine() tasks take this many partials each: a tree of depth log8(blocks).

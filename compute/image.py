@@ -11,15 +11,13 @@ import numpy as np
 import pyspng
 from PIL import Image
 
+from compute.defaults import DEFAULT_BLOCK_PX, DEFAULT_MAX_PIXELS
 from compute.errors import InvalidImage
 from compute.png import PNG_SIGNATURE, can_encode, encode_png
 
 # For images compute.png does not cover: zlib level 1 is ~3x faster than Pillow's
 # default 6 on cat.png for a file ~15% larger; latency matters more here than bytes.
 PILLOW_COMPRESS_LEVEL = 1
-DEFAULT_MAX_PIXELS = 64_000_000
-# The original service's tile size.
-DEFAULT_BLOCK_PX = 60
 # Dask priority of image tasks: a 15 ms image task should not queue behind the block
 # tasks of a gigabyte even sum that another client submitted (compute.even_sum).
 IMAGE_PRIORITY = 10

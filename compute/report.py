@@ -19,17 +19,13 @@ figure, where a time window would also count other jobs' tasks.
 import html
 import json
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bokeh.embed import file_html
-from bokeh.layouts import column
-from bokeh.models import ColumnDataSource, HoverTool, Range1d
-from bokeh.models.widgets import Div
-from bokeh.plotting import figure
-from bokeh.resources import INLINE
 from dask.utils import key_split
-from distributed import Client, profile
-from distributed.diagnostics.task_stream import rectangles
+from distributed import profile
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 # Seconds before the job's start that the task-stream query reaches back: worker and
 # dispatcher clocks may differ a little, and a record missed is a task missing from the plot.
@@ -37,7 +33,7 @@ CLOCK_SLACK_S = 1.0
 PLOT_WIDTH = 1000
 
 
-def capture_trace(client: Client, key_prefix: str, start: float, stop: float) -> dict[str, Any]:
+def capture_trace(client: "Client", key_prefix: str, start: float, stop: float) -> dict[str, Any]:
     """The raw performance data of the job whose task keys start with ``key_prefix`` and
     that ran from ``start`` to ``stop`` (epoch seconds), as JSON-able data.
 
@@ -91,6 +87,13 @@ def render_report(trace: dict[str, Any], timing: dict[str, Any], title: str) -> 
     title
         The page's title.
     """
+    # Imported here: bokeh takes a second to import, and the API that serves these pages
+    # should not pay it at every start, only at the first report someone opens.
+    from bokeh.embed import file_html
+    from bokeh.layouts import column
+    from bokeh.models.widgets import Div
+    from bokeh.resources import INLINE
+
     layout = column(
         Div(text=f"<h1>{html.escape(title)}</h1>{_timing_table(timing)}", width=PLOT_WIDTH),
         _task_stream_figure(trace["tasks"]),
@@ -113,7 +116,7 @@ def _task(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def _worker_profiles(client: Client, workers: Iterable[str], group: str | None, start: float, stop: float):
+async def _worker_profiles(client: "Client", workers: Iterable[str], group: str | None, start: float, stop: float):
     """The profiles of ``workers`` over [start, stop] for one task group, asked of each
     worker directly and merged here."""
     if group is None:
@@ -131,6 +134,10 @@ def _timing_table(timing: dict[str, Any]) -> str:
 
 
 def _task_stream_figure(tasks: list[dict[str, Any]]):
+    from bokeh.models import ColumnDataSource, HoverTool, Range1d
+    from bokeh.plotting import figure
+    from distributed.diagnostics.task_stream import rectangles
+
     data = rectangles(tasks)
     source = ColumnDataSource(data)
     plot = figure(

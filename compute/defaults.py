@@ -1,0 +1,15 @@
+"""The defaults of what runs on workers, in a module that imports nothing heavy: the API
+reads them (backend/settings.py) without loading numba or the image codecs.
+"""
+
+MiB = 2**20
+
+# 64 MiB, from measurements (docs/benchmarks.md): a job's time is flat from 32 MiB blocks
+# up (a block is ~50 ms of reading and parsing; the ~1.5 ms each task costs is noise)
+# and grows below; a 5 GiB file still makes 80 tasks to spread over a cluster; a worker
+# thread holds about one block.
+DEFAULT_BLOCK_BYTES = 64 * MiB
+# Larger images are refused (decompression bombs); 64 MP is an 8000 x 8000 photo.
+DEFAULT_MAX_PIXELS = 64_000_000
+# The original service's tile size.
+DEFAULT_BLOCK_PX = 60

@@ -1,0 +1,86 @@
+"""The API process killed (SIGKILL) in the middle of a 1 GiB upload: no job is created,
+the partial file is swept when the API starts again, and a retry works."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.helpers import free_port, wait_status, wait_until
+
+GiB = 2**30
+CHUNK = b"2 " * (512 * 1024)  # 1 MiB of even numbers
+
+
+def start_api(settings, port: int) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "REDIS_URL": settings.redis_url,
+        "DASK_SCHEDULER_ADDRESS": settings.dask_scheduler_address,
+        "SPACETIME_DATA_DIR": str(settings.data_dir),
+        "SPACETIME_API_PORT": str(port),
+        "SPACETIME_UPLOAD_STALE_S": "1",
+    }
+    api = subprocess.Popen([sys.executable, "-m", "backend.cli", "api"], env=env, stderr=subprocess.DEVNULL)
+    wait_until(lambda: _healthy(f"http://127.0.0.1:{port}"), timeout_s=30, what="the API to start")
+    return api
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def endless_upload(url: str) -> None:
+    """POST a declared 1 GiB body; it is cut off by the API's death."""
+
+    def body():
+        for _ in range(GiB // len(CHUNK)):
+            yield CHUNK
+
+    headers = {"Content-Type": "text/plain", "Content-Length": str(GiB)}
+    try:
+        httpx.post(f"{url}/even-sum", content=body(), headers=headers, timeout=60)
+    except httpx.HTTPError:
+        pass  # the server went away: what this test is about
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_api_killed_mid_upload_leaves_no_job_and_its_file_is_swept(settings, redis, dispatcher):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    uploads = Path(settings.uploads_url.removeprefix("file://"))
+    api = start_api(settings, port)
+    try:
+        sender = threading.Thread(target=endless_upload, args=(url,), daemon=True)
+        sender.start()
+        part = wait_until(lambda: next((p for p in uploads.glob("*.part") if p.stat().st_size > 20 * 2**20), None))
+        api.send_signal(signal.SIGKILL)
+        api.wait()
+        sender.join(30)
+
+        assert part.exists()  # what the crash left behind...
+        assert not [name for name in redis.keys("*") if name.startswith(b"result:")]  # ...and no job
+        assert not [p for p in uploads.iterdir() if not p.name.endswith(".part")]  # no file that looks whole
+
+        time.sleep(1.5)  # older than SPACETIME_UPLOAD_STALE_S
+        api = start_api(settings, port)
+        assert not part.exists()  # swept at start
+
+        response = httpx.post(f"{url}/even-sum", content=b"2 4 5", headers={"Content-Type": "text/plain"})
+        assert response.status_code == 201
+        token = response.json()["token"]
+        assert wait_status(url, "even-sum", token)[-1] == {"status": "finished"}
+        assert httpx.get(f"{url}/even-sum/{token}/result").json()["sum"] == 6
+    finally:
+        api.kill()
+        api.wait()
