@@ -12,7 +12,7 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from compute.even_sum import DEFAULT_BLOCK_BYTES
-from compute.image import DEFAULT_BLOCK_PX, DEFAULT_MAX_PIXELS
+from compute.image import DEFAULT_BLOCK_PX, DEFAULT_MAX_PIXELS, PILLOW_MAX_PIXELS
 
 MiB = 1024 * 1024
 
@@ -43,7 +43,7 @@ class Settings(BaseSettings):
 
     result_ttl_s: int = Field(24 * 3600, gt=0)
     max_image_bytes: int = Field(20 * MiB, gt=0)
-    max_image_pixels: int = Field(DEFAULT_MAX_PIXELS, gt=0)
+    max_image_pixels: int = Field(DEFAULT_MAX_PIXELS, gt=0, le=PILLOW_MAX_PIXELS)
     image_block_px: int = Field(DEFAULT_BLOCK_PX, gt=0)
     max_upload_bytes: int = Field(64 * 1024 * MiB, gt=0)
     even_sum_block_bytes: int = Field(DEFAULT_BLOCK_BYTES, gt=0)
