@@ -7,6 +7,7 @@ result routes with {"status"} and {"message": "not found"}.
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -17,15 +18,15 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from backend.exceptions import InputTooLarge, JobNotFound
+from backend.exceptions import BodyTooSlow, InputTooLarge, JobNotFound, StorageFull, StorageUnavailable
 from backend.job import Job, JobStatus, Kind, Progress, new_token
 from backend.metrics import RedisMetrics
 from backend.settings import Settings, get_settings
 from backend.store import JobStore
-from backend.uploads import check_allowed_url, save_stream
+from backend.uploads import URL_MAX_CHARS, URL_PATTERN, URL_RULES, check_allowed_url, paced, save_stream
 from compute.errors import InvalidInput
 from compute.image import PNG_SIGNATURE
 
@@ -52,7 +53,8 @@ class EvenSumOut(BaseModel):
 
 
 class EvenSumUrlIn(BaseModel):
-    url: str
+    # Declared here for clients and fuzzers; check_allowed_url enforces the same rules with clearer messages.
+    url: str = Field(description=URL_RULES, json_schema_extra={"pattern": URL_PATTERN, "maxLength": URL_MAX_CHARS})
 
 
 class ErrorOut(BaseModel):
@@ -76,6 +78,30 @@ Responses = dict[int | str, dict[str, Any]]
 NOT_FOUND: Responses = {404: {"model": NotFoundOut, "description": "Unknown or expired token, or no result yet"}}
 BAD_INPUT: Responses = {400: {"model": ErrorOut, "description": "The input is not valid"}}
 TOO_LARGE: Responses = {413: {"model": ErrorOut, "description": "The body is over the size limit"}}
+TOO_SLOW: Responses = {408: {"model": ErrorOut, "description": "The body stalled, or came slower than the floor"}}
+STORE_DOWN: Responses = {
+    503: {"model": ErrorOut, "description": "The job store (Redis) or the uploads store cannot be written; try again"},
+    507: {"model": ErrorOut, "description": "The uploads store is full; try again later"},
+}
+
+
+def created(status_operation: str) -> Responses:
+    """The 201 of a submission, with OpenAPI links saying where its token goes next.
+
+    Only to routes that answer 200 right away: the result and the report are 404 until
+    the job is done. Fuzzers (schemathesis' stateful phase) follow these links too.
+    """
+    token = {"token": "$response.body#/token"}
+    links = {
+        "status": {"operationId": status_operation, "parameters": token},
+        "record": {"operationId": "task_record_tasks__token__get", "parameters": token},
+    }
+    return {201: {"description": "Accepted: the job's token", "links": links}}
+
+
+# An upload's body, as text or as bytes. Zero bytes is a 400; a file of whitespace is a job (its sum is 0).
+UPLOAD_TEXT = {"type": "string", "minLength": 1}
+UPLOAD_BYTES = {"type": "string", "format": "binary", "minLength": 1}
 
 
 # -- wiring -----------------------------------------------------------------------------
@@ -103,14 +129,14 @@ router = APIRouter()
     "/randomize",
     status_code=201,
     response_model=TokenOut,
-    responses={**BAD_INPUT, **TOO_LARGE},
+    responses={**created("randomize_status_randomize__token__status_get"), **BAD_INPUT, **TOO_SLOW, **TOO_LARGE},
     openapi_extra={
         "requestBody": {"required": True, "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}}
     },
     summary="Submit a PNG whose blocks will be shuffled",
 )
 async def post_randomize(request: Request, store: StoreDep, settings: SettingsDep, client: ClientId = "anonymous"):
-    body = await read_body(request, settings.max_image_bytes)
+    body = await read_body(request, settings, settings.max_image_bytes)
     if not body.startswith(PNG_SIGNATURE):
         raise InvalidInput("the body is not a PNG image (send Content-Type: image/png and the file's bytes)")
     job = await run_in_threadpool(store.submit, Kind.randomize, client, input_bytes=body)
@@ -140,13 +166,19 @@ def randomize_result(token: str, store: StoreDep):
     "/even-sum",
     status_code=201,
     response_model=TokenOut,
-    responses={**BAD_INPUT, **TOO_LARGE},
+    responses={
+        **created("even_sum_status_even_sum__token__status_get"),
+        **BAD_INPUT,
+        **TOO_SLOW,
+        **TOO_LARGE,
+        **STORE_DOWN,
+    },
     openapi_extra={
         "requestBody": {
             "required": True,
             "content": {
-                "text/plain": {"schema": {"type": "string", "format": "binary"}},
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                "text/plain": {"schema": UPLOAD_TEXT},
+                "application/octet-stream": {"schema": UPLOAD_BYTES},
                 "application/json": {"schema": EvenSumUrlIn.model_json_schema()},
             },
         }
@@ -156,7 +188,9 @@ def randomize_result(token: str, store: StoreDep):
 async def post_even_sum(request: Request, store: StoreDep, settings: SettingsDep, client: ClientId = "anonymous"):
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("application/json"):
-        url = check_allowed_url(await read_url(request), settings.allowed_url_prefixes)
+        url = await read_url(request, settings)
+        # In a thread: resolving file:// links lstat's each folder of the path.
+        url = await run_in_threadpool(check_allowed_url, url, settings.allowed_url_prefixes)
         token = None
     elif content_type.startswith("multipart/"):
         raise InvalidInput("send the file as the raw body (curl -T FILE or --data-binary @FILE), not as a form")
@@ -164,7 +198,7 @@ async def post_even_sum(request: Request, store: StoreDep, settings: SettingsDep
         token = new_token()
         url = f"{settings.uploads_url}/{token}.txt"
         check_declared_length(request, settings.max_upload_bytes)
-        await save_stream(request.stream(), url, settings.max_upload_bytes, settings.storage_options(url))
+        await save_stream(body_chunks(request, settings), url, settings.max_upload_bytes, settings.storage_options(url))
     job = await run_in_threadpool(store.submit, Kind.even_sum, client, input_url=url, token=token)
     return TokenOut(token=job.token)
 
@@ -191,8 +225,11 @@ def task_record(token: str, store: StoreDep):
 
 @router.get(
     "/tasks/{token}/report",
-    response_class=HTMLResponse,
-    responses={200: {"content": {"text/html": {}}, "description": "The job's Dask performance report"}, **NOT_FOUND},
+    response_class=Response,  # not HTMLResponse: FastAPI would document the JSON 404 as text/html too
+    responses={
+        200: {"content": {"text/html": {"schema": {"type": "string"}}}, "description": "The Dask performance report"},
+        **NOT_FOUND,
+    },
 )
 def task_report(token: str, store: StoreDep, settings: SettingsDep):
     url = store.get(token).report_url
@@ -271,20 +308,25 @@ def check_declared_length(request: Request, max_bytes: int) -> None:
         raise InputTooLarge(f"body of {declared} bytes is over the limit of {max_bytes} bytes")
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
+def body_chunks(request: Request, settings: Settings) -> AsyncIterator[bytes]:
+    """The request's body as it arrives, cut with 408 when the client stalls or drips it."""
+    return paced(request.stream(), settings.body_min_bytes_per_s, settings.body_grace_s)
+
+
+async def read_body(request: Request, settings: Settings, max_bytes: int) -> bytes:
     """The body, refusing to hold more than ``max_bytes`` even when no length was declared."""
     check_declared_length(request, max_bytes)
     body = bytearray()
-    async for chunk in request.stream():
+    async for chunk in body_chunks(request, settings):
         body += chunk
         if len(body) > max_bytes:
             raise InputTooLarge(f"body is over the limit of {max_bytes} bytes")
     return bytes(body)
 
 
-async def read_url(request: Request) -> str:
+async def read_url(request: Request, settings: Settings) -> str:
     try:
-        return EvenSumUrlIn.model_validate_json(await read_body(request, URL_BODY_MAX_BYTES)).url
+        return EvenSumUrlIn.model_validate_json(await read_body(request, settings, URL_BODY_MAX_BYTES)).url
     except ValidationError:
         raise InvalidInput('expected a JSON body like {"url": "s3://bucket/key"}') from None
 
@@ -310,8 +352,13 @@ async def tcp_reachable(address: str, timeout_s: float = 1.0) -> bool:
 URL_BODY_MAX_BYTES = 64 * 1024
 
 
-def _error(status: int, body: dict):
-    return lambda request, exc: JSONResponse(body if body else {"error": str(exc)}, status_code=status)
+def _error(status: int, body: dict, headers: dict | None = None):
+    return lambda request, exc: JSONResponse(body if body else {"error": str(exc)}, status_code=status, headers=headers)
+
+
+# For errors raised while the body may still be coming: uvicorn closes the connection after
+# the answer instead of reading (and throwing away) whatever the client keeps sending.
+CLOSE = {"Connection": "close"}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -337,7 +384,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(router)
     app.add_exception_handler(JobNotFound, _error(404, {"message": "not found"}))
     app.add_exception_handler(InvalidInput, _error(400, {}))
-    app.add_exception_handler(InputTooLarge, _error(413, {}))
+    app.add_exception_handler(InputTooLarge, _error(413, {}, CLOSE))
+    app.add_exception_handler(BodyTooSlow, _error(408, {}, CLOSE))
+    app.add_exception_handler(StorageUnavailable, _error(503, {}, CLOSE))
+    app.add_exception_handler(StorageFull, _error(507, {}, CLOSE))
     app.add_exception_handler(
         redis.RedisError, _error(503, {"error": "the job store (Redis) is unavailable; try again"})
     )

@@ -19,3 +19,15 @@ class InputTooLarge(SpacetimeError):
 
 class UnknownTaskKind(SpacetimeError):
     """A queued record names a kind no dispatcher knows."""
+
+
+class BodyTooSlow(SpacetimeError):
+    """The client stalled or dripped its request body (slowloris); the request is cut."""
+
+
+class StorageFull(SpacetimeError):
+    """The uploads store has no room (a full disk or quota): the client may retry later."""
+
+
+class StorageUnavailable(SpacetimeError):
+    """The uploads store refused the write (read-only, missing, unreachable): the operator's problem."""

@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     image_block_px: int = Field(DEFAULT_BLOCK_PX, gt=0)
     max_upload_bytes: int = Field(64 * 1024 * MiB, gt=0)
     even_sum_block_bytes: int = Field(DEFAULT_BLOCK_BYTES, gt=0)
+    # A request body that pauses longer than body_grace_s, or averages under body_min_bytes_per_s
+    # once that head start is spent, is cut with 408: slow-drip clients cannot hold connections.
+    # 16 KiB/s is a 128 kbit/s uplink; a 5 GB upload is legitimate at any speed above it.
+    body_grace_s: float = Field(30.0, gt=0)
+    body_min_bytes_per_s: int = Field(16 * 1024, gt=0)
 
     dispatcher_concurrency: int = Field(4, gt=0)
     lease_s: float = Field(10.0, gt=0)
