@@ -9,7 +9,7 @@ import struct
 
 import numpy as np
 import pyspng
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from compute.errors import InvalidImage
 from compute.png import PNG_SIGNATURE, can_encode, encode_png
@@ -67,6 +67,8 @@ def _decode(png: bytes, max_pixels: int) -> tuple[Image.Image, np.ndarray]:
     try:
         image = Image.open(io.BytesIO(png), formats=["PNG"])  # reads the header only
         return image, _pixels(png, image)
+    except UnidentifiedImageError:  # its message names a BytesIO object: no help to the user
+        raise InvalidImage("corrupt PNG: its header chunks cannot be read") from None
     except (OSError, SyntaxError, ValueError, RuntimeError, Image.DecompressionBombError) as exc:
         raise InvalidImage(f"corrupt PNG: {exc}") from None
 
