@@ -99,6 +99,18 @@ def live_api(settings: Settings):
         thread.join(10)
 
 
+@contextmanager
+def live_system(settings: Settings, client: Client):
+    """A dispatcher on ``client``'s cluster behind a live API; yields the API's base URL."""
+    dispatcher = Dispatcher(settings, client)
+    dispatcher.start()
+    try:
+        with live_api(settings) as url:
+            yield url
+    finally:
+        dispatcher.stop()
+
+
 @pytest.fixture
 def api_url(settings):
     with live_api(settings) as url:

@@ -1,8 +1,12 @@
 """Small helpers shared by the tests."""
 
+import os
 import random
 import socket
+import subprocess
+import sys
 import time
+from contextlib import contextmanager
 
 import httpx
 
@@ -50,3 +54,35 @@ def wait_until(predicate, timeout_s: float = 30.0, what: str = "condition"):
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+@contextmanager
+def api_process(redis_url: str, data_dir, first: str = ""):
+    """`spacetime api` in a process of its own on a free port; yields (process, base URL).
+
+    ``first`` is Python run in that process before the API starts (e.g. a resource limit).
+    """
+    port = free_port()
+    environment = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "SPACETIME_API_PORT": str(port),
+        "SPACETIME_DATA_DIR": str(data_dir),
+    }
+    start = "import runpy, sys; sys.argv = ['spacetime', 'api']; runpy.run_module('backend.cli', run_name='__main__')"
+    code = f"{first}\n{start}"
+    process = subprocess.Popen([sys.executable, "-c", code], env=environment)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _answers(url), what="the API")
+        yield process, url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz").status_code in (200, 503)
+    except httpx.TransportError:
+        return False

@@ -20,12 +20,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis import Redis
 
-from backend.dispatcher import Dispatcher
 from backend.settings import Settings
 from compute.errors import InvalidImage
 from compute.image import PILLOW_MAX_PIXELS, randomize_image
 from compute.png import PNG_SIGNATURE
-from tests.conftest import live_api
+from tests.conftest import live_system
 from tests.helpers import wait_status
 from tests.test_image import make_image, png_bytes
 
@@ -58,13 +57,8 @@ def image_api(redis_url, tmp_path_factory):
             data_dir=tmp_path_factory.mktemp("png-fuzz"),
             image_report_every=0,
         )
-        dispatcher = Dispatcher(config, client)
-        dispatcher.start()
-        try:
-            with live_api(config) as url:
-                yield url, client
-        finally:
-            dispatcher.stop()
+        with live_system(config, client) as url:
+            yield url, client
 
 
 # -- building hostile PNGs ---------------------------------------------------------------------
@@ -156,6 +150,7 @@ def submit_and_check(api_url: str, png: bytes) -> dict:
         assert final["error"].startswith(READABLE_ERRORS), final["error"]
     else:
         assert httpx.get(f"{api_url}/randomize/{token}/result").content.startswith(PNG_SIGNATURE)
+    assert httpx.get(f"{api_url}/tasks/{token}").json()["attempts"] == 1, "the job ran twice"
     return final
 
 
