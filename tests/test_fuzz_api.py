@@ -31,21 +31,23 @@ schema = schemathesis.openapi.from_path(COMMITTED, config=schemathesis.Config.fr
 
 
 @pytest.fixture(scope="module")
-def fuzzed_api(redis_url, cluster, dask_client, tmp_path_factory):
+def fuzzed_api(redis_url, process_client, tmp_path_factory):
     """One live API and dispatcher for every test here: the jobs the fuzzer submits really run.
 
-    Their ends are not awaited: even-sum jobs each take a performance report (~0.7 s of the
-    in-process scheduler), and test_png_fuzz already waits out every job it gets accepted.
+    They run on the worker process (see process_client: their failures' tracebacks must not
+    be formatted in this process while Hypothesis draws). Their ends are not awaited: even-sum
+    jobs each take a performance report (~0.7 s of the in-process scheduler), and
+    test_png_fuzz already waits out every job it gets accepted.
     """
     Redis.from_url(redis_url).flushall()
     settings = Settings(
         redis_url=redis_url,
-        dask_scheduler_address=cluster.scheduler_address,
+        dask_scheduler_address=process_client.scheduler.address,
         data_dir=tmp_path_factory.mktemp("fuzz"),
         even_sum_block_bytes=1024,
         shutdown_grace_s=1.0,  # jobs still running at the end are handed back, not awaited
     )
-    with live_system(settings, dask_client) as url:
+    with live_system(settings, process_client) as url:
         yield url
 
 

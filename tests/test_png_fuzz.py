@@ -1,7 +1,7 @@
 """Hostile PNGs through the API onto a real worker process: a 4xx or a job that ends, never a crash.
 
-The worker runs in its own process under a memory limit, as in production, so a decoder
-that blew up (a segfault, or memory past the limit and the nanny's restart) would show
+The worker runs in its own process under a memory limit (conftest's process_client), so a
+decoder that blew up (a segfault, or memory past the limit and the nanny's restart) shows
 as a changed worker pid, not as a dead test process.
 """
 
@@ -15,7 +15,7 @@ import zlib
 import httpx
 import numpy as np
 import pytest
-from distributed import Client, LocalCluster
+from distributed import Client
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis import Redis
@@ -36,29 +36,17 @@ MiB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
-def image_api(redis_url, tmp_path_factory):
+def image_api(redis_url, process_client, tmp_path_factory):
     """The API and a dispatcher in front of ONE worker process with a 1 GiB memory limit."""
-    with (
-        LocalCluster(
-            n_workers=1,
-            threads_per_worker=2,
-            processes=True,
-            memory_limit="1GiB",
-            protocol="tcp://",
-            host="127.0.0.1",
-            dashboard_address=":0",
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        Redis.from_url(redis_url).flushall()
-        config = Settings(
-            redis_url=redis_url,
-            dask_scheduler_address=cluster.scheduler_address,
-            data_dir=tmp_path_factory.mktemp("png-fuzz"),
-            image_report_every=0,
-        )
-        with live_system(config, client) as url:
-            yield url, client
+    Redis.from_url(redis_url).flushall()
+    config = Settings(
+        redis_url=redis_url,
+        dask_scheduler_address=process_client.scheduler.address,
+        data_dir=tmp_path_factory.mktemp("png-fuzz"),
+        image_report_every=0,
+    )
+    with live_system(config, process_client) as url:
+        yield url, process_client
 
 
 # -- building hostile PNGs ---------------------------------------------------------------------
