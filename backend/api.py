@@ -7,7 +7,7 @@ result routes with {"status"} and {"message": "not found"}.
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -20,20 +20,28 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from backend.admission import RateLimiter
 from backend.auth import identify
 from backend.clients import NAME, ClientRegistry, ClientSettings
-from backend.exceptions import InputTooLarge, JobNotFound, NotAuthenticated, OverQuota
+from backend.exceptions import (
+    BodyTooSlow,
+    InputTooLarge,
+    JobNotFound,
+    NotAuthenticated,
+    OverQuota,
+    StorageFull,
+    StorageUnavailable,
+)
 from backend.job import Job, JobStatus, Kind, Progress
 from backend.metrics import RedisMetrics
 from backend.reports import ReportWriter
 from backend.settings import Settings, get_settings
 from backend.store import JobStore
 from backend.submission import Submitter
-from backend.uploads import sweep_partial_uploads
+from backend.uploads import URL_MAX_CHARS, URL_PATTERN, URL_RULES, paced, sweep_partial_uploads
 from compute.errors import InvalidInput
 from compute.png import PNG_SIGNATURE
 
@@ -60,7 +68,8 @@ class EvenSumOut(BaseModel):
 
 
 class EvenSumUrlIn(BaseModel):
-    url: str
+    # Declared here for clients and fuzzers; check_allowed_url enforces the same rules with clearer messages.
+    url: str = Field(description=URL_RULES, json_schema_extra={"pattern": URL_PATTERN, "maxLength": URL_MAX_CHARS})
 
 
 class ErrorOut(BaseModel):
@@ -95,6 +104,30 @@ OVER_QUOTA: Responses = {
         "headers": {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}},
     }
 }
+TOO_SLOW: Responses = {408: {"model": ErrorOut, "description": "The body stalled, or came slower than the floor"}}
+STORE_DOWN: Responses = {
+    503: {"model": ErrorOut, "description": "The job store (Redis) or the uploads store cannot be written; try again"},
+    507: {"model": ErrorOut, "description": "The uploads store is full; try again later"},
+}
+
+
+def created(status_operation: str) -> Responses:
+    """The 201 of a submission, with OpenAPI links saying where its token goes next.
+
+    Only to routes that answer 200 right away: the result and the report are 404 until
+    the job is done. Fuzzers (schemathesis' stateful phase) follow these links too.
+    """
+    token = {"token": "$response.body#/token"}
+    links = {
+        "status": {"operationId": status_operation, "parameters": token},
+        "record": {"operationId": "task_record_tasks__token__get", "parameters": token},
+    }
+    return {201: {"description": "Accepted: the job's token", "links": links}}
+
+
+# An upload's body, as text or as bytes. Zero bytes is a 400; a file of whitespace is a job (its sum is 0).
+UPLOAD_TEXT = {"type": "string", "minLength": 1}
+UPLOAD_BYTES = {"type": "string", "format": "binary", "minLength": 1}
 
 
 # -- wiring -----------------------------------------------------------------------------
@@ -141,14 +174,20 @@ router = APIRouter(responses={**NOT_AUTHENTICATED})
     "/randomize",
     status_code=201,
     response_model=TokenOut,
-    responses={**BAD_INPUT, **TOO_LARGE, **OVER_QUOTA},
+    responses={
+        **created("randomize_status_randomize__token__status_get"),
+        **BAD_INPUT,
+        **TOO_SLOW,
+        **TOO_LARGE,
+        **OVER_QUOTA,
+    },
     openapi_extra={
         "requestBody": {"required": True, "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}}
     },
     summary="Submit a PNG whose blocks will be shuffled",
 )
 async def post_randomize(request: Request, caller: CallerDep, submitter: SubmitterDep, settings: SettingsDep):
-    body = await read_body(request, settings.max_image_bytes)
+    body = await read_body(request, settings, settings.max_image_bytes)
     if not body.startswith(PNG_SIGNATURE):
         raise InvalidInput("the body is not a PNG image (send Content-Type: image/png and the file's bytes)")
     job = await submitter.image(caller, body)
@@ -178,13 +217,20 @@ def randomize_result(token: str, store: StoreDep, caller: CallerDep):
     "/even-sum",
     status_code=201,
     response_model=TokenOut,
-    responses={**BAD_INPUT, **TOO_LARGE, **OVER_QUOTA},
+    responses={
+        **created("even_sum_status_even_sum__token__status_get"),
+        **BAD_INPUT,
+        **TOO_SLOW,
+        **TOO_LARGE,
+        **OVER_QUOTA,
+        **STORE_DOWN,
+    },
     openapi_extra={
         "requestBody": {
             "required": True,
             "content": {
-                "text/plain": {"schema": {"type": "string", "format": "binary"}},
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                "text/plain": {"schema": UPLOAD_TEXT},
+                "application/octet-stream": {"schema": UPLOAD_BYTES},
                 "application/json": {"schema": EvenSumUrlIn.model_json_schema()},
             },
         }
@@ -194,12 +240,12 @@ def randomize_result(token: str, store: StoreDep, caller: CallerDep):
 async def post_even_sum(request: Request, caller: CallerDep, submitter: SubmitterDep, settings: SettingsDep):
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("application/json"):
-        job = await submitter.url(caller, await read_url(request))
+        job = await submitter.url(caller, await read_url(request, settings))
     elif content_type.startswith("multipart/"):
         raise InvalidInput("send the file as the raw body (curl -T FILE or --data-binary @FILE), not as a form")
     else:
         declared = declared_length(request, settings.max_upload_bytes)
-        job = await submitter.upload(caller, request.stream(), declared)
+        job = await submitter.upload(caller, body_chunks(request, settings), declared)
     return TokenOut(token=job.token)
 
 
@@ -226,8 +272,11 @@ def task_record(token: str, store: StoreDep, caller: CallerDep):
 
 @router.get(
     "/tasks/{token}/report",
-    response_class=HTMLResponse,
-    responses={200: {"content": {"text/html": {}}, "description": "The job's Dask performance report"}, **NOT_FOUND},
+    response_class=Response,  # not HTMLResponse: FastAPI would document the JSON 404 as text/html too
+    responses={
+        200: {"content": {"text/html": {"schema": {"type": "string"}}}, "description": "The job's performance report"},
+        **NOT_FOUND,
+    },
 )
 def task_report(token: str, store: StoreDep, caller: CallerDep, request: Request):
     """The job's performance report: its task stream, its workers' profile and its timing
@@ -317,20 +366,25 @@ def declared_length(request: Request, max_bytes: int) -> int | None:
     return int(declared)
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
+def body_chunks(request: Request, settings: Settings) -> AsyncIterator[bytes]:
+    """The request's body as it arrives, cut with 408 when the client stalls or drips it."""
+    return paced(request.stream(), settings.body_min_bytes_per_s, settings.body_grace_s)
+
+
+async def read_body(request: Request, settings: Settings, max_bytes: int) -> bytes:
     """The body, refusing to hold more than ``max_bytes`` even when no length was declared."""
     declared_length(request, max_bytes)
     body = bytearray()
-    async for chunk in request.stream():
+    async for chunk in body_chunks(request, settings):
         body += chunk
         if len(body) > max_bytes:
             raise InputTooLarge(f"body is over the limit of {max_bytes} bytes")
     return bytes(body)
 
 
-async def read_url(request: Request) -> str:
+async def read_url(request: Request, settings: Settings) -> str:
     try:
-        return EvenSumUrlIn.model_validate_json(await read_body(request, URL_BODY_MAX_BYTES)).url
+        return EvenSumUrlIn.model_validate_json(await read_body(request, settings, URL_BODY_MAX_BYTES)).url
     except ValidationError:
         raise InvalidInput('expected a JSON body like {"url": "s3://bucket/key"}') from None
 
@@ -354,6 +408,11 @@ async def tcp_reachable(address: str, timeout_s: float = 1.0) -> bool:
 
 
 URL_BODY_MAX_BYTES = 64 * 1024
+
+
+# For errors raised while the body may still be coming: uvicorn closes the connection after
+# the answer instead of reading (and throwing away) whatever the client keeps sending.
+CLOSE = {"Connection": "close"}
 
 
 def _error(status: int, body: dict | None = None, headers: Callable[[Any], dict[str, str]] | None = None):
@@ -383,6 +442,20 @@ def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"error": text}, status_code=400)
 
 
+def _openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
+    """FastAPI's document, saying what the API key is in this mode: required in keys mode,
+    optional (``{}``, no security, is an alternative) in open mode."""
+    if app.openapi_schema is None:
+        schema = FastAPI.openapi(app)
+        if settings.auth == "open":
+            for operations in schema["paths"].values():
+                for operation in operations.values():
+                    if "security" in operation:
+                        operation["security"] = [{}, *operation["security"]]
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The ASGI app; ``settings`` default to the environment's."""
     settings = settings or get_settings()
@@ -410,11 +483,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.include_router(router)
+    app.openapi = lambda: _openapi(app, settings)  # type: ignore[method-assign]
     app.add_exception_handler(JobNotFound, _error(404, {"message": "not found"}))
     app.add_exception_handler(InvalidInput, _error(400))
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(NotAuthenticated, _error(401, headers=lambda exc: {"WWW-Authenticate": "Bearer"}))
-    app.add_exception_handler(InputTooLarge, _error(413))
+    app.add_exception_handler(InputTooLarge, _error(413, headers=lambda exc: CLOSE))
+    app.add_exception_handler(BodyTooSlow, _error(408, headers=lambda exc: CLOSE))
+    app.add_exception_handler(StorageUnavailable, _error(503, headers=lambda exc: CLOSE))
+    app.add_exception_handler(StorageFull, _error(507, headers=lambda exc: CLOSE))
     app.add_exception_handler(OverQuota, _error(429, headers=lambda exc: {"Retry-After": str(exc.retry_after_s or 1)}))
     app.add_exception_handler(
         redis.RedisError, _error(503, {"error": "the job store (Redis) is unavailable; try again"})

@@ -36,3 +36,15 @@ class UnknownTaskKind(SpacetimeError):
 class AttemptLost(SpacetimeError):
     """The attempt cannot go on through no fault of the job (the scheduler went away, no
     worker is left): the job goes back to its queue and another attempt runs it."""
+
+
+class BodyTooSlow(SpacetimeError):
+    """The client stalled or dripped its request body (slowloris); the request is cut."""
+
+
+class StorageFull(SpacetimeError):
+    """The uploads store has no room (a full disk or quota): the client may retry later."""
+
+
+class StorageUnavailable(SpacetimeError):
+    """The uploads store refused the write (read-only, missing, unreachable): the operator's problem."""

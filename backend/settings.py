@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from compute.defaults import DEFAULT_BLOCK_BYTES, DEFAULT_BLOCK_PX, DEFAULT_MAX_PIXELS
+from compute.defaults import DEFAULT_BLOCK_BYTES, DEFAULT_BLOCK_PX, DEFAULT_MAX_PIXELS, PILLOW_MAX_PIXELS
 
 MiB = 1024 * 1024
 
@@ -43,12 +43,17 @@ class Settings(BaseSettings):
 
     result_ttl_s: int = Field(24 * 3600, gt=0)
     max_image_bytes: int = Field(20 * MiB, gt=0)
-    max_image_pixels: int = Field(DEFAULT_MAX_PIXELS, gt=0)
+    max_image_pixels: int = Field(DEFAULT_MAX_PIXELS, gt=0, le=PILLOW_MAX_PIXELS)
     image_block_px: int = Field(DEFAULT_BLOCK_PX, gt=0)
     max_upload_bytes: int = Field(64 * 1024 * MiB, gt=0)
     # At start, the API removes uploads that a crash cut off and that have not moved for this long.
     upload_stale_s: float = Field(600.0, gt=0)
     even_sum_block_bytes: int = Field(DEFAULT_BLOCK_BYTES, gt=0)
+    # A request body that pauses longer than body_grace_s, or averages under body_min_bytes_per_s
+    # once that head start is spent, is cut with 408: slow-drip clients cannot hold connections.
+    # 16 KiB/s is a 128 kbit/s uplink; a 5 GB upload is legitimate at any speed above it.
+    body_grace_s: float = Field(30.0, gt=0)
+    body_min_bytes_per_s: int = Field(16 * 1024, gt=0)
 
     # Who a request comes from: `open` trusts X-Client-Id (local use; the default of
     # `spacetime up`), `keys` requires `Authorization: Bearer <key>` (see `spacetime clients`).

@@ -59,7 +59,8 @@ class Submitter:
 
     async def url(self, caller: ClientSettings, url: str) -> Job:
         """Queue an even sum over a file already in an allowed store, named by URL."""
-        url = check_allowed_url(url, self.settings.allowed_url_prefixes)
+        # In a thread: resolving file:// links lstat's each folder of the path.
+        url = await run_in_threadpool(check_allowed_url, url, self.settings.allowed_url_prefixes)
         await run_in_threadpool(self.limiter.admit, caller)
         size = await run_in_threadpool(self._size, url)
         job = Submission(Kind.even_sum, Lane.bulk, caller.name, self._cost(size), size, input_url=url)

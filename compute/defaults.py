@@ -11,5 +11,8 @@ MiB = 2**20
 DEFAULT_BLOCK_BYTES = 64 * MiB
 # Larger images are refused (decompression bombs); 64 MP is an 8000 x 8000 photo.
 DEFAULT_MAX_PIXELS = 64_000_000
+# Pillow's own limit (PIL.Image.MAX_IMAGE_PIXELS): above it, it warns process-wide. Ours
+# stays at or under it and is checked first, so Pillow never sees an image it would warn about.
+PILLOW_MAX_PIXELS = 89_478_485
 # The original service's tile size.
 DEFAULT_BLOCK_PX = 60

@@ -5,11 +5,11 @@ scheduling than the shuffle itself takes).
 """
 
 import io
-import warnings
+import struct
 
 import numpy as np
 import pyspng
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from compute.defaults import DEFAULT_BLOCK_PX, DEFAULT_MAX_PIXELS
 from compute.errors import InvalidImage
@@ -59,20 +59,27 @@ def _decode(png: bytes, max_pixels: int) -> tuple[Image.Image, np.ndarray]:
     """The image's header (mode, palette, info) and its pixels as an array."""
     if not png.startswith(PNG_SIGNATURE):
         raise InvalidImage("not a PNG: the data does not start with the PNG signature")
+    width, height = _header_size(png)
+    if width * height > max_pixels:
+        raise InvalidImage(f"image too large: {width}x{height} pixels is over the limit of {max_pixels} pixels")
     try:
-        # Pillow's own bomb check is process-global; ours is per call, so silence its warning.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(png), formats=["PNG"])  # reads the header only
-            if image.width * image.height > max_pixels:
-                raise InvalidImage(
-                    f"image too large: {image.width}x{image.height} pixels is over the limit of {max_pixels} pixels"
-                )
-            return image, _pixels(png, image)
-    except InvalidImage:
-        raise
+        image = Image.open(io.BytesIO(png), formats=["PNG"])  # reads the header only
+        return image, _pixels(png, image)
+    except UnidentifiedImageError:  # its message names a BytesIO object: no help to the user
+        raise InvalidImage("corrupt PNG: its header chunks cannot be read") from None
     except (OSError, SyntaxError, ValueError, RuntimeError, Image.DecompressionBombError) as exc:
         raise InvalidImage(f"corrupt PNG: {exc}") from None
+
+
+def _header_size(png: bytes) -> tuple[int, int]:
+    """(width, height) as the IHDR chunk states them, before any decoder allocates for them.
+
+    PNG requires IHDR first, right after the signature, so it sits at a fixed offset:
+    4 bytes of length, "IHDR", then width and height as big-endian 32-bit integers.
+    """
+    if png[12:16] != b"IHDR" or len(png) < 24:
+        raise InvalidImage("corrupt PNG: the first chunk is not IHDR")
+    return struct.unpack(">II", png[16:24])
 
 
 def _pixels(png: bytes, image: Image.Image) -> np.ndarray:

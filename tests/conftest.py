@@ -51,6 +51,30 @@ def cluster():
 
 
 @pytest.fixture(scope="session")
+def process_client():
+    """ONE worker process with a 1 GiB memory limit, as in production, for the fuzz tests.
+
+    A decoder that crashes or blows its memory shows as a new worker pid, not a dead test
+    process. And the worker formats its tracebacks in its own process: CPython 3.11's
+    traceback module calls ast.parse, which is not thread-safe there (gh-106905), and
+    Hypothesis calls it too while it draws.
+    """
+    with (
+        LocalCluster(
+            n_workers=1,
+            threads_per_worker=2,
+            processes=True,
+            memory_limit="1GiB",
+            protocol="tcp://",
+            host="127.0.0.1",
+            dashboard_address=":0",
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+@pytest.fixture(scope="session")
 def dask_client(cluster):
     with Client(cluster) as client:
         yield client

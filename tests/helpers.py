@@ -1,7 +1,11 @@
 """Helpers shared by the tests: ports, waits, a live API, image tiles."""
 
+import io
+import os
 import random
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -11,8 +15,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 import uvicorn
+from distributed import Client
+from PIL import Image
 
 from backend.api import create_app
+from backend.dispatcher import Dispatcher
 from backend.settings import Settings
 
 FINAL = ("finished", "errored")
@@ -90,3 +97,76 @@ def tiles(pixels: np.ndarray, block: int) -> list[bytes]:
         for r in range(rows)
         for c in range(cols)
     )
+
+
+@contextmanager
+def api_process(redis_url: str, data_dir, first: str = "", port: int | None = None, **env: str):
+    """`spacetime api` in a process of its own (on ``port``, or a free one) with more
+    ``env``; yields (process, base URL).
+
+    ``first`` is Python run in that process before the API starts (e.g. a resource limit).
+    """
+    port = port or free_port()
+    environment = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "SPACETIME_API_PORT": str(port),
+        "SPACETIME_DATA_DIR": str(data_dir),
+        **env,
+    }
+    start = "import runpy, sys; sys.argv = ['spacetime', 'api']; runpy.run_module('backend.cli', run_name='__main__')"
+    code = f"{first}\n{start}"
+    process = subprocess.Popen([sys.executable, "-c", code], env=environment)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _answers(url), what="the API")
+        yield process, url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz").status_code in (200, 503)
+    except httpx.TransportError:
+        return False
+
+
+# A test image's size: 4 x 3 full 60-pixel tiles, plus 10-pixel strips on both edges.
+IMAGE_SIZE = (250, 190)
+
+
+def make_image(mode: str, rng: np.random.Generator) -> Image.Image:
+    w, h = IMAGE_SIZE
+    if mode == "I;16":
+        return Image.fromarray(rng.integers(0, 65535, (h, w), dtype=np.uint16))
+    if mode == "P":
+        rgb = Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+        return rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=200)
+    if mode == "1":
+        return Image.fromarray(rng.integers(0, 2, (h, w), dtype=np.uint8) * 255).convert("1")
+    channels = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}[mode]
+    return Image.fromarray(rng.integers(0, 255, (h, w, channels), dtype=np.uint8).squeeze(), mode)
+
+
+def png_bytes(image: Image.Image, **params) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", **params)
+    return buffer.getvalue()
+
+
+@contextmanager
+def live_system(settings: Settings, client: Client) -> Iterator[str]:
+    """A dispatcher on ``client``'s cluster behind a live API; yields the API's base URL."""
+    dispatcher = Dispatcher(settings, client)
+    dispatcher.start()
+    try:
+        with live_api(settings) as url:
+            yield url
+    finally:
+        dispatcher.stop()
+
+
+# The OpenAPI document the repository carries (make openapi); the served one must equal it.
+COMMITTED_OPENAPI = Path(__file__).parents[1] / "backend" / "openapi.yml"

@@ -1,10 +1,8 @@
 """The API process killed (SIGKILL) in the middle of a 1 GiB upload: no job is created,
 the partial file is swept when the API starts again, and a retry works."""
 
-import os
+import contextlib
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -12,31 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import free_port, wait_status, wait_until
+from tests.helpers import api_process, free_port, wait_status, wait_until
 
 GiB = 2**30
 CHUNK = b"2 " * (512 * 1024)  # 1 MiB of even numbers
-
-
-def start_api(settings, port: int) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "REDIS_URL": settings.redis_url,
-        "DASK_SCHEDULER_ADDRESS": settings.dask_scheduler_address,
-        "SPACETIME_DATA_DIR": str(settings.data_dir),
-        "SPACETIME_API_PORT": str(port),
-        "SPACETIME_UPLOAD_STALE_S": "1",
-    }
-    api = subprocess.Popen([sys.executable, "-m", "backend.cli", "api"], env=env, stderr=subprocess.DEVNULL)
-    wait_until(lambda: _healthy(f"http://127.0.0.1:{port}"), timeout_s=30, what="the API to start")
-    return api
-
-
-def _healthy(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def endless_upload(url: str) -> None:
@@ -47,20 +24,17 @@ def endless_upload(url: str) -> None:
             yield CHUNK
 
     headers = {"Content-Type": "text/plain", "Content-Length": str(GiB)}
-    try:
+    with contextlib.suppress(httpx.HTTPError):  # the server goes away: what this test is about
         httpx.post(f"{url}/even-sum", content=body(), headers=headers, timeout=60)
-    except httpx.HTTPError:
-        pass  # the server went away: what this test is about
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_api_killed_mid_upload_leaves_no_job_and_its_file_is_swept(settings, redis, dispatcher):
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
     uploads = Path(settings.uploads_url.removeprefix("file://"))
-    api = start_api(settings, port)
-    try:
+    env = {"DASK_SCHEDULER_ADDRESS": settings.dask_scheduler_address, "SPACETIME_UPLOAD_STALE_S": "1"}
+    with api_process(settings.redis_url, settings.data_dir, port=port, **env) as (api, url):
         sender = threading.Thread(target=endless_upload, args=(url,), daemon=True)
         sender.start()
         part = wait_until(lambda: next((p for p in uploads.glob("*.part") if p.stat().st_size > 20 * 2**20), None))
@@ -68,19 +42,15 @@ def test_api_killed_mid_upload_leaves_no_job_and_its_file_is_swept(settings, red
         api.wait()
         sender.join(30)
 
-        assert part.exists()  # what the crash left behind...
-        assert not [name for name in redis.keys("*") if name.startswith(b"result:")]  # ...and no job
-        assert not [p for p in uploads.iterdir() if not p.name.endswith(".part")]  # no file that looks whole
+    assert part.exists()  # what the crash left behind...
+    assert not [name for name in redis.keys("*") if name.startswith(b"result:")]  # ...and no job
+    assert not [p for p in uploads.iterdir() if not p.name.endswith(".part")]  # no file that looks whole
 
-        time.sleep(1.5)  # older than SPACETIME_UPLOAD_STALE_S
-        api = start_api(settings, port)
+    time.sleep(1.5)  # older than SPACETIME_UPLOAD_STALE_S
+    with api_process(settings.redis_url, settings.data_dir, port=port, **env) as (_, url):
         assert not part.exists()  # swept at start
-
         response = httpx.post(f"{url}/even-sum", content=b"2 4 5", headers={"Content-Type": "text/plain"})
         assert response.status_code == 201
         token = response.json()["token"]
         assert wait_status(url, "even-sum", token)[-1] == {"status": "finished"}
         assert httpx.get(f"{url}/even-sum/{token}/result").json()["sum"] == 6
-    finally:
-        api.kill()
-        api.wait()

@@ -8,28 +8,7 @@ from PIL import Image
 
 from compute.errors import InvalidImage
 from compute.image import randomize_image
-from tests.helpers import tiles
-
-SIZE = (250, 190)  # 4 x 3 full 60-pixel tiles, plus 10-pixel strips on both edges
-
-
-def make_image(mode: str, rng: np.random.Generator) -> Image.Image:
-    w, h = SIZE
-    if mode == "I;16":
-        return Image.fromarray(rng.integers(0, 65535, (h, w), dtype=np.uint16))
-    if mode == "P":
-        rgb = Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
-        return rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=200)
-    if mode == "1":
-        return Image.fromarray(rng.integers(0, 2, (h, w), dtype=np.uint8) * 255).convert("1")
-    channels = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}[mode]
-    return Image.fromarray(rng.integers(0, 255, (h, w, channels), dtype=np.uint8).squeeze(), mode)
-
-
-def png_bytes(image: Image.Image, **params) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG", **params)
-    return buffer.getvalue()
+from tests.helpers import make_image, png_bytes, tiles
 
 
 def assert_block_permutation(before: Image.Image, after: Image.Image):

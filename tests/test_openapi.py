@@ -1,23 +1,22 @@
 """The served OpenAPI document describes every endpoint, and the committed copy is current."""
 
-from pathlib import Path
-
 import httpx
 import yaml
 
 from backend.api import create_app
 from backend.cli import openapi_yaml
-
-COMMITTED = Path(__file__).parents[1] / "backend" / "openapi.yml"
+from tests.helpers import COMMITTED_OPENAPI
 
 
 def test_committed_openapi_is_current():
-    assert COMMITTED.read_text() == openapi_yaml(create_app()), "run `make openapi` and commit backend/openapi.yml"
+    assert COMMITTED_OPENAPI.read_text() == openapi_yaml(create_app()), (
+        "run `make openapi` and commit backend/openapi.yml"
+    )
 
 
 def test_served_document_lists_every_route(api_url):
     served = httpx.get(f"{api_url}/openapi.json").json()
-    assert served == yaml.safe_load(COMMITTED.read_text())
+    assert served == yaml.safe_load(COMMITTED_OPENAPI.read_text())
     expected = {
         ("/randomize", "post"),
         ("/randomize/{token}/status", "get"),
