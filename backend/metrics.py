@@ -15,6 +15,7 @@ that any number of dispatcher processes feed the single ``GET /metrics`` of the 
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import cast
 
@@ -157,6 +158,7 @@ class RedisMetrics:
         queue = GaugeMetricFamily("spacetime_queue_length", "Jobs waiting in the Redis list `tasks`")
         queue.add_metric([], self.redis.llen(keys.TASKS))
         yield queue
+        yield child_restarts(raw)
 
     @staticmethod
     def _histograms(raw: dict):
@@ -175,3 +177,28 @@ class RedisMetrics:
                 buckets.append(("+Inf", count))
                 family.add_metric([kind], buckets, raw.get(f"{metric}_sum|{kind}", 0.0))
             yield family
+
+
+# -- `spacetime up`'s supervisor -------------------------------------------------------------
+
+
+def count_restarts(redis: Redis, restarts: Mapping[str, int]) -> None:
+    """Add restarts of `spacetime up`'s children, by child name, to the hash GET /metrics serves."""
+    with redis.pipeline(transaction=True) as pipe:
+        for child, n in restarts.items():
+            pipe.hincrby(keys.METRICS, f"child_restarts_total|{child}", n)
+        pipe.expire(keys.METRICS, keys.METRICS_TTL_S)
+        pipe.execute()
+
+
+def child_restarts(raw: dict[str, float]) -> CounterMetricFamily:
+    family = CounterMetricFamily(
+        "spacetime_child_restarts",
+        "Children of `spacetime up` restarted after a crash, by child (redis-server, dispatcher, api)",
+        labels=["child"],
+    )
+    for name, value in raw.items():
+        metric, *labels = name.split("|")
+        if metric == "child_restarts_total":
+            family.add_metric(labels, value)
+    return family

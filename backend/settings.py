@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     lease_s: float = Field(10.0, gt=0)
     # On SIGTERM, how long running jobs may take before they are handed back to the queue.
     shutdown_grace_s: float = Field(30.0, ge=0)
+    # `spacetime up` restarts a crashed child (backoff from 0.5 s, doubling) until that child
+    # crashes this many times within the window; then it stops everything. 5 in 60 s lets a
+    # child ride out a Redis restart or a bad minute, and gives up on a crash loop in ~8 s.
+    restart_max_crashes: int = Field(5, ge=1)
+    restart_window_s: float = Field(60.0, gt=0)
     # Image jobs take a performance report 1 in N (even-sum jobs always). A report costs the
     # scheduler ~0.7 s of CPU, 30-50 image jobs' worth (docs/benchmarks.md): 1 in 500 keeps
     # that under 5% of a busy scheduler's time. See docs/metrics.md.
