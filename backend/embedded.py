@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -156,11 +157,12 @@ def redis_server(url: str, data_dir: Path):
 
 
 @contextmanager
-def local_cluster(settings: Settings, n_workers: int, close_timeout_s):
+def local_cluster(settings: Settings, n_workers: int, close_timeout_s: Callable[[], float]):
     """The scheduler in this process, ``n_workers`` worker processes under nannies.
 
-    Everything listens on the scheduler's host (127.0.0.1 by default): the dashboard gets
-    an explicit host too, since a bare ``:port`` may listen on every interface.
+    The scheduler and the workers listen on the scheduler's host, the dashboard on its
+    URL's host (127.0.0.1 for both by default): a bare ``:port`` would listen on every
+    interface.
     """
     scheduler = urlsplit(settings.dask_scheduler_address)
     dashboard = urlsplit(settings.dashboard_url)
