@@ -1,19 +1,20 @@
 """``spacetime up``: the whole system on one machine, no Docker needed.
 
-A redis-server child (data in ``<data_dir>/redis``), a Dask LocalCluster whose
-dashboard is on :8787, dispatcher processes and the API process. Ctrl-C or SIGTERM
-stops all of it; a child that dies takes the rest down with it, loudly.
+A redis-server child (AOF data in ``<data_dir>/redis``), a Dask LocalCluster (the
+scheduler in this process, worker processes under their nannies), dispatcher processes
+and the API process, all listening on 127.0.0.1 unless the settings say otherwise.
+backend.supervisor restarts a child that crashes, and stops everything when one keeps
+crashing. Ctrl-C, SIGTERM or SIGHUP stop all of it, start-up included, within the
+shutdown grace plus ``supervisor.STOP_MARGIN_S``.
 """
 
-import ctypes
 import logging
 import os
 import shutil
 import signal
 import socket
-import subprocess
 import sys
-import time
+from collections.abc import Callable
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -23,66 +24,104 @@ from distributed import LocalCluster
 from redis import Redis
 
 from backend.settings import Settings
+from backend.supervisor import GaveUp, Supervisor, launch
 from backend.waiting import wait_for
 
 log = logging.getLogger(__name__)
 
-CHILD_STOP_TIMEOUT_S = 10.0  # past a dispatcher's shutdown grace; see stop_children
-START_TIMEOUT_S = 60.0
-PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+REDIS_START_TIMEOUT_S = 10.0
+API_START_TIMEOUT_S = 60.0
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
-class Stop(Exception):
-    """Raised in the main thread by the first SIGTERM or SIGINT, wherever start-up is."""
+class Stop(BaseException):
+    """Raised in the main thread by the first stop signal, wherever `up` is.
+
+    A BaseException, as KeyboardInterrupt is, so that no ``except Exception`` on the way
+    (the retry loop of a start-up wait) can swallow it and leave `up` running.
+    """
 
 
 def _stop_on_signal(*_):
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the clean-up
+    _ignore_stop_signals()  # a second Ctrl-C must not interrupt the clean-up
     raise Stop
 
 
+def _ignore_stop_signals() -> None:
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+
+
 def run_embedded(settings: Settings, redis_url: str | None, n_workers: int, n_dispatchers: int) -> int:
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    """Run until a stop signal (0), or until start-up fails or a child crash-loops (1)."""
+    for signum in STOP_SIGNALS:
         signal.signal(signum, _stop_on_signal)
+    supervisor = Supervisor(settings, redis_url or settings.redis_url)
     try:
-        return _run(settings, redis_url, n_workers, n_dispatchers)
+        with ExitStack() as stack:
+            stack.callback(supervisor.close)
+            try:
+                _run(supervisor, stack, settings, redis_url, n_workers, n_dispatchers)
+            finally:
+                _ignore_stop_signals()  # whatever ended the run, the clean-up runs to its end
     except Stop:
         return 0
-
-
-def _run(settings: Settings, redis_url: str | None, n_workers: int, n_dispatchers: int) -> int:
-    """Start everything, then watch the children until one dies (1) or a signal (Stop)."""
-    with ExitStack() as stack:
-        if redis_url is None:
-            redis_url = settings.redis_url
-            stack.enter_context(redis_server(redis_url, settings.data_dir / "redis"))
-        cluster = stack.enter_context(local_cluster(settings, n_workers))
-        # The cluster may have moved to free ports; children and users get the real ones.
-        env = {
-            **os.environ,
-            "REDIS_URL": redis_url,
-            "DASK_SCHEDULER_ADDRESS": cluster.scheduler_address,
-            "SPACETIME_DASHBOARD_URL": cluster.dashboard_link,
-        }
-        children = [spawn("dispatcher", env) for _ in range(n_dispatchers)] + [spawn("api", env)]
-        stack.callback(stop_children, children, settings.shutdown_grace_s)
-        api = f"http://{settings.api_host}:{settings.api_port}"
-        wait_for(lambda: httpx.get(f"{api}/healthz").raise_for_status(), "the API", api, START_TIMEOUT_S)
-        print(
-            f"SpaceTime Analytics is up.\n  API        {api}\n  API docs   {api}/docs\n"
-            f"  Dashboard  {cluster.dashboard_link}\n  Redis      {redis_url}\nCtrl-C stops everything.",
-            flush=True,
-        )
-        while not (dead := [c for c in children if c.poll() is not None]):
-            time.sleep(0.5)
-        log.error("%s exited with %s; stopping", dead[0].args, dead[0].returncode)
+    except (GaveUp, TimeoutError) as exc:
+        log.error("%s; stopped everything", exc)
         return 1
+    raise AssertionError("unreachable: _run returns only by an exception")
 
 
-@contextmanager
-def redis_server(url: str, data_dir: Path):
-    """A redis-server child on ``url``'s host and port, AOF data in ``data_dir``."""
+def _run(
+    supervisor: Supervisor,
+    stack: ExitStack,
+    settings: Settings,
+    redis_url: str | None,
+    n_workers: int,
+    n_dispatchers: int,
+) -> None:
+    """Start everything in order, then supervise; it ends only by an exception.
+
+    Clean-up runs in reverse: the API and the dispatchers stop while the cluster and
+    Redis still serve them, then the cluster closes, then redis-server stops.
+    """
+    if redis_url is None:
+        redis_url = settings.redis_url
+        stack.callback(supervisor.stop, "redis-server")
+        supervisor.start("redis-server", redis_argv(redis_url, settings.data_dir / "redis"))
+        probe = stack.enter_context(Redis.from_url(redis_url))
+        wait_for(probe.ping, "redis-server", redis_url, REDIS_START_TIMEOUT_S)
+    cluster = stack.enter_context(local_cluster(settings, n_workers, supervisor.seconds_left))
+    # The cluster may have moved to free ports; children and users get the real ones.
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "DASK_SCHEDULER_ADDRESS": cluster.scheduler_address,
+        "SPACETIME_DASHBOARD_URL": cluster.dashboard_link,
+    }
+    stack.callback(supervisor.stop, "api", "dispatcher")
+    for _ in range(n_dispatchers):
+        supervisor.start("dispatcher", spacetime_command("dispatcher"), env)
+    supervisor.start("api", spacetime_command("api"), env)
+
+    api = f"http://{settings.api_host}:{settings.api_port}"
+    try:
+        supervisor.watch(until=lambda: answers(f"{api}/healthz"), timeout_s=API_START_TIMEOUT_S)
+    except TimeoutError:
+        raise TimeoutError(f"the API at {api} did not answer within {API_START_TIMEOUT_S:.0f} s") from None
+    print(
+        f"SpaceTime Analytics is up.\n  API        {api}\n  API docs   {api}/docs\n"
+        f"  Dashboard  {cluster.dashboard_link}\n  Redis      {redis_url}\nCtrl-C stops everything.",
+        flush=True,
+    )
+    supervisor.watch()
+
+
+def redis_argv(url: str, data_dir: Path) -> list[str]:
+    """The command of a redis-server on ``url``'s host and port, AOF data in ``data_dir``.
+
+    Restarted with the same command, it binds the same port and reloads the same AOF.
+    """
     binary = shutil.which("redis-server")
     if binary is None:
         raise SystemExit("redis-server is not installed: `apt-get install redis-server`, or pass --redis-url")
@@ -91,25 +130,26 @@ def redis_server(url: str, data_dir: Path):
     if not port_is_free(host, port):  # never quietly use somebody else's Redis
         raise SystemExit(f"cannot start redis-server: {host}:{port} is already in use (pass --redis-url to use it)")
     data_dir.mkdir(parents=True, exist_ok=True)
-    process = subprocess.Popen(
-        [
-            binary,
-            "--bind",
-            host,
-            "--port",
-            str(port),
-            "--dir",
-            str(data_dir.resolve()),
-            "--appendonly",
-            "yes",
-            "--save",
-            "",
-        ],
-        stdout=subprocess.DEVNULL,
-        preexec_fn=die_with_parent,
-    )
+    # fmt: off
+    return [
+        binary,
+        "--bind", host,
+        "--port", str(port),
+        "--dir", str(data_dir.resolve()),
+        "--appendonly", "yes",
+        "--save", "",
+        "--logfile", str((data_dir / "redis-server.log").resolve()),
+    ]
+    # fmt: on
+
+
+@contextmanager
+def redis_server(url: str, data_dir: Path):
+    """A redis-server child for as long as the block runs (the test suite's Redis)."""
+    process = launch(redis_argv(url, data_dir))
     try:
-        wait_for(Redis.from_url(url).ping, "redis-server", url, 10)
+        with Redis.from_url(url) as probe:
+            wait_for(probe.ping, "redis-server", url, REDIS_START_TIMEOUT_S)
         yield process
     finally:
         process.terminate()
@@ -117,18 +157,40 @@ def redis_server(url: str, data_dir: Path):
 
 
 @contextmanager
-def local_cluster(settings: Settings, n_workers: int):
+def local_cluster(settings: Settings, n_workers: int, close_timeout_s: Callable[[], float]):
+    """The scheduler in this process, ``n_workers`` worker processes under nannies.
+
+    The scheduler and the workers listen on the scheduler's host, the dashboard on its
+    URL's host (127.0.0.1 for both by default): a bare ``:port`` would listen on every
+    interface.
+    """
     scheduler = urlsplit(settings.dask_scheduler_address)
     dashboard = urlsplit(settings.dashboard_url)
-    with LocalCluster(
+    cluster = LocalCluster(
         n_workers=n_workers,
         threads_per_worker=1,
         host=scheduler.hostname,
         scheduler_port=scheduler.port,
-        dashboard_address=f":{dashboard.port}",
+        dashboard_address=f"{dashboard.hostname}:{dashboard.port}",
         preload=["compute.preload"],
-    ) as cluster:
+    )
+    try:
         yield cluster
+    finally:
+        cluster.close(timeout=max(1.0, close_timeout_s()))
+
+
+def answers(url: str) -> bool:
+    """Whether ``url`` answers 2xx right now."""
+    try:
+        return httpx.get(url, timeout=2).is_success
+    except httpx.HTTPError:
+        return False
+
+
+def spacetime_command(command: str) -> list[str]:
+    """The argv of a ``spacetime <command>`` child, run by this same interpreter."""
+    return [sys.executable, "-m", "backend.cli", command]
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -139,28 +201,3 @@ def port_is_free(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def spawn(command: str, env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "backend.cli", command], env=env, preexec_fn=die_with_parent)
-
-
-def die_with_parent() -> None:
-    """In the child, before exec: ask Linux for SIGTERM when `spacetime up` dies, even by
-    SIGKILL, so that no dispatcher, API or Redis outlives it. A no-op elsewhere."""
-    if sys.platform == "linux":
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def stop_children(children: list[subprocess.Popen], grace_s: float) -> None:
-    """SIGTERM each child, then SIGKILL what is still running after the grace period."""
-    for child in children:
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + grace_s + CHILD_STOP_TIMEOUT_S
-    for child in children:
-        try:
-            child.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()

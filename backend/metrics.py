@@ -11,7 +11,7 @@ clients send.
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -161,7 +161,9 @@ class RedisMetrics:
             "spacetime_processed_bytes", "Input bytes of finished jobs, by kind and client", labels=["kind", "client"]
         )
         restarts = CounterMetricFamily(
-            "spacetime_child_restarts", "Children of `spacetime up` restarted after a crash", labels=["child"]
+            "spacetime_child_restarts",
+            "Children of `spacetime up` restarted after a crash, by child (redis-server, dispatcher, api)",
+            labels=["child"],
         )
         for name, value in raw.items():
             metric, *labels = name.split("|")
@@ -214,3 +216,12 @@ def _histograms(raw: dict[str, float]) -> Iterator[Metric]:
             buckets.append(("+Inf", count))
             family.add_metric([kind, client], buckets, raw.get(f"{metric}_sum|{labels}", 0.0))
         yield family
+
+
+def count_restarts(redis: Redis, restarts: Mapping[str, int]) -> None:
+    """Add restarts of `spacetime up`'s children, by child name, to the hash GET /metrics serves."""
+    with redis.pipeline(transaction=True) as pipe:
+        for child, n in restarts.items():
+            pipe.hincrby(keys.METRICS, f"child_restarts_total|{child}", n)
+        pipe.expire(keys.METRICS, keys.METRICS_TTL_S)
+        pipe.execute()

@@ -85,6 +85,12 @@ class Settings(BaseSettings):
     # stdout, for scaling on AWS (infra/).
     cloudwatch_metrics: bool = False
 
+    # `spacetime up` restarts a crashed child (backoff from 0.5 s, doubling) until that child
+    # crashes this many times within the window; then it stops everything. 5 in 60 s lets a
+    # child ride out a Redis restart or a bad minute, and gives up on a crash loop in ~8 s.
+    restart_max_crashes: int = Field(5, ge=1)
+    restart_window_s: float = Field(60.0, gt=0)
+
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str) -> str:

@@ -59,6 +59,14 @@ def compose_config(file: Path = COMPOSE_FILE) -> dict:
     return json.loads(result.stdout)
 
 
+def duration_s(value: str) -> float:
+    """A compose duration ("45s", "1m30s") in seconds."""
+    parts = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?", value)
+    assert parts and value, f"not a duration: {value!r}"
+    hours, minutes, seconds = (float(p or 0) for p in parts.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
 @dataclass
 class LocalNetwork:
     """The compose network, folded onto this machine's loopback.

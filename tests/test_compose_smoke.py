@@ -9,6 +9,7 @@ that name, or a healthcheck that cannot pass fails here, not on someone's laptop
 
 import io
 import random
+import signal
 
 import boto3
 import httpx
@@ -16,7 +17,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 from PIL import Image
 
-from tests.compose_services import REPO, LocalNetwork, Processes, compose_config
+from tests.compose_services import REPO, LocalNetwork, Processes, compose_config, duration_s
 from tests.helpers import free_port, wait_status
 
 CAT_PNG = REPO / "tests" / "fixtures" / "cat.png"
@@ -92,7 +93,7 @@ def stack(services, s3, tmp_path):
 
 
 @pytest.mark.timeout(120)
-def test_seed_curl_flow_and_even_sum_through_compose_services(stack, s3):
+def test_seed_curl_flow_and_even_sum_through_compose_services(stack, s3, services):
     api, procs = stack
     _, client, bucket = s3
     try:
@@ -103,6 +104,7 @@ def test_seed_curl_flow_and_even_sum_through_compose_services(stack, s3):
         keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])]
         assert any(k.startswith("uploads/") for k in keys), keys
         assert any(k.startswith("reports/") for k in keys), keys
+        check_dispatchers_stop_before_docker_kills_them(procs, services["dispatcher"])
     except BaseException:
         print(procs.all_logs())  # pytest shows it with the failure
         raise
@@ -141,6 +143,16 @@ def check_even_sum(api: str) -> None:
     assert result.status_code == 200
     evens = [n for n in numbers if n % 2 == 0]
     assert result.json() == {"sum": sum(evens), "even_count": len(evens), "count": len(numbers), "bytes": len(body)}
+
+
+def check_dispatchers_stop_before_docker_kills_them(procs: Processes, dispatcher: dict) -> None:
+    """SIGTERM, as `docker compose stop` sends it: each exits cleanly before stop_grace_period."""
+    running = [process for name, process in procs.started if name.startswith("dispatcher-")]
+    assert running
+    for process in running:
+        process.send_signal(signal.SIGTERM)
+    for process in running:
+        assert process.wait(duration_s(dispatcher["stop_grace_period"])) == 0
 
 
 def test_local_network_translation():

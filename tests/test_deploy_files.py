@@ -13,7 +13,8 @@ import tomllib
 import pytest
 import yaml
 
-from tests.compose_services import COMPOSE_FILE, REPO, compose, compose_config, tool
+from backend.supervisor import STOP_MARGIN_S
+from tests.compose_services import COMPOSE_FILE, REPO, compose, compose_config, duration_s, tool
 
 DOCKERFILES = [REPO / "backend" / "Dockerfile", REPO / "compute" / "Dockerfile"]
 # conda-forge names that differ from the PyPI names in constraints.txt.
@@ -144,13 +145,33 @@ def test_published_ports_and_replicas(config):
     def published(name):
         return {int(p["target"]) for p in services[name].get("ports", [])}
 
-    assert published("api") == {5000}
-    assert published("scheduler") == {8787}
-    assert published("jupyter") == {8888}
+    # What a user opens, and nothing else: Redis, the scheduler's 8786, the workers'
+    # dashboards and MinIO's S3 port stay on the compose network.
+    assert {name: published(name) for name in services if published(name)} == {
+        "api": {5000},
+        "scheduler": {8787},
+        "jupyter": {8888},
+        "minio": {9001},
+    }
     # Scaled services publish nothing: replicas would fight over the host port.
-    assert not published("worker") and not published("dispatcher")
     assert services["worker"]["deploy"]["replicas"] == 2
     assert services["dispatcher"]["deploy"]["replicas"] == 2
+
+
+def test_published_ports_listen_on_the_hosts_loopback_only(config):
+    """JupyterLab runs code and the dashboard shows every task: not for the whole network."""
+    ports = [(name, p) for name, s in config["services"].items() for p in s.get("ports", [])]
+    assert ports
+    for name, port in ports:
+        assert port.get("host_ip") == "127.0.0.1", (name, port)
+        assert port["published"] == str(port["target"]), (name, port)  # the ports the docs name
+
+
+def test_docker_waits_out_the_dispatchers_shutdown_grace(config):
+    """Docker SIGKILLs at stop_grace_period (10 s by default): after the dispatcher's own grace."""
+    dispatcher = config["services"]["dispatcher"]
+    grace_s = float(dispatcher["environment"]["SPACETIME_SHUTDOWN_GRACE_S"])
+    assert duration_s(dispatcher["stop_grace_period"]) >= grace_s + STOP_MARGIN_S
 
 
 def test_worker_memory_limit_fits_its_container(config):

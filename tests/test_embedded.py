@@ -1,18 +1,82 @@
-"""`spacetime up` as a user runs it: the seed's curl flow works, and SIGTERM leaves nothing behind."""
+"""`spacetime up` as a user runs it: the seed's curl flow, every child supervised, nothing
+left behind however it ends.
 
+One `up` (the ``system`` fixture) serves every check that leaves it running: the curl
+flow, loopback-only sockets, and a redis-server, an API and a Dask worker SIGKILLed and
+brought back. Its teardown is a check too: SIGTERM stops it cleanly within the shutdown
+grace and no process outlives it. The endings that need an `up` of their own (SIGKILLed,
+SIGTERMed during start-up, giving up on a crash loop) get a small one each.
+"""
+
+import json
 import os
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
 
+import httpx
 import psutil
 import pytest
+from distributed import Client
+from prometheus_client.parser import text_string_to_metric_families
+from redis import Redis
 
-from tests.helpers import FIXTURES, free_port, wait_until
+from backend.supervisor import STOP_MARGIN_S
+from tests.helpers import FINAL, FIXTURES, free_port, wait_status, wait_until
+
+# The shutdown grace of every `up` here: short, so that a stop that hangs fails quickly.
+GRACE_S = 10.0
+# `up` is gone this long after a SIGTERM at the latest, whatever it was doing.
+STOP_BOUND_S = GRACE_S + STOP_MARGIN_S
+LOOPBACK = ("127.0.0.1", "::1")
 
 
-def up_env(tmp_path) -> dict:
+@dataclass
+class Up:
+    """A running `spacetime up`, the environment it was given, and where its log goes."""
+
+    process: subprocess.Popen
+    env: dict[str, str]
+    log: Path  # its stderr: the supervisor's lines among the rest
+    banner: str = ""
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.env['SPACETIME_API_PORT']}"
+
+    def port(self, setting: str) -> int:
+        return urlsplit(self.env[setting]).port or 0
+
+    def child(self, what: str) -> psutil.Process | None:
+        """The running child that is ``what``: "redis-server", "api" or "dispatcher"."""
+        return next(iter(self.children(what)), None)
+
+    def children(self, what: str) -> list[psutil.Process]:
+        """Every running child that is ``what``."""
+        found = []
+        for process in psutil.Process(self.process.pid).children():
+            try:
+                if what in (process.name(), process.cmdline()[-1]) and process.status() != psutil.STATUS_ZOMBIE:
+                    found.append(process)
+            except (psutil.NoSuchProcess, IndexError):
+                continue
+        return found
+
+    def family(self) -> list[psutil.Process]:
+        return psutil.Process(self.process.pid).children(recursive=True)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def up_env(tmp_path: Path, **settings: str) -> dict[str, str]:
     """`spacetime up`'s environment with every port free, so tests never collide."""
     return {
         **os.environ,
@@ -21,70 +85,61 @@ def up_env(tmp_path) -> dict:
         "DASK_SCHEDULER_ADDRESS": f"tcp://127.0.0.1:{free_port()}",
         "SPACETIME_DASHBOARD_URL": f"http://127.0.0.1:{free_port()}/status",
         "SPACETIME_API_PORT": str(free_port()),
+        "SPACETIME_SHUTDOWN_GRACE_S": str(GRACE_S),
+        **settings,
     }
 
 
-def start_up(env: dict, cwd) -> tuple[subprocess.Popen, str]:
-    """Start `spacetime up`; return it and its banner once it says it is up."""
-    up = subprocess.Popen(
-        [sys.executable, "-m", "backend.cli", "up"], env=env, stdout=subprocess.PIPE, text=True, cwd=cwd
-    )
-    return up, _read_banner(up)
+def start_up(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Up:
+    """Start `spacetime up` with its output in a file: a pipe nobody drains would fill up
+    with the API's access log and block it."""
+    env = env or up_env(tmp_path)
+    log = tmp_path / "up.log"
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "backend.cli", "up", *args],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+        )
+    return Up(process, env, log)
 
 
-@pytest.mark.timeout(180)
-@pytest.mark.skipif(shutil.which("curl") is None, reason="the seed's example uses curl")
-def test_up_serves_the_seed_curl_flow_and_stops_cleanly(tmp_path):
-    env = up_env(tmp_path)
-    api = f"http://127.0.0.1:{env['SPACETIME_API_PORT']}"
-    up, banner = start_up(env, tmp_path)
-    try:
-        assert f"{api}/docs" in banner and env["SPACETIME_DASHBOARD_URL"] in banner
-
-        shutil.copy(FIXTURES / "cat.png", tmp_path / "cat.png")
-        token = _curl(tmp_path, "-H", "Content-Type: image/png", "--data-binary", "@cat.png", f"{api}/randomize")
-        token = token.split('"token":"')[1].split('"')[0]
-        wait_until(lambda: '"finished"' in _curl(tmp_path, f"{api}/randomize/{token}/status"), what="the job")
-        _curl(tmp_path, "-o", "out.png", f"{api}/randomize/{token}/result")
-        assert (tmp_path / "out.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
-
-        family = psutil.Process(up.pid).children(recursive=True)
-        assert len(family) >= 6  # redis-server, 2 workers (+ nanny helpers), 2 dispatchers, api
-    finally:
-        up.send_signal(signal.SIGTERM)
-        code = up.wait(60)
-    assert code == 0
-    assert_all_gone(family)
+# -- endings that need an `up` of their own (first: the shared one is not running yet) --------
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(120)
 def test_up_killed_outright_leaves_no_process(tmp_path):
-    up, _ = start_up(up_env(tmp_path), tmp_path)
-    family = psutil.Process(up.pid).children(recursive=True)
-    up.kill()
-    up.wait()
+    up = start_up(tmp_path)
+    read_banner(up)
+    family = up.family()
+    up.process.kill()
+    up.process.wait()
     assert_all_gone(family)
 
 
-def assert_all_gone(processes: list[psutil.Process]) -> None:
-    psutil.wait_procs(processes, timeout=15)
-    alive = [p for p in processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-    assert not alive, f"stray processes: {[p.cmdline() for p in alive]}"
+@pytest.mark.timeout(120)
+def test_sigterm_during_start_up_stops_up(tmp_path):
+    """While `up` waits for an API that cannot start (its port is taken), SIGTERM still stops it."""
+    with up_whose_api_cannot_start(tmp_path, max_crashes=100) as up:
+        wait_until(lambda: "api (pid" in up.log_text(), timeout_s=90, what="the API's first crash")
+        family = up.family()
+        up.process.send_signal(signal.SIGTERM)
+        assert up.process.wait(STOP_BOUND_S) == 0, up.log_text()[-3000:]
+    assert "SpaceTime Analytics is up" not in up.log_text()
+    assert_all_gone(family)
 
 
-def _read_banner(process: subprocess.Popen) -> str:
-    """stdout up to the line that ends the start-up banner (the test's timeout bounds it)."""
-    lines = []
-    while "Ctrl-C" not in (line := process.stdout.readline()):
-        assert line, f"spacetime up exited before it was up: {''.join(lines)}"
-        lines.append(line)
-    return "".join(lines)
-
-
-def _curl(cwd, *args) -> str:
-    return subprocess.run(
-        ["curl", "-sS", "--fail-with-body", *args], cwd=cwd, capture_output=True, text=True, check=True
-    ).stdout
+@pytest.mark.timeout(120)
+def test_a_child_that_keeps_crashing_makes_up_give_up(tmp_path):
+    with up_whose_api_cannot_start(tmp_path, max_crashes=2) as up:
+        # Two starts and a backoff, then a stop within the bound.
+        assert up.process.wait(90) == 1
+    log = up.log_text()
+    gave_up = r"api crashed 2 times within 60 s \(last: exited with code \d+\); giving up; stopped everything"
+    assert re.search(gave_up, log), log[-3000:]
+    assert log.count("restarted api as pid") == 1
 
 
 def test_up_refuses_a_taken_redis_port(tmp_path, redis_url):
@@ -95,3 +150,220 @@ def test_up_refuses_a_taken_redis_port(tmp_path, redis_url):
     )
     assert done.returncode != 0
     assert "already in use" in done.stderr
+
+
+# -- one `up`, kept running across these checks ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory):
+    """One `up` for the checks that leave it running; stopping it is checked at the end."""
+    tmp_path = tmp_path_factory.mktemp("up")
+    up = start_up(tmp_path)
+    try:
+        up.banner = read_banner(up)
+        yield up
+        family = up.family()
+        up.process.send_signal(signal.SIGTERM)
+        assert up.process.wait(STOP_BOUND_S) == 0, up.log_text()[-3000:]
+        assert_all_gone(family)
+    finally:
+        up.process.kill()
+        up.process.wait()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(shutil.which("curl") is None, reason="the seed's example uses curl")
+def test_up_serves_the_seed_curl_flow(system, tmp_path):
+    assert f"{system.api}/docs" in system.banner and system.env["SPACETIME_DASHBOARD_URL"] in system.banner
+    seed_curl_flow(system.api, tmp_path)
+    # redis-server, 2 workers (+ a multiprocessing helper), 2 dispatchers, the API.
+    assert len(system.family()) >= 6
+
+
+@pytest.mark.timeout(60)
+def test_up_listens_on_loopback_only(system):
+    """Redis, the scheduler, its dashboard, the workers, the nannies and the API."""
+    listening: dict[int, str] = {}  # {port: address}
+    for process in [psutil.Process(system.process.pid), *system.family()]:
+        for conn in process.net_connections("inet"):
+            if conn.status == psutil.CONN_LISTEN:
+                listening[conn.laddr.port] = conn.laddr.ip
+    ours = {system.port(s) for s in ("REDIS_URL", "DASK_SCHEDULER_ADDRESS", "SPACETIME_DASHBOARD_URL")}
+    assert ours | {int(system.env["SPACETIME_API_PORT"])} <= set(listening), listening
+    assert all(address in LOOPBACK for address in listening.values()), listening
+
+
+@pytest.mark.timeout(180)
+def test_redis_server_killed_comes_back_on_its_port_with_its_data(system, cat_png):
+    """SIGKILL redis-server with a job finished and a job queued: the supervisor restarts it
+    on the same port, its AOF brings both back, /healthz recovers by itself, all jobs end.
+
+    The queued job is held in the queue by pausing the dispatchers (SIGSTOP) until none is
+    blocked in a claim: a job a dispatcher is running when Redis dies is the dispatcher's
+    own failure path, not this test's subject.
+    """
+    api, port = system.api, system.port("REDIS_URL")
+    before = restarts(api, "redis-server")
+    done = submit(api, cat_png)
+    assert wait_status(api, "randomize", done, timeout_s=60)[-1] == {"status": "finished"}
+    killed = system.child("redis-server")
+    assert killed is not None
+    dispatchers = system.children("dispatcher")
+    try:
+        for dispatcher in dispatchers:
+            dispatcher.suspend()
+        with Redis.from_url(system.env["REDIS_URL"]) as redis:
+            wait_until(lambda: not any("b" in c["flags"] for c in redis.client_list()), what="no claim waiting")
+        queued = submit(api, cat_png)
+        assert status(api, queued) == "requested"
+        killed.kill()
+        reborn = wait_until(lambda: redis_listening(system, port, other_than=killed.pid), what="redis-server back")
+    finally:
+        for dispatcher in dispatchers:
+            dispatcher.resume()
+    wait_until(lambda: responds(f"{api}/healthz"), what="/healthz back to 200")
+    after = submit(api, cat_png)
+
+    figures = tally(api, [done, queued, after])
+    print(f"redis-server {killed.pid} -> {reborn.pid}: {json.dumps(figures)}")
+    assert figures["final"] == figures["jobs"] == 3 and figures["lost"] == 0
+    assert all(status(api, t) == "finished" for t in (done, queued, after))
+    assert httpx.get(f"{api}/randomize/{done}/result").content.startswith(b"\x89PNG")
+    wait_until(lambda: restarts(api, "redis-server") == before + 1, what="the restart counted")
+    assert f"redis-server (pid {killed.pid}) was killed by SIGKILL" in system.log_text()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(shutil.which("curl") is None, reason="the seed's example uses curl")
+def test_api_killed_is_restarted(system, tmp_path):
+    api = system.api
+    before = restarts(api, "api")
+    killed = system.child("api")
+    assert killed is not None
+    killed.kill()
+    wait_until(lambda: (c := system.child("api")) is not None and c.pid != killed.pid, what="a new API")
+    wait_until(lambda: responds(f"{api}/healthz"), what="the new API to answer")
+    seed_curl_flow(api, tmp_path)
+    wait_until(lambda: restarts(api, "api") == before + 1, what="the restart counted")
+    assert f"api (pid {killed.pid}) was killed by SIGKILL" in system.log_text()
+
+
+@pytest.mark.timeout(120)
+def test_dask_worker_killed_is_restarted_by_its_nanny(system, cat_png):
+    """Not the supervisor's job: LocalCluster's nannies restart their workers."""
+    with Client(system.env["DASK_SCHEDULER_ADDRESS"], timeout=30) as client:
+        pids = worker_pids(client)
+        victim = min(pids)
+        psutil.Process(victim).kill()
+        wait_until(
+            lambda: len(now := worker_pids(client)) == len(pids) and victim not in now,
+            timeout_s=60,
+            what="the nanny to restart its worker",
+        )
+    token = submit(system.api, cat_png)
+    assert wait_status(system.api, "randomize", token, timeout_s=60)[-1] == {"status": "finished"}
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def seed_curl_flow(api: str, cwd: Path) -> None:
+    """The original README's three curl commands, as a user types them."""
+    shutil.copy(FIXTURES / "cat.png", cwd / "cat.png")
+    token = _curl(cwd, "-H", "Content-Type: image/png", "--data-binary", "@cat.png", f"{api}/randomize")
+    token = token.split('"token":"')[1].split('"')[0]
+    wait_until(lambda: '"finished"' in _curl(cwd, f"{api}/randomize/{token}/status"), what="the job")
+    _curl(cwd, "-o", "out.png", f"{api}/randomize/{token}/result")
+    assert (cwd / "out.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def _curl(cwd: Path, *args: str) -> str:
+    return subprocess.run(
+        ["curl", "-sS", "--fail-with-body", *args], cwd=cwd, capture_output=True, text=True, check=True
+    ).stdout
+
+
+def submit(api: str, png: bytes) -> str:
+    created = httpx.post(f"{api}/randomize", content=png, headers={"Content-Type": "image/png"})
+    assert created.status_code == 201, created.text
+    return created.json()["token"]
+
+
+def status(api: str, token: str) -> str:
+    return httpx.get(f"{api}/randomize/{token}/status").json()["status"]
+
+
+def tally(api: str, tokens: list[str], timeout_s: float = 60.0) -> dict[str, int]:
+    """The figures of docs/reliability.md: jobs, final, lost (never final), duplicated (run twice)."""
+    final = [t for t in tokens if wait_status(api, "randomize", t, timeout_s)[-1]["status"] in FINAL]
+    attempts = [httpx.get(f"{api}/tasks/{t}").json().get("attempts", 1) for t in final]
+    return {
+        "jobs": len(tokens),
+        "final": len(final),
+        "lost": len(tokens) - len(final),
+        "duplicated": sum(a > 1 for a in attempts),
+    }
+
+
+def restarts(api: str, child: str) -> float:
+    """``spacetime_child_restarts_total{child=...}`` from GET /metrics (0 before the first)."""
+    for family in text_string_to_metric_families(httpx.get(f"{api}/metrics").text):
+        for sample in family.samples:
+            if sample.name == "spacetime_child_restarts_total" and sample.labels == {"child": child}:
+                return sample.value
+    return 0.0
+
+
+def responds(url: str) -> bool:
+    try:
+        return httpx.get(url).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def redis_listening(up: Up, port: int, other_than: int) -> psutil.Process | None:
+    """A new redis-server child of ``up`` listening on ``port``, once there is one."""
+    process = up.child("redis-server")
+    if process is None or process.pid == other_than:
+        return None
+    listens = any(c.laddr.port == port and c.status == psutil.CONN_LISTEN for c in process.net_connections("inet"))
+    return process if listens else None
+
+
+def worker_pids(client: Client) -> set[int]:
+    return set(client.run(os.getpid, on_error="ignore").values())
+
+
+@contextmanager
+def up_whose_api_cannot_start(tmp_path: Path, max_crashes: int):
+    """A small `up` whose API port is taken (bound, not listening): the API exits at each
+    start, and `up` waits for it, still starting up, until it gives up."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", free_port()))
+        api_port, crashes = str(taken.getsockname()[1]), str(max_crashes)
+        env = up_env(tmp_path, SPACETIME_API_PORT=api_port, SPACETIME_RESTART_MAX_CRASHES=crashes)
+        up = start_up(tmp_path, "--workers", "1", "--dispatchers", "1", env=env)
+        try:
+            yield up
+        finally:
+            up.process.kill()
+            up.process.wait()
+
+
+def read_banner(up: Up) -> str:
+    """The start-up banner, once `up` has printed it (the test's timeout bounds the wait)."""
+
+    def up_or_gone() -> str:
+        text = up.log_text()
+        return text if "Ctrl-C stops everything" in text or up.process.poll() is not None else ""
+
+    text = wait_until(up_or_gone, timeout_s=110, what="spacetime up to be up")
+    assert "Ctrl-C stops everything" in text, f"spacetime up exited before it was up:\n{text[-3000:]}"
+    return text[text.index("SpaceTime Analytics is up") :]
+
+
+def assert_all_gone(processes: list[psutil.Process]) -> None:
+    psutil.wait_procs(processes, timeout=15)
+    alive = [p for p in processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, f"stray processes: {[p.cmdline() for p in alive]}"
