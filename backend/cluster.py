@@ -23,10 +23,6 @@ log = logging.getLogger(__name__)
 
 # How often a wait looks at the scheduler connection and the workers.
 CHECK_S = 1.0
-# Worker resources that mark the two pools of `spacetime up` (compute.preload): block
-# tasks need one "bulk" slot, image tasks one "interactive" slot, when workers offer them.
-BULK_RESOURCE = "bulk"
-INTERACTIVE_RESOURCE = "interactive"
 LOST_SCHEDULER = "the connection to the Dask scheduler was lost while the job ran"
 
 

@@ -20,7 +20,7 @@ from distributed import Client
 from redis import Redis, RedisError
 
 from backend import keys
-from backend.cluster import BULK_RESOURCE, Cluster
+from backend.cluster import Cluster
 from backend.exceptions import AttemptLost, UnknownTaskKind
 from backend.fairshare import FairShare
 from backend.job import Job, Lane
@@ -32,6 +32,7 @@ from backend.settings import Settings
 from backend.store import EndResult, JobStore
 from backend.timing import Stopwatch, Timing, make_timing
 from backend.waiting import Outage, wait_for
+from compute.defaults import BULK_RESOURCE
 from compute.errors import InvalidInput
 
 log = logging.getLogger(__name__)

@@ -14,18 +14,20 @@ import shutil
 import signal
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
-from distributed import LocalCluster
+from distributed import Nanny, Scheduler, SpecCluster
+from distributed.worker_memory import parse_memory_limit
 from redis import Redis
 
 from backend.settings import Settings
 from backend.supervisor import GaveUp, Supervisor, launch
 from backend.waiting import wait_for
+from compute.defaults import BULK_RESOURCE, INTERACTIVE_RESOURCE
 
 log = logging.getLogger(__name__)
 
@@ -157,8 +159,16 @@ def redis_server(url: str, data_dir: Path):
 
 
 @contextmanager
-def local_cluster(settings: Settings, n_workers: int, close_timeout_s: Callable[[], float]):
-    """The scheduler in this process, ``n_workers`` worker processes under nannies.
+def local_cluster(
+    settings: Settings, n_workers: int, close_timeout_s: Callable[[], float], n_interactive: int = 1
+) -> Iterator[SpecCluster]:
+    """The scheduler in this process; ``n_workers`` bulk and ``n_interactive`` interactive
+    worker processes under nannies, one thread each.
+
+    Two pools, so that clients do not slow each other: block tasks need the ``bulk``
+    resource and image tasks the ``interactive`` one (backend.runners), and bulk workers
+    run at a lower CPU priority (compute.preload). An image then never waits behind a
+    block for a thread, nor for a core while blocks keep every core busy.
 
     The scheduler and the workers listen on the scheduler's host, the dashboard on its
     URL's host (127.0.0.1 for both by default): a bare ``:port`` would listen on every
@@ -166,13 +176,32 @@ def local_cluster(settings: Settings, n_workers: int, close_timeout_s: Callable[
     """
     scheduler = urlsplit(settings.dask_scheduler_address)
     dashboard = urlsplit(settings.dashboard_url)
-    cluster = LocalCluster(
-        n_workers=n_workers,
-        threads_per_worker=1,
-        host=scheduler.hostname,
-        scheduler_port=scheduler.port,
-        dashboard_address=f"{dashboard.hostname}:{dashboard.port}",
-        preload=["compute.preload"],
+    host = scheduler.hostname or "127.0.0.1"
+    worker = {
+        "nthreads": 1,
+        "host": host,
+        "dashboard": False,
+        "preload": ["compute.preload"],
+        "memory_limit": parse_memory_limit("auto", 1, n_workers + n_interactive, logger=log),
+        "silence_logs": logging.WARNING,
+    }
+    workers = {
+        f"bulk-{i}": {"cls": Nanny, "options": {**worker, "resources": {BULK_RESOURCE: 1}}} for i in range(n_workers)
+    }
+    workers |= {
+        f"interactive-{i}": {"cls": Nanny, "options": {**worker, "resources": {INTERACTIVE_RESOURCE: 1}}}
+        for i in range(n_interactive)
+    }
+    cluster = SpecCluster(
+        scheduler={
+            "cls": Scheduler,
+            "options": {
+                "host": host,
+                "port": scheduler.port or 0,
+                "dashboard_address": f"{dashboard.hostname}:{dashboard.port}",
+            },
+        },
+        workers=workers,
     )
     try:
         yield cluster

@@ -16,11 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from backend.cluster import BULK_RESOURCE, INTERACTIVE_RESOURCE, Cluster
+from backend.cluster import Cluster
 from backend.fairshare import FairShare
 from backend.job import Job, Kind
 from backend.settings import Settings
 from backend.store import JobStore
+from compute.defaults import BULK_RESOURCE, INTERACTIVE_RESOURCE
 from compute.errors import InvalidInput
 from compute.even_sum import BlockSum
 from compute.image import IMAGE_PRIORITY, randomize_image

@@ -16,3 +16,8 @@ DEFAULT_MAX_PIXELS = 64_000_000
 PILLOW_MAX_PIXELS = 89_478_485
 # The original service's tile size.
 DEFAULT_BLOCK_PX = 60
+
+# Worker resources that make two pools (compute/preload.py, `spacetime up`, compose):
+# block tasks need a "bulk" slot, image tasks an "interactive" one, where workers offer them.
+BULK_RESOURCE = "bulk"
+INTERACTIVE_RESOURCE = "interactive"

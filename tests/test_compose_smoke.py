@@ -10,6 +10,7 @@ that name, or a healthcheck that cannot pass fails here, not on someone's laptop
 import io
 import random
 import signal
+import subprocess
 
 import boto3
 import httpx
@@ -22,9 +23,9 @@ from tests.helpers import free_port, wait_status
 
 CAT_PNG = REPO / "tests" / "fixtures" / "cat.png"
 START_TIMEOUT_S = 45.0
-# The container ports of the compose network: Redis, scheduler, its dashboard, a worker's
-# dashboard, the API, MinIO.
-CONTAINER_PORTS = (6379, 8786, 8787, 8789, 5000, 9000)
+# The container ports of the compose network: Redis, scheduler, its dashboard, the two
+# pools' worker dashboards, the API, MinIO.
+CONTAINER_PORTS = (6379, 8786, 8787, 8789, 8790, 5000, 9000)
 
 
 @pytest.fixture(scope="module")
@@ -78,13 +79,20 @@ def stack(services, s3, tmp_path):
         start("scheduler")
         healthy("redis")
         healthy("scheduler")
-        # One worker: replicas only repeat the same command, and this machine is small.
+        # One worker a pool: replicas only repeat the same command, and this machine is small.
         start("worker", extra=("--host", "127.0.0.1"))
+        start("worker-interactive", extra=("--host", "127.0.0.1"))
         start("api")
         start("dispatcher", replicas=services["dispatcher"]["deploy"]["replicas"])
         healthy("worker")
+        healthy("worker-interactive")
         healthy("api")
-        yield f"http://127.0.0.1:{ports[5000]}", procs
+        # keys mode: the key a user makes with `docker compose exec api spacetime clients add`.
+        add = subprocess.run(
+            ["spacetime", "clients", "add", "smoke"], env=net.env(services["api"]), capture_output=True, text=True
+        )
+        assert add.returncode == 0, add.stderr
+        yield f"http://127.0.0.1:{ports[5000]}", procs, {"Authorization": f"Bearer {add.stdout.strip()}"}
     except BaseException:
         print(procs.all_logs())  # a service that did not start says why
         raise
@@ -94,11 +102,12 @@ def stack(services, s3, tmp_path):
 
 @pytest.mark.timeout(120)
 def test_seed_curl_flow_and_even_sum_through_compose_services(stack, s3, services):
-    api, procs = stack
+    api, procs, key = stack
     _, client, bucket = s3
     try:
-        check_randomize(api)
-        check_even_sum(api)
+        assert httpx.post(f"{api}/randomize", content=CAT_PNG.read_bytes()).status_code == 401  # no key
+        check_randomize(api, key)
+        check_even_sum(api, key)
         # The S3 settings were read: the upload and the reports went to the bucket, not to
         # a local folder.
         keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])]
@@ -110,15 +119,15 @@ def test_seed_curl_flow_and_even_sum_through_compose_services(stack, s3, service
         raise
 
 
-def check_randomize(api: str) -> None:
-    # curl -H 'Content-Type: image/png' --data-binary @cat.png http://localhost:5000/randomize
+def check_randomize(api: str, key: dict) -> None:
+    # curl -H "Authorization: Bearer $KEY" -H 'Content-Type: image/png' --data-binary @cat.png http://localhost:5000/randomize
     cat = CAT_PNG.read_bytes()
-    created = httpx.post(f"{api}/randomize", content=cat, headers={"Content-Type": "image/png"})
+    created = httpx.post(f"{api}/randomize", content=cat, headers={"Content-Type": "image/png", **key})
     assert created.status_code == 201, created.text
     token = created.json()["token"]
-    statuses = wait_status(api, "randomize", token, timeout_s=40)
+    statuses = wait_status(api, "randomize", token, timeout_s=40, headers=key)
     assert statuses[-1] == {"status": "finished"}, statuses
-    result = httpx.get(f"{api}/randomize/{token}/result")
+    result = httpx.get(f"{api}/randomize/{token}/result", headers=key)
     assert result.status_code == 200
     original, shuffled = Image.open(io.BytesIO(cat)), Image.open(io.BytesIO(result.content))
     assert shuffled.format == "PNG"
@@ -128,18 +137,18 @@ def check_randomize(api: str) -> None:
     assert shuffled.tobytes() != original.tobytes()
 
 
-def check_even_sum(api: str) -> None:
+def check_even_sum(api: str, key: dict) -> None:
     rng = random.Random(7)
     numbers = [rng.randrange(0, 10**12) for _ in range(20_000)]
     text = "\n".join(" ".join(map(str, numbers[i : i + 10])) for i in range(0, len(numbers), 10)) + "\n"
     body = text.encode()
     # curl -H 'Content-Type: text/plain' --data-binary @numbers.txt http://localhost:5000/even-sum
-    created = httpx.post(f"{api}/even-sum", content=body, headers={"Content-Type": "text/plain"})
+    created = httpx.post(f"{api}/even-sum", content=body, headers={"Content-Type": "text/plain", **key})
     assert created.status_code == 201, created.text
     token = created.json()["token"]
-    statuses = wait_status(api, "even-sum", token, timeout_s=40)
+    statuses = wait_status(api, "even-sum", token, timeout_s=40, headers=key)
     assert statuses[-1] == {"status": "finished"}, statuses
-    result = httpx.get(f"{api}/even-sum/{token}/result")
+    result = httpx.get(f"{api}/even-sum/{token}/result", headers=key)
     assert result.status_code == 200
     evens = [n for n in numbers if n % 2 == 0]
     assert result.json() == {"sum": sum(evens), "even_count": len(evens), "count": len(numbers), "bytes": len(body)}

@@ -100,12 +100,12 @@ def test_python_services_depend_on_what_they_use(config):
     waits = {name: set(service.get("depends_on") or {}) for name, service in services.items()}
     assert {"redis", "createbucket"} <= waits["api"]
     assert {"redis", "scheduler", "createbucket"} <= waits["dispatcher"]
-    assert "scheduler" in waits["worker"]
+    assert "scheduler" in waits["worker"] and "scheduler" in waits["worker-interactive"]
 
 
 def test_build_contexts_dockerfiles_and_targets_exist(config):
     built = {name: s["build"] for name, s in config["services"].items() if "build" in s}
-    assert set(built) == {"scheduler", "worker", "api", "dispatcher", "jupyter"}
+    assert set(built) == {"scheduler", "worker", "worker-interactive", "api", "dispatcher", "jupyter"}
     for name, build in built.items():
         context = REPO / build["context"]
         dockerfile = context / build.get("dockerfile", "Dockerfile")
@@ -128,14 +128,17 @@ def test_services_read_the_settings_they_need(config):
         "AWS_SECRET_ACCESS_KEY",
         "AWS_DEFAULT_REGION",
         "SPACETIME_RESULT_TTL_S",
-        "SPACETIME_DISPATCHER_CONCURRENCY",
+        "SPACETIME_AUTH",
         "NUMBA_CACHE_DIR",
     }
     for name in ("api", "dispatcher"):
         assert backend <= set(services[name]["environment"]), name
     assert {"SPACETIME_API_HOST", "SPACETIME_API_PORT"} <= set(services["api"]["environment"])
     # Workers read uploads from S3 themselves and compile kernels into a writable cache.
-    assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "NUMBA_CACHE_DIR"} <= set(services["worker"]["environment"])
+    for pool in ("worker", "worker-interactive"):
+        assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "NUMBA_CACHE_DIR"} <= set(services[pool]["environment"])
+    # keys mode is compose's default: a shared system needs identities (issue: many clients).
+    assert services["api"]["environment"]["SPACETIME_AUTH"] == "keys"
     assert json.loads(services["api"]["environment"]["SPACETIME_ALLOWED_URL_PREFIXES"])
 
 
@@ -188,9 +191,21 @@ def test_compose_commands_match_the_runtime_contract(config):
     assert services["api"]["command"] == ["spacetime", "api"]
     assert services["dispatcher"]["command"] == ["spacetime", "dispatcher"]
     assert services["scheduler"]["command"][:2] == ["dask", "scheduler"]
-    worker = services["worker"]["command"]
-    assert worker[:3] == ["dask", "worker", "tcp://scheduler:8786"]
-    assert worker[worker.index("--preload") + 1] == "compute.preload"
+    for pool, resource in (("worker", "bulk=2"), ("worker-interactive", "interactive=1")):
+        worker = services[pool]["command"]
+        assert worker[:3] == ["dask", "worker", "tcp://scheduler:8786"]
+        assert worker[worker.index("--preload") + 1] == "compute.preload"
+        assert worker[worker.index("--preload-nanny") + 1] == "compute.retire"
+        assert worker[worker.index("--resources") + 1] == resource
+        assert int(resource.split("=")[1]) == int(worker[worker.index("--nthreads") + 1])  # a slot a thread
+
+
+def test_services_that_lose_the_scheduler_or_redis_come_back(config):
+    """A dask worker exits when its scheduler goes; compose must start it again (and the
+    others that a crash can take down)."""
+    services = config["services"]
+    for name in ("scheduler", "worker", "worker-interactive", "api", "dispatcher"):
+        assert services[name]["restart"] == "unless-stopped", name
 
 
 def test_no_real_secrets_in_compose():

@@ -265,6 +265,30 @@ def test_dask_worker_killed_is_restarted_by_its_nanny(system, cat_png):
     assert wait_status(system.api, "randomize", token, timeout_s=60)[-1] == {"status": "finished"}
 
 
+@pytest.mark.timeout(120)
+def test_images_and_blocks_run_in_their_own_pools(system, cat_png, tmp_path):
+    """Image tasks on the interactive worker, block tasks on the bulk workers, which run
+    at a lower CPU priority, so that a busy cluster still gives an image a core at once."""
+    numbers = Path(system.env["SPACETIME_DATA_DIR"]) / "uploads" / "pools.txt"
+    numbers.parent.mkdir(parents=True, exist_ok=True)
+    numbers.write_bytes(b"2 " * 200_000)
+    image = submit(system.api, cat_png)
+    total = httpx.post(f"{system.api}/even-sum", json={"url": numbers.as_uri()}).json()["token"]
+    for kind, token in (("randomize", image), ("even-sum", total)):
+        assert wait_status(system.api, kind, token, timeout_s=60)[-1] == {"status": "finished"}
+    with Client(system.env["DASK_SCHEDULER_ADDRESS"], timeout=30) as client:
+        workers = client.scheduler_info()["workers"]
+        pool = {address: next(iter(info["resources"])) for address, info in workers.items()}
+        niceness = client.run(os.nice, 0)
+        ran = {str(task["key"]): task["worker"] for task in client.get_task_stream(start=0)}
+    assert sorted(pool.values()) == ["bulk", "bulk", "interactive"]
+    assert {niceness[a] for a, p in pool.items() if p == "bulk"} == {10}
+    assert {niceness[a] for a, p in pool.items() if p == "interactive"} == {0}
+    assert pool[ran[f"randomize-{image}-0"]] == "interactive"
+    blocks = [worker for key, worker in ran.items() if key.startswith(f"even-sum-{total}-") and "reduce" not in key]
+    assert blocks and {pool[worker] for worker in blocks} == {"bulk"}
+
+
 # -- helpers ----------------------------------------------------------------------------------
 
 
