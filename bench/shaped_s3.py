@@ -45,6 +45,7 @@ class ShapedProxy:
         self.first_byte_s = first_byte_s
         self.bytes_per_s = bytes_per_s
         self.bytes_sent = 0
+        self.cut_responses = 0  # a fault for tests: end the connection of this many responses
         self.port = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()  # open connections, both sides
@@ -96,12 +97,16 @@ class ShapedProxy:
         send_at = 0.0  # the earliest the next chunk may leave
         with contextlib.suppress(ConnectionError):
             while data := await reader.read(CHUNK_BYTES):
+                cut = False
                 if asked_at:  # a response begins
                     send_at = max(send_at, asked_at.pop() + self.first_byte_s)
+                    cut, self.cut_responses = self.cut_responses > 0, max(self.cut_responses - 1, 0)
                 await asyncio.sleep(max(0.0, send_at - loop.time()))
-                writer.write(data)
-                self.bytes_sent += len(data)
+                writer.write(data[: len(data) // 2] if cut else data)  # half of its first chunk, then gone
+                self.bytes_sent += len(data) // 2 if cut else len(data)
                 await writer.drain()
+                if cut:
+                    return
                 send_at = max(send_at, loop.time() - CATCH_UP_S) + len(data) / self.bytes_per_s
 
 

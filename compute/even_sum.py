@@ -264,22 +264,25 @@ def _read_into(file, view: memoryview) -> int:
 
 
 def _sum_parts(fs, path: str, tally: "_Tally", part_bytes: int, concurrency: int) -> None:
-    """Read the block from an object store as concurrent ranged GETs into the thread's
-    buffer, counting each part's numbers as soon as it and those before it are in. The
-    last part also reads the look-ahead; a number that runs on past it (rare) is finished
-    through a file object, which knows where the object ends."""
+    """Read the block from S3 as concurrent ranged GETs into the thread's buffer, counting
+    the numbers of each part as soon as it and those before it are in. The last part also
+    reads the look-ahead; a number that runs on past it (rare) is finished through a file
+    object, which knows where the object ends."""
     if part_bytes <= 0:
         raise ValueError(f"part_bytes must be positive, not {part_bytes}")
     want = tally.own + LOOK_AHEAD_BYTES
     ranges = [(tally.offset + start, tally.offset + end) for start, end in plan_blocks(tally.own, part_bytes)]
     ranges[-1] = (ranges[-1][0], tally.offset + want)
     buffer = _buffer(want)
-    filled = 0
-    with contextlib.closing(ranged.read_parts(fs, path, ranges, concurrency)) as parts:
-        for data in parts:
-            buffer[filled : filled + len(data)] = np.frombuffer(data, dtype=np.uint8)
-            filled, before = filled + len(data), filled
-            tally.take(_read_only(buffer[:filled]), hint=before, final=False)
+    filled = before = 0
+    try:
+        with contextlib.closing(ranged.fill(fs, path, ranges, memoryview(buffer.data)[:want], concurrency)) as parts:
+            for filled in parts:
+                tally.take(_read_only(buffer[:filled]), hint=before, final=False)
+                before = filled
+    except BaseException:
+        _buffers.array = None  # cancelled GETs may still write into it for a moment
+        raise
     tally.take(_read_only(buffer[:filled]), hint=tally.own, final=filled < want)
     if tally.pos < tally.own:  # its last number runs on past the look-ahead
         with fs.open(path, "rb", cache_type="none") as file:

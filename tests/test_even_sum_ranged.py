@@ -135,15 +135,31 @@ def test_reading_stops_at_the_first_bad_number(endpoint, bucket):
     assert sum_block(url, 6, len(data), options(endpoint), part_bytes=1024, concurrency=8)["count"] == 50_000
 
 
-def test_read_parts_gives_the_ranges_in_order(endpoint, bucket):
+def test_fill_puts_the_ranges_one_after_another(endpoint, bucket):
     data = bytes(range(256)) * 40
     url = put(endpoint, bucket, data)
     fs, path = fsspec.core.url_to_fs(url, **options(endpoint))
-    ranges = [(0, 1), (1, 700), (700, 10_000), (9_000, 20_000), (5, 6)]
-    with contextlib.closing(ranged.read_parts(fs, path, ranges, concurrency=2)) as parts:
-        assert list(parts) == [data[start:end] for start, end in ranges]
+    ranges = [(0, 1), (1, 700), (700, 10_000), (9_000, 10_000), (5, 6), (10_000, 10_300)]
+    buffer = bytearray(12_000)
+    with contextlib.closing(ranged.fill(fs, path, ranges, memoryview(buffer), concurrency=2)) as parts:
+        assert list(parts) == [1, 700, 10_000, 11_000, 11_001, 11_241]  # the last one short: the end
+    assert buffer[:11_241] == b"".join(data[start:end] for start, end in ranges)
+    with pytest.raises(OSError, match="240 bytes at 10000 where 300 were asked: did it change"):
+        list(ranged.fill(fs, path, [(10_000, 10_300), (0, 1)], memoryview(buffer)))
     with pytest.raises(ValueError, match="concurrency must be at least 1"):
-        next(ranged.read_parts(fs, path, ranges, concurrency=0))
+        next(ranged.fill(fs, path, ranges, memoryview(buffer), concurrency=0))
+
+
+def test_a_body_cut_short_is_read_again(endpoint, bucket):
+    """The proxy cuts the connection of the next 3 responses after their first chunk:
+    s3fs's retries and ours (the body) see the block through."""
+    data = b"22 " * 100_000
+    url = put(endpoint, bucket, data)
+    with shaped_endpoint(endpoint, first_byte_s=0) as proxy:
+        proxy.cut_responses = 3
+        partial = sum_block(url, 0, len(data), options(proxy.url), part_bytes=64 * 1024, concurrency=2)
+        assert proxy.cut_responses == 0
+    assert partial == reference(data)
 
 
 def test_a_missing_object_is_named(endpoint, bucket):
