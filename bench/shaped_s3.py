@@ -38,12 +38,14 @@ HOST = "127.0.0.1"
 
 class ShapedProxy:
     """Forwards each connection to ``upstream_port`` on loopback, shaping what comes back.
-    ``bytes_sent`` counts every byte sent to clients (HTTP headers included)."""
+    ``responses`` counts the responses begun, ``bytes_sent`` every byte sent to clients
+    (HTTP headers included)."""
 
     def __init__(self, upstream_port: int, first_byte_s: float = FIRST_BYTE_S, bytes_per_s: float = BYTES_PER_S):
         self.upstream_port = upstream_port
         self.first_byte_s = first_byte_s
         self.bytes_per_s = bytes_per_s
+        self.responses = 0
         self.bytes_sent = 0
         self.cut_responses = 0  # a fault for tests: end the connection of this many responses
         self.port = 0
@@ -99,6 +101,7 @@ class ShapedProxy:
             while data := await reader.read(CHUNK_BYTES):
                 cut = False
                 if asked_at:  # a response begins
+                    self.responses += 1
                     send_at = max(send_at, asked_at.pop() + self.first_byte_s)
                     cut, self.cut_responses = self.cut_responses > 0, max(self.cut_responses - 1, 0)
                 await asyncio.sleep(max(0.0, send_at - loop.time()))

@@ -271,7 +271,11 @@ def _sum_parts(fs, path: str, tally: "_Tally", part_bytes: int, concurrency: int
     if part_bytes <= 0:
         raise ValueError(f"part_bytes must be positive, not {part_bytes}")
     want = tally.own + LOOK_AHEAD_BYTES
-    ranges = [(tally.offset + start, tally.offset + end) for start, end in plan_blocks(tally.own, part_bytes)]
+    # The byte before the block rides with the first part, the look-ahead with the last:
+    # 8 GETs for a 64 MiB block in 8 MiB parts, not 9.
+    ranges = [
+        (tally.offset + start, tally.offset + end) for start, end in plan_blocks(max(tally.own - 1, 1), part_bytes)
+    ]
     ranges[-1] = (ranges[-1][0], tally.offset + want)
     buffer = _buffer(want)
     filled = before = 0
