@@ -88,20 +88,16 @@ def raw_reads(pool, url: str, size: int, endpoint: str, block_bytes: int):
 
 
 def one_get_per_block_job(client, url: str, size: int, block_bytes: int, storage_options: dict):
-    """Our job as it was: each block task reads its range with one GET."""
+    """Our job as it was: each block task reads its range with one GET. (Its own graph
+    until submit_even_sum passes part_bytes and concurrency on to sum_block.)"""
 
     def job() -> int:
-        blocks = plan_blocks(size, block_bytes)
-        futures = client.map(
-            sum_block,
-            [url] * len(blocks),
-            [start for start, _ in blocks],
-            [end for _, end in blocks],
-            [storage_options] * len(blocks),
-            part_bytes=block_bytes,
-            concurrency=1,
-            pure=False,
-        )
+        futures = [
+            client.submit(
+                sum_block, url, start, end, storage_options, part_bytes=block_bytes, concurrency=1, pure=False
+            )
+            for start, end in plan_blocks(size, block_bytes)
+        ]
         return client.submit(combine, futures).result()["sum"]
 
     return job
