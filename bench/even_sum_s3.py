@@ -3,7 +3,8 @@ response's first byte 30 ms after its request, at most 20 MB/s per connection).
 
     .venv/bin/python bench/even_sum_s3.py --size 256MiB [--workers 2] [--repeat 3] [--block-bytes 64MiB]
 
-Rows, best of ``--repeat`` after a warm-up run:
+Rows, each the best of ``--repeat`` runs after a warm-up run, all run in turns (one run of
+each, then again), so that a busy neighbour slows them alike and the ratios hold:
 - one block (the first) read with one GET; the same block as concurrent ranged GETs
   (compute/ranged.py's defaults: CONCURRENCY parts of PART_BYTES at a time); and
   ``sum_block`` on it, which parses the parts as they arrive;
@@ -14,7 +15,8 @@ Rows, best of ``--repeat`` after a warm-up run:
 - our Dask job (``--workers`` worker processes of one thread), and the same with one GET
   per block (what the job did before ranged reads).
 Then the ratios: one GET over ranged GETs for a block; the job over raw ranged reads;
-each worker's peak RSS over its RSS before any job, in blocks. And the CPU check.
+each worker's peak RSS over its RSS before any job (the kernel loaded), in blocks. And the
+CPU check.
 """
 
 import argparse
@@ -27,16 +29,7 @@ from pathlib import Path
 import fsspec
 import shaped_s3
 from datagen import ensure_file, parse_size
-from even_sum import (
-    S3_CREDENTIALS,
-    best_of,
-    cpu_check,
-    on_cluster,
-    our_job,
-    peak_rss,
-    plain_processes,
-    warm_page_cache,
-)
+from even_sum import S3_CREDENTIALS, cpu_check, our_job, peak_rss, plain_processes, warm_page_cache
 
 from compute import ranged
 from compute.even_sum import DEFAULT_BLOCK_BYTES, combine, plan_blocks, sum_block
@@ -61,16 +54,15 @@ def read_block(url: str, start: int, end: int, storage_options: dict, part_bytes
         return {"sum": None, "bytes": max(parts)}
 
 
-def block_rows(url: str, shaped: str, block_bytes: int, repeat: int) -> dict:
+def block_jobs(url: str, shaped: str, block_bytes: int) -> dict:
     """One block, in this process: one GET, ranged GETs, and sum_block (ranged + parsing)."""
     one_get = (block_bytes, 1)
     in_parts = (ranged.PART_BYTES, ranged.CONCURRENCY)
-    jobs = {
+    return {
         "one block, one GET": lambda: read_block(url, 0, block_bytes, options(shaped), *one_get),
         "one block, ranged GETs": lambda: read_block(url, 0, block_bytes, options(shaped), *in_parts),
-        "one block, sum_block": lambda: sum_block(url, 0, block_bytes, options(shaped)),
+        "one block, sum_block": lambda: {**sum_block(url, 0, block_bytes, options(shaped)), "sum": None},
     }
-    return {name: best_of(job, repeat) for name, job in jobs.items()}
 
 
 def raw_reads(pool, url: str, size: int, endpoint: str, block_bytes: int):
@@ -91,49 +83,34 @@ def one_get_per_block_job(client, url: str, size: int, block_bytes: int, storage
     """Our job as it was: each block task reads its range with one GET. (Its own graph
     until submit_even_sum passes part_bytes and concurrency on to sum_block.)"""
 
-    def job() -> int:
+    def job() -> dict:
         futures = [
             client.submit(
                 sum_block, url, start, end, storage_options, part_bytes=block_bytes, concurrency=1, pure=False
             )
             for start, end in plan_blocks(size, block_bytes)
         ]
-        return client.submit(combine, futures).result()["sum"]
+        return client.submit(combine, futures).result()
 
     return job
+
+
+def in_turns(jobs: dict, repeat: int) -> dict:
+    """Each job's best seconds of ``repeat`` runs, after one warm-up run each; the runs
+    in turns. A job returns {"sum": ... or None, "bytes": ... (optional)}."""
+    rows = {name: {**job(), "seconds": float("inf")} for name, job in jobs.items()}
+    for _ in range(repeat):
+        for name, job in jobs.items():
+            start = time.perf_counter()
+            job()
+            rows[name]["seconds"] = min(rows[name]["seconds"], time.perf_counter() - start)
+    return rows
 
 
 def current_rss() -> int:
     import psutil
 
     return psutil.Process().memory_info().rss
-
-
-def cluster_rows(url: str, size: int, shaped: str, args) -> tuple[dict, list[float]]:
-    """Our job and the one-GET job on a fresh cluster; each worker's peak RSS over its RSS
-    before any job, in blocks."""
-    from distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(
-            n_workers=args.workers,
-            threads_per_worker=1,
-            processes=True,
-            preload=["compute.preload"],
-            dashboard_address=":0",
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        resting = client.run(current_rss)
-        ours = on_cluster(client, our_job(client, url, args.block_bytes, options(shaped)), args.repeat)
-        peaks = client.run(peak_rss)
-        before = one_get_per_block_job(client, url, size, args.block_bytes, options(shaped))
-        rows = {
-            f"ours, Dask, {args.workers} workers": ours,
-            "ours, one GET per block (before)": on_cluster(client, before, args.repeat),
-        }
-    blocks_held = [(peaks[worker] - resting[worker]) / args.block_bytes for worker in resting]
-    return rows, blocks_held
 
 
 def print_table(rows: dict, size: int, answer: int) -> None:
@@ -144,6 +121,20 @@ def print_table(rows: dict, size: int, answer: int) -> None:
         print(f"{name:40} {row['seconds']:8.3f} {nbytes / row['seconds'] / 1e6:7.1f}  {exact}")
 
 
+def print_ratios(rows: dict, workers: int, blocks_held: list[float]) -> None:
+    def seconds(name: str) -> float:
+        return rows[name]["seconds"]
+
+    raw, ours = seconds(f"raw ranged reads, {workers} processes"), seconds(f"ours, Dask, {workers} workers")
+    in_parts, parsed = seconds("one block, ranged GETs"), seconds("one block, sum_block")
+    print(f"one block: one GET takes {seconds('one block, one GET') / in_parts:.1f}x as long as ranged GETs")
+    print(f"one block: sum_block (parsing as parts arrive) takes {parsed / in_parts:.2f}x the read alone")
+    print(f"the job reaches {raw / ours:.2f}x the throughput of raw ranged reads")
+    print(f"the job with one GET per block took {seconds('ours, one GET per block (before)') / ours:.1f}x as long")
+    print(f"moto not shaped serves {raw / seconds('the same, moto not shaped'):.1f}x the shaped rate")
+    print(f"each worker's peak RSS over its RSS before any job: {', '.join(f'{b:.2f}' for b in blocks_held)} blocks")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=parse_size, default=parse_size("256MiB"))
@@ -151,6 +142,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--block-bytes", type=parse_size, default=DEFAULT_BLOCK_BYTES)
     args = parser.parse_args()
+
+    from distributed import Client, LocalCluster
 
     from tests.helpers import free_port
     from tests.s3fixtures import new_bucket
@@ -168,33 +161,32 @@ def main() -> None:
         shaped_s3.start("moto", "--port", str(moto_port)) as moto,
         shaped_s3.start("proxy", "--port", str(free_port()), "--upstream-port", str(moto_port)) as shaped,
         plain_processes(args.workers) as pool,
+        LocalCluster(
+            n_workers=args.workers, threads_per_worker=1, preload=["compute.preload"], dashboard_address=":0"
+        ) as cluster,
+        Client(cluster) as client,
     ):
         print(cpu_check(pool))
+        resting = client.run(current_rss)
         bucket = new_bucket(moto, **S3_CREDENTIALS)
         fsspec.filesystem("s3", **options(moto)).put_file(str(path), f"{bucket}/{path.name}")
         url = f"s3://{bucket}/{path.name}"
+        ours = our_job(client, url, block, options(shaped))
+        jobs = {
+            **block_jobs(url, shaped, block),
+            f"raw ranged reads, {args.workers} processes": raw_reads(pool, url, size, shaped, block),
+            "the same, moto not shaped": raw_reads(pool, url, size, moto, block),
+            f"ours, Dask, {args.workers} workers": lambda: {"sum": ours()},
+            "ours, one GET per block (before)": one_get_per_block_job(client, url, size, block, options(shaped)),
+        }
         start = time.perf_counter()
-        rows = block_rows(url, shaped, block, args.repeat)
-        for name, endpoint in (
-            (f"raw ranged reads, {args.workers} processes", shaped),
-            ("the same, moto not shaped", moto),
-        ):
-            rows[name] = best_of(raw_reads(pool, url, size, endpoint, block), args.repeat)
-        job_rows, blocks_held = cluster_rows(url, size, shaped, args)
-        rows.update(job_rows)
+        rows = in_turns(jobs, args.repeat)
+        peaks = client.run(peak_rss)
     for name in ("one block, one GET", "one block, ranged GETs", "one block, sum_block"):
-        rows[name].update(bytes=block, sum=None)  # a block's sum is not the file's
+        rows[name]["bytes"] = block
     print_table(rows, size, answer["sum"])
-    one_get, in_parts = rows["one block, one GET"]["seconds"], rows["one block, ranged GETs"]["seconds"]
-    raw = rows[f"raw ranged reads, {args.workers} processes"]["seconds"]
-    ours = rows[f"ours, Dask, {args.workers} workers"]["seconds"]
-    print(f"one block: one GET takes {one_get / in_parts:.1f}x as long as ranged GETs")
-    parsed = rows["one block, sum_block"]["seconds"]
-    print(f"one block: sum_block (parsing as parts arrive) takes {parsed / in_parts:.2f}x the read alone")
-    print(f"the job reaches {raw / ours:.2f}x the throughput of raw ranged reads")
-    print(f"moto not shaped serves {raw / rows['the same, moto not shaped']['seconds']:.1f}x the shaped rate")
-    print(f"each worker's peak RSS over its RSS before any job: {', '.join(f'{b:.2f}' for b in blocks_held)} blocks")
-    print(f"(whole run: {time.perf_counter() - start:.0f} s)")
+    print_ratios(rows, args.workers, [(peaks[worker] - resting[worker]) / block for worker in resting])
+    print(f"(the runs: {time.perf_counter() - start:.0f} s)")
 
 
 if __name__ == "__main__":
