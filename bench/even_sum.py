@@ -19,9 +19,9 @@ process, and whether the answer is exact. Rows:
 - DuckDB and Polars: their CSV readers, all cores (2 here);
 - dask.dataframe.read_csv on the same cluster.
 Contenders that run in this process's place run in a child process each, so that peak
-RSS is theirs alone. Every run first prints a CPU check: a pure-Python loop alone, then
-two at once, i.e. the speed-up the cores give today (neighbours on a shared VM change
-it). ``--api`` also submits the job to a running SpaceTime API (file:// URL); ``--s3``
+RSS is theirs alone. Every run prints a CPU check before and after the rows: a
+pure-Python loop alone, then two at once, i.e. the speed-up the cores give today
+(neighbours on a shared VM change it). ``--api`` also submits the job to a running SpaceTime API (file:// URL); ``--s3``
 puts the file in a moto server on loopback and runs the job over s3fs, next to what raw
 ranged s3fs reads of that server reach (moto unshaped: bench/even_sum_s3.py shapes it
 like S3).
@@ -429,10 +429,11 @@ def main() -> None:
         print(cpu_check(pool))
         rows = {name: in_child(name, path, args.shape, args.repeat) for name in CHILDREN}
         rows.update(ceiling_rows(pool, cores, path, args.block_bytes, args.repeat))
-    rows.update(cluster_rows(path, args.shape, args))
-    if args.api:
-        rows["ours, through the SpaceTime API"] = api_job(args.api, path)
-    print_table(rows, answer["bytes"], answer["sum"])
+        rows.update(cluster_rows(path, args.shape, args))
+        if args.api:
+            rows["ours, through the SpaceTime API"] = api_job(args.api, path)
+        print_table(rows, answer["bytes"], answer["sum"])
+        print(f"{cpu_check(pool)} (again, after the runs)")
     ceiling = rows[f"same blocks, {cores} plain processes"]["seconds"]
     print(f"ours, Dask, 2 workers: {ceiling / rows['ours, Dask, 2 workers']['seconds']:.2f}x the plain-process ceiling")
 

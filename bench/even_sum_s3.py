@@ -16,7 +16,7 @@ each, then again), so that a busy neighbour slows them alike and the ratios hold
   per block (what the job did before ranged reads).
 Then the ratios: one GET over ranged GETs for a block; the job over raw ranged reads;
 each worker's peak RSS over its RSS before any job (the kernel loaded), in blocks. And the
-CPU check.
+CPU check, before and after the runs.
 """
 
 import argparse
@@ -182,11 +182,12 @@ def main() -> None:
         start = time.perf_counter()
         rows = in_turns(jobs, args.repeat)
         peaks = client.run(peak_rss)
+        after = f"{cpu_check(pool)} (again, after the runs)"
     for name in ("one block, one GET", "one block, ranged GETs", "one block, sum_block"):
         rows[name]["bytes"] = block
     print_table(rows, size, answer["sum"])
     print_ratios(rows, args.workers, [(peaks[worker] - resting[worker]) / block for worker in resting])
-    print(f"(the runs: {time.perf_counter() - start:.0f} s)")
+    print(f"{after}; the runs took {time.perf_counter() - start:.0f} s")
 
 
 if __name__ == "__main__":
