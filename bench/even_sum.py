@@ -21,10 +21,10 @@ process, and whether the answer is exact. Rows:
 Contenders that run in this process's place run in a child process each, so that peak
 RSS is theirs alone. Every run prints a CPU check before and after the rows: a
 pure-Python loop alone, then two at once, i.e. the speed-up the cores give today
-(neighbours on a shared VM change it). ``--api`` also submits the job to a running SpaceTime API (file:// URL); ``--s3``
-puts the file in a moto server on loopback and runs the job over s3fs, next to what raw
-ranged s3fs reads of that server reach (moto unshaped: bench/even_sum_s3.py shapes it
-like S3).
+(neighbours on a shared VM change it). ``--api`` also submits the job to a running
+SpaceTime API (file:// URL); ``--s3`` puts the file in a moto server on loopback and
+runs the job over s3fs, next to what raw ranged s3fs reads of that server reach (moto
+unshaped: bench/even_sum_s3.py shapes it like S3).
 """
 
 import argparse
@@ -424,8 +424,8 @@ def main() -> None:
         f"{path.name}: {answer['bytes'] / 1e9:.3f} GB, {answer['count']} numbers; "
         f"block {args.block_bytes / MiB:.0f} MiB; best of {args.repeat}; {os.cpu_count()} CPUs"
     )
-    cores = os.cpu_count() or 1
-    with plain_processes(max(cores, 2)) as pool:
+    cores = max(os.cpu_count() or 1, 2)  # the CPU check runs two at once
+    with plain_processes(cores) as pool:
         print(cpu_check(pool))
         rows = {name: in_child(name, path, args.shape, args.repeat) for name in CHILDREN}
         rows.update(ceiling_rows(pool, cores, path, args.block_bytes, args.repeat))

@@ -62,10 +62,10 @@ def sum_block(
     """The partial for the numbers that START in bytes [start, end) of the file at ``url``.
 
     Reads the range, the byte before it (is ``start`` inside a number that an earlier
-    block owns?) and enough bytes after it to finish its last number. From an object
-    store the range comes as concurrent GETs of ``part_bytes``, ``concurrency`` at once,
-    parsed as they arrive (compute/ranged.py); a local file is read into one reusable
-    buffer. Error offsets are absolute in the file."""
+    block owns?) and enough bytes after it to finish its last number. From S3 the range
+    comes as concurrent GETs of ``part_bytes``, ``concurrency`` at once, parsed as they
+    arrive (compute/ranged.py); other files are read into one reusable buffer. Error
+    offsets are absolute in the file."""
     fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
     base = max(start - 1, 0)  # the file offset of buf[0]
     tally = _Tally(own=end - base, offset=base, skip=start > 0)
