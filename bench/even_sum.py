@@ -11,30 +11,47 @@ process, and whether the answer is exact. Rows:
 - kernel, 1 core: ``sum_bytes`` over the file in 64 MiB chunks (the reads not timed);
   and the same with the reads timed, which is what one block task does;
 - numba byte loop, 1 core: the plain @njit loop the kernel replaces (no validation);
+- same blocks, 1 plain process / N plain processes (N = cores): ``sum_block`` over the
+  job's blocks in a pool of processes started beforehand, no Dask: the honest parallel
+  ceiling, which the run prints our Dask job's ratio to;
 - ours, Dask: ``submit_even_sum`` on a warm LocalCluster of 2 worker processes, 1 thread
   each, the kernel preloaded;
 - DuckDB and Polars: their CSV readers, all cores (2 here);
 - dask.dataframe.read_csv on the same cluster.
 Contenders that run in this process's place run in a child process each, so that peak
-RSS is theirs alone. ``--api`` also submits the job to a running SpaceTime API (file://
-URL); ``--s3`` puts the file in a moto server and runs the job over s3fs, next to what
-raw ranged s3fs reads of that server reach.
+RSS is theirs alone. Every run prints a CPU check before and after the rows: a
+pure-Python loop alone, then two at once, i.e. the speed-up the cores give today
+(neighbours on a shared VM change it). ``--api`` also submits the job to a running
+SpaceTime API (file:// URL); ``--s3`` puts the file in a moto server on loopback and
+runs the job over s3fs, next to what raw ranged s3fs reads of that server reach (moto
+unshaped: bench/even_sum_s3.py shapes it like S3).
 """
 
 import argparse
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numba
 import numpy as np
+import shaped_s3
 from datagen import WIDE_PER_LINE, ensure_file, parse_size
 
-from compute.even_sum import DEFAULT_BLOCK_BYTES, submit_even_sum, sum_bytes, warm_up
+from compute.even_sum import (
+    DEFAULT_BLOCK_BYTES,
+    combine,
+    plan_blocks,
+    submit_even_sum,
+    sum_block,
+    sum_bytes,
+    warm_up,
+)
 
 MiB = 2**20
 CHUNK_BYTES = 64 * MiB
@@ -246,24 +263,6 @@ def api_job(api: str, path: Path) -> dict:
         return {"seconds": time.perf_counter() - start, "sum": total, "peak_rss": None}
 
 
-def moto_server(port: int) -> subprocess.Popen:
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    import httpx
-
-    for _ in range(100):
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/moto-api/")
-            return server
-        except httpx.TransportError:
-            time.sleep(0.1)
-    server.kill()
-    raise RuntimeError("moto server did not start")
-
-
 def raw_s3_reads(url: str, size: int, storage_options: dict, repeat: int) -> dict:
     """Plain s3fs ranged reads of the object, 64 MiB at a time, 2 at once (2 workers)."""
     import fsspec
@@ -285,10 +284,7 @@ def s3_rows(client, path: Path, block_bytes: int, repeat: int) -> dict:
     from tests.helpers import free_port
     from tests.s3fixtures import new_bucket
 
-    port = free_port()
-    server = moto_server(port)
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
+    with shaped_s3.start("moto", "--port", str(free_port())) as endpoint:
         options = {**S3_CREDENTIALS, "client_kwargs": {"endpoint_url": endpoint}}
         bucket = new_bucket(endpoint, **S3_CREDENTIALS)
         fsspec.filesystem("s3", **options).put_file(str(path), f"{bucket}/{path.name}")
@@ -298,9 +294,67 @@ def s3_rows(client, path: Path, block_bytes: int, repeat: int) -> dict:
             "s3fs ranged reads only (moto)": raw_s3_reads(url, size, options, repeat),
             "ours, Dask, over S3 (moto)": on_cluster(client, our_job(client, url, block_bytes, options), repeat),
         }
-    finally:
-        server.terminate()
-        server.wait()
+
+
+# --- the ceiling: the same blocks over plain processes, and what the cores give ---------
+
+SPIN_ADDITIONS = 2 * 10**7
+
+
+def spin() -> float:
+    """Seconds a pure-Python loop of SPIN_ADDITIONS additions takes: CPU and nothing else."""
+    start = time.perf_counter()
+    total = 0
+    for i in range(SPIN_ADDITIONS):
+        total += i
+    return time.perf_counter() - start
+
+
+@contextmanager
+def plain_processes(n: int):
+    """``n`` worker processes, started and the kernel compiled before anything is timed."""
+    with multiprocessing.get_context("spawn").Pool(n, initializer=warm_up) as pool:
+        pool.map(time.sleep, [0.5] * n, chunksize=1)  # each process takes one: all are up
+        yield pool
+
+
+def cpu_check(pool) -> str:
+    """What the cores give today: one pure-Python loop alone, then two at once."""
+    alone = pool.apply(spin)
+    together = pool.starmap(spin, [()] * 2, chunksize=1)
+    return (
+        f"CPU check: a pure-Python loop takes {alone:.2f} s alone, "
+        f"{together[0]:.2f} s and {together[1]:.2f} s two at once: the cores give {2 * alone / max(together):.2f}x one"
+    )
+
+
+def sum_blocks_here(url: str, blocks: list[tuple[int, int]]) -> dict:
+    return combine([sum_block(url, start, end) for start, end in blocks])
+
+
+def ceiling_rows(pool, n: int, path: Path, block_bytes: int, repeat: int) -> dict:
+    """``sum_block`` over the job's blocks in one plain process, then over ``n``: the
+    parallel ceiling for our Dask job, with no scheduler, client or transfers."""
+    url = path.as_uri()
+    blocks = plan_blocks(path.stat().st_size, block_bytes)
+    jobs = {
+        "same blocks, 1 plain process": lambda: pool.apply(sum_blocks_here, (url, blocks)),
+        f"same blocks, {n} plain processes": lambda: combine(
+            pool.starmap(sum_block, [(url, start, end) for start, end in blocks], chunksize=1)
+        ),
+    }
+    return {name: best_of(job, repeat) for name, job in jobs.items()}
+
+
+def best_of(job, repeat: int) -> dict:
+    """Best seconds of ``job()`` after one warm-up run."""
+    job()
+    runs = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        total = job()["sum"]
+        runs.append((time.perf_counter() - start, total))
+    return {"seconds": min(seconds for seconds, _ in runs), "sum": runs[0][1], "peak_rss": None}
 
 
 # --- the run ----------------------------------------------------------------------------
@@ -370,11 +424,18 @@ def main() -> None:
         f"{path.name}: {answer['bytes'] / 1e9:.3f} GB, {answer['count']} numbers; "
         f"block {args.block_bytes / MiB:.0f} MiB; best of {args.repeat}; {os.cpu_count()} CPUs"
     )
-    rows = {name: in_child(name, path, args.shape, args.repeat) for name in CHILDREN}
-    rows.update(cluster_rows(path, args.shape, args))
-    if args.api:
-        rows["ours, through the SpaceTime API"] = api_job(args.api, path)
-    print_table(rows, answer["bytes"], answer["sum"])
+    cores = max(os.cpu_count() or 1, 2)  # the CPU check runs two at once
+    with plain_processes(cores) as pool:
+        print(cpu_check(pool))
+        rows = {name: in_child(name, path, args.shape, args.repeat) for name in CHILDREN}
+        rows.update(ceiling_rows(pool, cores, path, args.block_bytes, args.repeat))
+        rows.update(cluster_rows(path, args.shape, args))
+        if args.api:
+            rows["ours, through the SpaceTime API"] = api_job(args.api, path)
+        print_table(rows, answer["bytes"], answer["sum"])
+        print(f"{cpu_check(pool)} (again, after the runs)")
+    ceiling = rows[f"same blocks, {cores} plain processes"]["seconds"]
+    print(f"ours, Dask, 2 workers: {ceiling / rows['ours, Dask, 2 workers']['seconds']:.2f}x the plain-process ceiling")
 
 
 if __name__ == "__main__":

@@ -144,10 +144,11 @@ def iam_enforced(endpoint: str):
         iam = boto3.client(
             "iam", endpoint_url=endpoint, region_name=REGION, aws_access_key_id="admin", aws_secret_access_key="admin"
         )
-        iam.create_user(UserName="reader")
-        key = iam.create_access_key(UserName="reader")["AccessKey"]
+        user = f"reader-{uuid.uuid4().hex[:12]}"  # moto's state is one per process, not per server
+        iam.create_user(UserName=user)
+        key = iam.create_access_key(UserName=user)["AccessKey"]
         policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
-        iam.put_user_policy(UserName="reader", PolicyName="s3", PolicyDocument=json.dumps(policy))
+        iam.put_user_policy(UserName=user, PolicyName="s3", PolicyDocument=json.dumps(policy))
         yield {"key": key["AccessKeyId"], "secret": key["SecretAccessKey"]}
     finally:
         httpx.post(f"{endpoint}/moto-api/reset-auth", content=b"inf").raise_for_status()

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from distributed import Client, LocalCluster
 
-from compute.even_sum import submit_even_sum
-from tests.s3fixtures import reference
+from compute.even_sum import combine, plan_blocks, submit_even_sum, sum_block
+from tests.s3fixtures import moto_server, new_bucket, reference, s3_client
 
 MiB = 2**20
 BLOCK_BYTES = 1 * MiB
@@ -45,6 +45,18 @@ def worker_process():
         yield client
 
 
+def expected(size: int) -> dict:
+    """The result for LINE repeated up to ``size`` bytes, without parsing it in Python."""
+    lines = size // len(LINE)
+    return {
+        **reference(LINE),
+        "sum": -24 * lines + 316 * lines - 10**15 * lines,
+        "even_count": 3 * lines,
+        "count": 4 * lines,
+        "bytes": size,
+    }
+
+
 def test_a_file_64_times_the_block_size_stays_within_a_few_blocks(worker_process, tmp_path):
     client = worker_process
     path = tmp_path / "numbers.txt"
@@ -59,14 +71,7 @@ def test_a_file_64_times_the_block_size_stays_within_a_few_blocks(worker_process
     result = total.result()
     (peak,) = client.run(peak_rss).values()
 
-    lines = size // len(LINE)
-    assert result == {
-        **reference(LINE),
-        "sum": -24 * lines + 316 * lines - 10**15 * lines,
-        "even_count": 3 * lines,
-        "count": 4 * lines,
-        "bytes": size,
-    }
+    assert result == expected(size)
     grown = peak - before
     print(
         f"worker RSS {before / MiB:.0f} MiB, peak +{grown / MiB:.1f} MiB for a {size / MiB:.0f} MiB file",
@@ -74,3 +79,38 @@ def test_a_file_64_times_the_block_size_stays_within_a_few_blocks(worker_process
     )
     assert grown < 8 * BLOCK_BYTES
     assert grown < size / 8
+
+
+def test_a_block_from_s3_holds_about_two_blocks(worker_process, monkeypatch):
+    """Concurrent ranged GETs: the block's buffer, plus the parts in flight (about one
+    more block at the defaults, 8 parts of an eighth of a block), whatever the file's size."""
+    client = worker_process
+    data = LINE * (16 * MiB // len(LINE))
+    block_bytes, part_bytes = 4 * MiB, 512 * 2**10
+    # moto reads a whole object for each ranged GET: from memory, not from a temporary file.
+    monkeypatch.setenv("MOTO_S3_DEFAULT_KEY_BUFFER_SIZE", str(len(data)))
+    with moto_server() as endpoint:
+        bucket = new_bucket(endpoint)
+        s3_client(endpoint).put_object(Bucket=bucket, Key="numbers.txt", Body=data)
+        options = {"client_kwargs": {"endpoint_url": endpoint}, "key": "testing", "secret": "testing"}
+        url = f"s3://{bucket}/numbers.txt"
+
+        def job(blocks):
+            futures = [
+                client.submit(sum_block, url, start, end, options, part_bytes=part_bytes, key=f"s3-block-{start}")
+                for start, end in blocks
+            ]
+            return combine(client.gather(futures))
+
+        job(plan_blocks(2**16, 2**16))  # a small block first: imports, connections
+        (before,) = client.run(reset_peak_rss).values()
+        result = job(plan_blocks(len(data), block_bytes))
+        (peak,) = client.run(peak_rss).values()
+
+    assert result == expected(len(data))
+    grown = peak - before
+    print(
+        f"worker RSS {before / MiB:.0f} MiB, peak +{grown / MiB:.1f} MiB, {block_bytes // MiB} MiB blocks",
+        file=sys.stderr,
+    )
+    assert grown < 2.5 * block_bytes
