@@ -102,6 +102,8 @@ def run_even_sum(ctx: JobContext, job: Job) -> Outcome:
         storage_options=ctx.settings.storage_options(url),
         key_prefix=key_prefix(job),
         resources=ctx.cluster.resources(BULK_RESOURCE),
+        part_bytes=ctx.settings.s3_part_bytes,
+        concurrency=ctx.settings.s3_concurrency,
     )
     ctx.store.progress(job, 0, blocks.n_blocks)
 

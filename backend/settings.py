@@ -12,7 +12,14 @@ from typing import Literal
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from compute.defaults import DEFAULT_BLOCK_BYTES, DEFAULT_BLOCK_PX, DEFAULT_MAX_PIXELS, PILLOW_MAX_PIXELS
+from compute.defaults import (
+    DEFAULT_BLOCK_BYTES,
+    DEFAULT_BLOCK_PX,
+    DEFAULT_MAX_PIXELS,
+    PILLOW_MAX_PIXELS,
+    S3_CONCURRENCY,
+    S3_PART_BYTES,
+)
 
 MiB = 1024 * 1024
 
@@ -49,6 +56,13 @@ class Settings(BaseSettings):
     # At start, the API removes uploads that a crash cut off and that have not moved for this long.
     upload_stale_s: float = Field(600.0, gt=0)
     even_sum_block_bytes: int = Field(DEFAULT_BLOCK_BYTES, gt=0)
+    # An S3 block is read as GETs of this many bytes, this many at once (compute/ranged.py,
+    # docs/benchmarks.md: 8 x 8 MiB read a 64 MiB block ~7x faster than one GET).
+    s3_part_bytes: int = Field(S3_PART_BYTES, ge=5 * MiB)
+    s3_concurrency: int = Field(S3_CONCURRENCY, gt=0)
+    # Connections of a process's S3 client: worker threads x s3_concurrency must fit
+    # (aiobotocore's default of 10 would queue the GETs of a second thread).
+    s3_max_connections: int = Field(64, gt=0)
     # A request body that pauses longer than body_grace_s, or averages under body_min_bytes_per_s
     # once that head start is spent, is cut with 408: slow-drip clients cannot hold connections.
     # 16 KiB/s is a 128 kbit/s uplink; a 5 GB upload is legitimate at any speed above it.
@@ -118,9 +132,12 @@ class Settings(BaseSettings):
 
     def storage_options(self, url: str) -> dict:
         """fsspec options for ``url``; credentials stay with the standard AWS chain."""
-        if url.startswith("s3://") and self.s3_endpoint_url:
-            return {"client_kwargs": {"endpoint_url": self.s3_endpoint_url}}
-        return {}
+        if not url.startswith("s3://"):
+            return {}
+        options: dict = {"config_kwargs": {"max_pool_connections": self.s3_max_connections}}
+        if self.s3_endpoint_url:
+            options["client_kwargs"] = {"endpoint_url": self.s3_endpoint_url}
+        return options
 
 
 @lru_cache

@@ -11,7 +11,7 @@ falls towards the shaped one), and the parse then competes with the reads for it
 Rows, each the best of ``--repeat`` runs after a warm-up run, all run in turns (one run of
 each, then again), so that a busy neighbour slows them alike and the ratios hold:
 - one block (the first) read with one GET; the same block as concurrent ranged GETs
-  (compute/ranged.py's defaults: CONCURRENCY parts of PART_BYTES at a time); and
+  (compute/defaults.py: S3_CONCURRENCY parts of S3_PART_BYTES at a time); and
   ``sum_block`` on it, which parses the parts as they arrive;
 - raw ranged reads of the whole file, as many plain processes as the job has workers,
   each reading a block at a time as the job's tasks do, no parsing: what the job can at
@@ -37,6 +37,7 @@ from datagen import ensure_file, parse_size
 from even_sum import S3_CREDENTIALS, cpu_check, our_job, peak_rss, plain_processes, warm_page_cache
 
 from compute import ranged
+from compute.defaults import S3_CONCURRENCY, S3_PART_BYTES
 from compute.even_sum import DEFAULT_BLOCK_BYTES, combine, plan_blocks, sum_block
 
 MiB = 2**20
@@ -62,7 +63,7 @@ def read_block(url: str, start: int, end: int, storage_options: dict, part_bytes
 def block_jobs(url: str, shaped: str, block_bytes: int) -> dict:
     """One block, in this process: one GET, ranged GETs, and sum_block (ranged + parsing)."""
     one_get = (block_bytes, 1)
-    in_parts = (ranged.PART_BYTES, ranged.CONCURRENCY)
+    in_parts = (S3_PART_BYTES, S3_CONCURRENCY)
     return {
         "one block, one GET": lambda: read_block(url, 0, block_bytes, options(shaped), *one_get),
         "one block, ranged GETs": lambda: read_block(url, 0, block_bytes, options(shaped), *in_parts),
@@ -73,7 +74,7 @@ def block_jobs(url: str, shaped: str, block_bytes: int) -> dict:
 def raw_reads(pool, url: str, size: int, endpoint: str, block_bytes: int):
     """The whole file as ranged GETs in the pool's processes, a block per task."""
     blocks = [
-        (url, start, end, options(endpoint), ranged.PART_BYTES, ranged.CONCURRENCY)
+        (url, start, end, options(endpoint), S3_PART_BYTES, S3_CONCURRENCY)
         for start, end in plan_blocks(size, block_bytes)
     ]
 
@@ -158,8 +159,8 @@ def main() -> None:
     warm_page_cache(path)
     size, block = answer["bytes"], args.block_bytes
     print(
-        f"{path.name}: {size / 1e9:.3f} GB; block {block / MiB:g} MiB, read as {ranged.CONCURRENCY} GETs at once "
-        f"of {ranged.PART_BYTES / MiB:g} MiB; shaped: first byte {shaped_s3.FIRST_BYTE_S * 1000:g} ms, "
+        f"{path.name}: {size / 1e9:.3f} GB; block {block / MiB:g} MiB, read as {S3_CONCURRENCY} GETs at once "
+        f"of {S3_PART_BYTES / MiB:g} MiB; shaped: first byte {shaped_s3.FIRST_BYTE_S * 1000:g} ms, "
         f"{shaped_s3.BYTES_PER_S / 1e6:g} MB/s a connection; best of {args.repeat}; {os.cpu_count()} CPUs"
     )
     moto_port = free_port()

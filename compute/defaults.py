@@ -21,3 +21,10 @@ DEFAULT_BLOCK_PX = 60
 # block tasks need a "bulk" slot, image tasks an "interactive" one, where workers offer them.
 BULK_RESOURCE = "bulk"
 INTERACTIVE_RESOURCE = "interactive"
+
+# A block in an object store is read as ranged GETs (compute/ranged.py). AWS recommends
+# 8-16 MB; 8 MiB parts make 8 requests of a 64 MiB block.
+S3_PART_BYTES = 8 * MiB
+# GETs in flight per block task: at ~100 MB/s a stream (S3), 8 make 6-7 Gbit/s for a
+# worker thread; beyond that the instance's network or the parse is the limit.
+S3_CONCURRENCY = 8

@@ -21,7 +21,7 @@ import numpy as np
 from distributed import Client, Future
 
 from compute import kernel, ranged
-from compute.defaults import DEFAULT_BLOCK_BYTES
+from compute.defaults import DEFAULT_BLOCK_BYTES, S3_CONCURRENCY, S3_PART_BYTES
 from compute.errors import InvalidNumber
 
 # Bytes read past a block's end at first to finish its last number; more when needed.
@@ -58,8 +58,8 @@ def sum_block(
     end: int,
     storage_options: dict | None = None,
     *,
-    part_bytes: int = ranged.PART_BYTES,
-    concurrency: int = ranged.CONCURRENCY,
+    part_bytes: int = S3_PART_BYTES,
+    concurrency: int = S3_CONCURRENCY,
 ) -> dict:
     """The partial for the numbers that START in bytes [start, end) of the file at ``url``.
 
@@ -183,6 +183,9 @@ class BlockSum:
         As for ``submit_even_sum``.
     resources
         Dask resources each block task needs (e.g. ``{"bulk": 1}``), or None.
+    part_bytes, concurrency
+        How a block is read from an object store: GETs of ``part_bytes``, ``concurrency``
+        at once (compute/ranged.py).
     """
 
     def __init__(
@@ -194,10 +197,14 @@ class BlockSum:
         storage_options: dict | None = None,
         key_prefix: str = "even-sum",
         resources: dict | None = None,
+        part_bytes: int = S3_PART_BYTES,
+        concurrency: int = S3_CONCURRENCY,
     ):
         self.client = client
         self.url = url
         self.storage_options = storage_options
+        self.part_bytes = part_bytes
+        self.concurrency = concurrency
         self.key_prefix = key_prefix
         self.resources = resources
         self.blocks = plan_blocks(_file_size(url, storage_options), block_bytes)
@@ -219,6 +226,8 @@ class BlockSum:
             start,
             end,
             storage_options=self.storage_options,
+            part_bytes=self.part_bytes,
+            concurrency=self.concurrency,
             key=f"{self.key_prefix}-{self.submitted}",
             priority=BLOCK_PRIORITY,
             resources=self.resources,
@@ -306,12 +315,8 @@ def warm_up() -> None:
 
 def _file_size(url: str, storage_options: dict | None) -> int:
     fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
-    try:
+    with _readable_errors(url):
         info = fs.info(path)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"not found: {url}") from None
-    except PermissionError as exc:
-        raise PermissionError(f"access denied to {url} ({exc}): check the storage credentials") from None
     if info.get("type") == "directory":
         raise IsADirectoryError(f"a directory, not a file: {url}")
     return info["size"]

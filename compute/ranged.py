@@ -2,7 +2,7 @@
 
 One GET stream from S3 runs at the order of 100 MB/s however fast the worker; AWS's
 guidance is several concurrent byte-range GETs of 8-16 MB on the same object. A block
-task here reads its range as parts of ``PART_BYTES``, ``CONCURRENCY`` GETs at a time, on
+task here reads its range as parts of ``S3_PART_BYTES``, ``S3_CONCURRENCY`` GETs at a time, on
 s3fs's event loop, each body read straight into its place in the block's buffer, and
 learns as each part and those before it are in: it parses a part while the next ones
 download.
@@ -18,12 +18,7 @@ from collections import deque
 from collections.abc import Generator
 from concurrent.futures import Future
 
-MiB = 2**20
-# AWS recommends 8-16 MB ranged GETs; 8 MiB parts make 8 requests of a 64 MiB block.
-PART_BYTES = 8 * MiB
-# GETs in flight per block task: at ~100 MB/s a stream (S3), 8 make 6-7 Gbit/s for a
-# worker thread; beyond that the instance's network or the parse is the limit.
-CONCURRENCY = 8
+from compute.defaults import S3_CONCURRENCY
 
 
 def reads_in_parts(fs) -> bool:
@@ -34,7 +29,7 @@ def reads_in_parts(fs) -> bool:
 
 
 def fill(
-    fs, path: str, ranges: list[tuple[int, int]], view: memoryview, concurrency: int = CONCURRENCY
+    fs, path: str, ranges: list[tuple[int, int]], view: memoryview, concurrency: int = S3_CONCURRENCY
 ) -> Generator[int, None, None]:
     """Fill ``view`` with the [start, end) ``ranges`` of ``path``, one after another, up to
     ``concurrency`` GETs at a time (the next starts as each is taken); yield how many bytes
