@@ -83,20 +83,14 @@ def main() -> None:
         pages = [render_report(trace, {"token": "x"}, "job") for trace in traces[:5]]
         render_ms = (time.perf_counter() - start) / len(pages) * 1e3
 
-    print(
-        f"scheduler event-loop CPU per image job, best of 2 rounds of {args.jobs} (Dask's report: {max(5, args.jobs // 4)}):"
-    )
+    dask_jobs = max(5, args.jobs // 4)
+    ours, dasks = best["ours"] - best["bare"], best["dask"] - best["bare"]
+    print(f"scheduler event-loop CPU per image job, best of 2 rounds ({args.jobs} jobs; Dask's report: {dask_jobs})")
     print(f"  bare job                              {best['bare']:7.2f} ms")
-    print(
-        f"  + our capture (task stream, profiles) {best['ours']:7.2f} ms   report costs the scheduler {best['ours'] - best['bare']:6.2f} ms"
-    )
-    print(
-        f"  in Dask's performance_report          {best['dask']:7.2f} ms   report costs the scheduler {best['dask'] - best['bare']:6.2f} ms"
-    )
-    print(
-        f"  ratio, Dask's report over ours: {(best['dask'] - best['bare']) / max(best['ours'] - best['bare'], 0.01):.0f}x"
-    )
-    print(f"rendering our page (in the API, on first request; never on the scheduler): {render_ms:.0f} ms a report")
+    print(f"  + our capture (task stream, profiles) {best['ours']:7.2f} ms   a report costs it {ours:6.2f} ms")
+    print(f"  in Dask's performance_report          {best['dask']:7.2f} ms   a report costs it {dasks:6.2f} ms")
+    print(f"  Dask's report over ours: {dasks / max(ours, 0.01):.0f}x")
+    print(f"rendering our page (by the API at the first request, never on the scheduler): {render_ms:.0f} ms")
 
 
 if __name__ == "__main__":
