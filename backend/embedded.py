@@ -138,7 +138,10 @@ def redis_argv(url: str, data_dir: Path) -> list[str]:
         "--bind", host,
         "--port", str(port),
         "--dir", str(data_dir.resolve()),
+        # AOF, written before each reply and fsynced every second (docs/reliability.md):
+        # a crash of the process loses nothing acknowledged, a power cut at most ~1 s.
         "--appendonly", "yes",
+        "--appendfsync", "everysec",
         "--save", "",
         "--logfile", str((data_dir / "redis-server.log").resolve()),
     ]
