@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     up = commands.add_parser("up", help="start the whole system on this machine")
     up.add_argument("--redis-url", help="use this Redis instead of starting one")
     up.add_argument(
-        "--workers", type=int, default=2, help="bulk Dask worker processes (default 2; one interactive worker besides)"
+        "--workers", type=int, default=2, help="Dask worker processes in each pool, bulk and interactive (default 2)"
     )
     up.add_argument("--dispatchers", type=int, default=2, help="dispatcher processes (default 2)")
     up.set_defaults(run=_up)

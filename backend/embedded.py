@@ -162,11 +162,10 @@ def redis_server(url: str, data_dir: Path):
 
 
 @contextmanager
-def local_cluster(
-    settings: Settings, n_workers: int, close_timeout_s: Callable[[], float], n_interactive: int = 1
-) -> Iterator[SpecCluster]:
-    """The scheduler in this process; ``n_workers`` bulk and ``n_interactive`` interactive
-    worker processes under nannies, one thread each.
+def local_cluster(settings: Settings, n_workers: int, close_timeout_s: Callable[[], float]) -> Iterator[SpecCluster]:
+    """The scheduler in this process; ``n_workers`` bulk and as many interactive worker
+    processes under nannies, one thread each (a pool per kind of work, each sized to the
+    cores: idle workers cost nothing, and either pool alone can use every core).
 
     Two pools, so that clients do not slow each other: block tasks need the ``bulk``
     resource and image tasks the ``interactive`` one (backend.runners), and bulk workers
@@ -185,7 +184,7 @@ def local_cluster(
         "host": host,
         "dashboard": False,
         "preload": ["compute.preload"],
-        "memory_limit": parse_memory_limit("auto", 1, n_workers + n_interactive, logger=log),
+        "memory_limit": parse_memory_limit("auto", 1, 2 * n_workers, logger=log),
         "silence_logs": logging.WARNING,
     }
     workers = {
@@ -193,7 +192,7 @@ def local_cluster(
     }
     workers |= {
         f"interactive-{i}": {"cls": Nanny, "options": {**worker, "resources": {INTERACTIVE_RESOURCE: 1}}}
-        for i in range(n_interactive)
+        for i in range(n_workers)
     }
     cluster = SpecCluster(
         scheduler={

@@ -1,17 +1,20 @@
-"""Image job latency and throughput against a running system (`make run` / `spacetime up`).
+"""Image job latency and throughput of a whole system (`spacetime up`, started here on free
+ports, or a running one with --api).
 
-    .venv/bin/python bench/image_latency.py [--api http://127.0.0.1:5000] [--jobs 200] [--clients 16]
+    .venv/bin/python -m bench.image_latency [--api http://127.0.0.1:5000] [--jobs 200] [--clients 16]
 
-Prints, for cat.png:
+Prints, for cat.png, after the machine check (what the cores give today):
 - lead time over sequential jobs: the server's ``lead_s`` (requested -> finished, from
   GET /tasks/{token}) and what the client saw (POST -> first poll that says finished);
-- throughput with N concurrent clients, each submitting and waiting in a loop;
-- the compute-only time of ``randomize_image`` in this process, for comparison;
-- what a Dask performance report adds to one image task on the same cluster (this is
-  why image jobs take one only 1 in SPACETIME_IMAGE_REPORT_EVERY).
+- throughput with N concurrent clients, each submitting and waiting in a loop, and the
+  CPU each job cost each part of the system (API, dispatchers, scheduler, workers,
+  Redis, these clients) during it;
+- the compute-only time of ``randomize_image`` in this process, for comparison.
+What a performance report costs the scheduler: bench/report_cost.py.
 """
 
 import argparse
+import contextlib
 import statistics
 import tempfile
 import threading
@@ -19,10 +22,10 @@ import time
 from pathlib import Path
 
 import httpx
-from distributed import Client
+import psutil
 
+from bench.system import core_check, running_system
 from compute.image import randomize_image
-from compute.report import JobReport
 
 CAT = Path(__file__).parents[1] / "tests" / "fixtures" / "cat.png"
 # Polling adds load on the same 2 cores that run the jobs; 16 clients polling fast would
@@ -59,7 +62,7 @@ def sequential(api: str, png: bytes, jobs: int) -> None:
     print(f"  client-observed      {percentile(seen, 50) * 1e3:7.1f} ms {percentile(seen, 95) * 1e3:7.1f} ms")
 
 
-def concurrent(api: str, png: bytes, clients: int, per_client: int) -> None:
+def concurrent(api: str, png: bytes, clients: int, per_client: int) -> int:
     def client_loop():
         with httpx.Client(base_url=api, headers={"X-Client-Id": threading.current_thread().name}) as http:
             for _ in range(per_client):
@@ -74,6 +77,7 @@ def concurrent(api: str, png: bytes, clients: int, per_client: int) -> None:
     elapsed = time.perf_counter() - start
     total = clients * per_client
     print(f"concurrent, {clients} clients x {per_client} jobs: {total / elapsed:.1f} jobs/s ({elapsed:.1f} s)")
+    return total
 
 
 def compute_only(png: bytes, repeats: int = 50) -> None:
@@ -86,41 +90,55 @@ def compute_only(png: bytes, repeats: int = 50) -> None:
     print(f"randomize_image alone (this process): p50 {statistics.median(times) * 1e3:.1f} ms")
 
 
-def report_overhead(scheduler: str, png: bytes, repeats: int = 20) -> None:
-    """One image task on the cluster, bare and inside a JobReport, median of ``repeats``."""
-    with Client(scheduler) as client, tempfile.TemporaryDirectory() as folder:
-        client.get_task_stream(start=0, stop=0)
+def roles(root: psutil.Process) -> dict[str, list[psutil.Process]]:
+    """The processes of a `spacetime up`, by what they are."""
+    found: dict[str, list[psutil.Process]] = {"up (scheduler)": [root]}
+    for process in root.children(recursive=True):
+        try:
+            line = " ".join(process.cmdline())
+        except psutil.NoSuchProcess:
+            continue
+        role = next((name for name in ("redis-server", "dispatcher", "api") if name in line), None)
+        if role is None and "multiprocessing" in line:
+            role = "dask workers"
+        if role:
+            found.setdefault(role, []).append(process)
+    found["benchmark clients"] = [psutil.Process()]
+    return found
 
-        def one(report: bool) -> float:
-            start = time.perf_counter()
-            if report:
-                with JobReport(f"{folder}/r.html", "bench"):
-                    client.submit(randomize_image, png, pure=False).result()
-            else:
-                client.submit(randomize_image, png, pure=False).result()
-            return time.perf_counter() - start
 
-        bare = statistics.median(one(False) for _ in range(repeats))
-        with_report = statistics.median(one(True) for _ in range(repeats))
-    print(
-        f"one image task on the cluster: {bare * 1e3:.1f} ms bare, {with_report * 1e3:.1f} ms with a "
-        f"performance report (+{(with_report - bare) * 1e3:.0f} ms, {with_report / bare:.1f}x)"
-    )
+def cpu_s(processes: list[psutil.Process]) -> float:
+    total = 0.0
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--api", default="http://127.0.0.1:5000")
+    parser.add_argument("--api", help="a running system (default: start one, `spacetime up`, on free ports)")
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--per-client", type=int, default=20)
-    parser.add_argument("--scheduler", default="tcp://127.0.0.1:8786", help="the system's Dask scheduler")
     args = parser.parse_args()
     png = CAT.read_bytes()
-    sequential(args.api, png, args.jobs)
-    concurrent(args.api, png, args.clients, args.per_client)
+    print(core_check(), flush=True)
+    with contextlib.ExitStack() as stack:
+        api = args.api
+        if api is None:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            system = stack.enter_context(running_system(tmp))
+            api = system.api
+            up = psutil.Process(system.process.pid)
+        sequential(api, png, args.jobs)
+        processes = roles(up) if args.api is None else {}
+        before = {role: cpu_s(group) for role, group in processes.items()}
+        jobs = concurrent(api, png, args.clients, args.per_client)
+        for role, group in processes.items():
+            print(f"  CPU per job, {role:18} {(cpu_s(group) - before[role]) / jobs * 1e3:6.1f} ms")
     compute_only(png)
-    report_overhead(args.scheduler, png)
 
 
 if __name__ == "__main__":

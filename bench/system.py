@@ -29,6 +29,7 @@ class System:
     redis_url: str
     scheduler: str
     data_dir: Path
+    process: subprocess.Popen | None = None  # `spacetime up` itself
 
     def spacetime(self, *args: str) -> str:
         """Run a `spacetime` command against this system; its stdout."""
@@ -63,6 +64,7 @@ def running_system(data_dir: Path, auth: str = "open", allowed: list[Path] = (),
     up = subprocess.Popen(
         [sys.executable, "-m", "backend.cli", "up"], env=environment, stdout=log, stderr=log, cwd=REPO
     )
+    system.process = up
     try:
         _wait_healthy(system.api, up)
         yield system

@@ -281,7 +281,7 @@ def test_images_and_blocks_run_in_their_own_pools(system, cat_png, tmp_path):
         pool = {address: next(iter(info["resources"])) for address, info in workers.items()}
         niceness = client.run(os.nice, 0)
         ran = {str(task["key"]): task["worker"] for task in client.get_task_stream(start=0)}
-    assert sorted(pool.values()) == ["bulk", "bulk", "interactive"]
+    assert sorted(pool.values()) == ["bulk", "bulk", "interactive", "interactive"]
     assert {niceness[a] for a, p in pool.items() if p == "bulk"} == {10}
     assert {niceness[a] for a, p in pool.items() if p == "interactive"} == {0}
     assert pool[ran[f"randomize-{image}-0"]] == "interactive"
