@@ -14,6 +14,7 @@ write (report, timing record, metrics) is best effort.
 import logging
 import threading
 import time
+from collections import Counter
 from typing import cast
 
 from distributed import Client
@@ -59,7 +60,9 @@ class Dispatcher:
         self.outage = Outage(
             log, "Redis", on_start=lambda: self.redis.connection_pool.disconnect(inuse_connections=False)
         )
-        self._active: set[str] = set()  # tokens a job loop of ours is handling now
+        # Tokens our job loops are handling now, counted: a job one loop hands back can be
+        # claimed by another loop of ours before the first one is done with it.
+        self._active: Counter[str] = Counter()
         self._active_lock = threading.Lock()
         self._strays: set[str] = set()  # tokens in our processing list that no loop handled at the last beat
         self.stopping = threading.Event()  # no new claims
@@ -147,7 +150,7 @@ class Dispatcher:
         claimed a moment ago is not taken for one."""
         held = {token.decode() for token in cast(list[bytes], self.redis.lrange(self.queue.processing_key, 0, -1))}
         with self._active_lock:
-            strays = held - self._active
+            strays = held - set(self._active)
         for token in strays & self._strays:
             if self.store.requeue_token(token, self.id, f"dispatcher {self.id} lost track of it (Redis was away)"):
                 log.warning("job %s: requeued; a Redis outage interrupted its run", token)
@@ -156,12 +159,14 @@ class Dispatcher:
     def handle(self, claim: Claim) -> None:
         """Run one claimed job to a final state (or back to its queue), then record it."""
         with self._active_lock:
-            self._active.add(claim.job.token)
+            self._active[claim.job.token] += 1
         try:
             self._handle(claim)
         finally:
             with self._active_lock:
-                self._active.discard(claim.job.token)
+                self._active[claim.job.token] -= 1
+                if not self._active[claim.job.token]:
+                    del self._active[claim.job.token]
 
     def _handle(self, claim: Claim) -> None:
         job = claim.job
