@@ -1,23 +1,30 @@
-"""The window of a bulk job: how many of its block tasks it keeps in flight on the cluster.
+"""How a bulk job's block tasks share the cluster with other clients' (issue: many
+clients): how many it keeps in flight, and in what order Dask runs them.
 
-Dask runs queued tasks of equal priority in the order they were submitted, so a job that
-keeps ``w`` blocks in flight, and submits the next as one finishes, gets about ``w`` turns
-out of every ``sum(w)``. Windows proportional to the clients' weights therefore share the
-workers by weight, and a job that arrives late starts at once instead of after every
-block queued before it. The window of a client's job is its weighted share of
-``IN_FLIGHT_PER_THREAD`` x the bulk worker threads, split over its running bulk jobs.
+- **Window**: a job keeps its client's weighted share of ``IN_FLIGHT_PER_THREAD`` x the
+  bulk worker threads in flight, split over the client's running bulk jobs, and submits
+  the next block as one finishes: a 5 GB job never floods the scheduler, and the workers
+  always have the next block at hand.
+- **Order**: start-time fair queueing (Goyal et al., 1996) across every dispatcher, in
+  Redis (backend/lua/tag.lua). Each block gets a start tag, the later of the lane's
+  virtual time and the end of its client's previous block, which ends 1/weight later;
+  its Dask priority is minus that tag, so the waiting blocks run in tag order. Clients
+  with blocks waiting get turns in proportion to their weights, and a client that
+  arrives late starts at the virtual time: its first block runs next, not after every
+  block queued before it.
 """
 
 import math
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import cast
 
 from redis import Redis
 
-from backend import keys
-from backend.job import Lane
+from backend import keys, scripts
+from backend.job import Job, Lane
 
 # Blocks in flight per bulk worker thread, over all jobs: one running and one queued
 # behind it, so a thread never idles while the dispatcher hears of a finished block.
@@ -35,6 +42,8 @@ class FairShare:
         self.redis = redis
         self.threads = threads
         self.default_weight = default_weight
+        self._tag = scripts.register(redis, "tag")
+        self._advance = scripts.register(redis, "advance")
         self._lock = threading.Lock()
         self._read_at = -math.inf
         self._running: dict[str, int] = {}
@@ -46,6 +55,20 @@ class FairShare:
         total_weight = sum(weights.get(c, self.default_weight) for c in running) + (0 if client in running else weight)
         share = IN_FLIGHT_PER_THREAD * self.threads() * weight / total_weight
         return max(1, math.ceil(share / max(1, running.get(client, 1))))
+
+    def pacing(self, job: Job) -> "JobPacing":
+        """How ``job``'s blocks go to the cluster (compute.even_sum.Pacing)."""
+        return JobPacing(self, job.client)
+
+    def weight(self, client: str) -> int:
+        return self._snapshot()[1].get(client, self.default_weight)
+
+    def start_tag(self, client: str) -> float:
+        weight = self.weight(client)
+        return float(self._tag(args=[Lane.bulk, client, weight, keys.FAIR_TAGS_TTL_S]))
+
+    def advance(self, start_tag: float) -> None:
+        self._advance(args=[Lane.bulk, repr(start_tag), keys.FAIR_TAGS_TTL_S])
 
     def _snapshot(self) -> tuple[dict[str, int], dict[str, int]]:
         with self._lock:
@@ -61,3 +84,21 @@ class FairShare:
                     }
                 self._running, self._weights, self._read_at = running, weights, time.monotonic()
             return self._running, self._weights
+
+
+@dataclass
+class JobPacing:
+    """One bulk job's window and block priorities (compute.even_sum.Pacing)."""
+
+    share: FairShare
+    client: str
+
+    def window(self) -> int:
+        return self.share.window(self.client)
+
+    def priority(self) -> float:
+        return -self.share.start_tag(self.client)
+
+    def done(self, priorities: list[float]) -> None:
+        if priorities:
+            self.share.advance(-min(priorities))

@@ -41,6 +41,12 @@ WAKE = "wake:{lane}"
 # At most this many markers wait in a wake list: enough to wake every idle job loop.
 WAKE_MAX = 64
 
+# Start-time fair queueing of block tasks between clients (backend/fairshare.py): the
+# virtual time of a lane (the start tag of the latest block that finished) ...
+VTIME = "vtime:{lane}"
+# ... and hash client -> the finish tag of its latest block.
+VFINISH = "vfinish:{lane}"
+
 # -- dispatchers (the reliable queue) --------------------------------------------------------
 # A dispatcher's in-flight tokens: a token is always in exactly one list (tasks, a client
 # queue, or one processing list), moved by single atomic steps.
@@ -97,6 +103,9 @@ METRICS_TTL_S = 30 * 24 * 3600
 # Retry-After of a client over its backlog quota: its own jobs must end first, and
 # asking again every few seconds is often enough without adding load.
 BACKLOG_RETRY_AFTER_S = 5
+# The fair-queueing tags outlive any busy period; when they expire (a day idle), every
+# client starts again from zero, which is fair too.
+FAIR_TAGS_TTL_S = 24 * 3600
 # Tokens the pick script routes from `tasks` per call: bounds one script's run time when
 # a producer dumps thousands at once (the rest are routed by the next calls).
 ROUTE_BATCH = 100

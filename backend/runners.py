@@ -90,8 +90,8 @@ def run_randomize(ctx: JobContext, job: Job) -> Outcome:
 
 
 def run_even_sum(ctx: JobContext, job: Job) -> Outcome:
-    """A window of block tasks sized to the client's fair share, a tree reduction, and
-    progress as blocks complete."""
+    """Block tasks paced by the client's fair share (backend/fairshare.py), a tree
+    reduction, and progress as blocks complete."""
     url = job.input_url
     if url is None:
         raise InvalidInput("the job names no input file; submit it again")
@@ -112,7 +112,7 @@ def run_even_sum(ctx: JobContext, job: Job) -> Outcome:
         ctx.store.progress(job, done, blocks.n_blocks)
 
     try:
-        result = blocks.run(lambda: ctx.share.window(job.client), on_progress, ctx.cluster.wait_any)
+        result = blocks.run(ctx.share.pacing(job), on_progress, ctx.cluster.wait_any)
     finally:
         ctx.in_flight.set(job, 0)
     # The sum stays an exact integer: json writes Python ints digit for digit.

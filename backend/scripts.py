@@ -37,6 +37,8 @@ CONSTANTS = {
     "LEASE": _prefix(keys.LEASE),
     "DISPATCHERS": keys.DISPATCHERS,
     "IN_FLIGHT": _prefix(keys.IN_FLIGHT),
+    "VTIME": _prefix(keys.VTIME),
+    "VFINISH": _prefix(keys.VFINISH),
     "CLIENT": _prefix(keys.CLIENT),
     "ROUTE_BATCH": keys.ROUTE_BATCH,
 }

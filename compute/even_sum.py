@@ -14,6 +14,8 @@ import contextlib
 import threading
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
 
 import distributed
 import fsspec
@@ -136,7 +138,7 @@ def even_sum(
     client: Client | None = None,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
     storage_options: dict | None = None,
-    window: Callable[[], int] | None = None,
+    pacing: "Pacing | None" = None,
 ) -> dict:
     """The exact even sum of the file at ``url``, computed on the cluster.
 
@@ -146,9 +148,9 @@ def even_sum(
         As for ``submit_even_sum``.
     client
         A ``distributed.Client``; by default the current one (``distributed.get_client``).
-    window
-        How many block tasks to keep in flight, asked again as blocks finish; by default
-        all of them at once. A bounded window lets other jobs' tasks in between.
+    pacing
+        How many block tasks to keep in flight and at what priority (a ``Pacing``); by
+        default all of them at once. A bounded window lets other jobs' tasks in between.
 
     Returns
     -------
@@ -166,7 +168,7 @@ def even_sum(
     # Each call has task keys of its own, so that two files never share results.
     prefix = f"even-sum-{uuid.uuid4().hex[:12]}"
     job = BlockSum(client, url, block_bytes=block_bytes, storage_options=storage_options, key_prefix=prefix)
-    return job.run(window or (lambda: job.n_blocks))
+    return job.run(pacing)
 
 
 class BlockSum:
@@ -217,8 +219,8 @@ class BlockSum:
     def n_blocks(self) -> int:
         return len(self.blocks)
 
-    def submit_next(self) -> Future:
-        """Submit the next block's task (and the combine tasks it completes)."""
+    def submit_next(self, priority: float = BLOCK_PRIORITY) -> Future:
+        """Submit the next block's task at Dask ``priority`` (and the combine tasks it completes)."""
         start, end = self.blocks[self.submitted]
         block = self.client.submit(
             sum_block,
@@ -229,7 +231,7 @@ class BlockSum:
             part_bytes=self.part_bytes,
             concurrency=self.concurrency,
             key=f"{self.key_prefix}-{self.submitted}",
-            priority=BLOCK_PRIORITY,
+            priority=priority,
             resources=self.resources,
         )
         self.submitted += 1
@@ -252,24 +254,29 @@ class BlockSum:
 
     def run(
         self,
-        window: Callable[[], int],
+        pacing: "Pacing | None" = None,
         on_progress: Callable[[int, int], None] | None = None,
         wait: Callable[[set[Future]], set[Future]] | None = None,
     ) -> dict:
-        """Submit blocks keeping ``window()`` of them in flight; return the result dict.
+        """Submit blocks as ``pacing`` allows; return the result dict.
 
-        ``on_progress(done, in_flight)`` is called as blocks finish; ``wait(futures)``
-        returns some that are done (by default ``distributed.wait``, first completed): pass
-        one that gives up on a lost cluster to bound the wait. A block that fails raises
-        its error here, and the blocks still in flight are cancelled."""
+        ``pacing`` says how many blocks to keep in flight and at what priority to submit
+        each (default: all at once, at BLOCK_PRIORITY), and hears of the blocks that
+        finished. ``on_progress(done, in_flight)`` is called as blocks finish;
+        ``wait(futures)`` returns some that are done (by default ``distributed.wait``,
+        first completed): pass one that gives up on a lost cluster to bound the wait. A
+        block that fails raises its error here, and the blocks still in flight are
+        cancelled."""
+        pacing = pacing or AllAtOnce(self.n_blocks)
         wait = wait or _first_completed
-        in_flight: set[Future] = set()
+        in_flight: dict[Future, float] = {}  # block -> its priority
         done = 0
         while done < self.n_blocks:
-            while self.submitted < self.n_blocks and len(in_flight) < max(1, window()):
-                in_flight.add(self.submit_next())
-            finished = wait(in_flight)
-            in_flight -= finished
+            while self.submitted < self.n_blocks and len(in_flight) < max(1, pacing.window()):
+                priority = pacing.priority()
+                in_flight[self.submit_next(priority)] = priority
+            finished = wait(set(in_flight))
+            pacing.done([in_flight.pop(block) for block in finished])
             for block in finished:
                 if block.status == "error":
                     error = block.exception()
@@ -302,6 +309,38 @@ class BlockSum:
         )
         self._combined[level] += 1
         self._add(level + 1, node)
+
+
+class Pacing(Protocol):
+    """How a BlockSum submits its blocks: how many in flight, at what priority."""
+
+    def window(self) -> int:
+        """How many blocks to keep in flight now."""
+        ...
+
+    def priority(self) -> float:
+        """The Dask priority of the next block (higher runs first)."""
+        ...
+
+    def done(self, priorities: list[float]) -> None:
+        """Blocks submitted at these priorities finished."""
+        ...
+
+
+@dataclass
+class AllAtOnce:
+    """Every block at once, at BLOCK_PRIORITY: a job alone on its cluster (notebooks)."""
+
+    blocks: int
+
+    def window(self) -> int:
+        return self.blocks
+
+    def priority(self) -> float:
+        return BLOCK_PRIORITY
+
+    def done(self, priorities: list[float]) -> None:
+        pass
 
 
 def _first_completed(futures: set[Future]) -> set[Future]:
