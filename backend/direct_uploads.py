@@ -184,7 +184,10 @@ class DirectUploads:
                 step.zadd(keys.DIRECT_UPLOADS, {upload.upload_id: upload.expires_at})
                 step.execute()
         except BaseException:
-            self._abort(upload)  # not recorded, so no sweep would find it
+            try:
+                self._abort(upload)  # not recorded, so no sweep would find it
+            except (OSError, BotoCoreError):
+                log.warning("could not abort the unrecorded upload %s: left to the start-up sweep", s3_upload_id)
             raise
         return StartedUpload(upload, urls)
 
@@ -205,7 +208,7 @@ class DirectUploads:
         return PendingUpload.from_fields(upload_id, reply[1:])
 
     def release(self, upload: PendingUpload) -> None:
-        """Let go of a claim (the parts were not right yet): the client may fix them and call again."""
+        """Let go of a claim (the parts were not right yet, S3 failed): the upload is pending again."""
         self.redis.hdel(keys.direct_upload(upload.upload_id), "completing")  # one command; never recreates the record
 
     def finish(self, upload: PendingUpload) -> None:
@@ -271,7 +274,8 @@ class DirectUploads:
     # -- the sweep ---------------------------------------------------------------------------
 
     def sweep_expired(self) -> int:
-        """Abort every upload abandoned past its expiry, and forget it. Returns how many."""
+        """Abort every upload abandoned past its expiry, and forget it. Returns how many.
+        One that S3 will not abort now stays recorded, for the next sweep to try again."""
         now = time.time()
         due = cast(list[bytes], self.redis.zrangebyscore(keys.DIRECT_UPLOADS, "-inf", now))
         aborted = 0
@@ -281,11 +285,18 @@ class DirectUploads:
                 keys=[keys.direct_upload(upload_id), keys.DIRECT_UPLOADS],
                 args=[upload_id, now, keys.DIRECT_UPLOAD_COMPLETE_MAX_S],
             )
-            if flat:  # None: a complete call still holds it; []: its record expired (the S3 sweep's business)
-                upload = PendingUpload.from_fields(upload_id, flat)
+            if not flat:  # None: a complete call holds it; []: its record had expired already
+                continue
+            upload = PendingUpload.from_fields(upload_id, flat)
+            try:
                 self._abort(upload)
-                log.info("aborted direct upload %s of client %s, abandoned past its expiry", upload_id, upload.client)
-                aborted += 1
+            except (OSError, BotoCoreError) as exc:
+                log.warning("could not abort the expired direct upload %s (next sweep tries again): %s", upload_id, exc)
+                self.release(upload)
+                continue
+            self.finish(upload)
+            log.info("aborted direct upload %s of client %s, abandoned past its expiry", upload_id, upload.client)
+            aborted += 1
         return aborted
 
     def live_s3_upload_ids(self) -> set[str]:

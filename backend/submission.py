@@ -53,12 +53,7 @@ class Submitter:
         url = f"{self.settings.uploads_url}/{token}.txt"
         options = self.settings.storage_options(url)
         size = await save_stream(chunks, url, self.settings.max_upload_bytes, options)
-        job = Submission(Kind.even_sum, Lane.bulk, caller.name, self._cost(size), size, input_url=url, token=token)
-        try:
-            return await self._store(caller, job)
-        except BaseException:
-            await run_in_threadpool(discard, url, options)
-            raise
+        return await self._store_file(caller, url, size, token)
 
     async def url(self, caller: ClientSettings, url: str) -> Job:
         """Queue an even sum over a file already in an allowed store, named by URL."""
@@ -95,21 +90,8 @@ class Submitter:
         except BaseException:
             await run_in_threadpool(direct.release, upload)
             raise
-        options = self.settings.storage_options(upload.url)
-        job = Submission(
-            Kind.even_sum,
-            Lane.bulk,
-            caller.name,
-            self._cost(upload.size),
-            upload.size,
-            input_url=upload.url,
-            token=upload.token,
-        )
         try:
-            return await self._store(caller, job)
-        except BaseException:
-            await run_in_threadpool(discard, upload.url, options)
-            raise
+            return await self._store_file(caller, upload.url, upload.size, upload.token)
         finally:
             await run_in_threadpool(direct.finish, upload)
 
@@ -123,6 +105,15 @@ class Submitter:
             )
             raise DirectUploadsUnavailable(f"{why}: send the file as the body of POST /even-sum instead")
         return self.direct
+
+    async def _store_file(self, caller: ClientSettings, url: str, size: int, token: str) -> Job:
+        """Queue the even sum of a file we stored at ``url``; delete the file if the job is refused."""
+        job = Submission(Kind.even_sum, Lane.bulk, caller.name, self._cost(size), size, input_url=url, token=token)
+        try:
+            return await self._store(caller, job)
+        except BaseException:
+            await run_in_threadpool(discard, url, self.settings.storage_options(url))
+            raise
 
     async def _store(self, caller: ClientSettings, job: Submission) -> Job:
         limit = caller.max_backlog_bytes or None

@@ -138,6 +138,8 @@ def test_small_files_and_local_stores_keep_the_streamed_body(
     assert refused.status_code == 404
     assert "S3 uploads store" in refused.json()["error"] and "POST /even-sum" in refused.json()["error"]
     assert httpx.post(f"{local}/even-sum/uploads/{'0' * 32}/complete", json={"parts": []}).status_code == 404
+    off = httpx.post(f"{start_api(s3_settings(direct_uploads=False))}/even-sum/uploads", json={"size": 10 * MiB})
+    assert off.status_code == 404 and "turned off" in off.json()["error"]
     data, expected = numbers(0, 1_200_000)  # over the client's threshold for direct uploads
     large = tmp_path / "large.txt"
     large.write_bytes(data)
