@@ -9,11 +9,11 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import redis
-from fastapi import APIRouter, Depends, FastAPI, Header, Request, Security
+from fastapi import APIRouter, Depends, FastAPI, Header, Path, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -26,14 +26,18 @@ from starlette.concurrency import run_in_threadpool
 from backend.admission import RateLimiter
 from backend.auth import identify
 from backend.clients import NAME, ClientRegistry, ClientSettings
+from backend.direct_uploads import S3_MAX_PART_BYTES, S3_MAX_PARTS, S3_MIN_PART_BYTES, DirectUploads
 from backend.exceptions import (
     BodyTooSlow,
+    DirectUploadsUnavailable,
     InputTooLarge,
     JobNotFound,
     NotAuthenticated,
     OverQuota,
     StorageFull,
     StorageUnavailable,
+    UploadBusy,
+    UploadNotFound,
 )
 from backend.job import Job, JobStatus, Kind, Progress
 from backend.metrics import RedisMetrics
@@ -48,6 +52,10 @@ from compute.png import PNG_SIGNATURE
 log = logging.getLogger(__name__)
 
 # -- response models (they are what /openapi.json documents) -----------------------
+
+# An S3 ETag is a quoted MD5 (a multipart one adds "-N"); anything much longer is not one.
+ETAG_MAX_CHARS = 128
+UPLOAD_ID_PATTERN = "^[0-9a-f]{32}$"
 
 
 class TokenOut(BaseModel):
@@ -72,6 +80,38 @@ class EvenSumUrlIn(BaseModel):
     url: str = Field(description=URL_RULES, json_schema_extra={"pattern": URL_PATTERN, "maxLength": URL_MAX_CHARS})
 
 
+class DirectUploadIn(BaseModel):
+    size: int = Field(gt=0, description="The file's size in bytes (at most the server's upload limit)")
+    part_size: int | None = Field(
+        None,
+        ge=S3_MIN_PART_BYTES,
+        le=S3_MAX_PART_BYTES,
+        description="Bytes per part (the last part is shorter); by default the server's choice",
+    )
+
+
+class PartUrlOut(BaseModel):
+    part_number: int
+    size: int = Field(description="The part's exact size in bytes")
+    url: str = Field(description="PUT the part's bytes here (no other header needed); S3 answers with its ETag")
+
+
+class DirectUploadOut(BaseModel):
+    upload_id: str
+    part_size: int
+    expires_at: float = Field(description="Epoch seconds: complete the upload before then; the URLs expire then too")
+    parts: list[PartUrlOut]
+
+
+class PartIn(BaseModel):
+    part_number: int = Field(ge=1, le=S3_MAX_PARTS)
+    etag: str = Field(min_length=1, max_length=ETAG_MAX_CHARS, description="The ETag header S3 answered the PUT with")
+
+
+class CompleteUploadIn(BaseModel):
+    parts: list[PartIn] = Field(min_length=1, max_length=S3_MAX_PARTS)
+
+
 class ErrorOut(BaseModel):
     error: str
 
@@ -85,6 +125,24 @@ class HealthOut(BaseModel):
     redis: bool
     dask: bool
     dashboard_url: str
+
+
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON schema with its nested models written in place: a request body
+    documented by hand (openapi_extra) cannot point at pydantic's local $defs."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return resolve(defs[node["$ref"].rsplit("/", 1)[1]])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(value) for value in node]
+        return node
+
+    return resolve(schema)
 
 
 # OpenAPI "responses" entries: status -> what the route documents for it.
@@ -124,6 +182,17 @@ def created(status_operation: str) -> Responses:
     }
     return {201: {"description": "Accepted: the job's token", "links": links}}
 
+
+S3_DOWN: Responses = {
+    503: {"model": ErrorOut, "description": "The job store (Redis) or S3 cannot be reached; try again"}
+}
+NO_DIRECT_UPLOAD: Responses = {
+    404: {
+        "model": ErrorOut,
+        "description": "No such pending upload (unknown, completed, expired or another client's), or this server "
+        "offers no direct uploads (its uploads store is a local folder): stream the body to POST /even-sum instead",
+    }
+}
 
 # An upload's body, as text or as bytes. Zero bytes is a 400; a file of whitespace is a job (its sum is 0).
 UPLOAD_TEXT = {"type": "string", "minLength": 1}
@@ -246,6 +315,77 @@ async def post_even_sum(request: Request, caller: CallerDep, submitter: Submitte
     else:
         declared = declared_length(request, settings.max_upload_bytes)
         job = await submitter.upload(caller, body_chunks(request, settings), declared)
+    return TokenOut(token=job.token)
+
+
+@router.post(
+    "/even-sum/uploads",
+    status_code=201,
+    response_model=DirectUploadOut,
+    responses={
+        201: {"description": "Started: PUT each part to its URL, then call complete with the ETags"},
+        **NO_DIRECT_UPLOAD,
+        **BAD_INPUT,
+        **TOO_LARGE,
+        **OVER_QUOTA,
+        **S3_DOWN,
+    },
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"schema": inline_schema(DirectUploadIn)}}}
+    },
+    summary="Start an upload straight to S3 (large files): presigned URLs, one per part",
+)
+async def start_direct_upload(request: Request, caller: CallerDep, submitter: SubmitterDep, settings: SettingsDep):
+    """The client PUTs each part to its URL (in parallel if it likes) and then calls
+    `/even-sum/uploads/{upload_id}/complete`, which queues the job. Only where the uploads
+    store is S3; elsewhere a 404 says to send the file as the body of `POST /even-sum`."""
+    submitter.require_direct_uploads()
+    wanted = await read_model(request, settings, DirectUploadIn)
+    started = await submitter.start_direct_upload(caller, wanted.size, wanted.part_size)
+    upload = started.upload
+    parts = [PartUrlOut(part_number=n, size=upload.plan.part_size(n), url=url) for n, url in enumerate(started.urls, 1)]
+    return DirectUploadOut(
+        upload_id=upload.upload_id, part_size=upload.part_bytes, expires_at=upload.expires_at, parts=parts
+    )
+
+
+@router.post(
+    "/even-sum/uploads/{upload_id}/complete",
+    status_code=201,
+    response_model=TokenOut,
+    responses={
+        **created("even_sum_status_even_sum__token__status_get"),
+        **NO_DIRECT_UPLOAD,
+        400: {
+            "model": ErrorOut,
+            "description": "The parts are not right: missing, of the wrong size, too many, a wrong ETag",
+        },
+        409: {"model": ErrorOut, "description": "Another complete call of this upload is running"},
+        **OVER_QUOTA,
+        **S3_DOWN,
+    },
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"schema": inline_schema(CompleteUploadIn)}}}
+    },
+    summary="Complete an upload straight to S3: check its parts, queue the even-sum job",
+)
+async def complete_direct_upload(
+    upload_id: Annotated[str, Path(pattern=UPLOAD_ID_PATTERN)],
+    request: Request,
+    caller: CallerDep,
+    submitter: SubmitterDep,
+    settings: SettingsDep,
+):
+    """The parts are checked against S3's own listing, not the client's word: each one
+    uploaded, of its exact size, none extra, each ETag the one S3 holds."""
+    submitter.require_direct_uploads()
+    sent = await read_model(request, settings, CompleteUploadIn)
+    etags: dict[int, str] = {}
+    for part in sent.parts:
+        if part.part_number in etags:
+            raise InvalidInput(f"part {part.part_number} is listed twice")
+        etags[part.part_number] = part.etag
+    job = await submitter.complete_direct_upload(caller, upload_id, etags)
     return TokenOut(token=job.token)
 
 
@@ -389,6 +529,18 @@ async def read_url(request: Request, settings: Settings) -> str:
         raise InvalidInput('expected a JSON body like {"url": "s3://bucket/key"}') from None
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
+async def read_model(request: Request, settings: Settings, model: type[M]) -> M:
+    """A small JSON body as ``model``; InvalidInput saying what is wrong with it."""
+    try:
+        return model.model_validate_json(await read_body(request, settings, JSON_BODY_MAX_BYTES))
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
+        raise InvalidInput(f"the JSON body is not right: {problems}") from None
+
+
 def redis_reachable(store: JobStore) -> bool:
     try:
         return bool(store.redis.ping())
@@ -408,6 +560,8 @@ async def tcp_reachable(address: str, timeout_s: float = 1.0) -> bool:
 
 
 URL_BODY_MAX_BYTES = 64 * 1024
+# The largest JSON body of the direct-upload routes: 10,000 parts' ETags are ~700 KB.
+JSON_BODY_MAX_BYTES = 1024 * 1024
 
 
 # For errors raised while the body may still be coming: uvicorn closes the connection after
@@ -424,15 +578,34 @@ def _error(status: int, body: dict | None = None, headers: Callable[[Any], dict[
     return handle
 
 
-def sweep_uploads(settings: Settings) -> None:
-    """Best effort: a store we cannot sweep now is swept at the next start."""
+def sweep_uploads(settings: Settings, direct: DirectUploads | None) -> None:
+    """Best effort: a store we cannot sweep now is swept at the next start.
+
+    Direct uploads first: those expired are aborted, and those pending (which clients may
+    fill for hours) are kept from the sweep of uploads cut off by a crash. If Redis cannot
+    say which are pending, the store is not swept at all rather than swept blind."""
     try:
+        keep: set[str] = set()
+        if direct is not None:
+            direct.sweep_expired()
+            keep = direct.live_s3_upload_ids()
         if removed := sweep_partial_uploads(
-            settings.uploads_url, settings.storage_options(settings.uploads_url), settings.upload_stale_s
+            settings.uploads_url, settings.storage_options(settings.uploads_url), settings.upload_stale_s, keep
         ):
             log.warning("removed %d upload(s) cut off by an earlier crash", removed)
     except Exception as exc:  # never a reason not to start: the next start sweeps again
         log.warning("could not sweep the uploads store %s: %s", settings.uploads_url, exc)
+
+
+async def sweep_direct_uploads(direct: DirectUploads, every_s: float) -> None:
+    """Abort direct uploads abandoned past their expiry, every ``every_s``, for the API's life.
+    Every API process sweeps; the expire script lets exactly one of them take each upload."""
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await run_in_threadpool(direct.sweep_expired)
+        except Exception as exc:  # Redis or S3 down for now: the next round tries again
+            log.warning("could not sweep expired direct uploads: %s", exc)
 
 
 def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
@@ -467,12 +640,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.store = store
         app.state.registry = ClientRegistry(client, settings)
-        app.state.submitter = Submitter(settings, store, RateLimiter(client.connection_pool))
+        submitter = Submitter(settings, store, RateLimiter(client.connection_pool))
+        app.state.submitter = submitter
         app.state.reports = ReportWriter(settings)
         app.state.metrics = CollectorRegistry(auto_describe=False)
         app.state.metrics.register(RedisMetrics(client))
-        await run_in_threadpool(sweep_uploads, settings)
+        await run_in_threadpool(sweep_uploads, settings, submitter.direct)
+        sweeper = None
+        if submitter.direct is not None:
+            sweeper = asyncio.create_task(sweep_direct_uploads(submitter.direct, settings.direct_upload_sweep_s))
         yield
+        if sweeper is not None:
+            sweeper.cancel()
         client.close()
 
     # Swagger UI and ReDoc from the fastapi-offline package: /docs works with no internet.
@@ -485,6 +664,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(router)
     app.openapi = lambda: _openapi(app, settings)  # type: ignore[method-assign]
     app.add_exception_handler(JobNotFound, _error(404, {"message": "not found"}))
+    app.add_exception_handler(UploadNotFound, _error(404))
+    app.add_exception_handler(DirectUploadsUnavailable, _error(404, headers=lambda exc: CLOSE))
+    app.add_exception_handler(UploadBusy, _error(409))
     app.add_exception_handler(InvalidInput, _error(400))
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(NotAuthenticated, _error(401, headers=lambda exc: {"WWW-Authenticate": "Bearer"}))

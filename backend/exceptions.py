@@ -48,3 +48,15 @@ class StorageFull(SpacetimeError):
 
 class StorageUnavailable(SpacetimeError):
     """The uploads store refused the write (read-only, missing, unreachable): the operator's problem."""
+
+
+class DirectUploadsUnavailable(SpacetimeError):
+    """Direct uploads need the S3 uploads store; this server keeps uploads in a local folder."""
+
+
+class UploadNotFound(SpacetimeError):
+    """No pending direct upload by that id: never started, completed, expired, or another client's."""
+
+
+class UploadBusy(SpacetimeError):
+    """Another complete call of the same upload is running."""

@@ -68,6 +68,15 @@ CLIENT = "client:{name}"
 # String sha256(api key) -> client name.
 API_KEY = "api-key:{sha256}"
 
+# -- direct uploads (POST /even-sum/uploads) -------------------------------------------------
+# Hash of one pending direct upload: client, token, path (bucket/key), s3_upload_id, size,
+# part_bytes, parts, expires_at, and `completing` (epoch s) while a complete call holds it.
+# Lives DIRECT_UPLOAD_GRACE_S past its expiry, so that the sweep still finds what to abort.
+DIRECT_UPLOAD = "direct-upload:{upload_id}"
+# Sorted set upload id -> expires_at (epoch s): what the sweep walks, and what the start-up
+# sweep of the uploads store must leave alone. Emptied by complete calls and by the sweep.
+DIRECT_UPLOADS = "direct-uploads"
+
 # -- metrics ---------------------------------------------------------------------------------
 # Hash of job counters and time sums written by dispatchers, read by GET /metrics.
 METRICS = "metrics"
@@ -89,6 +98,7 @@ WITHOUT_TTL = (
     CLIENTS,
     "client:*",
     "api-key:*",
+    DIRECT_UPLOADS,
 )
 
 # -- times -----------------------------------------------------------------------------------
@@ -106,6 +116,14 @@ BACKLOG_RETRY_AFTER_S = 5
 # The fair-queueing tags outlive any busy period; when they expire (a day idle), every
 # client starts again from zero, which is fair too.
 FAIR_TAGS_TTL_S = 24 * 3600
+# A pending upload's record outlives its expiry by this much: long enough that an API down
+# for hours still finds, when it comes back, the S3 uploads to abort (the bucket's lifecycle
+# rule aborts what is left after a day anyway).
+DIRECT_UPLOAD_GRACE_S = 24 * 3600
+# A complete call holding an upload longer than this has died with its API: the upload may
+# be claimed again (a retried complete call, or the sweep). CompleteMultipartUpload takes
+# seconds, even for 10,000 parts.
+DIRECT_UPLOAD_COMPLETE_MAX_S = 600
 # Tokens the pick script routes from `tasks` per call: bounds one script's run time when
 # a producer dumps thousands at once (the rest are routed by the next calls).
 ROUTE_BATCH = 100
@@ -165,3 +183,7 @@ def client(name: str) -> str:
 
 def api_key(sha256: str) -> str:
     return API_KEY.format(sha256=sha256)
+
+
+def direct_upload(upload_id: str) -> str:
+    return DIRECT_UPLOAD.format(upload_id=upload_id)

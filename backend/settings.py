@@ -63,6 +63,19 @@ class Settings(BaseSettings):
     # Connections of a process's S3 client: worker threads x s3_concurrency must fit
     # (aiobotocore's default of 10 would queue the GETs of a second thread).
     s3_max_connections: int = Field(64, gt=0)
+    # Direct uploads (POST /even-sum/uploads): the client PUTs parts straight to S3 on presigned
+    # URLs, so a big file never passes through the API. Offered only when the uploads store is
+    # S3; turn it off where clients cannot reach the S3 endpoint the API signs for (the MinIO
+    # of docker-compose lives on the compose network only).
+    direct_uploads: bool = True
+    # Parts are this big unless the client asks otherwise (S3 allows 5 MiB to 5 GiB, at most
+    # 10,000 parts): 64 MiB is one block of the even-sum job, ~80 parts for 5 GB.
+    direct_upload_part_bytes: int = Field(64 * MiB, ge=5 * MiB, le=5 * 1024 * MiB)
+    # A direct upload must be completed within this long; its presigned URLs expire then too
+    # (SigV4 allows at most 7 days). An hour is a 5 GB file at ~1.5 MB/s.
+    direct_upload_expiry_s: int = Field(3600, gt=0, le=7 * 24 * 3600)
+    # How often the API aborts direct uploads abandoned past their expiry.
+    direct_upload_sweep_s: float = Field(60.0, gt=0)
     # A request body that pauses longer than body_grace_s, or averages under body_min_bytes_per_s
     # once that head start is spent, is cut with 408: slow-drip clients cannot hold connections.
     # 16 KiB/s is a 128 kbit/s uplink; a 5 GB upload is legitimate at any speed above it.
@@ -129,6 +142,11 @@ class Settings(BaseSettings):
             self.allowed_url_prefixes = [self.uploads_url]
         self.uploads_url = self.uploads_url.rstrip("/")
         self.reports_url = self.reports_url.rstrip("/")
+
+    @property
+    def direct_uploads_offered(self) -> bool:
+        """Whether POST /even-sum/uploads is served: S3 only (a local folder has no presigned URLs)."""
+        return self.direct_uploads and self.uploads_url.startswith("s3://")
 
     def storage_options(self, url: str) -> dict:
         """fsspec options for ``url``; credentials stay with the standard AWS chain."""

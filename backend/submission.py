@@ -17,7 +17,8 @@ from starlette.concurrency import run_in_threadpool
 from backend import keys
 from backend.admission import RateLimiter
 from backend.clients import ClientSettings
-from backend.exceptions import InputTooLarge, OverQuota
+from backend.direct_uploads import DirectUploads, StartedUpload, plan_parts
+from backend.exceptions import DirectUploadsUnavailable, InputTooLarge, OverQuota
 from backend.job import Job, Kind, Lane, new_token
 from backend.settings import Settings
 from backend.store import JobStore, Submission
@@ -33,6 +34,8 @@ class Submitter:
         self.settings = settings
         self.store = store
         self.limiter = limiter
+        # Only where the uploads store is S3 (settings.direct_uploads_offered).
+        self.direct = DirectUploads(settings, store.redis) if settings.direct_uploads_offered else None
 
     async def image(self, caller: ClientSettings, png: bytes) -> Job:
         await run_in_threadpool(self.limiter.admit, caller)
@@ -50,12 +53,7 @@ class Submitter:
         url = f"{self.settings.uploads_url}/{token}.txt"
         options = self.settings.storage_options(url)
         size = await save_stream(chunks, url, self.settings.max_upload_bytes, options)
-        job = Submission(Kind.even_sum, Lane.bulk, caller.name, self._cost(size), size, input_url=url, token=token)
-        try:
-            return await self._store(caller, job)
-        except BaseException:
-            await run_in_threadpool(discard, url, options)
-            raise
+        return await self._store_file(caller, url, size, token)
 
     async def url(self, caller: ClientSettings, url: str) -> Job:
         """Queue an even sum over a file already in an allowed store, named by URL."""
@@ -65,6 +63,57 @@ class Submitter:
         size = await run_in_threadpool(self._size, url)
         job = Submission(Kind.even_sum, Lane.bulk, caller.name, self._cost(size), size, input_url=url)
         return await self._store(caller, job)
+
+    async def start_direct_upload(self, caller: ClientSettings, size: int, part_bytes: int | None) -> StartedUpload:
+        """Admit a direct upload of ``size`` bytes (the rate counts it as the submission; the
+        backlog quota checks its size now, and again when it completes), and start it."""
+        direct = self.require_direct_uploads()
+        if size > self.settings.max_upload_bytes:
+            raise InputTooLarge(f"upload of {size} bytes is over the limit of {self.settings.max_upload_bytes} bytes")
+        plan = plan_parts(size, part_bytes, self.settings.direct_upload_part_bytes)
+        await run_in_threadpool(self.limiter.admit, caller)
+        await self._check_backlog(caller, size)
+        return await run_in_threadpool(direct.start, caller.name, plan)
+
+    async def complete_direct_upload(self, caller: ClientSettings, upload_id: str, etags: dict[int, str]) -> Job:
+        """Check and complete the caller's direct upload, then queue its job.
+
+        Until S3 completes the upload, a refusal (parts not right, over the backlog quota)
+        leaves it pending: the client may fix its parts, or wait, and call again. Once S3
+        has completed it, the upload is done with whatever happens: a job refused then (a
+        quota race since the check just before) deletes the file."""
+        direct = self.require_direct_uploads()
+        upload = await run_in_threadpool(direct.claim, caller.name, upload_id)
+        try:
+            await self._check_backlog(caller, upload.size)
+            await run_in_threadpool(direct.complete, upload, etags)
+        except BaseException:
+            await run_in_threadpool(direct.release, upload)
+            raise
+        try:
+            return await self._store_file(caller, upload.url, upload.size, upload.token)
+        finally:
+            await run_in_threadpool(direct.finish, upload)
+
+    def require_direct_uploads(self) -> DirectUploads:
+        """The direct uploads, or DirectUploadsUnavailable saying to stream the body instead."""
+        if self.direct is None:
+            why = (
+                "direct uploads are turned off on this server"
+                if not self.settings.direct_uploads
+                else "direct uploads need the S3 uploads store, and this server keeps uploads in a local folder"
+            )
+            raise DirectUploadsUnavailable(f"{why}: send the file as the body of POST /even-sum instead")
+        return self.direct
+
+    async def _store_file(self, caller: ClientSettings, url: str, size: int, token: str) -> Job:
+        """Queue the even sum of a file we stored at ``url``; delete the file if the job is refused."""
+        job = Submission(Kind.even_sum, Lane.bulk, caller.name, self._cost(size), size, input_url=url, token=token)
+        try:
+            return await self._store(caller, job)
+        except BaseException:
+            await run_in_threadpool(discard, url, self.settings.storage_options(url))
+            raise
 
     async def _store(self, caller: ClientSettings, job: Submission) -> Job:
         limit = caller.max_backlog_bytes or None

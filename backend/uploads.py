@@ -12,7 +12,7 @@ import os
 import posixpath
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Container
 from typing import IO, Any
 from urllib.parse import urlsplit
 
@@ -154,10 +154,16 @@ def _storage_error(exc: OSError, url: str) -> StorageFull | StorageUnavailable:
     return StorageUnavailable("the uploads store cannot take uploads right now; try again later")
 
 
-def sweep_partial_uploads(url: str, storage_options: dict, older_than_s: float) -> int:
+def sweep_partial_uploads(
+    url: str, storage_options: dict, older_than_s: float, keep: Container[str] = frozenset()
+) -> int:
     """Remove what uploads cut off by a crash of the API left: ``.part`` files in a local
     store, unfinished multipart uploads on S3, untouched for ``older_than_s`` (an upload
-    in progress writes every few MiB, so it is never that old). Returns how many."""
+    in progress writes every few MiB, so it is never that old). Returns how many.
+
+    ``keep``: the S3 upload ids of pending direct uploads (backend/direct_uploads.py), which
+    clients fill for as long as their expiry allows, however old; their own sweep aborts
+    them once expired."""
     fs, root = fsspec.core.url_to_fs(url, **storage_options)
     cutoff = time.time() - older_than_s
     if _is_local(fs):
@@ -167,7 +173,7 @@ def sweep_partial_uploads(url: str, storage_options: dict, older_than_s: float) 
         return len(stale)
     bucket, _, prefix = root.partition("/")
     uploads = fs.call_s3("list_multipart_uploads", Bucket=bucket, Prefix=prefix).get("Uploads", [])
-    stale = [u for u in uploads if u["Initiated"].timestamp() < cutoff]
+    stale = [u for u in uploads if u["Initiated"].timestamp() < cutoff and u["UploadId"] not in keep]
     for upload in stale:
         fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
     return len(stale)

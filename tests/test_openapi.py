@@ -24,6 +24,8 @@ def test_served_document_lists_every_route(api_url):
         ("/even-sum", "post"),
         ("/even-sum/{token}/status", "get"),
         ("/even-sum/{token}/result", "get"),
+        ("/even-sum/uploads", "post"),
+        ("/even-sum/uploads/{upload_id}/complete", "post"),
         ("/tasks/{token}", "get"),
         ("/tasks/{token}/report", "get"),
         ("/healthz", "get"),
@@ -33,7 +35,7 @@ def test_served_document_lists_every_route(api_url):
     assert expected <= documented
     for path, method in expected:
         responses = served["paths"][path][method]["responses"]
-        if "{token}" in path:
+        if "{token}" in path or "uploads" in path:
             assert "404" in responses, f"{method} {path} does not document its 404"
     assert "image/png" in served["paths"]["/randomize"]["post"]["requestBody"]["content"]
     assert {"text/plain", "application/json"} <= set(served["paths"]["/even-sum"]["post"]["requestBody"]["content"])

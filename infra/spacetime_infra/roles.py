@@ -33,8 +33,15 @@ class TaskRoles(Construct):
         self.workers = role("Workers", "SpaceTime Dask workers: read uploads, write reports")
         self.scheduler = role("Scheduler", "SpaceTime Dask scheduler: no AWS access")
 
-        # backend/uploads.py save_stream: POST /even-sum streams the body to uploads/.
+        # backend/uploads.py save_stream: POST /even-sum streams the body to uploads/. And
+        # backend/direct_uploads.py: POST /even-sum/uploads creates a multipart upload, signs its
+        # part URLs (a presigned PUT acts with the signer's rights) and completes or aborts it.
         allow(self.api, "WriteUploads", WRITE, uploads)
+        # backend/direct_uploads.py complete: the parts are checked against S3's ListParts.
+        allow(self.api, "CheckDirectUploads", ["s3:ListMultipartUploadParts"], uploads)
+        # backend/uploads.py sweep_partial_uploads: at start, the API lists the multipart uploads
+        # (a bucket-level action: it lists keys being uploaded, not objects) to abort stale ones.
+        allow(self.api, "SweepPartialUploads", ["s3:ListBucketMultipartUploads"], storage.bucket.bucket_arn)
         # backend/uploads.py _discard: a failed upload is checked (HEAD needs GetObject) and deleted.
         allow(self.api, "DiscardFailedUploads", ["s3:GetObject", "s3:DeleteObject"], uploads)
         # backend/api.py task_report: GET /tasks/{token}/report reads the report.

@@ -11,6 +11,8 @@ READER = {  # dispatchers and workers
 EXPECTED = {
     "Api": {
         ("WriteUploads", tuple(WRITE), "uploads/*"),
+        ("CheckDirectUploads", ("s3:ListMultipartUploadParts",), "uploads/*"),
+        ("SweepPartialUploads", ("s3:ListBucketMultipartUploads",), ""),
         ("DiscardFailedUploads", ("s3:GetObject", "s3:DeleteObject"), "uploads/*"),
         ("ServeReports", ("s3:GetObject",), "reports/*"),
         ("FindBucket", ("s3:GetBucketLocation",), ""),
