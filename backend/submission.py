@@ -118,9 +118,7 @@ class Submitter:
     async def _store(self, caller: ClientSettings, job: Submission) -> Job:
         limit = caller.max_backlog_bytes or None
         if limit is not None and job.size > limit:
-            raise InputTooLarge(
-                f"the job's {job.size} bytes are over the backlog quota of {limit} bytes of client {caller.name!r}"
-            )
+            raise InputTooLarge(over_quota(job.size, limit, caller.name))
         return await run_in_threadpool(self.store.submit, job, limit)
 
     async def _check_backlog(self, caller: ClientSettings, size: int) -> None:
@@ -128,9 +126,7 @@ class Submitter:
         if not limit:
             return
         if size > limit:
-            raise InputTooLarge(
-                f"the job's {size} bytes are over the backlog quota of {limit} bytes of client {caller.name!r}"
-            )
+            raise InputTooLarge(over_quota(size, limit, caller.name))
         backlog = await run_in_threadpool(self.backlog_bytes, caller.name)
         if backlog + size > limit:
             raise OverQuota(
