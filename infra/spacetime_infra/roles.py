@@ -44,12 +44,13 @@ class TaskRoles(Construct):
         allow(self.api, "SweepPartialUploads", ["s3:ListBucketMultipartUploads"], storage.bucket.bucket_arn)
         # backend/uploads.py _discard: a failed upload is checked (HEAD needs GetObject) and deleted.
         allow(self.api, "DiscardFailedUploads", ["s3:GetObject", "s3:DeleteObject"], uploads)
-        # backend/api.py task_report: GET /tasks/{token}/report reads the report.
-        allow(self.api, "ServeReports", ["s3:GetObject"], reports)
+        # backend/reports.py ReportWriter.report: GET /tasks/{token}/report reads the stored page,
+        # or renders it from the job's trace and timing record and stores it for the next reader.
+        allow(self.api, "ServeReports", ["s3:GetObject", *WRITE], reports)
         for reader in (self.dispatchers, self.workers):
             # compute/even_sum.py: the dispatcher sizes the file, the workers read its blocks.
             allow(reader, "ReadUploads", ["s3:GetObject"], uploads)
-            # backend/metrics.py save_timing, compute/report.py: timings and performance reports.
+            # backend/reports.py save_timing and capture: timing records and traces.
             allow(reader, "WriteReports", WRITE, reports)
         for writer in (self.api, self.dispatchers, self.workers):
             # s3fs makedirs (before each write) probes that the bucket exists: HeadBucket needs

@@ -2,7 +2,7 @@
 
 - API: target tracking on the load balancer's requests per target (and CPU, for requests
   that are few but heavy, such as large uploads).
-- Dispatchers: jobs queued per dispatcher, held near ``SPACETIME_DISPATCHER_CONCURRENCY``
+- Dispatchers: jobs queued per dispatcher, held near ``SPACETIME_BULK_CONCURRENCY``
   (each dispatcher has about one more round of jobs waiting).
 - Workers: (blocks queued + jobs running) per worker, held near ``backlogPerWorker``.
   Queued blocks say how much work waits; running jobs keep a floor while the cluster is

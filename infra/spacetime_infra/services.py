@@ -72,7 +72,10 @@ class Services(Construct):
             "SPACETIME_ALLOWED_URL_PREFIXES": json.dumps([storage.url(UPLOADS) + "/"]),
             # The dashboard is published nowhere (flows.py): no link to show.
             "SPACETIME_DASHBOARD_URL": "",
-            "SPACETIME_DISPATCHER_CONCURRENCY": str(config.dispatcher_concurrency),
+            # Bulk job loops per dispatcher (the scaling target of jobs queued per dispatcher).
+            "SPACETIME_BULK_CONCURRENCY": str(config.dispatcher_concurrency),
+            # Dispatchers print the EMF lines that scaling.py and alarms.py read (backend/cloudwatch.py).
+            "SPACETIME_CLOUDWATCH_METRICS": "true",
             "AWS_DEFAULT_REGION": Aws.REGION,
             "NUMBA_CACHE_DIR": "/tmp/numba-cache",
         }

@@ -14,7 +14,7 @@ EXPECTED = {
         ("CheckDirectUploads", ("s3:ListMultipartUploadParts",), "uploads/*"),
         ("SweepPartialUploads", ("s3:ListBucketMultipartUploads",), ""),
         ("DiscardFailedUploads", ("s3:GetObject", "s3:DeleteObject"), "uploads/*"),
-        ("ServeReports", ("s3:GetObject",), "reports/*"),
+        ("ServeReports", ("s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"), "reports/*"),
         ("FindBucket", ("s3:GetBucketLocation",), ""),
     },
     "Dispatchers": READER,

@@ -50,6 +50,12 @@ def test_the_api_requires_keys_and_reaches_aws_services(template):
     assert "/healthz" in api["HealthCheck"]["Command"][-1]
 
 
+def test_dispatchers_print_the_metrics_that_scaling_reads(template, env_config):
+    env = environment(container(template, "ServicesDispatchersTask"))
+    assert env["SPACETIME_CLOUDWATCH_METRICS"] == "true"
+    assert env["SPACETIME_BULK_CONCURRENCY"] == str(env_config["dispatcherConcurrency"])
+
+
 def test_redis_is_reached_over_tls_with_the_secret_token(template):
     secret = next(iter(resources(template, "AWS::SecretsManager::Secret")))
     for task in ("ServicesApiTask", "ServicesDispatchersTask"):
