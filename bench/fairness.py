@@ -129,6 +129,24 @@ def block_seconds(scheduler: str, owners: dict[str, str], start: float, stop: fl
     return dict(served)
 
 
+def served_while_busy(
+    system: System, tenants: list[Tenant], path: Path, in_flight: int, seconds: float
+) -> dict[str, float]:
+    """Block-seconds each tenant got while all kept ``in_flight`` jobs over ``path`` running
+    for ``seconds`` (after 3 s for every client to have work in flight)."""
+    stop = threading.Event()
+    threads = [keep_busy(t, lambda t=t: t.sum_file(path), in_flight, stop) for t in tenants]
+    time.sleep(3)
+    start = time.time()
+    time.sleep(seconds)
+    end = time.time()
+    stop.set()
+    for thread in threads:
+        thread.join()
+    owners = {token: t.name for t in tenants for token in t.tokens}
+    return block_seconds(system.scheduler, owners, start, end)
+
+
 def line(name: str, figures: str, target: str, met: bool) -> str:
     return f"{name:4} {figures:70} target {target:32} {'met' if met else 'NOT MET'}"
 
@@ -190,17 +208,7 @@ def t4(system: System, files: Files, auth: str, seconds: float = 20.0) -> str:
     """Three clients kept busy with weights 1:1:2: block-seconds served by weight."""
     weights = {"t4-a": 1, "t4-b": 1, "t4-c": 2}
     tenants = [Tenant(system, name, auth, weight=w) for name, w in weights.items()]
-    stop = threading.Event()
-    threads = [keep_busy(t, lambda t=t: t.sum_file(files.big), 2, stop) for t in tenants]
-    time.sleep(3)  # every client has work in flight
-    start = time.time()
-    time.sleep(seconds)
-    end = time.time()
-    stop.set()
-    for thread in threads:
-        thread.join()
-    owners = {token: t.name for t in tenants for token in t.tokens}
-    served = block_seconds(system.scheduler, owners, start, end)
+    served = served_while_busy(system, tenants, files.big, 2, seconds)
     total = sum(served.values())
     shares = {name: served.get(name, 0.0) / total for name in weights}
     errors = {
@@ -249,17 +257,7 @@ def t7(system: System, files: Files, auth: str, seconds: float = 10.0) -> str:
     if auth != "keys":
         return line("T7", "(keys mode only: in open mode X-Client-Id is the identity)", "-", True)
     a, b = Tenant(system, "t7-a", auth, extra_ids=20), Tenant(system, "t7-b", auth)
-    stop = threading.Event()
-    threads = [keep_busy(t, lambda t=t: t.sum_file(files.big), 4, stop) for t in (a, b)]
-    time.sleep(3)
-    start = time.time()
-    time.sleep(seconds)
-    end = time.time()
-    stop.set()
-    for thread in threads:
-        thread.join()
-    owners = {token: t.name for t in (a, b) for token in t.tokens}
-    served = block_seconds(system.scheduler, owners, start, end)
+    served = served_while_busy(system, [a, b], files.big, 4, seconds)
     share = served.get("t7-a", 0.0) / sum(served.values())
     one_name = all(a.http.get(f"/tasks/{t}", headers=a.headers).json()["client"] == "t7-a" for t in a.tokens)
     figures = (

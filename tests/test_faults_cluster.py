@@ -67,6 +67,18 @@ class Split:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
 
+    def running_job(self, store: JobStore, tmp_path: Path, workers: int = 1, **dispatcher_env: str) -> str:
+        """Start a scheduler, ``workers`` workers and a dispatcher; submit the numbers job and
+        return its token once some of its blocks are done."""
+        self.scheduler()
+        for _ in range(workers):
+            self.worker()
+        self.wait_workers(workers)
+        self.dispatcher(**dispatcher_env)
+        token = numbers_job(store, tmp_path)
+        wait_until(lambda: running(store, token), timeout_s=60, what="the job to run")
+        return token
+
     def wait_workers(self, n: int) -> None:
         with Client(self.address, timeout=30) as client:
             client.wait_for_workers(n, timeout=60)
@@ -93,38 +105,32 @@ def running(store: JobStore, token: str) -> bool:
     return job.status == "received" and job.progress is not None and job.progress.done > 0
 
 
+def ended(store: JobStore, token: str) -> Job:
+    return wait_until(lambda: (j := store.get(token)).status in ("finished", "errored") and j, timeout_s=120)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_scheduler_killed_mid_job_and_restarted_the_job_ends_exact(split, settings, redis, tmp_path):
-    split.scheduler()
-    split.worker()
-    split.wait_workers(1)
-    split.dispatcher()
     store = JobStore(redis, settings.result_ttl_s)
-    token = numbers_job(store, tmp_path)
-    wait_until(lambda: running(store, token), timeout_s=60, what="the job to run")
-
+    token = split.running_job(store, tmp_path)
     split.kill("scheduler")  # its workers leave with it: a new scheduler, new workers (compose restarts them)
     split.scheduler()
     split.worker()
-    job = wait_until(lambda: (j := store.get(token)).status in ("finished", "errored") and j, timeout_s=120)
+    job = ended(store, token)
     assert job.status == "finished", (job.error, split.processes.all_logs())
     assert json.loads(store.output(token))["sum"] == EXPECTED
-    assert job.attempts == 2 and "scheduler" in job.last_error
+    # At least one attempt lost with the scheduler (one more if the next began before it was back).
+    assert job.attempts >= 2 and "scheduler" in job.last_error
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_scheduler_gone_for_good_the_job_errors_with_the_reason(split, settings, redis, tmp_path):
-    split.scheduler()
-    split.worker()
-    split.wait_workers(1)
-    split.dispatcher(SPACETIME_DASK_TIMEOUT_S="2")
     store = JobStore(redis, settings.result_ttl_s)
-    token = numbers_job(store, tmp_path)
-    wait_until(lambda: running(store, token), timeout_s=60, what="the job to run")
+    token = split.running_job(store, tmp_path, SPACETIME_DASK_TIMEOUT_S="2")
     split.kill("scheduler")
-    job = wait_until(lambda: (j := store.get(token)).status in ("finished", "errored") and j, timeout_s=120)
+    job = ended(store, token)
     assert job.status == "errored"
     assert job.error.startswith(f"gave up after {settings.max_attempts} attempts:") and "scheduler" in job.error
 
@@ -132,18 +138,12 @@ def test_scheduler_gone_for_good_the_job_errors_with_the_reason(split, settings,
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_worker_killed_mid_job_the_sum_is_exact(split, settings, redis, tmp_path):
-    split.scheduler()
-    split.worker()
-    split.worker()
-    split.wait_workers(2)
-    split.dispatcher()
     store = JobStore(redis, settings.result_ttl_s)
-    token = numbers_job(store, tmp_path)
-    wait_until(lambda: running(store, token), timeout_s=60, what="the job to run")
+    token = split.running_job(store, tmp_path, workers=2)
     nanny = psutil.Process(dict(split.processes.started)["worker-1"].pid)
     for worker in nanny.children(recursive=True):  # the worker process under its nanny
         worker.kill()
-    job = wait_until(lambda: (j := store.get(token)).status in ("finished", "errored") and j, timeout_s=120)
+    job = ended(store, token)
     assert job.status == "finished", job.error
     assert json.loads(store.output(token))["sum"] == EXPECTED
 
@@ -172,7 +172,7 @@ def test_a_task_that_kills_its_worker_every_time_ends_errored(split, settings, r
         dispatcher.start()
         try:
             token = store.submit(Submission("poison", Lane.interactive)).token
-            job = wait_until(lambda: (j := store.get(token)).status in ("finished", "errored") and j, timeout_s=120)
+            job = ended(store, token)
         finally:
             dispatcher.stop()
     assert job.status == "errored" and "KilledWorker" in job.error

@@ -61,16 +61,24 @@ def counters(redis) -> dict[str, dict]:
     return {name: redis.hgetall(name) for name in names if redis.hgetall(name)}
 
 
-def test_killed_dispatcher_loses_no_job(settings, redis, dask_client, idle_scheduler, cat_png):
-    store = JobStore(redis, settings.result_ttl_s)
-    token = image_job(store, cat_png)
-    process = start_dispatcher_process(settings, idle_scheduler)
+def killed_while_holding(redis, settings, scheduler: str, token: str, check=None) -> str:
+    """Start a dispatcher process, SIGKILL it once it holds ``token`` (after ``check()``);
+    return its id."""
+    process = start_dispatcher_process(settings, scheduler)
     try:
         dead_id = wait_until(lambda: held_by_process(redis, token, process), what="the job to be held")
+        if check:
+            check()
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
+    return dead_id
 
+
+def test_killed_dispatcher_loses_no_job(settings, redis, dask_client, idle_scheduler, cat_png):
+    store = JobStore(redis, settings.result_ttl_s)
+    token = image_job(store, cat_png)
+    dead_id = killed_while_holding(redis, settings, idle_scheduler, token)
     rescuer = Dispatcher(settings, dask_client)
     rescuer.start()
     try:
@@ -94,13 +102,11 @@ def test_killed_dispatcher_holding_a_bulk_job_leaves_every_counter_at_zero(
     token = store.submit(
         Submission(Kind.even_sum, Lane.bulk, "a", cost=10, size=10_000, input_url=numbers.as_uri())
     ).token
-    process = start_dispatcher_process(settings, idle_scheduler)
-    try:
-        wait_until(lambda: held_by_process(redis, token, process), what="the bulk job to be held")
+
+    def held_and_counted() -> None:
         assert counters(redis)[keys.running(Lane.bulk)] == {b"a": b"1"}
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+
+    killed_while_holding(redis, settings, idle_scheduler, token, held_and_counted)
     rescuer = Dispatcher(settings, dask_client)
     rescuer.start()
     try:
