@@ -61,6 +61,9 @@ CLIENTS = "clients"
 CLIENT = "client:{name}"
 # String sha256(api key) -> client name.
 API_KEY = "api-key:{sha256}"
+# Prefix of the submission-rate counters, written by the `limits` library (backend/admission.py):
+# a list "rate:LIMITER/<client>/<n>/<seconds>/second" per client, expiring with its window.
+RATE = "rate"
 
 # -- metrics ---------------------------------------------------------------------------------
 # Hash of job counters and time sums written by dispatchers, read by GET /metrics.
@@ -68,8 +71,9 @@ METRICS = "metrics"
 
 # Keys that live without a TTL, on purpose: configuration (clients and their keys), and the
 # reliable queue's own lists, which exist only while they hold tokens and are emptied by
-# the pick, the final write or the reaper. tests/test_reliability.py holds every other key
-# to having a TTL, during a job as well as after it.
+# the pick, the final write or the reaper (wake lists: by BLPOP, and never over WAKE_MAX).
+# tests/test_reliability.py holds every other key to having a TTL, during a job as well
+# as after it.
 WITHOUT_TTL = (
     TASKS,
     "queue:*",
@@ -78,6 +82,7 @@ WITHOUT_TTL = (
     "running:*",
     "backlog-blocks:*",
     BACKLOG_BYTES,
+    "wake:*",
     "processing:*",
     DISPATCHERS,
     CLIENTS,
