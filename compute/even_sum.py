@@ -173,8 +173,13 @@ class BlockSum:
     Blocks are submitted in file order; a ``combine`` task of FAN_IN partials is submitted
     as soon as its blocks are, so the reduction tree (and its task keys) is the same
     whether the blocks went all at once or a few at a time. Combine tasks run ahead of
-    blocks (priority), so partials never pile up on the workers. ``run`` does it all;
-    its docstring has an example.
+    blocks (priority), so partials never pile up on the workers.
+
+    ``run`` submits blocks as they finish; in a notebook, every block at once is::
+
+        job = BlockSum(client, "s3://bucket/numbers.txt", key_prefix="trial-1")
+        blocks = [job.submit_next() for _ in range(job.n_blocks)]  # watch them: distributed.progress(blocks)
+        job.total().result()  # {"sum": ..., "even_count": ..., "count": ..., "bytes": ...}
 
     Parameters
     ----------
@@ -248,35 +253,10 @@ class BlockSum:
     ) -> dict:
         """Submit blocks keeping ``window()`` of them in flight; return the result dict.
 
-        Parameters
-        ----------
-        window
-            How many block tasks to keep in flight, asked again each time blocks finish
-            (at least 1 is kept).
-        on_progress
-            Called as ``on_progress(done, in_flight)`` each time blocks finish.
-        wait
-            ``wait(futures)`` returns some of ``futures`` that are done; by default
-            ``distributed.wait``, first completed. Pass one that gives up on a lost
-            cluster to bound the wait.
-
-        Returns
-        -------
-        dict
-            ``{"sum", "even_count", "count", "bytes"}``, as ``even_sum`` returns.
-
-        Raises
-        ------
-        compute.errors.InvalidNumber, OSError
-            The error of the first block that fails; the blocks still in flight are
-            cancelled.
-
-        Examples
-        --------
-        >>> job = BlockSum(client, "s3://bucket/numbers.txt", key_prefix="trial-1")  # doctest: +SKIP
-        >>> job.n_blocks  # doctest: +SKIP
-        >>> job.run(lambda: 4, on_progress=lambda done, _: print(f"{done}/{job.n_blocks}"))  # doctest: +SKIP
-        """
+        ``on_progress(done, in_flight)`` is called as blocks finish; ``wait(futures)``
+        returns some that are done (by default ``distributed.wait``, first completed): pass
+        one that gives up on a lost cluster to bound the wait. A block that fails raises
+        its error here, and the blocks still in flight are cancelled."""
         wait = wait or _first_completed
         in_flight: set[Future] = set()
         done = 0
