@@ -57,13 +57,13 @@ IN_FLIGHT = "in-flight:{dispatcher}"
 # -- clients (identity, weights, quotas) -----------------------------------------------------
 # Set of registered client names.
 CLIENTS = "clients"
+# Prefix of the submission-rate counters, written by the `limits` library (backend/admission.py):
+# a list "rate:LIMITER/<client>/<n>/<seconds>/second" per client, expiring with its window.
+RATE = "rate"
 # Hash of one registered client: weight, max_running_bulk, rate, max_backlog_bytes, key_sha256.
 CLIENT = "client:{name}"
 # String sha256(api key) -> client name.
 API_KEY = "api-key:{sha256}"
-# Prefix of the submission-rate counters, written by the `limits` library (backend/admission.py):
-# a list "rate:LIMITER/<client>/<n>/<seconds>/second" per client, expiring with its window.
-RATE = "rate"
 
 # -- metrics ---------------------------------------------------------------------------------
 # Hash of job counters and time sums written by dispatchers, read by GET /metrics.
