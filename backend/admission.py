@@ -16,10 +16,9 @@ from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter
 from redis import ConnectionPool
 
+from backend import keys
 from backend.clients import ClientSettings
 from backend.exceptions import OverQuota
-
-KEY_PREFIX = "rate"
 
 
 def rate_item(rate: float) -> RateLimitItem:
@@ -33,7 +32,7 @@ class RateLimiter:
     """Per-client submission rates, counted in Redis."""
 
     def __init__(self, pool: ConnectionPool):
-        storage = RedisStorage("redis://", connection_pool=pool, key_prefix=KEY_PREFIX)
+        storage = RedisStorage("redis://", connection_pool=pool, key_prefix=keys.RATE)
         self.limiter = MovingWindowRateLimiter(storage)
 
     def admit(self, client: ClientSettings) -> None:

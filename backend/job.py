@@ -32,14 +32,6 @@ class Lane(StrEnum):
     bulk = "bulk"  # big jobs (even-sum): many block tasks, windowed on the cluster
 
 
-LANE_OF_KIND = {Kind.randomize: Lane.interactive, Kind.even_sum: Lane.bulk}
-
-
-def lane_of(kind: str) -> Lane:
-    """Unknown kinds go to the interactive lane: they fail fast there, at the cost of one slot."""
-    return LANE_OF_KIND.get(kind, Lane.interactive)  # type: ignore[call-overload]
-
-
 class Progress(BaseModel):
     done: int
     total: int

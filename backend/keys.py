@@ -63,6 +63,9 @@ IN_FLIGHT = "in-flight:{dispatcher}"
 # -- clients (identity, weights, quotas) -----------------------------------------------------
 # Set of registered client names.
 CLIENTS = "clients"
+# Prefix of the submission-rate counters, written by the `limits` library (backend/admission.py):
+# a list "rate:LIMITER/<client>/<n>/<seconds>/second" per client, expiring with its window.
+RATE = "rate"
 # Hash of one registered client: weight, max_running_bulk, rate, max_backlog_bytes, key_sha256.
 CLIENT = "client:{name}"
 # String sha256(api key) -> client name.
@@ -83,8 +86,9 @@ METRICS = "metrics"
 
 # Keys that live without a TTL, on purpose: configuration (clients and their keys), and the
 # reliable queue's own lists, which exist only while they hold tokens and are emptied by
-# the pick, the final write or the reaper. tests/test_reliability.py holds every other key
-# to having a TTL, during a job as well as after it.
+# the pick, the final write or the reaper (wake lists: by BLPOP, and never over WAKE_MAX).
+# tests/test_reliability.py holds every other key to having a TTL, during a job as well
+# as after it.
 WITHOUT_TTL = (
     TASKS,
     "queue:*",
@@ -93,6 +97,7 @@ WITHOUT_TTL = (
     "running:*",
     "backlog-blocks:*",
     BACKLOG_BYTES,
+    "wake:*",
     "processing:*",
     DISPATCHERS,
     CLIENTS,

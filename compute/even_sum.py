@@ -118,8 +118,11 @@ def submit_even_sum(
     (blocks, total)
         The block futures (to watch progress) and the future of the result dict.
 
-    Raises FileNotFoundError("not found: ...") for a missing file and PermissionError
-    for refused credentials, before anything is submitted.
+    Raises
+    ------
+    FileNotFoundError, IsADirectoryError, PermissionError
+        Before anything is submitted: no such file ("not found: <url>"), a folder, or
+        credentials the store refuses.
 
     Examples
     --------
@@ -158,6 +161,14 @@ def even_sum(
         ``{"sum": int, "even_count": int, "count": int, "bytes": int}``; ``sum`` is exact
         at any size.
 
+    Raises
+    ------
+    FileNotFoundError, IsADirectoryError, PermissionError
+        As ``submit_even_sum``, before any task runs.
+    compute.errors.InvalidNumber
+        For the first token that is not an integer, with its byte offset in the file
+        (the blocks still in flight are cancelled).
+
     Examples
     --------
     >>> even_sum("s3://bucket/numbers.txt", client=client)  # doctest: +SKIP
@@ -178,6 +189,12 @@ class BlockSum:
     as soon as its blocks are, so the reduction tree (and its task keys) is the same
     whether the blocks went all at once or a few at a time. Combine tasks run ahead of
     blocks (priority), so partials never pile up on the workers.
+
+    ``run`` submits blocks as they finish; in a notebook, every block at once is::
+
+        job = BlockSum(client, "s3://bucket/numbers.txt", key_prefix="trial-1")
+        blocks = [job.submit_next() for _ in range(job.n_blocks)]  # watch them: distributed.progress(blocks)
+        job.total().result()  # {"sum": ..., "even_count": ..., "count": ..., "bytes": ...}
 
     Parameters
     ----------

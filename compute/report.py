@@ -51,6 +51,21 @@ def capture_trace(client: "Client", key_prefix: str, start: float, stop: float) 
     dict
         ``{"key_prefix", "start", "stop", "tasks": [...], "profile": {...}}``: the job's
         task-stream records and the merged profile of the workers that ran them.
+
+    Notes
+    -----
+    The scheduler keeps task-stream records only once a client has asked for them: call
+    ``client.get_task_stream(start=0, stop=0)`` once before the job starts (dispatchers
+    do it when they connect), or the trace of a job that ran before is empty.
+
+    Examples
+    --------
+    >>> client.get_task_stream(start=0, stop=0)  # doctest: +SKIP
+    >>> start = time.time()  # doctest: +SKIP
+    >>> blocks, total = submit_even_sum(client, "numbers.txt", key_prefix="trial-1")  # doctest: +SKIP
+    >>> total.result()["sum"]  # doctest: +SKIP
+    >>> trace = capture_trace(client, "trial-1", start, time.time())  # doctest: +SKIP
+    >>> len(trace["tasks"]), task_compute_s(trace)  # doctest: +SKIP
     """
     records = client.get_task_stream(start=start - CLOCK_SLACK_S)
     tasks = [_task(record) for record in records if str(record["key"]).startswith(key_prefix)]
@@ -83,9 +98,20 @@ def render_report(trace: dict[str, Any], timing: dict[str, Any], title: str) -> 
     trace
         What ``capture_trace`` returned for the job.
     timing
-        The job's timing record (token, kind, client, status, queue_wait_s, exec_s...).
+        The job's timing record (token, kind, client, status, queue_wait_s, exec_s...),
+        shown as a table; any JSON-able dict will do.
     title
         The page's title.
+
+    Returns
+    -------
+    str
+        The whole HTML page. BokehJS is inline: it opens with no network.
+
+    Examples
+    --------
+    >>> page = render_report(trace, {"kind": "even-sum", "note": "trial 1"}, "trial 1")  # doctest: +SKIP
+    >>> pathlib.Path("trial-1.html").write_text(page)  # doctest: +SKIP
     """
     # Imported here: bokeh takes a second to import, and the API that serves these pages
     # should not pay it at every start, only at the first report someone opens.

@@ -131,9 +131,11 @@ def hostile_urls(uploads_url: str, canary: str) -> list[str]:
     ]
 
 
-def test_hostile_urls_are_refused_before_any_io(api_url, settings, redis, canary):
+def test_hostile_urls_are_refused_before_any_io(make_settings, start_api, redis, canary):
     address, hits = canary
-    settings.allowed_url_prefixes = [settings.uploads_url, "s3://spacetime/uploads"]
+    own_uploads = make_settings().uploads_url
+    settings = make_settings(allowed_url_prefixes=[own_uploads, "s3://spacetime/uploads"])
+    api_url = start_api(settings)
     uploads = Path(settings.uploads_url.removeprefix("file://"))
     uploads.mkdir(parents=True)
     (uploads / "link-out.txt").symlink_to("/etc/passwd")

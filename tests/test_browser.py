@@ -32,7 +32,10 @@ DRAWN_PIXELS = """() => {
   return counts;
 }"""
 
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs chromium (make test installs it)")
+pytestmark = [
+    pytest.mark.slow,  # a browser process per test
+    pytest.mark.skipif(CHROMIUM is None, reason="needs chromium (make test installs it)"),
+]
 
 
 @pytest.fixture

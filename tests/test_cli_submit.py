@@ -5,9 +5,13 @@ import subprocess
 import sys
 
 import httpx
+import pytest
 from PIL import Image
 
 from tests.helpers import FIXTURES
+
+# Each test runs `spacetime submit` as a process (a second or more of imports).
+pytestmark = pytest.mark.slow
 
 
 def submit(api_url: str, *args: str, cwd=None) -> subprocess.CompletedProcess:

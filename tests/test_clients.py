@@ -63,6 +63,7 @@ def test_another_clients_token_is_404_on_every_route(keys_api, dispatcher, cat_p
         assert theirs.status_code == 404 and theirs.json() == {"message": "not found"}, route
 
 
+@pytest.mark.slow
 def test_clients_cli_prints_a_key_once_and_stores_only_its_hash(settings, redis, keys_api, cat_png):
     api, _ = keys_api
     env = {**os.environ, "REDIS_URL": settings.redis_url}

@@ -100,6 +100,7 @@ def stack(services, s3, tmp_path):
         procs.stop_all()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_seed_curl_flow_and_even_sum_through_compose_services(stack, s3, services):
     api, procs, key = stack

@@ -37,6 +37,9 @@ GRACE_S = 10.0
 STOP_BOUND_S = GRACE_S + STOP_MARGIN_S
 LOOPBACK = ("127.0.0.1", "::1")
 
+# Each test runs one or more whole `spacetime up`s: seconds each.
+pytestmark = pytest.mark.slow
+
 
 @dataclass
 class Up:

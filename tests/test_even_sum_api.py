@@ -9,7 +9,7 @@ import pytest
 from backend.job import Kind, Lane
 from backend.queue import JobQueue, QueuePolicy
 from backend.store import JobStore, Submission
-from tests.helpers import wait_status
+from tests.helpers import wait_status, wait_until
 
 NUMBERS = b" 12 -4\t7\r\n+8 0003\n\n99999999999999999999998 -0 5"  # evens: 12 -4 8 99999999999999999999998 -0
 EXPECTED = {"sum": 12 - 4 + 8 + 99999999999999999999998, "even_count": 5, "count": 8, "bytes": len(NUMBERS)}
@@ -110,9 +110,13 @@ def test_upload_over_the_limit_is_413_and_leaves_nothing(make_settings, start_ap
 def test_even_sum_job_has_a_report(api_url, dispatcher):
     token = upload(api_url, NUMBERS)
     wait_status(api_url, "even-sum", token)
-    record = httpx.get(f"{api_url}/tasks/{token}").json()
+    record = wait_until(lambda: (r := httpx.get(f"{api_url}/tasks/{token}").json()).get("task_compute_s") and r)
     assert record["report_url"].endswith(f"{token}.html")
     assert record["bytes"] == len(NUMBERS)
+    report = httpx.get(f"{api_url}/tasks/{token}/report", timeout=30)
+    assert report.status_code == 200 and report.headers["content-type"].startswith("text/html")
+    assert f"even-sum-{token}-0" in report.text  # its block task, in the task stream's data
+    assert f"even-sum-{token}-reduce-0-0" in report.text  # and the combine task that ended it
 
 
 def test_form_upload_is_refused_with_a_hint(api_url):

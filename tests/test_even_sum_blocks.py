@@ -1,16 +1,20 @@
 """Block by block: plan_blocks + sum_block over a real file, combine, and the Dask graph."""
 
+import io
 import itertools
 import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
+from distributed import get_task_stream
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compute.errors import InvalidNumber
 from compute.even_sum import (
     FAN_IN,
+    LOOK_AHEAD_BYTES,
     combine,
     even_sum,
     plan_blocks,
@@ -74,24 +78,62 @@ def test_a_number_longer_than_the_look_ahead_is_finished(tmp_path):
     assert sum_in_blocks(path, 3) == sum_in_blocks(path, 10**6) == reference(data)
 
 
+def bytes_read_by_this_thread() -> int:
+    """What this thread has passed to read() and pread() so far, files and all (Linux
+    counts it in /proc/thread-self/io); a local file is read in the calling thread."""
+    for line in Path("/proc/thread-self/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise KeyError("rchar")
+
+
+@pytest.mark.skipif(not Path("/proc/thread-self/io").exists(), reason="needs Linux /proc")
 def test_a_block_reads_only_its_range_and_a_little_more(tmp_path):
     path = tmp_path / "numbers.txt"
-    path.write_bytes(b"22 " * 100_000)
-    partial = sum_block(path.as_uri(), 3000, 6000)
-    assert partial == {"sum": 22 * 1000, "even_count": 1000, "count": 1000, "bytes": 3000}
+    path.write_bytes(b"22 " * 1_000_000)  # 3 MB: reading it whole is 10 to 1000 times a range here
+    sum_block(path.as_uri(), 0, 3)  # first call: numba's compiled kernel is loaded from its cache files
+    for start, end in [(1_500_000, 1_503_000), (300_000, 600_000)]:
+        before = bytes_read_by_this_thread()
+        partial = sum_block(path.as_uri(), start, end)
+        read = bytes_read_by_this_thread() - before
+        numbers = (end - start) // 3
+        assert partial == {"sum": 22 * numbers, "even_count": numbers, "count": numbers, "bytes": end - start}
+        # The range, the byte before it, the look-ahead, and what one buffered read may add.
+        slack = 1 + LOOK_AHEAD_BYTES + io.DEFAULT_BUFFER_SIZE
+        assert end - start <= read <= end - start + slack, f"read {read} bytes for a range of {end - start}"
     assert sum_block(str(path), 3001, 3003)["count"] == 0  # inside a number, which 3000 owns
 
 
-def test_submit_even_sum_on_a_cluster(dask_client, tmp_path):
-    data = b"\n".join(b"%d" % i for i in range(-5000, 5000)) + b"\n"
+def reduce_keys(prefix: str, n_blocks: int) -> list[str]:
+    """The combine tasks of a tree of fan-in FAN_IN over ``n_blocks`` partials, level by
+    level: each level combines groups of FAN_IN (the last group may be smaller) until a
+    level has one node, the result. An empty file still has its one combine."""
+    keys: list[str] = []
+    level, width = 0, n_blocks
+    while True:
+        groups = max(1, -(-width // FAN_IN))
+        keys += [f"{prefix}-reduce-{level}-{j}" for j in range(groups)]
+        if groups == 1:
+            return keys
+        level, width = level + 1, groups
+
+
+@pytest.mark.parametrize("n_blocks", [1, FAN_IN, FAN_IN + 1, FAN_IN**2 + 5])
+def test_submit_even_sum_reduces_in_a_tree_of_fan_in_on_a_cluster(dask_client, tmp_path, n_blocks):
+    block_bytes = 100  # ten numbers of ten bytes each
+    data = b"".join(b"%09d\n" % i for i in range(10 * n_blocks))
     path = tmp_path / "numbers.txt"
     path.write_bytes(data)
-    blocks, total = submit_even_sum(dask_client, path.as_uri(), block_bytes=1000, key_prefix="job-abc")
-    assert [future.key for future in blocks] == [f"job-abc-{i}" for i in range(len(blocks))]
-    assert len(blocks) == -(-len(data) // 1000) == 53
-    assert FAN_IN == 8
-    assert total.key == "job-abc-reduce-1-0"  # 53 blocks -> 7 combines -> 1
-    assert total.result() == reference(data)
+    prefix = f"tree-{uuid.uuid4().hex[:8]}"
+    with get_task_stream(dask_client) as stream:
+        blocks, total = submit_even_sum(dask_client, path.as_uri(), block_bytes=block_bytes, key_prefix=prefix)
+        assert total.result() == reference(data)
+    assert [future.key for future in blocks] == [f"{prefix}-{i}" for i in range(n_blocks)]
+    expected = reduce_keys(prefix, n_blocks)
+    assert total.key == expected[-1]
+    ran = {str(task["key"]) for task in stream.data}
+    assert {key for key in ran if key.startswith(f"{prefix}-reduce-")} == set(expected)
+    assert {f"{prefix}-{i}" for i in range(n_blocks)} <= ran
 
 
 def test_a_one_block_and_an_empty_file_on_a_cluster(dask_client, tmp_path):

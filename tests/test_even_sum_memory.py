@@ -13,7 +13,10 @@ MiB = 2**20
 BLOCK_BYTES = 1 * MiB
 LINE = b"1234567 -24 +316 -1000000000000000 \n"
 
-pytestmark = pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
+pytestmark = [
+    pytest.mark.slow,  # a worker process of its own and a 64 MiB file
+    pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc"),
+]
 
 
 def reset_peak_rss() -> int:

@@ -87,11 +87,13 @@ def test_counters_return_to_zero(store, queue, redis):
     assert redis.hget(keys.BACKLOG_BYTES, "a") == str(3 * 4 * 1024 + 2 * 3).encode()
     claim_all(queue, Lane.bulk, store)
     claim_all(queue, Lane.interactive, store)
-    for name in (keys.BACKLOG_BYTES, keys.running(Lane.bulk), keys.backlog_blocks(Lane.bulk), keys.ring(Lane.bulk)):
-        assert not redis.exists(name), name
+    for lane in Lane:
+        for name in (keys.running(lane), keys.backlog_blocks(lane), keys.ring(lane), keys.queue(lane, "a")):
+            assert not redis.exists(name), name
+    assert not redis.exists(keys.BACKLOG_BYTES)
 
 
-def test_a_token_pushed_on_tasks_by_an_old_producer_is_routed_and_run(store, queue, redis):
+def test_a_token_pushed_on_tasks_by_an_old_producer_is_routed_and_claimed(store, queue, redis):
     """The original contract: a record and an LPUSH on `tasks`, nothing else."""
     redis.set(keys.result("c" * 32), '{"token": "' + "c" * 32 + '", "kind": "randomize", "status": "requested"}', ex=60)
     redis.lpush(keys.TASKS, "c" * 32)

@@ -179,6 +179,7 @@ def test_a_task_that_kills_its_worker_every_time_ends_errored(split, settings, r
     split.wait_workers(2)  # the nannies brought both workers back
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_no_worker_left_the_job_goes_back_then_gives_up(make_settings, redis, dask_client):
     with (

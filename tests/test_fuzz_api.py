@@ -24,6 +24,9 @@ CONFIG = {"seed": 20260101, "generation": {"max-examples": 25}}
 SEQUENCES = 25
 STEPS_PER_SEQUENCE = 6
 
+# A live system on a worker process, and hundreds of requests.
+pytestmark = pytest.mark.slow
+
 # The committed document, which test_openapi proves is the one the app serves: loading it
 # here makes one test per operation at collection time, before any server runs.
 schema = schemathesis.openapi.from_path(COMMITTED_OPENAPI, config=schemathesis.Config.from_dict(CONFIG))

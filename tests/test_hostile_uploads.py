@@ -96,12 +96,12 @@ def uploads_left(settings) -> list[Path]:
     return sorted(uploads.iterdir()) if uploads.exists() else []
 
 
-def limit_bodies(settings, field: str | None) -> int:
-    """Set the route's body limit to 1000 bytes where it is a setting; return the limit in force."""
+def api_with_limit(make_settings, start_api, field: str | None) -> tuple[str, int]:
+    """A live API whose body limit for the route is 1000 bytes where it is a setting; its
+    URL and the limit in force."""
     if field is None:
-        return URL_BODY_MAX_BYTES
-    setattr(settings, field, 1000)
-    return 1000
+        return start_api(make_settings()), URL_BODY_MAX_BYTES
+    return start_api(make_settings(**{field: 1000})), 1000
 
 
 # -- size -------------------------------------------------------------------------------------------
@@ -114,8 +114,10 @@ ENDLESS = 64 * MiB
 
 
 @pytest.mark.parametrize("path, content_type, field", ROUTES)
-def test_a_declared_length_over_the_limit_is_refused_unread(api_url, settings, redis, path, content_type, field):
-    limit = limit_bodies(settings, field)
+def test_a_declared_length_over_the_limit_is_refused_unread(
+    make_settings, start_api, settings, redis, path, content_type, field
+):
+    api_url, limit = api_with_limit(make_settings, start_api, field)
     answer, closed, _ = exchange(api_url, head(path, content_type, 10**12), [])
     assert status_lines(answer) == ["HTTP/1.1 413 Request Entity Too Large"] and closed
     assert f'"error":"body of 1000000000000 bytes is over the limit of {limit} bytes"'.encode() in answer
@@ -123,8 +125,10 @@ def test_a_declared_length_over_the_limit_is_refused_unread(api_url, settings, r
 
 
 @pytest.mark.parametrize("path, content_type, field", ROUTES)
-def test_a_chunked_body_with_no_length_stops_at_the_limit(api_url, settings, redis, path, content_type, field):
-    limit = limit_bodies(settings, field)
+def test_a_chunked_body_with_no_length_stops_at_the_limit(
+    make_settings, start_api, settings, redis, path, content_type, field
+):
+    api_url, limit = api_with_limit(make_settings, start_api, field)
     # Just over the limit, and never a final chunk: the answer cannot wait for the end.
     answer, closed, _ = exchange(api_url, head(path, content_type, None), chunked([b"2" * (limit // 2 + 1)] * 2))
     assert status_lines(answer) == ["HTTP/1.1 413 Request Entity Too Large"] and closed
@@ -135,8 +139,8 @@ def test_a_chunked_body_with_no_length_stops_at_the_limit(api_url, settings, red
     assert not uploads_left(settings) and redis.llen(keys.TASKS) == 0
 
 
-def test_a_lying_content_length_stores_only_what_it_declared(api_url, settings, dispatcher):
-    settings.max_upload_bytes = 1000
+def test_a_lying_content_length_stores_only_what_it_declared(make_settings, start_api, settings, dispatcher):
+    api_url = start_api(make_settings(max_upload_bytes=1000))
     pieces = (b"2 " * 32768 for _ in range(16))  # 1 MiB behind a header that says 500 bytes
     answer, closed, _ = exchange(api_url, head("/even-sum", "text/plain", 500), pieces)
     # The rest is not HTTP, and the server hangs up on it. When that comes in the same read as
@@ -170,9 +174,8 @@ SLOW_CLIENTS = {
 
 @pytest.mark.parametrize("path, content_type, field", ROUTES[:2])
 @pytest.mark.parametrize("client", SLOW_CLIENTS)
-def test_a_slow_body_is_cut_with_408(api_url, settings, redis, path, content_type, field, client):
-    settings.body_grace_s = 0.5
-    settings.body_min_bytes_per_s = 1000  # the drip sends 20 bytes/s
+def test_a_slow_body_is_cut_with_408(make_settings, start_api, settings, redis, path, content_type, field, client):
+    api_url = start_api(make_settings(body_grace_s=0.5, body_min_bytes_per_s=1000))  # the drip sends 20 bytes/s
     pieces, pause_s = SLOW_CLIENTS[client]
     answer, closed, _ = exchange(api_url, head(path, content_type, 100_000), pieces, pause_s)
     assert status_lines(answer) == ["HTTP/1.1 408 Request Timeout"] and closed
@@ -198,9 +201,9 @@ def test_health_answers_while_slow_clients_hold_uploads(api_url, settings):
 # -- the uploads store failing ----------------------------------------------------------------------
 
 
-def test_an_unwritable_uploads_store_is_503(api_url, settings, redis, tmp_path):
+def test_an_unwritable_uploads_store_is_503(make_settings, start_api, redis, tmp_path):
     (tmp_path / "blocker").write_text("a file where the uploads folder should be")
-    settings.uploads_url = (tmp_path / "blocker" / "uploads").as_uri()
+    api_url = start_api(make_settings(uploads_url=(tmp_path / "blocker" / "uploads").as_uri()))
     response = httpx.post(f"{api_url}/even-sum", content=b"2 4", headers={"Content-Type": "text/plain"})
     assert response.status_code == 503
     assert response.json() == {"error": "the uploads store cannot take uploads right now; try again later"}
@@ -211,6 +214,7 @@ def test_an_unwritable_uploads_store_is_503(api_url, settings, redis, tmp_path):
 FILE_SIZE_LIMIT = 64 * 1024
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_a_full_uploads_store_is_507_and_leaves_nothing(settings, redis, dispatcher, tmp_path):
     limit = f"import resource; resource.setrlimit(resource.RLIMIT_FSIZE, ({FILE_SIZE_LIMIT}, {FILE_SIZE_LIMIT}))"

@@ -26,6 +26,7 @@ def outputs_text(notebook) -> str:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_timings_notebook(make_settings, start_dispatcher, start_api, monkeypatch):
     settings = make_settings(even_sum_block_bytes=1 << 20)  # the default 1 KiB blocks are for boundary tests
@@ -44,6 +45,7 @@ def test_timings_notebook(make_settings, start_dispatcher, start_api, monkeypatc
     ), "no plot drawn"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_even_sum_notebook(cluster, monkeypatch):
     monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", cluster.scheduler_address)

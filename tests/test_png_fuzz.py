@@ -33,6 +33,9 @@ MODES = ("RGB", "L", "RGBA", "LA", "P", "I;16", "1")
 BASES = [png_bytes(make_image(mode, np.random.default_rng(7))) for mode in MODES]
 MiB = 1024 * 1024
 
+# A live system on a worker process, hundreds of hostile images.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def image_api(redis_url, process_client, tmp_path_factory):

@@ -75,6 +75,7 @@ def killed_while_holding(redis, settings, scheduler: str, token: str, check=None
     return dead_id
 
 
+@pytest.mark.slow
 def test_killed_dispatcher_loses_no_job(settings, redis, dask_client, idle_scheduler, cat_png):
     store = JobStore(redis, settings.result_ttl_s)
     token = image_job(store, cat_png)
@@ -93,6 +94,7 @@ def test_killed_dispatcher_loses_no_job(settings, redis, dask_client, idle_sched
     assert redis.zscore(keys.DISPATCHERS, dead_id) is None
 
 
+@pytest.mark.slow
 def test_killed_dispatcher_holding_a_bulk_job_leaves_every_counter_at_zero(
     settings, redis, dask_client, idle_scheduler, tmp_path
 ):
@@ -118,6 +120,7 @@ def test_killed_dispatcher_holding_a_bulk_job_leaves_every_counter_at_zero(
     assert not redis.exists(keys.queue(Lane.bulk, "a")) and not redis.exists(keys.ring(Lane.bulk))
 
 
+@pytest.mark.slow
 def test_sigterm_hands_back_what_it_cannot_finish(settings, redis, idle_scheduler, cat_png):
     store = JobStore(redis, settings.result_ttl_s)
     token = image_job(store, cat_png)

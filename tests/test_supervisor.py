@@ -19,6 +19,7 @@ def supervisor(settings, redis_url):
     supervisor.close()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_a_crashing_child_is_restarted_and_counted_then_given_up_on(supervisor, redis, caplog):
     supervisor.start("dispatcher", [sys.executable, "-c", "raise SystemExit(7)"])
@@ -33,6 +34,7 @@ def test_a_crashing_child_is_restarted_and_counted_then_given_up_on(supervisor, 
     assert 'spacetime_child_restarts_total{child="dispatcher"} 2.0' in generate_latest(registry).decode()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_a_child_that_runs_is_left_alone_and_stopped_on_request(supervisor):
     child = supervisor.start("api", [sys.executable, "-c", "import time; time.sleep(60)"])

@@ -4,6 +4,7 @@ import threading
 
 import httpx
 import psutil
+import pytest
 
 from tests.helpers import api_process
 
@@ -11,6 +12,7 @@ UPLOAD_BYTES = 256 * 1024 * 1024
 CHUNK = b"1234567 " * (1024 * 128)  # 1 MiB of valid numbers
 
 
+@pytest.mark.slow
 def test_api_memory_stays_flat_during_a_large_upload(settings, tmp_path):
     with api_process(settings.redis_url, tmp_path) as (api, url):
         process = psutil.Process(api.pid)

@@ -18,7 +18,7 @@ from distributed import Client
 from tests.compose_services import VENV_BIN, Processes
 from tests.helpers import free_port, wait_until
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]  # a cluster of worker processes per test
 
 
 @pytest.fixture
