@@ -97,6 +97,9 @@ class Dispatcher:
     def stop(self) -> None:
         """Stop claiming, give running jobs ``shutdown_grace_s`` to end, hand back the rest."""
         self.stopping.set()
+        with self.outage.watch():  # idle loops sleep on their wake lists: wake them to leave now
+            self.queue.wake(Lane.interactive, self.settings.interactive_concurrency)
+            self.queue.wake(Lane.bulk, self.settings.bulk_concurrency)
         # Idle loops leave within one claim timeout, busy ones get the grace period. After
         # the deadline no loop claims, so none can take a token after the release.
         deadline = time.monotonic() + max(self.settings.shutdown_grace_s, keys.CLAIM_TIMEOUT_S + 1)

@@ -96,6 +96,14 @@ class JobQueue:
         """Sleep until a wake marker says there may be work in ``lane``, or ``timeout_s``."""
         self.redis.blpop([keys.wake(lane)], timeout=timeout_s)
 
+    def wake(self, lane: Lane, loops: int) -> None:
+        """Wake up to ``loops`` idle job loops of ``lane`` (ours at a stop; a woken loop of
+        another dispatcher finds nothing to claim and sleeps again)."""
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.lpush(keys.wake(lane), *["1"] * loops)
+            pipe.ltrim(keys.wake(lane), 0, keys.WAKE_MAX - 1)
+            pipe.execute()
+
     def heartbeat(self, in_flight: dict[str, int]) -> None:
         """Renew the lease, say we are alive, publish our block tasks in flight."""
         lease_ms = int(self.lease_s * 1000)

@@ -275,15 +275,33 @@ class BlockSum:
         on_progress: Callable[[int, int], None] | None = None,
         wait: Callable[[set[Future]], set[Future]] | None = None,
     ) -> dict:
-        """Submit blocks as ``pacing`` allows; return the result dict.
+        """Submit the blocks as ``pacing`` allows, wait for them, and return the result.
 
-        ``pacing`` says how many blocks to keep in flight and at what priority to submit
-        each (default: all at once, at BLOCK_PRIORITY), and hears of the blocks that
-        finished. ``on_progress(done, in_flight)`` is called as blocks finish;
-        ``wait(futures)`` returns some that are done (by default ``distributed.wait``,
-        first completed): pass one that gives up on a lost cluster to bound the wait. A
-        block that fails raises its error here, and the blocks still in flight are
-        cancelled."""
+        Parameters
+        ----------
+        pacing
+            How many blocks to keep in flight and at what Dask priority to submit each,
+            told of the blocks that finish (a ``Pacing``; the dispatcher's is
+            backend/fairshare.py). Default: all at once, at BLOCK_PRIORITY.
+        on_progress
+            Called as ``on_progress(done, in_flight)`` whenever blocks finish.
+        wait
+            ``wait(futures)`` returns some that are done; by default ``distributed.wait``
+            (first completed). Pass one that gives up on a lost cluster to bound the wait.
+
+        Returns
+        -------
+        dict
+            ``{"sum", "even_count", "count", "bytes"}``, exact.
+
+        A block that fails raises its error here, and the blocks still in flight are
+        cancelled.
+
+        Examples
+        --------
+        >>> job = BlockSum(client, "s3://bucket/numbers.txt")  # doctest: +SKIP
+        >>> job.run(on_progress=lambda done, _: print(done, "/", job.n_blocks))  # doctest: +SKIP
+        """
         pacing = pacing or AllAtOnce(self.n_blocks)
         wait = wait or _first_completed
         in_flight: dict[Future, float] = {}  # block -> its priority

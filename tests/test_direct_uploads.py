@@ -98,6 +98,7 @@ def submit(api: str, path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_spacetime_submit_sends_a_large_file_straight_to_s3(s3_settings, start_api, start_dispatcher, redis, tmp_path):
     settings = s3_settings()
     api = start_api(settings)
