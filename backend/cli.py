@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument(
         "--workers", type=int, default=2, help="Dask worker processes in each pool, bulk and interactive (default 2)"
     )
-    up.add_argument("--dispatchers", type=int, default=2, help="dispatcher processes (default 2)")
+    up.add_argument("--dispatchers", type=int, default=2, help="dispatcher processes in each lane (default 2)")
     up.set_defaults(run=_up)
 
     commands.add_parser("api", help="run the HTTP API").set_defaults(run=_api)

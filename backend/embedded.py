@@ -102,8 +102,11 @@ def _run(
         "SPACETIME_DASHBOARD_URL": cluster.dashboard_link,
     }
     stack.callback(supervisor.stop, "api", "dispatcher")
+    # A dispatcher per lane, each one a process of its own: the bulk lane's busy Dask client
+    # and loops never hold the interpreter lock that an image job's loop waits for.
     for _ in range(n_dispatchers):
-        supervisor.start("dispatcher", spacetime_command("dispatcher"), env)
+        for only in ({"SPACETIME_BULK_CONCURRENCY": "0"}, {"SPACETIME_INTERACTIVE_CONCURRENCY": "0"}):
+            supervisor.start("dispatcher", spacetime_command("dispatcher"), env | only)
     supervisor.start("api", spacetime_command("api"), env)
 
     api = f"http://{settings.api_host}:{settings.api_port}"

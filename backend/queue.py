@@ -99,6 +99,8 @@ class JobQueue:
     def wake(self, lane: Lane, loops: int) -> None:
         """Wake up to ``loops`` idle job loops of ``lane`` (ours at a stop; a woken loop of
         another dispatcher finds nothing to claim and sleeps again)."""
+        if loops <= 0:
+            return
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.lpush(keys.wake(lane), *["1"] * loops)
             pipe.ltrim(keys.wake(lane), 0, keys.WAKE_MAX - 1)

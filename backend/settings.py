@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from compute.defaults import (
@@ -87,8 +87,9 @@ class Settings(BaseSettings):
     auth: Literal["open", "keys"] = "open"
 
     # Job loops per dispatcher in each lane: bulk jobs can never hold the interactive ones.
-    interactive_concurrency: int = Field(4, gt=0)
-    bulk_concurrency: int = Field(3, gt=0)
+    # A dispatcher may serve one lane only (0 loops in the other; `spacetime up` runs so).
+    interactive_concurrency: int = Field(4, ge=0)
+    bulk_concurrency: int = Field(3, ge=0)
     # A job whose attempts were lost this many times (its dispatcher died, the scheduler
     # went away...) ends `errored`: a job that kills what runs it never loops.
     max_attempts: int = Field(3, gt=0)
@@ -117,6 +118,12 @@ class Settings(BaseSettings):
     # child ride out a Redis restart or a bad minute, and gives up on a crash loop in ~8 s.
     restart_max_crashes: int = Field(5, ge=1)
     restart_window_s: float = Field(60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _some_job_loops(self) -> "Settings":
+        if self.interactive_concurrency + self.bulk_concurrency == 0:
+            raise ValueError("interactive_concurrency and bulk_concurrency are both 0: a dispatcher with no job loop")
+        return self
 
     @field_validator("redis_url")
     @classmethod
