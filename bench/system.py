@@ -29,6 +29,7 @@ class System:
     redis_url: str
     scheduler: str
     data_dir: Path
+    pid: int = 0  # of the `spacetime up` process (its children are the system's processes)
 
     def spacetime(self, *args: str) -> str:
         """Run a `spacetime` command against this system; its stdout."""
@@ -63,6 +64,7 @@ def running_system(data_dir: Path, auth: str = "open", allowed: list[Path] = (),
     up = subprocess.Popen(
         [sys.executable, "-m", "backend.cli", "up"], env=environment, stdout=log, stderr=log, cwd=REPO
     )
+    system.pid = up.pid
     try:
         _wait_healthy(system.api, up)
         yield system
