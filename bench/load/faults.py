@@ -45,14 +45,16 @@ class Faults:
         until_s: float,
         worker_every_s: float = 20.0,
         first_worker_s: float = 10.0,
-        dispatcher_at_s: float = 40.0,
+        dispatcher_at_s: float | None = None,
         seed: int = 20260101,
     ):
         self.up_pid = up_pid
         self.rng = random.Random(seed)
         # [(seconds from the start, what to kill)], in time order
         workers = [(t, "worker") for t in _range(first_worker_s, until_s, worker_every_s)]
-        self.schedule = sorted([*workers, (dispatcher_at_s, "dispatcher")])
+        # The dispatcher two thirds in (40 s of 60): between two worker kills, with load on both sides.
+        dispatcher = (until_s * 2 / 3 if dispatcher_at_s is None else dispatcher_at_s, "dispatcher")
+        self.schedule = sorted([*workers, dispatcher])
         self.log: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="faults", daemon=True)
