@@ -233,15 +233,19 @@ class Dispatcher:
         return runner(self.context, job)
 
     def _record(self, job: Job, timing: Timing, started: float | None) -> None:
-        """After the final write, best effort: the report's trace, the timing record, metrics."""
-        try:
-            if started is not None:
+        """After the final write, best effort: the report's trace, then the timing record and
+        metrics, each on its own (a worker that died with the job must not cost its timing)."""
+        if started is not None:
+            try:
                 timing.task_compute_s = self.reports.capture(self.cluster.client, job, started, timing)
                 self.store.annotate(job.token, task_compute_s=timing.task_compute_s)
+            except (RedisError, OSError, AttemptLost) as exc:
+                log.warning("job %s: no report: %s", job.token, exc)
+        try:
             self.reports.save_timing(timing)
             self.metrics.count(timing)
-        except (RedisError, OSError, AttemptLost) as exc:
-            log.warning("job %s: could not record its timing or report: %s", job.token, exc)
+        except (RedisError, OSError) as exc:
+            log.warning("job %s: could not record its timing: %s", job.token, exc)
 
 
 def _cluster_of(settings: Settings, client: Client) -> Cluster:

@@ -16,6 +16,7 @@ loop, which every job on the cluster waits for). Here the work is split:
 figure, where a time window would also count other jobs' tasks.
 """
 
+import asyncio
 import html
 import json
 from collections.abc import Iterable
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
 # dispatcher clocks may differ a little, and a record missed is a task missing from the plot.
 CLOCK_SLACK_S = 1.0
 PLOT_WIDTH = 1000
+# How long a worker has to send its profile; the dispatcher waits for it after the job.
+PROFILE_TIMEOUT_S = 2.0
 
 
 def capture_trace(client: "Client", key_prefix: str, start: float, stop: float) -> dict[str, Any]:
@@ -144,11 +147,24 @@ def _task(record: dict[str, Any]) -> dict[str, Any]:
 
 async def _worker_profiles(client: "Client", workers: Iterable[str], group: str | None, start: float, stop: float):
     """The profiles of ``workers`` over [start, stop] for one task group, asked of each
-    worker directly and merged here."""
+    worker directly (at once, each within PROFILE_TIMEOUT_S) and merged here. A worker
+    that left the cluster, or does not answer in time, is left out of the picture: a
+    report must never hold up its dispatcher."""
     if group is None:
         return profile.create()
-    states = [await client.rpc(worker).profile(start=start, stop=stop, key=group, server=False) for worker in workers]
-    return profile.merge(*states) if states else profile.create()
+    alive = set(client.scheduler_info().get("workers", {}))
+
+    async def one(worker: str):
+        try:
+            return await asyncio.wait_for(
+                client.rpc(worker).profile(start=start, stop=stop, key=group, server=False), PROFILE_TIMEOUT_S
+            )
+        except (OSError, TimeoutError):
+            return None
+
+    states = await asyncio.gather(*(one(worker) for worker in workers if worker in alive))
+    answered = [state for state in states if state is not None]
+    return profile.merge(*answered) if answered else profile.create()
 
 
 def _timing_table(timing: dict[str, Any]) -> str:

@@ -1,0 +1,49 @@
+"""Per-job reports (compute/report.py): the capture keeps the job's own tasks only, works
+when a worker that ran them is gone, and the page renders from the JSON it stored."""
+
+import json
+import time
+
+import pytest
+from distributed import Client, LocalCluster
+
+from compute.image import randomize_image
+from compute.report import capture_trace, render_report, task_compute_s
+from tests.helpers import FIXTURES
+
+
+@pytest.fixture
+def two_workers():
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        client.get_task_stream(start=0, stop=0)  # what dispatchers do: the scheduler records from now on
+        yield cluster, client
+
+
+def test_the_trace_holds_the_jobs_tasks_and_their_workers_profile(two_workers):
+    _, client = two_workers
+    png = (FIXTURES / "cat.png").read_bytes()
+    started = time.time()
+    client.submit(randomize_image, png, key="randomize-mine-0").result()
+    client.submit(randomize_image, png, key="randomize-other-0").result()
+    trace = json.loads(json.dumps(capture_trace(client, "randomize-mine", started, time.time())))  # plain JSON
+    assert [task["key"] for task in trace["tasks"]] == ["randomize-mine-0"]
+    assert 0 < task_compute_s(trace) < time.time() - started
+    assert trace["profile"]["count"] >= 0 and "children" in trace["profile"]
+    page = render_report(trace, {"token": "mine", "lead_s": 0.1}, "randomize job mine")
+    assert "randomize-mine-0" in page and "randomize-other-0" not in page
+    assert "<script src=" not in page  # BokehJS inline
+
+
+def test_a_worker_gone_after_the_job_leaves_its_profile_out_not_the_report(two_workers):
+    cluster, client = two_workers
+    address = next(iter(client.scheduler_info()["workers"]))
+    started = time.time()
+    client.submit(sum, [1, 2], key="even-sum-gone-0", workers=[address]).result()
+    worker = next(w for w in cluster.workers.values() if w.address == address)
+    client.sync(worker.close)  # the worker died: its address refuses connections
+    trace = capture_trace(client, "even-sum-gone", started, time.time())  # no error, no 30 s wait
+    assert [task["worker"] for task in trace["tasks"]] == [address]  # the task stream still has it
+    assert trace["profile"]["count"] == 0  # no profile from a worker that is gone
