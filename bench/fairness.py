@@ -297,7 +297,7 @@ def main() -> None:
     print(core_check(), flush=True)
     for auth in ("open", "keys") if args.auth == "both" else (args.auth,):
         with tempfile.TemporaryDirectory() as tmp, running_system(Path(tmp), auth, [files.big.parent]) as system:
-            print(f"-- {auth} mode: spacetime up (2 workers, 2 dispatchers), {system.api}", flush=True)
+            print(f"-- {auth} mode: spacetime up (defaults: 2 bulk + 2 interactive workers), {system.api}", flush=True)
             for name in args.only.split(","):
                 print(SCENARIOS[name](system, files, auth), flush=True)
 
