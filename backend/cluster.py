@@ -36,6 +36,8 @@ class Cluster:
         self.no_workers_grace_s = no_workers_grace_s
         self._client = client
         self._owns_client = client is None
+        if client is not None:
+            record_tasks(client)
         self._lock = threading.Lock()
         self._no_workers_since: float | None = None
 
@@ -59,7 +61,7 @@ class Cluster:
             client = Client(self.address, timeout=self.connect_timeout_s)
         except (OSError, TimeoutError) as exc:
             raise AttemptLost(f"the Dask scheduler at {self.address} is unreachable: {exc}") from None
-        client.get_task_stream(start=0, stop=0)  # the scheduler records task timings from now on
+        record_tasks(client)
         self._owns_client = True
         log.info("connected to the Dask scheduler at %s", self.address)
         return client
@@ -115,3 +117,9 @@ class Cluster:
         restriction nobody can meet would leave the task waiting forever)."""
         workers = self.client.scheduler_info().get("workers", {}).values()
         return {resource: 1} if any(resource in w.get("resources", {}) for w in workers) else None
+
+
+def record_tasks(client: Client) -> None:
+    """Have the scheduler record task timings from now on (the task stream that each job's
+    report is captured from, compute/report.py)."""
+    client.get_task_stream(start=0, stop=0)

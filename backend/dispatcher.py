@@ -250,7 +250,6 @@ class Dispatcher:
 
 def _cluster_of(settings: Settings, client: Client) -> Cluster:
     """A Cluster around a client someone else owns (tests, notebooks)."""
-    client.get_task_stream(start=0, stop=0)  # the scheduler records task timings from now on
     return Cluster(settings.dask_scheduler_address, settings.dask_timeout_s, settings.no_workers_grace_s, client=client)
 
 

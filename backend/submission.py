@@ -116,17 +116,14 @@ class Submitter:
             raise
 
     async def _store(self, caller: ClientSettings, job: Submission) -> Job:
-        limit = caller.max_backlog_bytes or None
-        if limit is not None and job.size > limit:
-            raise InputTooLarge(over_quota(job.size, limit, caller.name))
-        return await run_in_threadpool(self.store.submit, job, limit)
+        within_quota(caller, job.size)
+        return await run_in_threadpool(self.store.submit, job, caller.max_backlog_bytes or None)
 
     async def _check_backlog(self, caller: ClientSettings, size: int) -> None:
+        within_quota(caller, size)
         limit = caller.max_backlog_bytes
         if not limit:
             return
-        if size > limit:
-            raise InputTooLarge(over_quota(size, limit, caller.name))
         backlog = await run_in_threadpool(self.backlog_bytes, caller.name)
         if backlog + size > limit:
             raise OverQuota(
@@ -154,5 +151,10 @@ class Submitter:
             return 0
 
 
-def over_quota(size: int, limit: int, client: str) -> str:
-    return f"the job's {size} bytes are over the backlog quota of {limit} bytes of client {client!r}"
+def within_quota(caller: ClientSettings, size: int) -> None:
+    """InputTooLarge for a job larger than the caller's whole backlog quota: waiting would not help."""
+    limit = caller.max_backlog_bytes
+    if limit and size > limit:
+        raise InputTooLarge(
+            f"the job's {size} bytes are over the backlog quota of {limit} bytes of client {caller.name!r}"
+        )
