@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 
 # How often a wait looks at the scheduler connection and the workers.
 CHECK_S = 1.0
+# How long what the workers offer (threads, resources) is taken as known. Asking the
+# scheduler is a round trip and a walk over every worker: once a job would cost the
+# scheduler more than the image task's own scheduling.
+WORKERS_KNOWN_S = 1.0
 LOST_SCHEDULER = "the connection to the Dask scheduler was lost while the job ran"
 
 
@@ -40,6 +44,7 @@ class Cluster:
             record_tasks(client)
         self._lock = threading.Lock()
         self._no_workers_since: float | None = None
+        self._workers: tuple[float, list[dict]] = (-WORKERS_KNOWN_S, [])
 
     @property
     def client(self) -> Client:
@@ -97,7 +102,7 @@ class Cluster:
         client = self.client
         if client.status != "running":
             raise AttemptLost(f"lost the connection to the Dask scheduler at {self.address}")
-        if client.scheduler_info().get("workers"):
+        if self._known_workers(fresh=True):
             self._no_workers_since = None
             return
         now = time.monotonic()
@@ -108,15 +113,23 @@ class Cluster:
     def threads(self, resource: str) -> int:
         """Worker threads that can run tasks needing ``resource``: its slots where workers
         offer it, else every thread."""
-        workers = self.client.scheduler_info().get("workers", {}).values()
+        workers = self._known_workers()
         slots = sum(int(w.get("resources", {}).get(resource, 0)) for w in workers)
         return slots or sum(w.get("nthreads", 0) for w in workers) or 1
 
     def resources(self, resource: str) -> dict | None:
         """``{resource: 1}`` for a task when some worker offers ``resource``, else None (a
         restriction nobody can meet would leave the task waiting forever)."""
-        workers = self.client.scheduler_info().get("workers", {}).values()
+        workers = self._known_workers()
         return {resource: 1} if any(resource in w.get("resources", {}) for w in workers) else None
+
+    def _known_workers(self, fresh: bool = False) -> list[dict]:
+        """The scheduler's view of each worker, asked again after ``WORKERS_KNOWN_S``."""
+        asked_at, workers = self._workers
+        if fresh or time.monotonic() - asked_at > WORKERS_KNOWN_S:
+            workers = list(self.client.scheduler_info().get("workers", {}).values())
+            self._workers = (time.monotonic(), workers)
+        return workers
 
 
 def record_tasks(client: Client) -> None:
