@@ -13,6 +13,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any, cast
 
 from prometheus_client.core import (
@@ -114,9 +115,8 @@ class JobMetrics:
                     continue
                 pipe.hincrbyfloat(keys.METRICS, f"{name}_sum|{labels}", value)
                 pipe.hincrby(keys.METRICS, f"{name}_count|{labels}", 1)
-                for bound in BUCKETS_S:
-                    if value <= bound:
-                        pipe.hincrby(keys.METRICS, f"{name}_bucket|{labels}|{bound}", 1)
+                if (bound := next((b for b in BUCKETS_S if value <= b), None)) is not None:
+                    pipe.hincrby(keys.METRICS, f"{name}_bin|{labels}|{bound}", 1)
             if timing.bytes and timing.status == "finished":
                 pipe.hincrby(keys.METRICS, f"bytes_total|{labels}", timing.bytes)
             pipe.expire(keys.METRICS, keys.METRICS_TTL_S)
@@ -210,9 +210,10 @@ def _histograms(raw: dict[str, float]) -> Iterator[Metric]:
             count = raw.get(f"{metric}_count|{labels}")
             if count is None:
                 continue
-            buckets: list[tuple[str, Any]] = [
-                (str(b), raw.get(f"{metric}_bucket|{labels}|{b}", 0.0)) for b in BUCKETS_S
-            ]
+            # Stored per bin (one increment a job, not one per bucket); Prometheus wants
+            # each bucket to count everything at or below its bound.
+            bins = [raw.get(f"{metric}_bin|{labels}|{b}", 0.0) for b in BUCKETS_S]
+            buckets: list[tuple[str, Any]] = [(str(b), n) for b, n in zip(BUCKETS_S, accumulate(bins), strict=True)]
             buckets.append(("+Inf", count))
             family.add_metric([kind, client], buckets, raw.get(f"{metric}_sum|{labels}", 0.0))
         yield family
