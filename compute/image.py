@@ -44,14 +44,13 @@ def shuffle_blocks(pixels: np.ndarray, block: int, rng: np.random.Generator) -> 
     out = pixels.copy()
     if rows * cols < 2:
         return out
-    core = pixels[: rows * block, : cols * block]
-    rest = core.shape[2:]
-    # (rows, block, cols, block, ...) -> (rows*cols tiles, block, block, ...)
-    tiles = core.reshape(rows, block, cols, block, *rest).swapaxes(1, 2).reshape(-1, block, block, *rest)
-    tiles = tiles[rng.permutation(len(tiles))]
-    out[: rows * block, : cols * block] = (
-        tiles.reshape(rows, cols, block, block, *rest).swapaxes(1, 2).reshape(core.shape)
-    )
+    # Splitting the axes is a view, (rows, block, cols, block, ...): the tiles move in one
+    # gather, straight from the input into the output (no intermediate tile arrays).
+    source = pixels[: rows * block, : cols * block].reshape(rows, block, cols, block, *pixels.shape[2:])
+    target = out[: rows * block, : cols * block].reshape(rows, block, cols, block, *pixels.shape[2:])
+    tile_row, tile_col = np.divmod(rng.permutation(rows * cols).reshape(rows, cols), cols)
+    # Advanced indices around a slice put their axes first: (rows, cols, block, block, ...).
+    target.swapaxes(1, 2)[...] = source[tile_row, :, tile_col]
     return out
 
 

@@ -7,7 +7,6 @@ Modes it does not cover (1-bit, ICC profiles, colour-key transparency) go to Pil
 """
 
 import struct
-import zlib
 
 import numpy as np
 from isal import isal_zlib
@@ -44,13 +43,14 @@ def encode_png(pixels: np.ndarray, mode: str, palette: bytes | None = None, tran
         chunks.append(_chunk(b"PLTE", palette))
         if transparency is not None:
             chunks.append(_chunk(b"tRNS", _palette_alpha(transparency)))
-    chunks.append(_chunk(b"IDAT", isal_zlib.compress(filtered.tobytes(), DEFLATE_LEVEL)))
+    chunks.append(_chunk(b"IDAT", isal_zlib.compress(filtered, DEFLATE_LEVEL)))  # the array's buffer, not a copy
     chunks.append(_chunk(b"IEND", b""))
     return PNG_SIGNATURE + b"".join(chunks)
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    crc = isal_zlib.crc32(data, isal_zlib.crc32(kind))  # ISA-L's: ~5x zlib's, and no kind + data copy
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
 
 
 def _palette_alpha(transparency) -> bytes:
