@@ -14,13 +14,16 @@ moto and the proxy can serve: the network shape is then the limit, not their CPU
 
 The proxy knows nothing of HTTP: a request is whatever the client sends after the last
 response began, and a response's first byte leaves no earlier than 30 ms after it.
-Tests run the proxy in a thread (``shaped_endpoint``); benchmarks run both as processes
-(``start``), so that neither shares a GIL with the work measured.
+Tests run the proxy in threads of their own process (``shaped_endpoint``); benchmarks run
+moto and the proxy as processes (``start``), so that neither shares a GIL or a CPU account
+with the work measured.
 """
 
 import argparse
-import asyncio
 import contextlib
+import fcntl
+import os
+import socket
 import subprocess
 import sys
 import threading
@@ -39,7 +42,13 @@ HOST = "127.0.0.1"
 class ShapedProxy:
     """Forwards each connection to ``upstream_port`` on loopback, shaping what comes back.
     ``responses`` counts the responses begun, ``bytes_sent`` every byte sent to clients
-    (HTTP headers included)."""
+    (HTTP headers included).
+
+    Each connection gets two threads of blocking sockets, and the response bytes go
+    upstream socket -> pipe -> client socket with ``os.splice``: they never enter Python.
+    An asyncio proxy copied each byte four times in user space and cost ~1.5 CPU-s a GB,
+    as much as the reading workers: on 2 cores that made the proxy a limit of the runs
+    it was there to shape (Linux only, like the rest of these benchmarks)."""
 
     def __init__(self, upstream_port: int, first_byte_s: float = FIRST_BYTE_S, bytes_per_s: float = BYTES_PER_S):
         self.upstream_port = upstream_port
@@ -49,68 +58,100 @@ class ShapedProxy:
         self.bytes_sent = 0
         self.cut_responses = 0  # a fault for tests: end the connection of this many responses
         self.port = 0
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()  # open connections, both sides
+        self._listener: socket.socket | None = None
+        self._sockets: set[socket.socket] = set()  # open connections, both sides
+        self._lock = threading.Lock()
 
     @property
     def url(self) -> str:
         return f"http://{HOST}:{self.port}"
 
-    async def start(self, port: int = 0) -> None:
-        self._server = await asyncio.start_server(self._connection, HOST, port)
-        self.port = self._server.sockets[0].getsockname()[1]
+    def start(self, port: int = 0) -> None:
+        self._listener = socket.create_server((HOST, port))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, args=(self._listener,), name="shaped-s3", daemon=True).start()
 
-    async def stop(self) -> None:
-        """Stop listening and close every open connection (Python 3.11's wait_closed
-        does not wait for them)."""
-        if self._server:
-            self._server.close()
-            await self._server.wait_closed()
-        for writer in list(self._writers):
-            writer.close()
+    def stop(self) -> None:
+        """Stop listening and end every open connection (their threads then return)."""
+        if self._listener:
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)
+            self._listener.close()
+        with self._lock:
+            for sock in self._sockets:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
-    async def _connection(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        upstream_reader, upstream_writer = await asyncio.open_connection(HOST, self.upstream_port, limit=CHUNK_BYTES)
-        self._writers |= {client_writer, upstream_writer}
-        asked_at: list[float] = []  # when the request now waiting for its response began
-        pumps = [
-            asyncio.create_task(self._requests(client_reader, upstream_writer, asked_at)),
-            asyncio.create_task(self._responses(upstream_reader, client_writer, asked_at)),
-        ]
+    def _accept(self, listener: socket.socket) -> None:
+        with contextlib.suppress(OSError):  # the listener was closed
+            while True:
+                client, _ = listener.accept()
+                threading.Thread(target=self._connection, args=(client,), daemon=True).start()
+
+    def _connection(self, client: socket.socket) -> None:
         try:
-            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)  # either side closed
+            upstream = socket.create_connection((HOST, self.upstream_port))
+        except OSError:
+            client.close()
+            return
+        with self._lock:
+            self._sockets |= {client, upstream}
+        asked_at: list[float] = []  # when the request now waiting for its response began
+        requests = threading.Thread(target=self._requests, args=(client, upstream, asked_at), daemon=True)
+        requests.start()
+        try:
+            self._responses(upstream, client, asked_at)
         finally:
-            for pump in pumps:
-                pump.cancel()
-            for writer in (client_writer, upstream_writer):
-                self._writers.discard(writer)
-                writer.close()
+            for sock in (client, upstream):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            requests.join()
+            with self._lock:
+                self._sockets -= {client, upstream}
+            client.close()
+            upstream.close()
 
-    async def _requests(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, asked_at: list) -> None:
-        with contextlib.suppress(ConnectionError):
-            while data := await reader.read(CHUNK_BYTES):
+    def _requests(self, client: socket.socket, upstream: socket.socket, asked_at: list) -> None:
+        with contextlib.suppress(OSError):
+            while data := client.recv(CHUNK_BYTES):
                 if not asked_at:
-                    asked_at.append(asyncio.get_running_loop().time())
-                writer.write(data)
-                await writer.drain()
+                    asked_at.append(time.monotonic())
+                upstream.sendall(data)
+        with contextlib.suppress(OSError):
+            upstream.shutdown(socket.SHUT_RDWR)
 
-    async def _responses(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, asked_at: list) -> None:
-        loop = asyncio.get_running_loop()
+    def _responses(self, upstream: socket.socket, client: socket.socket, asked_at: list) -> None:
+        pipe_out, pipe_in = os.pipe()
+        fcntl.fcntl(pipe_in, fcntl.F_SETPIPE_SZ, CHUNK_BYTES)  # a chunk fits in the pipe whole
         send_at = 0.0  # the earliest the next chunk may leave
-        with contextlib.suppress(ConnectionError):
-            while data := await reader.read(CHUNK_BYTES):
+        try:
+            while n := os.splice(upstream.fileno(), pipe_in, CHUNK_BYTES):
                 cut = False
                 if asked_at:  # a response begins
-                    self.responses += 1
+                    with self._lock:
+                        self.responses += 1
+                        cut, self.cut_responses = self.cut_responses > 0, max(self.cut_responses - 1, 0)
                     send_at = max(send_at, asked_at.pop() + self.first_byte_s)
-                    cut, self.cut_responses = self.cut_responses > 0, max(self.cut_responses - 1, 0)
-                await asyncio.sleep(max(0.0, send_at - loop.time()))
-                writer.write(data[: len(data) // 2] if cut else data)  # half of its first chunk, then gone
-                self.bytes_sent += len(data) // 2 if cut else len(data)
-                await writer.drain()
+                time.sleep(max(0.0, send_at - time.monotonic()))
+                sent = _splice_all(pipe_out, client.fileno(), n // 2 if cut else n)  # half of it, then gone
+                with self._lock:
+                    self.bytes_sent += sent
                 if cut:
                     return
-                send_at = max(send_at, loop.time() - CATCH_UP_S) + len(data) / self.bytes_per_s
+                send_at = max(send_at, time.monotonic() - CATCH_UP_S) + n / self.bytes_per_s
+        except OSError:  # either side closed
+            return
+        finally:
+            os.close(pipe_out)
+            os.close(pipe_in)
+
+
+def _splice_all(pipe_out: int, to: int, n: int) -> int:
+    """Move ``n`` bytes from the pipe to the socket ``to``; how many moved."""
+    moved = 0
+    while moved < n:
+        moved += os.splice(pipe_out, to, n - moved)
+    return moved
 
 
 @contextlib.contextmanager
@@ -118,19 +159,13 @@ def shaped_endpoint(
     upstream_url: str, first_byte_s: float = FIRST_BYTE_S, bytes_per_s: float = BYTES_PER_S
 ) -> Iterator[ShapedProxy]:
     """The proxy in front of ``upstream_url`` (http://127.0.0.1:PORT), on a free loopback
-    port, served by an event loop in a thread of its own; yields it (``.url``)."""
+    port, its threads in this process; yields it (``.url``)."""
     proxy = ShapedProxy(int(upstream_url.rsplit(":", 1)[1]), first_byte_s, bytes_per_s)
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="shaped-s3", daemon=True)
-    thread.start()
+    proxy.start()
     try:
-        asyncio.run_coroutine_threadsafe(proxy.start(), loop).result(10)
         yield proxy
     finally:
-        asyncio.run_coroutine_threadsafe(proxy.stop(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
+        proxy.stop()
 
 
 # --- as processes, for benchmarks ----------------------------------------------------------
@@ -159,12 +194,8 @@ def serve_moto(port: int) -> None:
 
 
 def serve_proxy(port: int, upstream_port: int, first_byte_s: float, bytes_per_s: float) -> None:
-    async def run() -> None:
-        proxy = ShapedProxy(upstream_port, first_byte_s, bytes_per_s)
-        await proxy.start(port)
-        await asyncio.Event().wait()  # until the process is stopped
-
-    asyncio.run(run())
+    ShapedProxy(upstream_port, first_byte_s, bytes_per_s).start(port)
+    threading.Event().wait()  # until the process is stopped
 
 
 @contextlib.contextmanager
@@ -181,8 +212,6 @@ def start(*args: str) -> Iterator[str]:
 
 
 def _wait_listening(port: int, child: subprocess.Popen, what: str, timeout_s: float = 20.0) -> None:
-    import socket
-
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and child.poll() is None:
         with socket.socket() as probe:
