@@ -116,9 +116,9 @@ class Endings:
             except Exception:  # a bug here must not end the subscription for the process's life
                 log.exception("the subscription to job endings failed; subscribing again")
             finally:
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()
-                    await client.aclose()
+                for close in (pubsub.aclose, client.aclose):
+                    with contextlib.suppress(RedisError, OSError):
+                        await close()
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_DELAY_S)
 
