@@ -248,7 +248,7 @@ async def get_wait(  # async: a sync dependency would cost every status request 
 ) -> float:
     """The ``wait`` of a status request, in seconds; InvalidInput (400) past the server's cap."""
     if wait > settings.max_status_wait_s:
-        raise InvalidInput(f"wait must be at most {settings.max_status_wait_s:g} seconds on this server, not {wait:g}")
+        raise InvalidInput(f"query.wait: at most {settings.max_status_wait_s:g} seconds on this server, not {wait:g}")
     return wait
 
 

@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 # it reconnects: a connection dropped without a word (a failover, a NAT) looks like a quiet
 # channel otherwise, and every wait would run to its timeout for good.
 PING_EVERY_S = 5.0
+# stop() gives the subscriber this long to close its connection.
+STOP_WAIT_S = 2.0
 
 
 class Endings:
@@ -50,15 +52,18 @@ class Endings:
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self._outage = Outage(log, "Redis (the channel of job endings)", errors=(RedisError, OSError))
         self._task: asyncio.Task | None = None
+        self._stopping = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._subscribe_forever(), name="job endings")
 
     async def stop(self) -> None:
+        """Cancel the subscriber. The flag ends its loops too, should a cancellation be lost
+        inside redis-py (Python 3.11's asyncio.wait_for can swallow one)."""
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait([self._task], timeout=STOP_WAIT_S)
 
     @property
     def tokens(self) -> int:
@@ -105,8 +110,13 @@ class Endings:
     async def _subscribe_forever(self) -> None:
         """Subscribe, hand out endings until the connection fails, back off, again."""
         delay = FIRST_DELAY_S
-        while True:
-            client = Redis.from_url(self.redis_url, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0))
+        while not self._stopping:
+            # No socket timeout: every read below has its own, and with one redis-py writes
+            # through asyncio.wait_for, which on Python 3.11 can swallow stop()'s cancellation.
+            # No retries either: a failure comes here, to be told once and backed off.
+            client = Redis.from_url(
+                self.redis_url, socket_connect_timeout=2, socket_timeout=None, retry=Retry(NoBackoff(), 0)
+            )
             pubsub = client.pubsub()
             try:
                 if await self._subscribe(pubsub):
@@ -131,7 +141,7 @@ class Endings:
     async def _listen(self, pubsub: PubSub) -> None:
         loop = asyncio.get_running_loop()
         heard = loop.time()
-        while True:
+        while not self._stopping:
             message = await pubsub.get_message(timeout=PING_EVERY_S)
             if message is not None:  # an ending, or the answer to SUBSCRIBE or PING
                 heard = loop.time()
