@@ -9,16 +9,17 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import redis
-from fastapi import APIRouter, Depends, FastAPI, Header, Path, Request, Security
+from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi_offline import FastAPIOffline
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -27,6 +28,7 @@ from backend.admission import RateLimiter
 from backend.auth import identify
 from backend.clients import NAME, ClientRegistry, ClientSettings
 from backend.direct_uploads import S3_MAX_PART_BYTES, S3_MAX_PARTS, S3_MIN_PART_BYTES, DirectUploads
+from backend.endings import Endings
 from backend.exceptions import (
     BodyTooSlow,
     DirectUploadsUnavailable,
@@ -233,6 +235,25 @@ SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 SubmitterDep = Annotated[Submitter, Depends(get_submitter)]
 CallerDep = Annotated[ClientSettings, Depends(get_caller)]
 
+WAIT_TEXT = (
+    "Seconds to wait for the job to end: the answer comes as soon as it is `finished` or `errored`, "
+    "or after this long with the status then. 0 (the default) answers at once. At most the server's "
+    "`SPACETIME_MAX_STATUS_WAIT_S` (the maximum here); over it, or not a number: 400."
+)
+
+
+async def get_wait(  # async: a sync dependency would cost every status request a thread hop
+    settings: SettingsDep,
+    wait: Annotated[float, Query(ge=0, allow_inf_nan=False, description=WAIT_TEXT)] = 0.0,
+) -> float:
+    """The ``wait`` of a status request, in seconds; InvalidInput (400) past the server's cap."""
+    if wait > settings.max_status_wait_s:
+        raise InvalidInput(f"query.wait: at most {settings.max_status_wait_s:g} seconds on this server, not {wait:g}")
+    return wait
+
+
+WaitDep = Annotated[float, Depends(get_wait)]
+
 router = APIRouter(responses={**NOT_AUTHENTICATED})
 
 
@@ -266,8 +287,8 @@ async def post_randomize(request: Request, caller: CallerDep, submitter: Submitt
 @router.get(
     "/randomize/{token}/status", response_model=StatusOut, response_model_exclude_none=True, responses=NOT_FOUND
 )
-def randomize_status(token: str, store: StoreDep, caller: CallerDep):
-    return job_status(owned_job(store, token, caller, Kind.randomize))
+async def randomize_status(token: str, store: StoreDep, caller: CallerDep, wait: WaitDep, request: Request):
+    return job_status(await waited_job(request, store, token, caller, wait, Kind.randomize))
 
 
 @router.get(
@@ -390,8 +411,8 @@ async def complete_direct_upload(
 
 
 @router.get("/even-sum/{token}/status", response_model=StatusOut, response_model_exclude_none=True, responses=NOT_FOUND)
-def even_sum_status(token: str, store: StoreDep, caller: CallerDep):
-    return job_status(owned_job(store, token, caller, Kind.even_sum))
+async def even_sum_status(token: str, store: StoreDep, caller: CallerDep, wait: WaitDep, request: Request):
+    return job_status(await waited_job(request, store, token, caller, wait, Kind.even_sum))
 
 
 @router.get("/even-sum/{token}/result", response_model=EvenSumOut, responses=NOT_FOUND)
@@ -405,9 +426,9 @@ def even_sum_result(token: str, store: StoreDep, caller: CallerDep):
 
 
 @router.get("/tasks/{token}", response_model=Job, response_model_exclude_none=True, responses=NOT_FOUND)
-def task_record(token: str, store: StoreDep, caller: CallerDep):
+async def task_record(token: str, store: StoreDep, caller: CallerDep, wait: WaitDep, request: Request):
     """The whole job record: kind, client, status, timestamps, timings, error, input URL."""
-    return owned_job(store, token, caller)
+    return await waited_job(request, store, token, caller, wait)
 
 
 @router.get(
@@ -479,6 +500,30 @@ def owned_job(store: JobStore, token: str, caller: ClientSettings, kind: Kind | 
     if (kind is not None and job.kind != kind) or (caller.authenticated and job.client != caller.name):
         raise JobNotFound(token)
     return job
+
+
+async def waited_job(
+    request: Request, store: JobStore, token: str, caller: ClientSettings, wait_s: float, kind: Kind | None = None
+) -> Job:
+    """owned_job, read when the job is final or ``wait_s`` has passed (backend/endings.py).
+
+    Store calls are blocking: they run in the threadpool, as in a sync route. Ownership is
+    checked by the first read, before any wait: another client's token is a 404 at once."""
+
+    async def read() -> Job:
+        return await run_in_threadpool(owned_job, store, token, caller, kind)
+
+    if wait_s <= 0:
+        return await read()
+    endings: Endings = request.app.state.endings
+    return await endings.read_when_final(token, read, wait_s, gone=partial(client_gone, request))
+
+
+async def client_gone(request: Request) -> None:
+    """Returns when the client hangs up. A GET has no body: after its one (empty) body
+    message, the server's next message is the disconnect."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def job_status(job: Job) -> StatusOut:
@@ -616,15 +661,18 @@ def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
 
 
 def _openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
-    """FastAPI's document, saying what the API key is in this mode: required in keys mode,
-    optional (``{}``, no security, is an alternative) in open mode."""
+    """FastAPI's document, saying what the API key is in this mode (required in keys mode,
+    optional: ``{}``, no security, is an alternative, in open mode) and the longest
+    ``wait`` this server takes (a setting, so not in the route's declaration)."""
     if app.openapi_schema is None:
         schema = FastAPI.openapi(app)
-        if settings.auth == "open":
-            for operations in schema["paths"].values():
-                for operation in operations.values():
-                    if "security" in operation:
-                        operation["security"] = [{}, *operation["security"]]
+        for operations in schema["paths"].values():
+            for operation in operations.values():
+                if settings.auth == "open" and "security" in operation:
+                    operation["security"] = [{}, *operation["security"]]
+                for parameter in operation.get("parameters", []):
+                    if (parameter["in"], parameter["name"]) == ("query", "wait"):
+                        parameter["schema"]["maximum"] = settings.max_status_wait_s
         app.openapi_schema = schema
     return app.openapi_schema
 
@@ -645,6 +693,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.reports = ReportWriter(settings)
         app.state.metrics = CollectorRegistry(auto_describe=False)
         app.state.metrics.register(RedisMetrics(client))
+        endings = Endings(settings.redis_url, settings.max_status_waiters)
+        app.state.endings = endings
+        waiters = Gauge(
+            "spacetime_status_waiters",
+            "Status requests of this API process waiting for their job to end (?wait=)",
+            registry=app.state.metrics,
+        )
+        waiters.set_function(lambda: endings.waiting)
+        endings.start()
         await run_in_threadpool(sweep_uploads, settings, submitter.direct)
         sweeper = None
         if submitter.direct is not None:
@@ -652,6 +709,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         if sweeper is not None:
             sweeper.cancel()
+        await endings.stop()
         client.close()
 
     # Swagger UI and ReDoc from the fastapi-offline package: /docs works with no internet.
@@ -682,6 +740,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 DESCRIPTION = """Submit jobs, poll their status, fetch their results. Jobs run on a Dask cluster.
+
+Instead of polling, ask `GET /randomize/{token}/status?wait=30` (the same on every status
+route and on `GET /tasks/{token}`): the answer comes as soon as the job ends, or after 30 s
+with the status then.
 
 Who you are: in `open` mode (the local default) the `X-Client-Id` header names you (no
 header: `anonymous`); in `keys` mode send `Authorization: Bearer <key>` (a key from

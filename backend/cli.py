@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     submit.add_argument("-o", "--output", help="randomize: where to write the PNG (default out.png)")
     submit.add_argument("--api", default=None, help="API base URL (default from settings)")
     submit.add_argument("--client-id", default="anonymous", help="sent as X-Client-Id (open mode)")
+    submit.add_argument(
+        "--timeout", type=float, help="give up waiting for the job after this many seconds (default: no limit)"
+    )
     submit.set_defaults(run=_submit)
 
     clients = commands.add_parser("clients", help="register clients: API keys, weights, quotas").add_subparsers(
@@ -114,7 +117,7 @@ def _submit(args) -> int:
     api = args.api or f"http://{settings.api_host}:{settings.api_port}"
     try:
         return submit_and_wait(
-            api, args.kind, args.input, args.output, args.client_id, os.environ.get(API_KEY_VARIABLE)
+            api, args.kind, args.input, args.output, args.client_id, os.environ.get(API_KEY_VARIABLE), args.timeout
         )
     except (OSError, httpx.HTTPError) as exc:  # a missing file, an API that is not there
         print(f"error: {exc}", file=sys.stderr)

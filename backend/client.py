@@ -1,11 +1,15 @@
 """A small HTTP client of the API, behind ``spacetime submit``: upload, wait, print.
 
+It waits with ``GET .../status?wait=``: each request is answered as soon as the job ends
+(or after WAIT_S, when the bar's progress is refreshed), instead of a poll every 0.2 s.
+
 A large even-sum file goes straight to S3 when the API offers it (POST /even-sum/uploads):
 its parts are PUT in parallel on presigned URLs, then one complete call queues the job.
 Otherwise, and for small files, the file is streamed as the body of POST /even-sum.
 """
 
 import json
+import math
 import os
 import sys
 import threading
@@ -16,7 +20,14 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 from tqdm import tqdm
 
+# Each status request waits this long at most for the job to end (servers take 30 s by
+# default); a long job's progress bar moves at each answer.
+WAIT_S = 5.0
+# A server that answers a wait early without the job having ended does not wait (one from
+# before ?wait=, or one with every waiter taken): it is polled, with this pause.
 POLL_S = 0.2
+# A status request may take its wait and this much more before the client gives up on it.
+REQUEST_MARGIN_S = 30.0
 UPLOAD_CHUNK_BYTES = 1024 * 1024
 # Files from this size go straight to S3 when the API offers it. Below it, the streamed
 # body is one request against the direct upload's three, and spares the API little.
@@ -28,15 +39,23 @@ PART_ATTEMPTS = 3
 # The API's answers that mean "no direct uploads here": not offered (404: a local uploads
 # store, or an API from before them), or not implemented (501).
 NOT_OFFERED = (404, 501)
+FINAL = ("finished", "errored")
 
 
 def submit_and_wait(
-    api: str, kind: str, source: str, output: str | None, client_id: str, api_key: str | None = None
+    api: str,
+    kind: str,
+    source: str,
+    output: str | None,
+    client_id: str,
+    api_key: str | None = None,
+    timeout_s: float | None = None,
 ) -> int:
     """Submit ``source`` as a ``kind`` job, show progress, print or save the result.
 
     ``api_key`` (keys mode) goes as ``Authorization: Bearer``; ``client_id`` names the
-    client in open mode."""
+    client in open mode. After ``timeout_s`` (None: no limit) of waiting for the job to
+    end, give up (1) and say how to ask for it later."""
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {"X-Client-Id": client_id}
     with httpx.Client(base_url=api, headers=headers, timeout=60) as http:
         response = _submit(http, kind, source)
@@ -45,7 +64,11 @@ def submit_and_wait(
             return 1
         token = response.json()["token"]
         print(f"token {token}", file=sys.stderr)
-        status = _wait(http, kind, token)
+        status = _wait(http, kind, token, timeout_s)
+        if status["status"] not in FINAL:
+            still = f"still {status['status']} after {timeout_s:g} s"
+            print(f"{still}; ask for it later: GET /{kind}/{token}/status", file=sys.stderr)
+            return 1
         if status["status"] == "errored":
             print(f"errored: {status.get('error')}", file=sys.stderr)
             return 1
@@ -138,14 +161,27 @@ def _put_part(s3: httpx.Client, source: str, offset: int, part: dict, progress) 
     raise OSError(f"could not upload part {part['part_number']}: {error}")
 
 
-def _wait(http: httpx.Client, kind: str, token: str) -> dict:
-    """Poll the status until the job ends; a bar follows the job's block progress."""
+def _wait(http: httpx.Client, kind: str, token: str, timeout_s: float | None) -> dict:
+    """The job's status once it ends, or when ``timeout_s`` has passed; a bar follows the
+    job's block progress."""
+    deadline = math.inf if timeout_s is None else time.monotonic() + timeout_s
+    wait_s = WAIT_S
     with tqdm(desc=kind, unit="block") as bar:
         while True:
-            status = http.get(f"/{kind}/{token}/status").json()
+            asked_s = max(0.0, min(wait_s, deadline - time.monotonic()))
+            start = time.monotonic()
+            response = http.get(
+                f"/{kind}/{token}/status", params={"wait": round(asked_s, 3)}, timeout=asked_s + REQUEST_MARGIN_S
+            )
+            if response.status_code == 400 and wait_s:  # a server whose longest wait is shorter: poll it
+                wait_s = 0.0
+                continue
+            response.raise_for_status()
+            status = response.json()
             if progress := status.get("progress"):
                 bar.total = progress["total"]
                 bar.update(progress["done"] - bar.n)
-            if status["status"] in ("finished", "errored"):
+            if status["status"] in FINAL or time.monotonic() >= deadline:
                 return status
-            time.sleep(POLL_S)
+            if not asked_s or time.monotonic() - start < asked_s / 2:  # it did not wait: do not hammer it
+                time.sleep(POLL_S)

@@ -80,6 +80,12 @@ DIRECT_UPLOAD = "direct-upload:{upload_id}"
 # sweep of the uploads store must leave alone. Emptied by complete calls and by the sweep.
 DIRECT_UPLOADS = "direct-uploads"
 
+# -- job endings (GET .../status?wait=) ------------------------------------------------------
+# A pub/sub channel, not a key (nothing is stored): the final write PUBLISHes the job's token
+# on it, and each API process's one subscription wakes the status requests waiting on that
+# job (backend/endings.py). An ending published while nobody listens is simply missed.
+ENDINGS = "endings"
+
 # -- metrics ---------------------------------------------------------------------------------
 # Hash of job counters and time sums written by dispatchers, read by GET /metrics.
 METRICS = "metrics"

@@ -41,6 +41,7 @@ CONSTANTS = {
     "VFINISH": _prefix(keys.VFINISH),
     "CLIENT": _prefix(keys.CLIENT),
     "ROUTE_BATCH": keys.ROUTE_BATCH,
+    "ENDINGS": keys.ENDINGS,
 }
 
 

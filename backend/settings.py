@@ -82,6 +82,13 @@ class Settings(BaseSettings):
     body_grace_s: float = Field(30.0, gt=0)
     body_min_bytes_per_s: int = Field(16 * 1024, gt=0)
 
+    # GET .../status?wait=S answers when the job ends, or after S seconds; S may be at most
+    # this. 30 s stays well under the idle timeouts of proxies and load balancers (an ALB's: 60 s).
+    max_status_wait_s: float = Field(30.0, ge=0)
+    # Status requests one API process keeps waiting at once; past this a wait is answered at
+    # once, as without ?wait= (each waiter holds a connection, and the clients poll instead).
+    max_status_waiters: int = Field(1000, ge=0)
+
     # Who a request comes from: `open` trusts X-Client-Id (local use; the default of
     # `spacetime up`), `keys` requires `Authorization: Bearer <key>` (see `spacetime clients`).
     auth: Literal["open", "keys"] = "open"

@@ -5,10 +5,12 @@ ports, or a running one with --api).
 
 Prints, for cat.png, after the machine check (what the cores give today):
 - lead time over sequential jobs: the server's ``lead_s`` (requested -> finished, from
-  GET /tasks/{token}) and what the client saw (POST -> first poll that says finished);
-- throughput with N concurrent clients, each submitting and waiting in a loop, and the
-  CPU each job cost each part of the system (API, dispatchers, scheduler, workers,
-  Redis, these clients) during it;
+  GET /tasks/{token}) and what the client saw (POST -> the status answer that says finished);
+- throughput with N concurrent clients, each submitting and waiting in a loop, in two
+  phases one after the other: clients that wait with ``?wait=`` (answered when the job
+  ends) and clients that poll the status every 50 ms (as before ``?wait=``), the ratio of
+  the two, the HTTP requests per job, and the CPU each job cost each part of the
+  system (API, dispatchers, scheduler, workers, Redis, these clients) in each phase;
 - the compute-only time of ``randomize_image`` in this process, for comparison.
 What a performance report costs the scheduler: bench/report_cost.py.
 """
@@ -19,6 +21,9 @@ import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -28,22 +33,47 @@ from bench.system import core_check, running_system
 from compute.image import randomize_image
 
 CAT = Path(__file__).parents[1] / "tests" / "fixtures" / "cat.png"
-# Polling adds load on the same 2 cores that run the jobs; 16 clients polling fast would
-# mostly measure the API answering polls on the same 2 cores.
-SEQUENTIAL_POLL_S = 0.01
+# A waiting status request is answered when its job ends, or after this long.
+WAIT_S = 30
+# The polling clients' pause between status requests (clients before ?wait=). Polling adds
+# load on the same 2 cores that run the jobs; 16 clients polling faster would mostly
+# measure the API answering polls.
 CONCURRENT_POLL_S = 0.05
+FINAL = ("finished", "errored")
 
 
-def run_job(http: httpx.Client, png: bytes, poll_s: float = SEQUENTIAL_POLL_S) -> tuple[str, float]:
-    """Submit, poll until finished, fetch the result; return the token and client-side seconds."""
+@dataclass
+class Phase:
+    """One concurrent phase: how its clients wait, and what it measured."""
+
+    name: str
+    poll_s: float | None  # None: ?wait=
+    jobs: int = 0
+    elapsed_s: float = 0.0
+    requests: int = 0  # every HTTP request of the clients
+    cpu_s: dict[str, float] = field(default_factory=dict)  # role -> CPU seconds in the phase
+
+
+def client(api: str, name: str | None = None) -> httpx.Client:
+    headers = {"X-Client-Id": name} if name else None
+    return httpx.Client(base_url=api, headers=headers, timeout=WAIT_S + 30)
+
+
+def run_job(http: httpx.Client, png: bytes, poll_s: float | None = None) -> tuple[str, float, int]:
+    """Submit, wait until the job ends (``?wait=``, or polling every ``poll_s``), fetch the
+    result; return the token, client-side seconds and the HTTP requests it took."""
     start = time.perf_counter()
     token = http.post("/randomize", content=png, headers={"Content-Type": "image/png"}).json()["token"]
-    while (status := http.get(f"/randomize/{token}/status").json()["status"]) not in ("finished", "errored"):
-        time.sleep(poll_s)
+    params = {} if poll_s else {"wait": WAIT_S}
+    requests = 2
+    while (status := http.get(f"/randomize/{token}/status", params=params).json()["status"]) not in FINAL:
+        requests += 1
+        if poll_s:
+            time.sleep(poll_s)
     seen = time.perf_counter() - start
     if status != "finished" or http.get(f"/randomize/{token}/result").status_code != 200:
         raise RuntimeError(f"job {token} ended {status}")
-    return token, seen
+    return token, seen, requests + 1
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -51,22 +81,27 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def sequential(api: str, png: bytes, jobs: int) -> None:
-    with httpx.Client(base_url=api) as http:
+    with client(api) as http:
         for _ in range(10):  # warm up connections and workers
             run_job(http, png)
         runs = [run_job(http, png) for _ in range(jobs)]
-        leads = [http.get(f"/tasks/{token}").json()["lead_s"] for token, _ in runs]
-    seen = [s for _, s in runs]
+        leads = [http.get(f"/tasks/{token}").json()["lead_s"] for token, _, _ in runs]
+    seen = [s for _, s, _ in runs]
     print(f"sequential, {jobs} jobs       p50        p95")
     print(f"  server lead_s        {percentile(leads, 50) * 1e3:7.1f} ms {percentile(leads, 95) * 1e3:7.1f} ms")
     print(f"  client-observed      {percentile(seen, 50) * 1e3:7.1f} ms {percentile(seen, 95) * 1e3:7.1f} ms")
 
 
-def concurrent(api: str, png: bytes, clients: int, per_client: int) -> int:
+def concurrent(api: str, png: bytes, clients: int, per_client: int, phase: Phase) -> None:
+    """``clients`` threads, each running ``per_client`` jobs one after the other."""
+    lock = threading.Lock()
+
     def client_loop():
-        with httpx.Client(base_url=api, headers={"X-Client-Id": threading.current_thread().name}) as http:
+        with client(api, threading.current_thread().name) as http:
             for _ in range(per_client):
-                run_job(http, png, CONCURRENT_POLL_S)
+                requests = run_job(http, png, phase.poll_s)[2]
+                with lock:
+                    phase.requests += requests
 
     threads = [threading.Thread(target=client_loop, name=f"bench-{i}") for i in range(clients)]
     start = time.perf_counter()
@@ -74,10 +109,35 @@ def concurrent(api: str, png: bytes, clients: int, per_client: int) -> int:
         thread.start()
     for thread in threads:
         thread.join()
-    elapsed = time.perf_counter() - start
-    total = clients * per_client
-    print(f"concurrent, {clients} clients x {per_client} jobs: {total / elapsed:.1f} jobs/s ({elapsed:.1f} s)")
-    return total
+    phase.elapsed_s = time.perf_counter() - start
+    phase.jobs = clients * per_client
+
+
+def measured(api: str, png: bytes, clients: int, per_client: int, phase: Phase, processes: dict) -> Phase:
+    """Run the phase, with the CPU each role of the system spent in it."""
+    before = {role: cpu_s(group) for role, group in processes.items()}
+    concurrent(api, png, clients, per_client, phase)
+    phase.cpu_s = {role: cpu_s(group) - before[role] for role, group in processes.items()}
+    return phase
+
+
+def compare(waiting: Phase, polling: Phase) -> None:
+    """The two phases side by side, with the ratio wait / poll."""
+    rows: list[tuple[str, Callable[[Phase], float], str]] = [
+        ("throughput (jobs/s)", lambda p: p.jobs / p.elapsed_s, ""),
+        ("HTTP requests per job", lambda p: p.requests / p.jobs, ""),
+    ]
+    rows += [(f"CPU per job, {role}", partial(cpu_ms_per_job, role=role), " ms") for role in waiting.cpu_s]
+    width = max(len(what) for what, _, _ in rows) + 2
+    print(f"  {'':{width}}{waiting.name:>16}{polling.name:>18}{'wait / poll':>13}")
+    for what, figure, unit in rows:
+        a, b = figure(waiting), figure(polling)
+        ratio = f"{a / b:.2f}x" if b else "-"
+        print(f"  {what:{width}}{a:>13.1f}{unit:3}{b:>15.1f}{unit:3}{ratio:>13}")
+
+
+def cpu_ms_per_job(phase: Phase, role: str) -> float:
+    return phase.cpu_s[role] / phase.jobs * 1e3
 
 
 def compute_only(png: bytes, repeats: int = 50) -> None:
@@ -134,10 +194,10 @@ def main() -> None:
             up = psutil.Process(system.process.pid)
         sequential(api, png, args.jobs)
         processes = roles(up) if args.api is None else {}
-        before = {role: cpu_s(group) for role, group in processes.items()}
-        jobs = concurrent(api, png, args.clients, args.per_client)
-        for role, group in processes.items():
-            print(f"  CPU per job, {role:18} {(cpu_s(group) - before[role]) / jobs * 1e3:6.1f} ms")
+        print(f"concurrent, {args.clients} clients x {args.per_client} jobs, in each phase", flush=True)
+        waiting = measured(api, png, args.clients, args.per_client, Phase(f"?wait={WAIT_S}", None), processes)
+        polling = measured(api, png, args.clients, args.per_client, Phase("poll 50 ms", CONCURRENT_POLL_S), processes)
+        compare(waiting, polling)
     compute_only(png)
 
 

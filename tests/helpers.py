@@ -1,8 +1,9 @@
-"""Helpers shared by the tests: ports, waits, a live API, image tiles."""
+"""Helpers shared by the tests: ports, waits, a live API, a redis-server of a test's own, image tiles."""
 
 import io
 import os
 import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import numpy as np
 import uvicorn
 from distributed import Client
 from PIL import Image
+from redis import Redis, RedisError
 
 from backend.api import create_app
 from backend.dispatcher import Dispatcher
@@ -87,6 +89,52 @@ def live_api(settings: Settings) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+class RedisProcess:
+    """A redis-server with AOF (as `spacetime up` runs it) that can be killed or stopped, and restarted."""
+
+    def __init__(self, data_dir: Path):
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.data_dir = data_dir
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        argv = [shutil.which("redis-server") or "redis-server", "--bind", "127.0.0.1", "--port", str(self.port)]
+        argv += ["--dir", str(self.data_dir), "--appendonly", "yes", "--appendfsync", "everysec", "--save", ""]
+        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+        wait_until(lambda: _pings(self.url), timeout_s=10, what="redis-server")
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
+    def stop(self) -> None:
+        """SIGTERM: Redis writes its AOF out and exits (what an operator's restart does)."""
+        assert self.process is not None
+        self.process.terminate()
+        self.process.wait(10)
+
+
+def _pings(url: str) -> bool:
+    try:
+        return bool(Redis.from_url(url, socket_connect_timeout=0.2).ping())
+    except RedisError:
+        return False
+
+
+@contextmanager
+def own_redis(data_dir: Path) -> Iterator[RedisProcess]:
+    server = RedisProcess(data_dir)
+    server.start()
+    try:
+        yield server
+    finally:
+        if server.process and server.process.poll() is None:
+            server.process.terminate()
+            server.process.wait(10)
 
 
 def tiles(pixels: np.ndarray, block: int) -> list[bytes]:

@@ -1,4 +1,4 @@
-"""`spacetime submit` against a live API: upload with progress, wait, print the result."""
+"""`spacetime submit` against a live API: upload with progress, wait (?wait=), print the result."""
 
 import json
 import subprocess
@@ -65,3 +65,18 @@ def test_submit_says_what_is_missing(api_url, tmp_path):
     assert missing.returncode == 1 and "No such file" in missing.stderr
     unreachable = submit("http://127.0.0.1:9", "randomize", str(FIXTURES / "cat.png"))
     assert unreachable.returncode == 1 and "error:" in unreachable.stderr
+
+
+def test_submit_gives_up_after_its_timeout(api_url):
+    done = submit(api_url, "randomize", str(FIXTURES / "cat.png"), "--timeout", "0.5")  # no dispatcher: never ends
+    assert done.returncode == 1
+    assert "still requested after 0.5 s" in done.stderr and "/status" in done.stderr
+
+
+def test_submit_polls_a_server_that_waits_less_than_it_asks(make_settings, start_api, dispatcher, tmp_path):
+    api_url = start_api(make_settings(max_status_wait_s=0.5))  # the client asks for 5 s: a 400
+    numbers = tmp_path / "numbers.txt"
+    numbers.write_text("2 4 5")
+    done = submit(api_url, "even-sum", str(numbers))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["sum"] == 6

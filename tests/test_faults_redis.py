@@ -3,64 +3,19 @@ answers 503 meanwhile and recovers by itself, dispatchers say so in two log line
 
 import io
 import logging
-import shutil
-import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from redis import Redis, RedisError
+from redis import Redis
 
 from backend.job import FINAL
 from backend.store import JobStore
-from tests.helpers import free_port, live_api, wait_until
+from tests.helpers import live_api, own_redis, wait_until
 
 JOBS = 200
-
-
-class RedisProcess:
-    """A redis-server with AOF (as `spacetime up` runs it) that can be killed and restarted."""
-
-    def __init__(self, data_dir: Path):
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.data_dir = data_dir
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        argv = [shutil.which("redis-server") or "redis-server", "--bind", "127.0.0.1", "--port", str(self.port)]
-        argv += ["--dir", str(self.data_dir), "--appendonly", "yes", "--appendfsync", "everysec", "--save", ""]
-        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
-        wait_until(lambda: _pings(self.url), timeout_s=10, what="redis-server")
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.kill()
-        self.process.wait()
-
-
-def _pings(url: str) -> bool:
-    try:
-        return bool(Redis.from_url(url, socket_connect_timeout=0.2).ping())
-    except RedisError:
-        return False
-
-
-@contextmanager
-def own_redis(data_dir: Path) -> Iterator[RedisProcess]:
-    server = RedisProcess(data_dir)
-    server.start()
-    try:
-        yield server
-    finally:
-        if server.process and server.process.poll() is None:
-            server.process.terminate()
-            server.process.wait(10)
 
 
 def small_png() -> bytes:

@@ -22,9 +22,7 @@ for _ = 1, ROUTE_BATCH do
   local raw = redis.call('GET', RESULT .. token)
   local rec = decode(raw)
   if raw and not rec then
-    local failed = {token = token, status = 'errored', finished_at = now,
-                    error = 'job record is not readable JSON; resubmit the job'}
-    redis.call('SET', RESULT .. token, cjson.encode(failed), 'KEEPTTL')
+    finalize(token, {finished_at = now, error = 'job record is not readable JSON; resubmit the job'}, 'errored', '', ttl)
   elseif rec and not is_final(rec) then
     if rec.lane ~= 'interactive' and rec.lane ~= 'bulk' then
       rec.lane = (rec.kind == 'even-sum') and 'bulk' or 'interactive'

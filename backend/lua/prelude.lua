@@ -44,8 +44,10 @@ local function leave(plist, token, rec)
   return removed
 end
 
--- The final write. The caller has checked that it may write; the input is dropped, the
--- client's backlog bytes released, and bulk job loops woken (a capped client may go on).
+-- The final write, and the only one: every path that ends a job comes here. The caller
+-- has checked that it may write; the input is dropped, the client's backlog bytes released,
+-- bulk job loops woken (a capped client may go on), and the token published on ENDINGS for
+-- the status requests waiting on it (backend/endings.py).
 local function finalize(token, rec, status, output, ttl)
   rec.token = token
   rec.status = status
@@ -54,6 +56,7 @@ local function finalize(token, rec, status, output, ttl)
   redis.call('DEL', INPUT .. token)
   if rec.client and tonumber(rec.bytes) then count(BACKLOG_BYTES, rec.client, -tonumber(rec.bytes)) end
   if rec.lane then wake(rec.lane) end
+  redis.call('PUBLISH', ENDINGS, token)
 end
 
 -- Everything in a processing list goes back to its client's queue (front, original
