@@ -237,7 +237,8 @@ CallerDep = Annotated[ClientSettings, Depends(get_caller)]
 
 WAIT_TEXT = (
     "Seconds to wait for the job to end: the answer comes as soon as it is `finished` or `errored`, "
-    "or after this long with the status then. 0 (the default) answers at once. At most the server's "
+    "or after this long, with what there is then (a result: 404 unless `finished`). 0 (the default) "
+    "answers at once. At most the server's "
     "`SPACETIME_MAX_STATUS_WAIT_S` (the maximum here); over it, or not a number: 400."
 )
 
@@ -296,8 +297,9 @@ async def randomize_status(token: str, store: StoreDep, caller: CallerDep, wait:
     responses={200: {"content": {"image/png": {}}, "description": "The shuffled PNG"}, **NOT_FOUND},
     response_class=Response,
 )
-def randomize_result(token: str, store: StoreDep, caller: CallerDep):
-    return Response(finished_output(store, owned_job(store, token, caller, Kind.randomize)), media_type="image/png")
+async def randomize_result(token: str, store: StoreDep, caller: CallerDep, wait: WaitDep, request: Request):
+    job = await waited_job(request, store, token, caller, wait, Kind.randomize)
+    return Response(await run_in_threadpool(finished_output, store, job), media_type="image/png")
 
 
 # -- even sum --------------------------------------------------------------------------------
@@ -416,10 +418,10 @@ async def even_sum_status(token: str, store: StoreDep, caller: CallerDep, wait: 
 
 
 @router.get("/even-sum/{token}/result", response_model=EvenSumOut, responses=NOT_FOUND)
-def even_sum_result(token: str, store: StoreDep, caller: CallerDep):
+async def even_sum_result(token: str, store: StoreDep, caller: CallerDep, wait: WaitDep, request: Request):
     # The stored JSON is returned as it is: the sum stays exact at any size.
-    job = owned_job(store, token, caller, Kind.even_sum)
-    return Response(finished_output(store, job), media_type="application/json")
+    job = await waited_job(request, store, token, caller, wait, Kind.even_sum)
+    return Response(await run_in_threadpool(finished_output, store, job), media_type="application/json")
 
 
 # -- records, reports, health, metrics ------------------------------------------------------

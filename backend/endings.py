@@ -1,4 +1,4 @@
-"""Job endings, for the status requests that wait (``GET .../status?wait=S``).
+"""Job endings, for the requests that wait (``GET .../status?wait=S``, ``.../result?wait=S``).
 
 Why: a client polling the status every 50 ms costs the API a dozen requests per image job,
 and on a small machine answering them takes most of the API's CPU. A client that asks once

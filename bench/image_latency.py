@@ -5,10 +5,11 @@ ports, or a running one with --api).
 
 Prints, for cat.png, after the machine check (what the cores give today):
 - lead time over sequential jobs: the server's ``lead_s`` (requested -> finished, from
-  GET /tasks/{token}) and what the client saw (POST -> the status answer that says finished);
+  GET /tasks/{token}) and what the client saw (POST -> the result in hand);
 - throughput with N concurrent clients, each submitting and waiting in a loop, in two
-  phases one after the other: clients that wait with ``?wait=`` (answered when the job
-  ends) and clients that poll the status every 50 ms (as before ``?wait=``), the ratio of
+  phases one after the other: clients that ask for the result with ``?wait=`` (answered
+  when the job ends: 2 requests a job) and clients that poll the status every 50 ms, then
+  fetch the result (as before ``?wait=``), the ratio of
   the two, the HTTP requests per job, and the CPU each job cost each part of the
   system (API, dispatchers, scheduler, workers, Redis, these clients) in each phase;
 - the compute-only time of ``randomize_image`` in this process, for comparison.
@@ -60,20 +61,27 @@ def client(api: str, name: str | None = None) -> httpx.Client:
 
 
 def run_job(http: httpx.Client, png: bytes, poll_s: float | None = None) -> tuple[str, float, int]:
-    """Submit, wait until the job ends (``?wait=``, or polling every ``poll_s``), fetch the
-    result; return the token, client-side seconds and the HTTP requests it took."""
+    """Submit, wait until the job ends, fetch the result; return the token, client-side
+    seconds and the HTTP requests it took. Without ``poll_s``: one GET of the result with
+    ``?wait=`` (answered when the job ends); with it: status polls every ``poll_s``, then
+    the result."""
     start = time.perf_counter()
     token = http.post("/randomize", content=png, headers={"Content-Type": "image/png"}).json()["token"]
-    params = {} if poll_s else {"wait": WAIT_S}
-    requests = 2
-    while (status := http.get(f"/randomize/{token}/status", params=params).json()["status"]) not in FINAL:
+    requests = 1
+    if poll_s is None:
+        result = http.get(f"/randomize/{token}/result", params={"wait": WAIT_S})
+        seen, requests = time.perf_counter() - start, requests + 1
+        if result.status_code != 200:
+            status = http.get(f"/randomize/{token}/status").json()
+            raise RuntimeError(f"job {token} ended {status}")
+        return token, seen, requests
+    while (status := http.get(f"/randomize/{token}/status").json()["status"]) not in FINAL:
         requests += 1
-        if poll_s:
-            time.sleep(poll_s)
+        time.sleep(poll_s)
     seen = time.perf_counter() - start
     if status != "finished" or http.get(f"/randomize/{token}/result").status_code != 200:
         raise RuntimeError(f"job {token} ended {status}")
-    return token, seen, requests + 1
+    return token, seen, requests + 2
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -68,6 +68,31 @@ def test_a_waiting_status_is_woken_when_its_job_finishes(api_url, settings, star
     assert waiters(api_url) == 0
 
 
+def test_a_waiting_result_comes_when_its_job_finishes(api_url, settings, start_dispatcher, cat_png):
+    """POST, then one GET of the result with ?wait=: two requests a job, no status poll."""
+    token = httpx.post(f"{api_url}/randomize", content=cat_png).json()["token"]
+    result = in_background(lambda: wait_for(api_url, f"/randomize/{token}/result"))
+    wait_until(lambda: waiters(api_url) == 1, what="the request to wait")
+    start_dispatcher(settings)
+    answer = result()
+    assert answer.status_code == 200 and answer.headers["content-type"] == "image/png"
+    assert answer.content == httpx.get(f"{api_url}/randomize/{token}/result").content
+    assert waiters(api_url) == 0
+
+
+def test_a_waiting_result_of_a_job_that_does_not_finish_is_404(api_url, settings, start_dispatcher, cat_png):
+    corrupt = cat_png[:100] + b"\x00" * 500 + cat_png[600:]
+    errored = httpx.post(f"{api_url}/randomize", content=corrupt).json()["token"]
+    waiting = httpx.post(f"{api_url}/even-sum", content=b"2", headers={"Content-Type": "text/plain"}).json()["token"]
+    assert wait_for(api_url, f"/even-sum/{waiting}/result", 0.3).status_code == 404  # no dispatcher yet
+    result = in_background(lambda: wait_for(api_url, f"/randomize/{errored}/result"))
+    wait_until(lambda: waiters(api_url) == 1, what="the request to wait")
+    start_dispatcher(settings)
+    assert result().status_code == 404
+    assert httpx.get(f"{api_url}/randomize/{errored}/status").json()["status"] == "errored"
+    assert wait_for(api_url, f"/even-sum/{waiting}/result").json()["sum"] == 2
+
+
 def test_an_even_sum_that_ends_answers_its_wait(api_url, dispatcher):
     token = httpx.post(f"{api_url}/even-sum", content=b"2 4 5", headers={"Content-Type": "text/plain"}).json()["token"]
     assert wait_for(api_url, f"/even-sum/{token}/status").json() == {"status": "finished"}
@@ -95,7 +120,8 @@ def test_a_job_that_cannot_run_is_answered_after_the_wait(api_url, cat_png):
 @pytest.mark.parametrize("wait", ["-1", "30.5", "abc", "nan", "inf", ""])
 def test_a_wait_out_of_range_is_400_saying_so(api_url, cat_png, wait):
     token = httpx.post(f"{api_url}/randomize", content=cat_png).json()["token"]
-    for path in (f"/randomize/{token}/status", f"/even-sum/{token}/status", f"/tasks/{token}"):
+    paths = [f"/{kind}/{token}/{what}" for kind in ("randomize", "even-sum") for what in ("status", "result")]
+    for path in (*paths, f"/tasks/{token}"):
         response = httpx.get(f"{api_url}{path}", params={"wait": wait})
         assert response.status_code == 400, path
         assert "wait" in response.json()["error"], response.json()
@@ -107,7 +133,7 @@ def test_another_clients_token_is_404_at_once_with_wait(make_settings, start_api
     registry = ClientRegistry(redis, settings)
     alice, bob = ({"Authorization": f"Bearer {registry.add(name)}"} for name in ("alice", "bob"))
     token = httpx.post(f"{api_url}/randomize", content=cat_png, headers=alice).json()["token"]  # no dispatcher
-    for path in (f"/randomize/{token}/status", f"/tasks/{token}"):
+    for path in (f"/randomize/{token}/status", f"/randomize/{token}/result", f"/tasks/{token}"):
         theirs = wait_for(api_url, path, headers=bob)
         assert theirs.status_code == 404 and theirs.json() == {"message": "not found"}
     assert wait_for(api_url, f"/randomize/{token}/status", 0.2, headers=alice).json() == {"status": "requested"}
