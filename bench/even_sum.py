@@ -2,7 +2,7 @@
 dask.dataframe.
 
     .venv/bin/python bench/even_sum.py --size 100MB|1GiB|5GiB --shape lines|wide
-        [--repeat 3] [--block-bytes 64MiB] [--sweep 8MiB,32MiB] [--api URL] [--s3]
+        [--repeat 3] [--block-bytes 64MiB] [--sweep 8MiB,32MiB] [--api URL] [--s3] [--ceiling-only]
 
 The file comes from bench/datagen.py (made once, with its exact answer) and is read once
 first, so every contender reads it from the page cache. Prints one table: best seconds
@@ -13,7 +13,9 @@ process, and whether the answer is exact. Rows:
 - numba byte loop, 1 core: the plain @njit loop the kernel replaces (no validation);
 - same blocks, 1 plain process / N plain processes (N = cores): ``sum_block`` over the
   job's blocks in a pool of processes started beforehand, no Dask: the honest parallel
-  ceiling, which the run prints our Dask job's ratio to;
+  ceiling, which the run prints our Dask job's ratio to. These two rows and ours run in
+  turns, round after round, so that a neighbour weighs on them alike;
+  ``--ceiling-only`` runs just them (and ``--api``), no other contender;
 - ours, Dask: ``submit_even_sum`` on a warm LocalCluster of 2 worker processes, 1 thread
   each, the kernel preloaded;
 - DuckDB and Polars: their CSV readers, all cores (2 here);
@@ -332,29 +334,35 @@ def sum_blocks_here(url: str, blocks: list[tuple[int, int]]) -> dict:
     return combine([sum_block(url, start, end) for start, end in blocks])
 
 
-def ceiling_rows(pool, n: int, path: Path, block_bytes: int, repeat: int) -> dict:
+def ceiling_jobs(pool, n: int, path: Path, block_bytes: int) -> dict:
     """``sum_block`` over the job's blocks in one plain process, then over ``n``: the
     parallel ceiling for our Dask job, with no scheduler, client or transfers."""
     url = path.as_uri()
     blocks = plan_blocks(path.stat().st_size, block_bytes)
-    jobs = {
-        "same blocks, 1 plain process": lambda: pool.apply(sum_blocks_here, (url, blocks)),
+    return {
+        "same blocks, 1 plain process": lambda: pool.apply(sum_blocks_here, (url, blocks))["sum"],
         f"same blocks, {n} plain processes": lambda: combine(
             pool.starmap(sum_block, [(url, start, end) for start, end in blocks], chunksize=1)
-        ),
+        )["sum"],
     }
-    return {name: best_of(job, repeat) for name, job in jobs.items()}
 
 
-def best_of(job, repeat: int) -> dict:
-    """Best seconds of ``job()`` after one warm-up run."""
-    job()
-    runs = []
+def in_turns(jobs: dict, repeat: int) -> dict:
+    """Best seconds of each job, run in turns (one warm-up each, then ``repeat`` rounds of
+    all of them): a neighbour that comes and goes on this shared VM then weighs on every
+    contender alike, not on whichever ran during it."""
+    for job in jobs.values():
+        job()
+    runs: dict[str, list] = {name: [] for name in jobs}
     for _ in range(repeat):
-        start = time.perf_counter()
-        total = job()["sum"]
-        runs.append((time.perf_counter() - start, total))
-    return {"seconds": min(seconds for seconds, _ in runs), "sum": runs[0][1], "peak_rss": None}
+        for name, job in jobs.items():
+            start = time.perf_counter()
+            total = job()
+            runs[name].append((time.perf_counter() - start, total))
+    return {
+        name: {"seconds": min(seconds for seconds, _ in done), "sum": done[0][1], "peak_rss": None}
+        for name, done in runs.items()
+    }
 
 
 # --- the run ----------------------------------------------------------------------------
@@ -366,19 +374,23 @@ def warm_page_cache(path: Path) -> None:
             pass
 
 
-def cluster_rows(path: Path, shape: str, args) -> dict:
+def cluster_rows(path: Path, shape: str, args, ceiling: dict) -> dict:
+    """Our job on a LocalCluster of 2 workers, in turns with the ``ceiling`` jobs, then the
+    contenders that run on the same cluster."""
     from distributed import Client, LocalCluster
 
-    rows = {}
     with (
         LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True, preload=["compute.preload"], dashboard_address=":0"
         ) as cluster,
         Client(cluster) as client,
     ):
-        rows["ours, Dask, 2 workers"] = on_cluster(
-            client, our_job(client, path.as_uri(), args.block_bytes), args.repeat
-        )
+        client.run(reset_peak_rss)
+        ours = "ours, Dask, 2 workers"
+        rows = in_turns({**ceiling, ours: our_job(client, path.as_uri(), args.block_bytes)}, args.repeat)
+        rows[ours]["peak_rss"] = max(client.run(peak_rss).values())
+        if args.ceiling_only:
+            return rows
         for block_bytes in args.sweep:
             job = our_job(client, path.as_uri(), block_bytes)
             rows[f"ours, Dask, {block_bytes / MiB:g} MiB blocks"] = on_cluster(client, job, args.repeat)
@@ -410,6 +422,11 @@ def main() -> None:
         default=[],
         help="also run our job with these block sizes, e.g. 8MiB,32MiB,128MiB",
     )
+    parser.add_argument(
+        "--ceiling-only",
+        action="store_true",
+        help="only the plain-process ceiling and our Dask job, in turns (and --api): no other contender",
+    )
     parser.add_argument("--api", help="also submit the job to this SpaceTime API")
     parser.add_argument("--s3", action="store_true", help="also run the job over S3 (a moto server)")
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
@@ -427,9 +444,8 @@ def main() -> None:
     cores = max(os.cpu_count() or 1, 2)  # the CPU check runs two at once
     with plain_processes(cores) as pool:
         print(cpu_check(pool))
-        rows = {name: in_child(name, path, args.shape, args.repeat) for name in CHILDREN}
-        rows.update(ceiling_rows(pool, cores, path, args.block_bytes, args.repeat))
-        rows.update(cluster_rows(path, args.shape, args))
+        rows = {} if args.ceiling_only else {name: in_child(name, path, args.shape, args.repeat) for name in CHILDREN}
+        rows.update(cluster_rows(path, args.shape, args, ceiling_jobs(pool, cores, path, args.block_bytes)))
         if args.api:
             rows["ours, through the SpaceTime API"] = api_job(args.api, path)
         print_table(rows, answer["bytes"], answer["sum"])
