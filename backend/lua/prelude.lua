@@ -46,11 +46,12 @@ end
 
 -- The final write. The caller has checked that it may write; the input is dropped, the
 -- client's backlog bytes released, and bulk job loops woken (a capped client may go on).
+-- `output`: the result's bytes, or nil when the caller has put them in place (finish.lua).
 local function finalize(token, rec, status, output, ttl)
   rec.token = token
   rec.status = status
   redis.call('SET', RESULT .. token, cjson.encode(rec), 'EX', ttl)
-  if status == 'finished' then redis.call('SET', RESULT .. token .. ':output', output, 'EX', ttl) end
+  if status == 'finished' and output then redis.call('SET', RESULT .. token .. ':output', output, 'EX', ttl) end
   redis.call('DEL', INPUT .. token)
   if rec.client and tonumber(rec.bytes) then count(BACKLOG_BYTES, rec.client, -tonumber(rec.bytes)) end
   if rec.lane then wake(rec.lane) end
