@@ -19,6 +19,10 @@ RESULT = "result:{token}"
 OUTPUT = "result:{token}:output"
 # Raw input bytes of jobs small enough to travel through Redis (images).
 INPUT = "input:{token}"
+# Raw result bytes that a worker task wrote to Redis itself (the image job,
+# compute/stored.py), one key per attempt: the final write of the attempt that holds the
+# job renames it to OUTPUT; a stale attempt's is deleted, so it can never land.
+STAGED = "staged:{token}:{dispatcher}:{attempt}"
 
 # -- fair queues (one per lane and client) ---------------------------------------------------
 # A client's waiting tokens in a lane, oldest first.
@@ -135,6 +139,9 @@ DIRECT_UPLOAD_GRACE_S = 24 * 3600
 # be claimed again (a retried complete call, or the sweep). CompleteMultipartUpload takes
 # seconds, even for 10,000 parts.
 DIRECT_UPLOAD_COMPLETE_MAX_S = 600
+# A staged output is renamed or deleted by its attempt's final write milliseconds after the
+# worker wrote it; this only bounds what an attempt lost in between leaves behind.
+STAGED_TTL_S = 600
 # Tokens the pick script routes from `tasks` per call: bounds one script's run time when
 # a producer dumps thousands at once (the rest are routed by the next calls).
 ROUTE_BATCH = 100
@@ -150,6 +157,10 @@ def output(token: str) -> str:
 
 def input_(token: str) -> str:
     return INPUT.format(token=token)
+
+
+def staged(token: str, dispatcher: str, attempt: int) -> str:
+    return STAGED.format(token=token, dispatcher=dispatcher, attempt=attempt)
 
 
 def processing(dispatcher: str) -> str:

@@ -2,9 +2,10 @@
 
 A runner takes the dispatcher's ``JobContext`` and the job, submits Dask work whose
 keys start with ``<kind>-<token>`` (so the job's tasks can be found in the task stream
-and in performance reports) and returns the raw result bytes plus figures to record.
-It waits on Dask only through ``ctx.cluster`` (bounded waits), raises InvalidInput (or
-an OSError) for what the user must fix, and anything else for a failure of ours.
+and in performance reports) and returns the raw result bytes (or the key a worker task
+stored them under) plus figures to record. It waits on Dask only through ``ctx.cluster``
+(bounded waits), raises InvalidInput (or an OSError) for what the user must fix, and
+anything else for a failure of ours.
 
 Adding a kind: docs/architecture.md, "How to add a job kind".
 """
@@ -16,15 +17,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from backend import keys
 from backend.cluster import Cluster
 from backend.fairshare import FairShare
 from backend.job import Job, Kind
 from backend.settings import Settings
-from backend.store import JobStore
+from backend.store import JobStore, Staged
 from compute.defaults import BULK_RESOURCE, INTERACTIVE_RESOURCE
 from compute.errors import InvalidInput
 from compute.even_sum import BlockSum
-from compute.image import IMAGE_PRIORITY, randomize_image
+from compute.image import IMAGE_PRIORITY
+from compute.stored import randomize_stored
 
 
 class BlocksInFlight:
@@ -63,7 +66,8 @@ class JobContext:
 
 @dataclass
 class Outcome:
-    output: bytes
+    # The result's bytes, or the key a worker task stored them under.
+    output: bytes | Staged
     # Extra record fields, e.g. {"bytes": n}.
     fields: dict[str, Any] = field(default_factory=dict)
 
@@ -73,20 +77,29 @@ def key_prefix(job: Job) -> str:
 
 
 def run_randomize(ctx: JobContext, job: Job) -> Outcome:
-    """One Dask task: the image is small, a graph of tiles would cost more than it saves."""
-    png = ctx.store.input(job.token)
-    if png is None:
-        raise InvalidInput("the uploaded image has expired; submit it again")
+    """One Dask task: the image is small, a graph of tiles would cost more than it saves.
+
+    The task reads the PNG from Redis and stores its result there itself, at this
+    attempt's staged key (compute/stored.py): the bytes pass through neither the
+    scheduler nor this dispatcher. The task key names the attempt too: Dask runs a key
+    once, and a later attempt sharing an earlier one's task would find no output at its
+    own staged key.
+    """
+    dispatcher = job.dispatcher or ""
+    staged = keys.staged(job.token, dispatcher, job.attempts)
     future = ctx.cluster.client.submit(
-        randomize_image,
-        png,
+        randomize_stored,
+        ctx.settings.worker_redis_url,
+        keys.input_(job.token),
+        staged,
+        keys.STAGED_TTL_S,
         block=ctx.settings.image_block_px,
         max_pixels=ctx.settings.max_image_pixels,
-        key=f"{key_prefix(job)}-0",
+        key=f"{key_prefix(job)}-{dispatcher}-{job.attempts}",
         priority=IMAGE_PRIORITY,
         resources=ctx.cluster.resources(INTERACTIVE_RESOURCE),
     )
-    return Outcome(ctx.cluster.result(future), {"bytes": len(png)})
+    return Outcome(Staged(staged), {"bytes": ctx.cluster.result(future)})
 
 
 def run_even_sum(ctx: JobContext, job: Job) -> Outcome:

@@ -8,6 +8,7 @@ A bad value stops start-up with pydantic's message instead of failing later.
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -161,6 +162,19 @@ class Settings(BaseSettings):
     def direct_uploads_offered(self) -> bool:
         """Whether POST /even-sum/uploads is served: S3 only (a local folder has no presigned URLs)."""
         return self.direct_uploads and self.uploads_url.startswith("s3://")
+
+    @property
+    def worker_redis_url(self) -> str:
+        """``redis_url`` without its password, for tasks that reach Redis from the workers
+        (compute/stored.py): a task's arguments pass through the Dask scheduler, so no
+        secret rides in them; workers take the password from their own environment."""
+        parts = urlsplit(self.redis_url)
+        netloc = parts.netloc.rpartition("@")[2]
+        if parts.username:
+            netloc = f"{parts.username}@{netloc}"
+        query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "password"])
+        # Built by hand: urlunsplit drops the "//" of unix:///path, which redis-py requires.
+        return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
 
     def storage_options(self, url: str) -> dict:
         """fsspec options for ``url``; credentials stay with the standard AWS chain."""

@@ -5,7 +5,9 @@ dying between two commands can never leave a record half-written or a counter wr
 Only the attempt that holds a job may end it: the final write checks that the token is
 in the writer's processing list and that the record names its dispatcher and attempt.
 A run that lost its lease is told 'stale' and its result is dropped; the first final
-write of the holder wins.
+write of the holder wins. An output comes as bytes, or as the key a worker task stored it
+under (``Staged``): the holder's final write renames that key into place, a stale
+attempt's deletes it.
 
 Records are JSON (never pickle). Lua's cjson keeps 14 significant digits, enough for
 epoch seconds with milliseconds; exact big integers (even-sum results) never pass
@@ -31,6 +33,13 @@ class EndResult(StrEnum):
     ok = "ok"  # written: the job is final now
     final = "final"  # the job had already ended; nothing written (first final write wins)
     stale = "stale"  # this attempt no longer holds the job (it lost its lease); dropped
+
+
+@dataclass(frozen=True)
+class Staged:
+    """An output that a worker task wrote to Redis itself, at ``key`` (keys.staged)."""
+
+    key: str
 
 
 @dataclass(frozen=True)
@@ -119,8 +128,9 @@ class JobStore:
     def progress(self, job: Job, done: int, total: int) -> None:
         self._progress(args=[job.token, job.dispatcher or "", job.attempts, done, total])
 
-    def finish(self, job: Job, output: bytes, **fields: Any) -> EndResult:
-        """Store the result and mark `finished`, if this attempt still holds the job."""
+    def finish(self, job: Job, output: bytes | Staged, **fields: Any) -> EndResult:
+        """Store the result and mark `finished`, if this attempt still holds the job; a
+        staged output is moved into place, or deleted when the attempt may not write."""
         return self._end(job, JobStatus.finished, output, fields)
 
     def fail(self, job: Job, error: str, **fields: Any) -> EndResult:
@@ -139,12 +149,13 @@ class JobStore:
         """Add figures to a record that exists, whatever its status."""
         self._annotate(args=[token, json.dumps(fields)])
 
-    def _end(self, job: Job, status: JobStatus, output: bytes, fields: dict[str, Any]) -> EndResult:
+    def _end(self, job: Job, status: JobStatus, output: bytes | Staged, fields: dict[str, Any]) -> EndResult:
         fields.setdefault("finished_at", now_s())
         dispatcher = job.dispatcher or ""
+        staged, data = ([output.key], b"") if isinstance(output, Staged) else ([], output)
         answer = self._finish(
-            keys=[keys.processing(dispatcher)],
-            args=[job.token, dispatcher, job.attempts, status, json.dumps(fields), output, self.ttl_s],
+            keys=[keys.processing(dispatcher), *staged],
+            args=[job.token, dispatcher, job.attempts, status, json.dumps(fields), data, self.ttl_s],
         )
         return EndResult(answer.decode())
 

@@ -13,10 +13,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import cloudpickle
 import httpx
 import numpy as np
 import uvicorn
-from distributed import Client
+from distributed import Client, Scheduler
+from distributed.diagnostics.plugin import SchedulerPlugin
 from PIL import Image
 from redis import Redis, RedisError
 
@@ -94,15 +96,17 @@ def live_api(settings: Settings) -> Iterator[str]:
 class RedisProcess:
     """A redis-server with AOF (as `spacetime up` runs it) that can be killed or stopped, and restarted."""
 
-    def __init__(self, data_dir: Path):
+    def __init__(self, data_dir: Path, password: str = ""):
         self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.url = f"redis://:{password}@127.0.0.1:{self.port}/0" if password else f"redis://127.0.0.1:{self.port}/0"
         self.data_dir = data_dir
+        self.password = password
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
         argv = [shutil.which("redis-server") or "redis-server", "--bind", "127.0.0.1", "--port", str(self.port)]
         argv += ["--dir", str(self.data_dir), "--appendonly", "yes", "--appendfsync", "everysec", "--save", ""]
+        argv += ["--requirepass", self.password] if self.password else []
         self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
         wait_until(lambda: _pings(self.url), timeout_s=10, what="redis-server")
 
@@ -126,8 +130,8 @@ def _pings(url: str) -> bool:
 
 
 @contextmanager
-def own_redis(data_dir: Path) -> Iterator[RedisProcess]:
-    server = RedisProcess(data_dir)
+def own_redis(data_dir: Path, password: str = "") -> Iterator[RedisProcess]:
+    server = RedisProcess(data_dir, password)
     server.start()
     try:
         yield server
@@ -214,6 +218,39 @@ def live_system(settings: Settings, client: Client) -> Iterator[str]:
             yield url
     finally:
         dispatcher.stop()
+
+
+class SchedulerTasks(SchedulerPlugin):
+    """What a scheduler in this process held for the tasks whose keys start with ``prefix``:
+    each task's spec as the client sent it (function and arguments, serialized) and the
+    size of its result as its worker reported it."""
+
+    def __init__(self, scheduler: Scheduler, prefix: str):
+        self.name = f"tasks-{prefix}"
+        self.scheduler = scheduler
+        self.prefix = prefix
+        self.specs: dict[str, bytes] = {}
+        self.result_bytes: dict[str, int] = {}
+
+    def transition(self, key, start, finish, *args, **kwargs) -> None:
+        task = self.scheduler.tasks.get(key)
+        if task is None or not str(key).startswith(self.prefix):
+            return
+        if finish == "processing":
+            self.specs[str(key)] = cloudpickle.dumps(task.run_spec)
+        elif finish == "memory":
+            self.result_bytes[str(key)] = task.nbytes
+
+
+@contextmanager
+def scheduler_tasks(scheduler: Scheduler, prefix: str) -> Iterator[SchedulerTasks]:
+    """Record what ``scheduler`` holds for the tasks of ``prefix`` while the block runs."""
+    plugin = SchedulerTasks(scheduler, prefix)
+    scheduler.add_plugin(plugin)
+    try:
+        yield plugin
+    finally:
+        scheduler.remove_plugin(plugin.name)
 
 
 # The OpenAPI document the repository carries (make openapi); the served one must equal it.

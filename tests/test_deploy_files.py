@@ -100,7 +100,7 @@ def test_python_services_depend_on_what_they_use(config):
     waits = {name: set(service.get("depends_on") or {}) for name, service in services.items()}
     assert {"redis", "createbucket"} <= waits["api"]
     assert {"redis", "scheduler", "createbucket"} <= waits["dispatcher"]
-    assert "scheduler" in waits["worker"] and "scheduler" in waits["worker-interactive"]
+    assert {"redis", "scheduler"} <= waits["worker"] and {"redis", "scheduler"} <= waits["worker-interactive"]
 
 
 def test_build_contexts_dockerfiles_and_targets_exist(config):

@@ -287,7 +287,8 @@ def test_images_and_blocks_run_in_their_own_pools(system, cat_png, tmp_path):
     assert sorted(pool.values()) == ["bulk", "bulk", "interactive", "interactive"]
     assert {niceness[a] for a, p in pool.items() if p == "bulk"} == {10}
     assert {niceness[a] for a, p in pool.items() if p == "interactive"} == {0}
-    assert pool[ran[f"randomize-{image}-0"]] == "interactive"
+    record = httpx.get(f"{system.api}/tasks/{image}").json()
+    assert pool[ran[f"randomize-{image}-{record['dispatcher']}-{record['attempts']}"]] == "interactive"
     blocks = [worker for key, worker in ran.items() if key.startswith(f"even-sum-{total}-") and "reduce" not in key]
     assert blocks and {pool[worker] for worker in blocks} == {"bulk"}
 

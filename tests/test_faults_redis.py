@@ -1,5 +1,6 @@
 """Redis killed (SIGKILL) and restarted under load: every accepted job still ends, the API
-answers 503 meanwhile and recovers by itself, dispatchers say so in two log lines."""
+answers 503 meanwhile and recovers by itself, dispatchers say so in two log lines. And a
+worker task that cannot reach Redis: its job is held and requeued, never failed."""
 
 import io
 import logging
@@ -11,11 +12,14 @@ import pytest
 from PIL import Image
 from redis import Redis
 
-from backend.job import FINAL
-from backend.store import JobStore
-from tests.helpers import live_api, own_redis, wait_until
+from backend.job import FINAL, Kind, Lane
+from backend.settings import Settings
+from backend.store import JobStore, Submission
+from compute.stored import REDIS_PASSWORD_ENV
+from tests.helpers import live_api, own_redis, scheduler_tasks, wait_until
 
 JOBS = 200
+SECRET = "not-for-the-scheduler"
 
 
 def small_png() -> bytes:
@@ -63,3 +67,41 @@ def test_redis_killed_and_restarted_under_load_loses_no_job(make_settings, start
     assert 1 <= len(outages) <= len(dispatchers)  # one line per dispatcher, not one per retry
     assert len([m for m in messages if m.startswith("Redis is back")]) == len(outages)
     assert not [r for r in logged if r.exc_info], "a traceback was logged"
+
+
+@pytest.mark.parametrize(
+    ("url", "for_tasks"),
+    [
+        ("rediss://:token@cache.internal:6379/0", "rediss://cache.internal:6379/0"),
+        ("redis://user:pw@h:1/2?password=pw&socket_timeout=3", "redis://user@h:1/2?socket_timeout=3"),
+        ("unix://:pw@/run/redis.sock?db=1", "unix:///run/redis.sock?db=1"),
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+    ],
+)
+def test_the_redis_url_that_tasks_get_carries_no_password(url, for_tasks):
+    assert Settings(redis_url=url).worker_redis_url == for_tasks
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_without_the_redis_password_holds_the_job_until_it_has_it(
+    make_settings, start_dispatcher, cluster, tmp_path, cat_png, monkeypatch
+):
+    """The dispatcher gives the task Redis's URL without the password (task arguments pass
+    through the scheduler); a worker whose environment lacks it fails with a RedisError. Its
+    job takes the dispatchers' outage path: held, then requeued (attempts go on), never
+    `errored`; it finishes once the worker has the password. The secret is nowhere in
+    what the scheduler held."""
+    monkeypatch.delenv(REDIS_PASSWORD_ENV, raising=False)  # the session's workers run in this process
+    with own_redis(tmp_path, password=SECRET) as server:
+        settings = make_settings(redis_url=server.url, max_attempts=100)
+        store = JobStore(Redis.from_url(server.url), settings.result_ttl_s)
+        token = store.submit(Submission(Kind.randomize, Lane.interactive, input_bytes=cat_png, size=len(cat_png))).token
+        with scheduler_tasks(cluster.scheduler, f"randomize-{token}") as seen:
+            start_dispatcher(settings)
+            wait_until(lambda: store.get(token).attempts >= 2, what="a second attempt")
+            job = store.get(token)
+            assert job.status in ("requested", "received") and "Redis was away" in (job.last_error or "")
+            monkeypatch.setenv(REDIS_PASSWORD_ENV, SECRET)
+            wait_until(lambda: store.get(token).status in FINAL, what="the job to end")
+        assert store.get(token).status == "finished" and store.output(token).startswith(b"\x89PNG")
+    assert len(seen.specs) >= 2 and not [spec for spec in seen.specs.values() if SECRET.encode() in spec]

@@ -2,6 +2,7 @@
 
 import io
 import re
+import sys
 
 import httpx
 import numpy as np
@@ -10,7 +11,7 @@ from PIL import Image
 from backend import keys
 from backend.dispatcher import Dispatcher
 from backend.job import Lane
-from tests.helpers import tiles, wait_status
+from tests.helpers import scheduler_tasks, tiles, wait_status
 
 BLOCK = 60
 
@@ -87,6 +88,31 @@ def test_decompression_bomb_errors(api_url, make_settings, start_dispatcher):
     final = wait_status(api_url, "randomize", token)[-1]
     assert final["status"] == "errored"
     assert "image too large: 3000x3000" in final["error"]
+
+
+def test_an_expired_input_errors_with_a_message(api_url, redis, settings, start_dispatcher, cat_png):
+    token = httpx.post(f"{api_url}/randomize", content=cat_png).json()["token"]
+    redis.delete(keys.input_(token))  # as its TTL would
+    start_dispatcher(settings)
+    final = wait_status(api_url, "randomize", token)[-1]
+    assert final == {"status": "errored", "error": "the uploaded image has expired; submit it again"}
+
+
+def test_the_png_travels_through_neither_the_scheduler_nor_the_dispatcher(
+    api_url, settings, cluster, start_dispatcher, cat_png
+):
+    """The worker task reads the PNG from Redis and stores its result there: the scheduler
+    holds a task spec and a result of a few hundred bytes, not the image's ~350 KB and
+    the shuffled image's ~450 KB (what it held when the bytes went through it)."""
+    token = httpx.post(f"{api_url}/randomize", content=cat_png).json()["token"]
+    with scheduler_tasks(cluster.scheduler, f"randomize-{token}") as seen:
+        start_dispatcher(settings)
+        assert wait_status(api_url, "randomize", token)[-1] == {"status": "finished"}
+    result = httpx.get(f"{api_url}/randomize/{token}/result").content
+    assert result.startswith(b"\x89PNG") and len(result) > 100_000
+    [spec] = seen.specs.values()  # one task, one attempt
+    assert cat_png[:1000] not in spec and len(spec) < 2_000 and b"randomize_stored" in spec
+    assert list(seen.result_bytes.values()) == [sys.getsizeof(len(cat_png))]  # the input's size, an int
 
 
 def test_too_large_is_413(make_settings, start_api, cat_png):

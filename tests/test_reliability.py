@@ -18,7 +18,7 @@ from backend import keys
 from backend.dispatcher import Dispatcher
 from backend.job import Kind, Lane
 from backend.queue import JobQueue, QueuePolicy
-from backend.store import EndResult, JobStore, Submission
+from backend.store import EndResult, JobStore, Staged, Submission
 from tests.helpers import wait_status, wait_until
 
 
@@ -170,6 +170,46 @@ def test_only_the_attempt_that_holds_a_job_writes_its_result(settings, redis, ca
     assert store.finish(holder.job, b"first") is EndResult.ok
     assert store.fail(holder.job, "again") is EndResult.final
     assert store.output(token) == b"first" and store.get(token).status == "finished"
+    assert not counters(redis)
+
+
+def test_a_stale_attempts_staged_output_is_deleted_and_never_lands(settings, redis, cat_png):
+    """Worker tasks store image outputs at their attempt's own staged key: the holder's
+    final write renames its key into place; a stale or late attempt's is deleted."""
+    store = JobStore(redis, settings.result_ttl_s)
+    token = image_job(store, cat_png)
+    policy = QueuePolicy.of(settings)
+    stalled = JobQueue(redis, "stalled", settings.lease_s, policy).claim(Lane.interactive)
+    JobQueue(redis, "reaper", settings.lease_s, policy).reap(scan=True)
+    holder = JobQueue(redis, "holder", settings.lease_s, policy).claim(Lane.interactive)
+    assert stalled is not None and holder is not None
+    late, first = (keys.staged(token, c.job.dispatcher, c.job.attempts) for c in (stalled, holder))
+    redis.set(late, b"late", ex=keys.STAGED_TTL_S)
+    redis.set(first, b"first", ex=keys.STAGED_TTL_S)
+
+    assert store.finish(stalled.job, Staged(late)) is EndResult.stale
+    assert not redis.exists(late) and redis.get(first) == b"first"
+    assert store.finish(holder.job, Staged(first)) is EndResult.ok
+    assert not redis.exists(first) and store.output(token) == b"first"
+    assert redis.ttl(keys.output(token)) > keys.STAGED_TTL_S  # the result's TTL, not the staged one's
+    redis.set(late, b"later", ex=keys.STAGED_TTL_S)  # the stalled task ran again
+    assert store.finish(stalled.job, Staged(late)) is EndResult.final
+    assert not redis.exists(late) and store.output(token) == b"first"
+    assert store.get(token).status == "finished" and not redis.exists(keys.input_(token))
+    assert not counters(redis)
+
+
+def test_a_staged_output_that_is_gone_ends_the_job_errored_not_finished_without_output(settings, redis, cat_png):
+    store = JobStore(redis, settings.result_ttl_s)
+    token = image_job(store, cat_png)
+    claim = JobQueue(redis, "holder", settings.lease_s, QueuePolicy.of(settings)).claim(Lane.interactive)
+    assert claim is not None
+    never_written = keys.staged(token, claim.job.dispatcher, claim.job.attempts)
+    assert store.finish(claim.job, Staged(never_written)) is EndResult.ok
+    job = store.get(token)
+    assert job.status == "errored"
+    assert job.error == "the result was lost before it could be stored; submit the job again"
+    assert store.output(token) is None and not redis.exists(keys.input_(token))
     assert not counters(redis)
 
 

@@ -48,11 +48,12 @@ end
 -- has checked that it may write; the input is dropped, the client's backlog bytes released,
 -- bulk job loops woken (a capped client may go on), and the token published on ENDINGS for
 -- the status requests waiting on it (backend/endings.py).
+-- `output`: the result's bytes, or nil when the caller has put them in place (finish.lua).
 local function finalize(token, rec, status, output, ttl)
   rec.token = token
   rec.status = status
   redis.call('SET', RESULT .. token, cjson.encode(rec), 'EX', ttl)
-  if status == 'finished' then redis.call('SET', RESULT .. token .. ':output', output, 'EX', ttl) end
+  if status == 'finished' and output then redis.call('SET', RESULT .. token .. ':output', output, 'EX', ttl) end
   redis.call('DEL', INPUT .. token)
   if rec.client and tonumber(rec.bytes) then count(BACKLOG_BYTES, rec.client, -tonumber(rec.bytes)) end
   if rec.lane then wake(rec.lane) end

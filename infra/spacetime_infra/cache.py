@@ -7,6 +7,7 @@ and image inputs all live here, so the node is sized for peak in-flight images.
 """
 
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_elasticache as elasticache
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
@@ -17,6 +18,10 @@ from spacetime_infra.network import DATA
 ENGINE_VERSION = "7.1"
 PARAMETER_FAMILY = "redis7"
 NODES = 2  # a primary and one replica, one per zone
+# The variable a container finds the AUTH token in: the API's and dispatchers' entry point
+# builds REDIS_URL from it (services.py); workers read it as it is, since the URL their
+# tasks get carries no password (compute/stored.py: REDIS_PASSWORD_ENV, the same name).
+AUTH_TOKEN_ENV = "REDIS_AUTH_TOKEN"
 
 
 class Cache(Construct):
@@ -70,6 +75,10 @@ class Cache(Construct):
         )
         self.host = self.group.attr_primary_end_point_address
         self.port = self.group.attr_primary_end_point_port
+
+    def auth_token_env(self) -> dict[str, ecs.Secret]:
+        """The token as an ECS secret: injected at start, never in the task definition."""
+        return {AUTH_TOKEN_ENV: ecs.Secret.from_secrets_manager(self.auth_token)}
 
     @property
     def node_ids(self) -> list[str]:

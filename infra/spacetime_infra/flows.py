@@ -6,6 +6,7 @@ The flows of docs/deployment-aws.md's picture, and no others:
     ALB         -> API          5000
     API         -> Redis        6379
     dispatchers -> Redis        6379
+    workers     -> Redis        6379  (the image task reads its PNG and stores its result)
     dispatchers -> scheduler    8786
     workers     -> scheduler    8786
     scheduler   -> workers      worker and nanny ports (the scheduler calls workers back)
@@ -45,12 +46,12 @@ class Flows(Construct):
         self.dispatchers = group("Dispatchers", "SpaceTime dispatcher tasks")
         self.scheduler = group("Scheduler", "SpaceTime Dask scheduler task")
         self.workers = group("Workers", "SpaceTime Dask worker tasks")
-        self.redis = group("Redis", "SpaceTime ElastiCache Redis: from the API and the dispatchers only")
+        self.redis = group("Redis", "SpaceTime ElastiCache Redis: from the API, dispatchers and workers only")
         self.worker_hosts = group("WorkerHosts", "SpaceTime worker EC2 instances (the ECS agent; no ingress)")
 
         self.alb.add_ingress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(HTTPS), "HTTPS from clients")
         self.api.connections.allow_from(self.alb, ec2.Port.tcp(API_PORT), "ALB to the API")
-        for client in (self.api, self.dispatchers):
+        for client in (self.api, self.dispatchers, self.workers):
             self.redis.connections.allow_from(client, ec2.Port.tcp(REDIS_PORT), "Redis clients")
         for client in (self.dispatchers, self.workers):
             self.scheduler.connections.allow_from(client, ec2.Port.tcp(SCHEDULER_PORT), "Dask clients and workers")

@@ -87,6 +87,6 @@ def acknowledge_accepted_findings(
     acknowledge(
         cache.group,
         "AwsSolutions-AEC5",
-        "The port is no secret: only the API and dispatcher security groups may reach it, over TLS "
-        "with AUTH. The default keeps the URL the same as everywhere else.",
+        "The port is no secret: only the API, dispatcher and worker security groups may reach it, "
+        "over TLS with AUTH. The default keeps the URL the same as everywhere else.",
     )

@@ -79,7 +79,7 @@ class Services(Construct):
             "AWS_DEFAULT_REGION": Aws.REGION,
             "NUMBA_CACHE_DIR": "/tmp/numba-cache",
         }
-        redis_secret = {"REDIS_AUTH_TOKEN": ecs.Secret.from_secrets_manager(cache.auth_token)}
+        redis_secret = cache.auth_token_env()
         self.api, self.load_balancer, self.target_group = self._api(
             images, roles, flows, storage, backend_env | {"SPACETIME_AUTH": "keys"}, redis_secret
         )

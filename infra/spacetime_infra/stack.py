@@ -53,6 +53,7 @@ class SpaceTimeStack(Stack):
             roles=roles,
             images=image_tags,
             scheduler_address=services.scheduler_address,
+            cache=cache,
         )
         scale_api(services.api, services.target_group, config)
         scale_dispatchers(self, services.dispatchers, config)

@@ -19,6 +19,7 @@ from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
+from spacetime_infra.cache import Cache
 from spacetime_infra.config import EnvironmentConfig
 from spacetime_infra.config import Workers as WorkersConfig
 from spacetime_infra.containers import Images, add_app_container, python_health_check
@@ -46,6 +47,7 @@ class Workers(Construct):
         roles: TaskRoles,
         images: Images,
         scheduler_address: str,
+        cache: Cache,
     ) -> None:
         super().__init__(scope, id)
         workers = config.workers
@@ -70,6 +72,9 @@ class Workers(Construct):
                 *("--preload", "compute.preload", "--preload-nanny", "compute.retire"),
             ],
             environment={"NUMBA_CACHE_DIR": "/tmp/numba-cache", "AWS_DEFAULT_REGION": Aws.REGION},
+            # The image task reaches Redis with the URL its dispatcher gives it, which carries
+            # no password (it passes through the scheduler): the worker adds this one.
+            secrets=cache.auth_token_env(),
             stop_timeout_s=WORKER_STOP_TIMEOUT_S,
             cpu=workers.cpu,
             memory_limit_mib=workers.memory_mib,

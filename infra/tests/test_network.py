@@ -9,6 +9,7 @@ FLOWS = {
     ("Alb", "Api", 5000),
     ("Api", "Redis", 6379),
     ("Dispatchers", "Redis", 6379),
+    ("Workers", "Redis", 6379),
     ("Dispatchers", "Scheduler", 8786),
     ("Workers", "Scheduler", 8786),
     ("Scheduler", "Workers", 8788),

@@ -72,4 +72,4 @@ def test_only_the_redis_clients_may_read_the_token(template):
             if "secretsmanager:GetSecretValue" in as_list(statement["Action"]):
                 assert [target(r) for r in as_list(statement["Resource"])] == [secret]
                 readers.add(role)
-    assert {r.split("TaskExecutionRole")[0] for r in readers} == {"ServicesApi", "ServicesDispatchers"}
+    assert {r.split("TaskExecutionRole")[0] for r in readers} == {"ServicesApi", "ServicesDispatchers", "Workers"}

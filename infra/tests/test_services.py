@@ -68,8 +68,11 @@ def test_redis_is_reached_over_tls_with_the_secret_token(template):
         redis = next(iter(resources(template, "AWS::ElastiCache::ReplicationGroup")))
         assert env["REDIS_HOST"] == {"Fn::GetAtt": [redis, "PrimaryEndPoint.Address"]}
         assert env["REDIS_PORT"] == {"Fn::GetAtt": [redis, "PrimaryEndPoint.Port"]}
-    for task in ("ServicesSchedulerTask", "WorkersTask"):
-        assert "Secrets" not in container(template, task)
+    # Workers get the token as it is: their tasks get Redis's URL without it (compute/stored.py).
+    worker = container(template, "WorkersTask")
+    assert worker["Secrets"] == [{"Name": "REDIS_AUTH_TOKEN", "ValueFrom": {"Ref": secret}}]
+    assert "EntryPoint" not in worker and "REDIS_URL" not in environment(worker)
+    assert "Secrets" not in container(template, "ServicesSchedulerTask")
 
 
 def test_the_scheduler_is_found_through_cloud_map(template, env_name):

@@ -1,0 +1,54 @@
+"""The image job's task as workers run it: it reads its PNG from Redis and writes its result
+there itself, so the bytes never travel dispatcher -> scheduler -> worker and back
+(the scheduler every job shares spent ~0.8 ms of CPU a job on them; bench/bytes_path.py
+measures the ways).
+
+The task gets plain arguments: a Redis URL and keys. The URL carries no password: task
+arguments pass through the Dask scheduler, which anyone on the cluster's network can ask
+for them. A worker adds the password from its own environment (``REDIS_PASSWORD_ENV``; on
+AWS the same secret the dispatchers get, docs/security.md).
+"""
+
+import os
+from functools import cache
+from typing import cast
+
+from redis import Redis
+
+from compute.defaults import DEFAULT_BLOCK_PX, DEFAULT_MAX_PIXELS
+from compute.errors import InvalidInput
+from compute.image import randomize_image
+
+# The variable that holds the Redis password (ElastiCache's AUTH token) in a worker's environment.
+REDIS_PASSWORD_ENV = "REDIS_AUTH_TOKEN"
+# A Redis that does not answer within this is away: the task fails with a RedisError, and
+# its dispatcher's outage handling puts the job back in its queue.
+REDIS_TIMEOUT_S = 10.0
+
+
+def randomize_stored(
+    redis_url: str,
+    input_key: str,
+    output_key: str,
+    ttl_s: int,
+    block: int = DEFAULT_BLOCK_PX,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> int:
+    """``randomize_image`` of the PNG at ``input_key``, stored at ``output_key`` for
+    ``ttl_s`` seconds; returns the input's size in bytes."""
+    redis = redis_at(redis_url, os.environ.get(REDIS_PASSWORD_ENV))
+    png = cast(bytes | None, redis.get(input_key))  # no decode_responses: bytes
+    if png is None:
+        raise InvalidInput("the uploaded image has expired; submit it again")
+    redis.set(output_key, randomize_image(png, block=block, max_pixels=max_pixels), ex=ttl_s)
+    return len(png)
+
+
+@cache
+def redis_at(url: str, password: str | None) -> Redis:
+    """One client per URL in a worker process, so a task connects only when its pool has no
+    idle connection (redis-py hands each thread a connection of its own)."""
+    # A password in the URL itself wins over ``password`` (redis-py's from_url).
+    return Redis.from_url(
+        url, password=password, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
+    )
