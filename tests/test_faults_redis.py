@@ -58,6 +58,17 @@ def test_redis_killed_and_restarted_under_load_loses_no_job(make_settings, start
 
             wait_until(ended, timeout_s=120, what="every accepted job to end")
             jobs = [store.get(t) for t in tokens]
+
+            def dispatcher_lines(start: str) -> int:
+                return sum(r.getMessage().startswith(start) for r in caplog.records if r.name == "backend.dispatcher")
+
+            # A job loop says "back" as it leaves the block whose final write proved it: just
+            # after that job shows as ended.
+            wait_until(
+                lambda: dispatcher_lines("Redis is back") >= dispatcher_lines("Redis is unreachable"),
+                timeout_s=30,
+                what="each dispatcher to log the end of its outage",
+            )
             logged = [r for r in caplog.records if r.name == "backend.dispatcher"]  # before Redis stops for good
     assert [j.status for j in jobs] == ["finished"] * JOBS  # 0 lost, 0 failed
     rerun = sum(j.attempts > 1 for j in jobs)
