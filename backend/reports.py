@@ -42,7 +42,9 @@ class ReportWriter:
 
     def capture(self, client: Client, job: Job, started: float, timing: Timing) -> float:
         """Capture and store the job's trace; return its tasks' compute seconds."""
-        trace = capture_trace(client, f"{job.kind}-{job.token}", started, timing.finished_at)
+        trace = capture_trace(
+            client, f"{job.kind}-{job.token}", started, timing.finished_at, self.settings.report_profile_min_s
+        )
         self._write(report_store_url(self.settings, job.token, "trace.json"), json.dumps(trace))
         return round(task_compute_s(trace), 6)
 

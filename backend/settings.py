@@ -18,6 +18,7 @@ from compute.defaults import (
     DEFAULT_BLOCK_PX,
     DEFAULT_MAX_PIXELS,
     PILLOW_MAX_PIXELS,
+    PROFILE_MIN_COMPUTE_S,
     S3_CONCURRENCY,
     S3_PART_BYTES,
 )
@@ -45,6 +46,10 @@ class Settings(BaseSettings):
     # fsspec URLs: a local folder when embedded, s3://bucket/prefix/ in production.
     uploads_url: str = ""
     reports_url: str = ""
+    # A job's report has its workers' profile when its tasks computed at least this long:
+    # shorter, the samples (every 10 ms) are mostly other jobs', and asking costs each
+    # image job ~4 ms of CPU across the workers, the scheduler and its dispatcher. 0: always.
+    report_profile_min_s: float = Field(PROFILE_MIN_COMPUTE_S, ge=0)
     # JSON list of URL prefixes that POST /even-sum {"url"} may name; empty means the uploads store.
     allowed_url_prefixes: list[str] = []
     s3_endpoint_url: str | None = Field(None, validation_alias=_env("S3_ENDPOINT_URL"))

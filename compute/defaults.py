@@ -28,3 +28,7 @@ S3_PART_BYTES = 8 * MiB
 # GETs in flight per block task: at ~100 MB/s a stream (S3), 8 make 6-7 Gbit/s for a
 # worker thread; beyond that the instance's network or the parse is the limit.
 S3_CONCURRENCY = 8
+# Workers sample their threads every 10 ms: a job whose tasks computed for less than this
+# has a handful of samples of its own among the other jobs' of the same window, so its
+# report goes without the profile (compute/report.py, settings.report_profile_min_s).
+PROFILE_MIN_COMPUTE_S = 0.1

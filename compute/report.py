@@ -36,7 +36,9 @@ PLOT_WIDTH = 1000
 PROFILE_TIMEOUT_S = 2.0
 
 
-def capture_trace(client: "Client", key_prefix: str, start: float, stop: float) -> dict[str, Any]:
+def capture_trace(
+    client: "Client", key_prefix: str, start: float, stop: float, profile_min_s: float = 0.0
+) -> dict[str, Any]:
     """The raw performance data of the job whose task keys start with ``key_prefix`` and
     that ran from ``start`` to ``stop`` (epoch seconds), as JSON-able data.
 
@@ -48,6 +50,10 @@ def capture_trace(client: "Client", key_prefix: str, start: float, stop: float) 
         The prefix of the job's task keys (e.g. ``"even-sum-<token>"``).
     start, stop
         When the job ran, in epoch seconds.
+    profile_min_s
+        Ask the workers for their profile only when the job's tasks computed at least
+        this long (compute.defaults.PROFILE_MIN_COMPUTE_S is a sensible floor); else the trace's
+        profile is None and the report says why.
 
     Returns
     -------
@@ -74,22 +80,22 @@ def capture_trace(client: "Client", key_prefix: str, start: float, stop: float) 
     tasks = [_task(record) for record in records if str(record["key"]).startswith(key_prefix)]
     workers = sorted({task["worker"] for task in tasks})
     group = key_split(tasks[0]["key"]) if tasks else None
-    return {
-        "key_prefix": key_prefix,
-        "start": start,
-        "stop": stop,
-        "tasks": tasks,
-        "profile": client.sync(_worker_profiles, client, workers, group, start - CLOCK_SLACK_S, stop),
-    }
+    trace = {"key_prefix": key_prefix, "start": start, "stop": stop, "tasks": tasks, "profile": None}
+    if _compute_s(tasks) >= profile_min_s:
+        trace["profile"] = client.sync(_worker_profiles, client, workers, group, start - CLOCK_SLACK_S, stop)
+    else:
+        trace["profile_min_s"] = profile_min_s
+    return trace
 
 
 def task_compute_s(trace: dict[str, Any]) -> float:
     """Seconds the trace's tasks spent computing, summed over all of them."""
+    return _compute_s(trace["tasks"])
+
+
+def _compute_s(tasks: list[dict[str, Any]]) -> float:
     return sum(
-        span["stop"] - span["start"]
-        for task in trace["tasks"]
-        for span in task["startstops"]
-        if span["action"] == "compute"
+        span["stop"] - span["start"] for task in tasks for span in task["startstops"] if span["action"] == "compute"
     )
 
 
@@ -126,7 +132,7 @@ def render_report(trace: dict[str, Any], timing: dict[str, Any], title: str) -> 
     layout = column(
         Div(text=f"<h1>{html.escape(title)}</h1>{_timing_table(timing)}", width=PLOT_WIDTH),
         _task_stream_figure(trace["tasks"]),
-        _profile_figure(trace["profile"]),
+        _profile_figure(trace),
         sizing_mode="fixed",
     )
     return file_html(layout, resources=INLINE, title=title)
@@ -202,8 +208,14 @@ def _task_stream_figure(tasks: list[dict[str, Any]]):
     return plot
 
 
-def _profile_figure(state: dict[str, Any]):
+def _profile_figure(trace: dict[str, Any]):
+    state = trace["profile"] or profile.create()
     plot, _ = profile.plot_figure(profile.plot_data(state), width=PLOT_WIDTH, height=400)
     plot.title.text = "Worker profile: where the job's tasks spent their time (sampled)"
+    if trace["profile"] is None:
+        plot.title.text = (
+            f"Worker profile: not taken, the job's tasks computed for {_compute_s(trace['tasks']) * 1e3:.0f} ms "
+            f"(profiles from {trace.get('profile_min_s', 0) * 1e3:.0f} ms: SPACETIME_REPORT_PROFILE_MIN_S)"
+        )
     plot.name = "profile"
     return plot

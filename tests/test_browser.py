@@ -59,6 +59,12 @@ def drawn_pixels(page: Page) -> list[int]:
     return page.evaluate(DRAWN_PIXELS)
 
 
+@pytest.fixture
+def settings(make_settings):
+    """Every report with its profile: these jobs compute for milliseconds."""
+    return make_settings(report_profile_min_s=0)
+
+
 def test_a_report_draws_its_task_stream_and_profile_with_no_network(api_url, dispatcher, browser_page):
     page, requested = browser_page
     numbers = b"\n".join(b"%d" % i for i in range(30_000))  # ~170 KB: many 1 KiB blocks

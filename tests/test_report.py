@@ -37,6 +37,19 @@ def test_the_trace_holds_the_jobs_tasks_and_their_workers_profile(two_workers):
     assert "<script src=" not in page  # BokehJS inline
 
 
+def test_a_job_shorter_than_the_profile_floor_has_no_profile_and_the_report_says_so(two_workers):
+    _, client = two_workers
+    png = (FIXTURES / "cat.png").read_bytes()
+    started = time.time()
+    client.submit(randomize_image, png, key="randomize-short-0").result()
+    trace = capture_trace(client, "randomize-short", started, time.time(), profile_min_s=60)
+    assert [task["key"] for task in trace["tasks"]] == ["randomize-short-0"]  # the task stream is whole
+    assert trace["profile"] is None and trace["profile_min_s"] == 60
+    page = render_report(json.loads(json.dumps(trace)), {"token": "short"}, "randomize job short")
+    assert "Worker profile: not taken" in page and "profiles from 60000 ms" in page
+    assert capture_trace(client, "randomize-short", started, time.time(), profile_min_s=0)["profile"] is not None
+
+
 def test_a_worker_gone_after_the_job_leaves_its_profile_out_not_the_report(two_workers):
     cluster, client = two_workers
     address = next(iter(client.scheduler_info()["workers"]))
