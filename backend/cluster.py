@@ -90,6 +90,15 @@ class Cluster:
                 raise AttemptLost(LOST_SCHEDULER)
             return done
 
+    def finished(self, future: Future) -> None:
+        """Wait, bounded as in ``wait_any``, for ``future`` to finish; raise its error if it
+        failed. Its result stays on its worker: fetching it goes through the scheduler,
+        a round trip a job that has what it needs elsewhere (Redis) does not make."""
+        self.wait_any({future})
+        if future.status == "finished":
+            return
+        self.result(future)  # raises the task's error
+
     def result(self, future: Future) -> Any:
         """``future.result()``, with the wait bounded as in ``wait_any``."""
         self.wait_any({future})

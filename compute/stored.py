@@ -33,15 +33,15 @@ def randomize_stored(
     ttl_s: int,
     block: int = DEFAULT_BLOCK_PX,
     max_pixels: int = DEFAULT_MAX_PIXELS,
-) -> int:
+) -> None:
     """``randomize_image`` of the PNG at ``input_key``, stored at ``output_key`` for
-    ``ttl_s`` seconds; returns the input's size in bytes."""
+    ``ttl_s`` seconds. Nothing comes back through Dask: the dispatcher only waits for the
+    task to finish (a result would be one more round trip through the scheduler)."""
     redis = redis_at(redis_url, os.environ.get(REDIS_PASSWORD_ENV))
     png = cast(bytes | None, redis.get(input_key))  # no decode_responses: bytes
     if png is None:
         raise InvalidInput("the uploaded image has expired; submit it again")
     redis.set(output_key, randomize_image(png, block=block, max_pixels=max_pixels), ex=ttl_s)
-    return len(png)
 
 
 @cache

@@ -112,7 +112,7 @@ def test_the_png_travels_through_neither_the_scheduler_nor_the_dispatcher(
     assert result.startswith(b"\x89PNG") and len(result) > 100_000
     [spec] = seen.specs.values()  # one task, one attempt
     assert cat_png[:1000] not in spec and len(spec) < 2_000 and b"randomize_stored" in spec
-    assert list(seen.result_bytes.values()) == [sys.getsizeof(len(cat_png))]  # the input's size, an int
+    assert list(seen.result_bytes.values()) == [sys.getsizeof(None)]  # nothing: the result is in Redis
 
 
 def test_too_large_is_413(make_settings, start_api, cat_png):
