@@ -222,13 +222,14 @@ def on_cluster(client, job, repeat: int) -> dict:
     return {"seconds": min(seconds for seconds, _ in runs), "sum": runs[0][1], "peak_rss": peak}
 
 
-def our_job(client, url: str, block_bytes: int, storage_options: dict | None = None):
+def our_job(client, url: str, block_bytes: int, storage_options: dict | None = None, **reads):
+    """Our job on ``client``'s cluster; ``reads``: S3 part_bytes and concurrency."""
     runs = iter(range(10**9))
 
     def job() -> int:
         prefix = f"bench-{next(runs)}"
         _, total = submit_even_sum(
-            client, url, block_bytes=block_bytes, storage_options=storage_options, key_prefix=prefix
+            client, url, block_bytes=block_bytes, storage_options=storage_options, key_prefix=prefix, **reads
         )
         return total.result()["sum"]
 

@@ -1,12 +1,15 @@
 """Even sum over an S3 shaped like S3, one run: moto behind bench/shaped_s3.py's proxy (each
 response's first byte 30 ms after its request, at most 20 MB/s per connection).
 
-    .venv/bin/python bench/even_sum_s3.py --size 256MiB [--workers 1] [--repeat 3] [--block-bytes 64MiB]
+    .venv/bin/python bench/even_sum_s3.py --size 256MiB [--workers 1] [--threads 1] [--repeat 3]
+        [--block-bytes 64MiB]
 
 One worker by default: its 8 streams of 20 MB/s keep moto, the proxy and the client well
-inside this 2-core machine, so that the shape is the limit. With ``--workers 2`` the 16
-streams want more CPU than the cores have left (the run shows it: moto's unshaped rate
-falls towards the shaped one), and the parse then competes with the reads for it.
+inside this 2-core machine, so that the shape is the limit. With ``--workers 2`` there
+are 16 streams, which the splicing proxy still serves with CPU to spare (the run shows
+it: moto's unshaped rate stays well above the shaped one). ``--threads 2`` gives each
+worker two block tasks at once of 4 GETs each (the same 8 streams a worker): one
+task's parse then overlaps the other's reads, as on a worker of several threads.
 
 Rows, each the best of ``--repeat`` runs after a warm-up run, all run in turns (one run of
 each, then again), so that a busy neighbour slows them alike and the ratios hold:
@@ -17,8 +20,8 @@ each, then again), so that a busy neighbour slows them alike and the ratios hold
   each reading a block at a time as the job's tasks do, no parsing: what the job can at
   best reach; the same straight from moto, not shaped: what moto, the client and this
   machine can serve, which must be well above the shaped rate for the shape to be the limit;
-- our Dask job (``--workers`` worker processes of one thread), and the same with one GET
-  per block (what the job did before ranged reads).
+- our Dask job (``--workers`` worker processes of ``--threads`` threads), and the same
+  with one GET per block (what the job did before ranged reads).
 Then the ratios: one GET over ranged GETs for a block; the job over raw ranged reads;
 each worker's peak RSS over its RSS before any job (the kernel and s3fs loaded), in
 blocks. And the CPU check, before and after the runs.
@@ -38,7 +41,7 @@ from even_sum import S3_CREDENTIALS, cpu_check, our_job, peak_rss, plain_process
 
 from compute import ranged
 from compute.defaults import S3_CONCURRENCY, S3_PART_BYTES
-from compute.even_sum import DEFAULT_BLOCK_BYTES, combine, plan_blocks, sum_block
+from compute.even_sum import DEFAULT_BLOCK_BYTES, plan_blocks, sum_block
 
 MiB = 2**20
 
@@ -81,22 +84,6 @@ def raw_reads(pool, url: str, size: int, endpoint: str, block_bytes: int):
     def job() -> dict:
         reads = pool.starmap(read_block, blocks, chunksize=1)
         return {"sum": None, "bytes": sum(read["bytes"] for read in reads)}
-
-    return job
-
-
-def one_get_per_block_job(client, url: str, size: int, block_bytes: int, storage_options: dict):
-    """Our job as it was: each block task reads its range with one GET. (Its own graph
-    until submit_even_sum passes part_bytes and concurrency on to sum_block.)"""
-
-    def job() -> dict:
-        futures = [
-            client.submit(
-                sum_block, url, start, end, storage_options, part_bytes=block_bytes, concurrency=1, pure=False
-            )
-            for start, end in plan_blocks(size, block_bytes)
-        ]
-        return client.submit(combine, futures).result()
 
     return job
 
@@ -146,6 +133,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=parse_size, default=parse_size("256MiB"))
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help=f"threads a worker; each block task then reads {S3_CONCURRENCY} / threads GETs at once, so that a "
+        f"worker keeps {S3_CONCURRENCY} GETs in flight, as each process of the raw reads does",
+    )
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--block-bytes", type=parse_size, default=DEFAULT_BLOCK_BYTES)
     args = parser.parse_args()
@@ -160,7 +154,8 @@ def main() -> None:
     size, block = answer["bytes"], args.block_bytes
     print(
         f"{path.name}: {size / 1e9:.3f} GB; block {block / MiB:g} MiB, read as {S3_CONCURRENCY} GETs at once "
-        f"of {S3_PART_BYTES / MiB:g} MiB; shaped: first byte {shaped_s3.FIRST_BYTE_S * 1000:g} ms, "
+        f"of {S3_PART_BYTES / MiB:g} MiB a worker ({args.threads} thread(s)); "
+        f"shaped: first byte {shaped_s3.FIRST_BYTE_S * 1000:g} ms, "
         f"{shaped_s3.BYTES_PER_S / 1e6:g} MB/s a connection; best of {args.repeat}; {os.cpu_count()} CPUs"
     )
     moto_port = free_port()
@@ -169,7 +164,7 @@ def main() -> None:
         shaped_s3.start("proxy", "--port", str(free_port()), "--upstream-port", str(moto_port)) as shaped,
         plain_processes(args.workers) as pool,
         LocalCluster(
-            n_workers=args.workers, threads_per_worker=1, preload=["compute.preload"], dashboard_address=":0"
+            n_workers=args.workers, threads_per_worker=args.threads, preload=["compute.preload"], dashboard_address=":0"
         ) as cluster,
         Client(cluster) as client,
     ):
@@ -179,13 +174,14 @@ def main() -> None:
         url = f"s3://{bucket}/{path.name}"
         client.run(sum_block, url, 0, 100, options(shaped))  # s3fs, botocore's S3 model, a session
         resting = client.run(current_rss)
-        ours = our_job(client, url, block, options(shaped))
+        ours = our_job(client, url, block, options(shaped), concurrency=max(S3_CONCURRENCY // args.threads, 1))
+        one_get = our_job(client, url, block, options(shaped), part_bytes=block, concurrency=1)
         jobs = {
             **block_jobs(url, shaped, block),
             f"raw ranged reads, {args.workers} processes": raw_reads(pool, url, size, shaped, block),
             "the same, moto not shaped": raw_reads(pool, url, size, moto, block),
             f"ours, Dask, {args.workers} workers": lambda: {"sum": ours()},
-            "ours, one GET per block (before)": one_get_per_block_job(client, url, size, block, options(shaped)),
+            "ours, one GET per block (before)": lambda: {"sum": one_get()},
         }
         start = time.perf_counter()
         rows = in_turns(jobs, args.repeat)

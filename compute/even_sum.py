@@ -96,6 +96,8 @@ def submit_even_sum(
     block_bytes: int = DEFAULT_BLOCK_BYTES,
     storage_options: dict | None = None,
     key_prefix: str = "even-sum",
+    part_bytes: int = S3_PART_BYTES,
+    concurrency: int = S3_CONCURRENCY,
 ) -> tuple[list[Future], Future]:
     """Submit the whole job at once: every block and the reduction tree.
 
@@ -112,6 +114,9 @@ def submit_even_sum(
     key_prefix
         Task keys are ``{key_prefix}-{i}`` for block ``i`` and
         ``{key_prefix}-reduce-{level}-{j}`` for the ``combine`` tasks.
+    part_bytes, concurrency
+        Over S3, each block is read as GETs of ``part_bytes``, ``concurrency`` at a time
+        (compute/ranged.py). A worker of T threads holds T x concurrency GETs in flight.
 
     Returns
     -------
@@ -130,7 +135,15 @@ def submit_even_sum(
     >>> distributed.progress(blocks)  # doctest: +SKIP
     >>> total.result()["sum"]  # doctest: +SKIP
     """
-    job = BlockSum(client, url, block_bytes=block_bytes, storage_options=storage_options, key_prefix=key_prefix)
+    job = BlockSum(
+        client,
+        url,
+        block_bytes=block_bytes,
+        storage_options=storage_options,
+        key_prefix=key_prefix,
+        part_bytes=part_bytes,
+        concurrency=concurrency,
+    )
     blocks = [job.submit_next() for _ in range(job.n_blocks)]
     return blocks, job.total()
 
