@@ -23,11 +23,14 @@ import numpy as np
 from distributed import Client, Future
 
 from compute import kernel, ranged
-from compute.defaults import DEFAULT_BLOCK_BYTES, S3_CONCURRENCY, S3_PART_BYTES
+from compute.defaults import DEFAULT_BLOCK_BYTES, S3_CONCURRENCY, S3_PART_BYTES, MiB
 from compute.errors import InvalidNumber
 
 # Bytes read past a block's end at first to finish its last number; more when needed.
 LOOK_AHEAD_BYTES = 4096
+# A part read from S3 is counted on each time this much more of it has arrived: often
+# enough that little is left once it lands, seldom enough that the calls cost nothing.
+PARSE_STEP_BYTES = 1 * MiB
 # combine() tasks take this many partials each: a tree of depth log8(blocks).
 FAN_IN = 8
 # Dask runs ready tasks of higher priority first: a combine frees its partials, so it
@@ -513,34 +516,93 @@ def _read_into(file, view: memoryview) -> int:
 
 
 def _sum_parts(fs, path: str, tally: "_Tally", part_bytes: int, concurrency: int) -> None:
-    """Read the block from S3 as concurrent ranged GETs into the thread's buffer, counting
-    the numbers of each part as soon as it and those before it are in. The last part also
-    reads the look-ahead; a number that runs on past it (rare) is finished through a file
-    object, which knows where the object ends."""
+    """Read the block from S3 as concurrent ranged GETs into the thread's buffer, and count
+    each part's numbers as its bytes arrive, every part on its own (``_part_tallies``):
+    the parts download at the same rate and end together, so a block counted from its
+    start only as each part ended had its whole parse left once the last part landed. The
+    last part also reads the look-ahead; a number that runs on past it (rare) is finished
+    through a file object, which knows where the object ends."""
     if part_bytes <= 0:
         raise ValueError(f"part_bytes must be positive, not {part_bytes}")
     want = tally.own + LOOK_AHEAD_BYTES
     # The byte before the block rides with the first part, the look-ahead with the last:
     # 8 GETs for a 64 MiB block in 8 MiB parts, not 9.
-    ranges = [
-        (tally.offset + start, tally.offset + end) for start, end in plan_blocks(max(tally.own - 1, 1), part_bytes)
-    ]
-    ranges[-1] = (ranges[-1][0], tally.offset + want)
+    starts = [start for start, _ in plan_blocks(max(tally.own - 1, 1), part_bytes)]
+    ends = [*starts[1:], want]
+    ranges = [(tally.offset + start, tally.offset + end) for start, end in zip(starts, ends, strict=True)]
+    parts = _part_tallies(tally, starts)
     buffer = _buffer(want)
-    filled = before = 0
     try:
-        with contextlib.closing(ranged.fill(fs, path, ranges, memoryview(buffer.data)[:want], concurrency)) as parts:
-            for filled in parts:
-                tally.take(_read_only(buffer[:filled]), hint=before, final=False)
-                before = filled
+        with contextlib.closing(
+            ranged.fill_parts(fs, path, ranges, memoryview(buffer.data)[:want], concurrency, PARSE_STEP_BYTES)
+        ) as filling:
+            for state in filling:
+                _take_arrived(parts, starts, state, buffer)
     except BaseException:
         _buffers.array = None  # cancelled GETs may still write into it for a moment
         raise
-    tally.take(_read_only(buffer[:filled]), hint=tally.own, final=filled < want)
-    if tally.pos < tally.own:  # its last number runs on past the look-ahead
+    filled = sum(state.got)
+    for part, start in zip(parts, starts, strict=True):  # everything is in: on to the next whitespace, or the end
+        _take(part, _read_only(buffer[start:filled]), final=filled < want)
+    _raise_first_error(parts)
+    if any(part.pos < part.own for part in parts):  # a number runs on past the look-ahead
         with fs.open(path, "rb", cache_type="none") as file:
             file.seek(tally.offset + filled)
-            tally.take(_read_past(file, tally.own, got=filled), hint=tally.own, final=True)
+            whole = _read_past(file, tally.own, got=filled)
+        for part, start in zip(parts, starts, strict=True):
+            _take(part, whole[start:], final=True)
+        _raise_first_error(parts)
+    tally.counts = [sum(counts) for counts in zip(*(part.counts for part in parts), strict=True)]
+    tally.pos = tally.own
+
+
+def _part_tallies(tally: "_Tally", starts: list[int]) -> list["_Tally"]:
+    """A tally for each part of the block's buffer, from its start. Part k owns the numbers
+    that start from its first byte up to and including the next part's first byte (a
+    number starting there is told apart by the byte before it, which only part k has);
+    each later part skips the number its first byte is in. The first part is the block's
+    start (the byte before the block decides), the last ends where the block does."""
+    bounds = [*starts[1:], None]
+    return [
+        _Tally(
+            own=(tally.own if end is None else end + 1) - start,
+            offset=tally.offset + start,
+            skip=tally.skip if i == 0 else True,
+        )
+        for i, (start, end) in enumerate(zip(starts, bounds, strict=True))
+    ]
+
+
+def _take_arrived(parts: list["_Tally"], starts: list[int], state: ranged.Filling, buffer: np.ndarray) -> None:
+    """Count on in each part what has arrived of it, and of the parts after it as far as
+    the bytes are in one run (a part's last number ends in the next part)."""
+    for k, (part, start) in enumerate(zip(parts, starts, strict=True)):
+        end, j = start + state.got[k], k
+        while state.ended[j] and j + 1 < len(starts):  # on into the next part
+            j += 1
+            end = starts[j] + state.got[j]
+        if end - start > part.seen:
+            _take(part, _read_only(buffer[start:end]), final=False)
+    _raise_first_error(parts)
+
+
+def _take(part: "_Tally", buf: np.ndarray, final: bool) -> None:
+    """``part.take``, an invalid number kept on the part: a later part may have its bytes
+    first, and the error to raise is the first in the file."""
+    if part.error is None and part.pos < part.own:
+        try:
+            part.take(buf, hint=part.seen, final=final)
+        except InvalidNumber as exc:
+            part.error = exc
+
+
+def _raise_first_error(parts: list["_Tally"]) -> None:
+    """Raise the first part's error once every part before it is counted whole."""
+    for part in parts:
+        if part.error is not None:
+            raise part.error
+        if part.pos < part.own:
+            return
 
 
 class _Tally:
@@ -551,12 +613,15 @@ class _Tally:
         self.own, self.offset = own, offset
         self.skip = skip  # is buf[0] perhaps inside a number that an earlier block owns?
         self.pos = 0  # the numbers that start before pos are counted
+        self.seen = 0  # how much of the buffer the last take was given
+        self.error: InvalidNumber | None = None  # see _take
         self.counts = [0, 0, 0]  # sum of the evens, how many even, how many
 
     def take(self, buf: np.ndarray, hint: int, final: bool) -> None:
         """Count on in ``buf`` (the buffer so far, read-only) the numbers that start before
         ``own`` and surely end in it: before the first whitespace at or after ``hint``
         (where the last take stopped looking), or, when ``final``, at ``buf``'s end."""
+        self.seen = max(self.seen, buf.size)
         if self.skip:  # on to the end of the number buf[0] is in (none if it is whitespace)
             self.pos = kernel.next_space(buf, self.pos)
             if self.pos == buf.size and not final:

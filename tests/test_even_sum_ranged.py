@@ -151,6 +151,22 @@ def test_fill_puts_the_ranges_one_after_another(endpoint, bucket):
         next(ranged.fill(fs, path, ranges, memoryview(buffer), concurrency=0))
 
 
+def test_fill_parts_tells_how_far_each_part_is_as_its_bytes_arrive(endpoint, bucket):
+    """What lets a block task count a part while it downloads: progress mid-part, not
+    only as parts end (the proxy sends 256 KiB at a time at 4 MB/s a connection)."""
+    data = bytes(range(256)) * 4096  # 1 MiB
+    url = put(endpoint, bucket, data)
+    ranges = [(0, 600_000), (600_000, len(data))]
+    buffer = bytearray(len(data))
+    with shaped_endpoint(endpoint, first_byte_s=0, bytes_per_s=4e6) as proxy:
+        fs, path = fsspec.core.url_to_fs(url, **options(proxy.url))
+        with contextlib.closing(ranged.fill_parts(fs, path, ranges, memoryview(buffer), step=100_000)) as filling:
+            seen = [(list(state.got), list(state.ended)) for state in filling]
+    assert any(0 < got[0] < 600_000 and not ended[0] for got, ended in seen), seen
+    assert seen[-1] == ([600_000, len(data) - 600_000], [True, True])
+    assert buffer == data
+
+
 def test_a_body_cut_short_is_read_again(endpoint, bucket):
     """The proxy cuts the connection of the next 3 responses after their first chunk:
     s3fs's retries and ours (the body) see the block through."""
