@@ -17,8 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from redis import RedisError
+
 from backend import keys
 from backend.cluster import Cluster
+from backend.exceptions import AttemptLost
 from backend.fairshare import FairShare
 from backend.job import Job, Kind
 from backend.settings import Settings
@@ -99,7 +102,10 @@ def run_randomize(ctx: JobContext, job: Job) -> Outcome:
         priority=IMAGE_PRIORITY,
         resources=ctx.cluster.resources(INTERACTIVE_RESOURCE),
     )
-    ctx.cluster.finished(future)
+    try:
+        ctx.cluster.finished(future)
+    except RedisError as exc:  # the worker's, not ours: say so, and let another attempt try
+        raise AttemptLost(f"a worker could not reach Redis: {exc}") from None
     return Outcome(Staged(staged), {"bytes": job.bytes})
 
 
