@@ -341,29 +341,25 @@ def ceiling_jobs(pool, n: int, path: Path, block_bytes: int) -> dict:
     url = path.as_uri()
     blocks = plan_blocks(path.stat().st_size, block_bytes)
     return {
-        "same blocks, 1 plain process": lambda: pool.apply(sum_blocks_here, (url, blocks))["sum"],
+        "same blocks, 1 plain process": lambda: pool.apply(sum_blocks_here, (url, blocks)),
         f"same blocks, {n} plain processes": lambda: combine(
             pool.starmap(sum_block, [(url, start, end) for start, end in blocks], chunksize=1)
-        )["sum"],
+        ),
     }
 
 
 def in_turns(jobs: dict, repeat: int) -> dict:
-    """Best seconds of each job, run in turns (one warm-up each, then ``repeat`` rounds of
-    all of them): a neighbour that comes and goes on this shared VM then weighs on every
-    contender alike, not on whichever ran during it."""
-    for job in jobs.values():
-        job()
-    runs: dict[str, list] = {name: [] for name in jobs}
+    """Each job's best seconds of ``repeat`` runs after one warm-up run, the runs in turns
+    (a round of all of them, then again): a neighbour that comes and goes on this shared VM
+    then weighs on every contender alike, not on whichever ran during it. A job returns
+    {"sum": ... or None, "bytes": ... (optional)}; its row is the warm-up's, with "seconds"."""
+    rows = {name: {**job(), "seconds": float("inf")} for name, job in jobs.items()}
     for _ in range(repeat):
         for name, job in jobs.items():
             start = time.perf_counter()
-            total = job()
-            runs[name].append((time.perf_counter() - start, total))
-    return {
-        name: {"seconds": min(seconds for seconds, _ in done), "sum": done[0][1], "peak_rss": None}
-        for name, done in runs.items()
-    }
+            job()
+            rows[name]["seconds"] = min(rows[name]["seconds"], time.perf_counter() - start)
+    return rows
 
 
 # --- the run ----------------------------------------------------------------------------
@@ -387,8 +383,8 @@ def cluster_rows(path: Path, shape: str, args, ceiling: dict) -> dict:
         Client(cluster) as client,
     ):
         client.run(reset_peak_rss)
-        ours = "ours, Dask, 2 workers"
-        rows = in_turns({**ceiling, ours: our_job(client, path.as_uri(), args.block_bytes)}, args.repeat)
+        ours, ours_job = "ours, Dask, 2 workers", our_job(client, path.as_uri(), args.block_bytes)
+        rows = in_turns({**ceiling, ours: lambda: {"sum": ours_job()}}, args.repeat)
         rows[ours]["peak_rss"] = max(client.run(peak_rss).values())
         if args.ceiling_only:
             return rows
@@ -406,7 +402,7 @@ def print_table(rows: dict, size: int, answer: int) -> None:
     print(f"{'':34} {'seconds':>8} {'GB/s':>6} {'x ours':>7} {'peak RSS':>9}  exact")
     for name, row in rows.items():
         gbps = row.get("bytes", size) / row["seconds"] / 1e9
-        rss = f"{row['peak_rss'] / MiB:6.0f} MiB" if row["peak_rss"] else "        -"
+        rss = f"{row['peak_rss'] / MiB:6.0f} MiB" if row.get("peak_rss") else "        -"
         exact = "-" if row["sum"] is None else ("yes" if row["sum"] == answer else f"NO ({row['sum']})")
         print(f"{name:34} {row['seconds']:8.3f} {gbps:6.2f} {row['seconds'] / ours:7.2f} {rss}  {exact}")
 

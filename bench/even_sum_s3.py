@@ -37,7 +37,7 @@ from pathlib import Path
 import fsspec
 import shaped_s3
 from datagen import ensure_file, parse_size
-from even_sum import S3_CREDENTIALS, cpu_check, our_job, peak_rss, plain_processes, warm_page_cache
+from even_sum import S3_CREDENTIALS, cpu_check, in_turns, our_job, peak_rss, plain_processes, warm_page_cache
 
 from compute import ranged
 from compute.defaults import S3_CONCURRENCY, S3_PART_BYTES
@@ -86,18 +86,6 @@ def raw_reads(pool, url: str, size: int, endpoint: str, block_bytes: int):
         return {"sum": None, "bytes": sum(read["bytes"] for read in reads)}
 
     return job
-
-
-def in_turns(jobs: dict, repeat: int) -> dict:
-    """Each job's best seconds of ``repeat`` runs, after one warm-up run each; the runs
-    in turns. A job returns {"sum": ... or None, "bytes": ... (optional)}."""
-    rows = {name: {**job(), "seconds": float("inf")} for name, job in jobs.items()}
-    for _ in range(repeat):
-        for name, job in jobs.items():
-            start = time.perf_counter()
-            job()
-            rows[name]["seconds"] = min(rows[name]["seconds"], time.perf_counter() - start)
-    return rows
 
 
 def current_rss() -> int:
