@@ -745,7 +745,8 @@ DESCRIPTION = """Submit jobs, poll their status, fetch their results. Jobs run o
 
 Instead of polling, ask `GET /randomize/{token}/status?wait=30` (the same on every status
 route and on `GET /tasks/{token}`): the answer comes as soon as the job ends, or after 30 s
-with the status then.
+with the status then. A result route waits the same way (`GET /randomize/{token}/result?wait=30`):
+the result, or a 404 if the job did not finish.
 
 Who you are: in `open` mode (the local default) the `X-Client-Id` header names you (no
 header: `anonymous`); in `keys` mode send `Authorization: Bearer <key>` (a key from
