@@ -85,7 +85,7 @@ node:
 
 # Regenerate the committed OpenAPI document (a test fails when it is stale).
 openapi: $(STAMP)
-	$(BIN)/spacetime openapi > backend/openapi.yml
+	$(BIN)/spacetime openapi > backend/api/openapi.yml
 
 clean:
 	rm -rf $(VENV) $(INFRA_VENV) infra/cdk.out data .pytest_cache

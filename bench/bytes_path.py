@@ -37,7 +37,7 @@ import psutil
 from distributed import Client
 from redis import Redis
 
-from backend.cluster import record_tasks
+from backend.dispatch.cluster import record_tasks
 from bench import bytes_path as tasks
 from bench.image_latency import cpu_s
 from bench.system import REPO, core_check

@@ -34,7 +34,7 @@ class System:
     def spacetime(self, *args: str) -> str:
         """Run a `spacetime` command against this system; its stdout."""
         env = {**os.environ, "REDIS_URL": self.redis_url, "DASK_SCHEDULER_ADDRESS": self.scheduler}
-        command = [sys.executable, "-m", "backend.cli", *args]
+        command = [sys.executable, "-m", "backend.run.cli", *args]
         return subprocess.run(command, env=env, capture_output=True, text=True, check=True, cwd=REPO).stdout
 
 
@@ -62,7 +62,7 @@ def running_system(data_dir: Path, auth: str = "open", allowed: list[Path] = (),
     }
     log = open(data_dir / "up.log", "wb")  # noqa: SIM115  # closed below, after the process
     up = subprocess.Popen(
-        [sys.executable, "-m", "backend.cli", "up"], env=environment, stdout=log, stderr=log, cwd=REPO
+        [sys.executable, "-m", "backend.run.cli", "up"], env=environment, stdout=log, stderr=log, cwd=REPO
     )
     system.process = up
     try:

@@ -1,5 +1,5 @@
 """The defaults of what runs on workers, in a module that imports nothing heavy: the API
-reads them (backend/settings.py) without loading numba or the image codecs.
+reads them (backend/core/settings.py) without loading numba or the image codecs.
 """
 
 MiB = 2**20

@@ -298,7 +298,7 @@ class BlockSum:
         pacing
             How many blocks to keep in flight and at what Dask priority to submit each,
             told of the blocks that finish (a ``Pacing``; the dispatcher's is
-            backend/fairshare.py). Default: all at once, at BLOCK_PRIORITY.
+            backend/jobs/fairshare.py). Default: all at once, at BLOCK_PRIORITY.
         on_progress
             Called as ``on_progress(done, in_flight)`` whenever blocks finish.
         wait

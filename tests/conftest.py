@@ -15,9 +15,9 @@ import pytest
 from distributed import Client, LocalCluster
 from redis import Redis
 
-from backend.dispatcher import Dispatcher
-from backend.embedded import redis_server
-from backend.settings import Settings
+from backend.core.settings import Settings
+from backend.dispatch.dispatcher import Dispatcher
+from backend.run.up import redis_server
 from tests.helpers import FIXTURES, free_port, live_api
 
 

@@ -22,9 +22,9 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 from PIL import Image
 from redis import Redis, RedisError
 
-from backend.api import create_app
-from backend.dispatcher import Dispatcher
-from backend.settings import Settings
+from backend.api.app import create_app
+from backend.core.settings import Settings
+from backend.dispatch.dispatcher import Dispatcher
 
 FINAL = ("finished", "errored")
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -166,7 +166,9 @@ def api_process(redis_url: str, data_dir, first: str = "", port: int | None = No
         "SPACETIME_DATA_DIR": str(data_dir),
         **env,
     }
-    start = "import runpy, sys; sys.argv = ['spacetime', 'api']; runpy.run_module('backend.cli', run_name='__main__')"
+    start = (
+        "import runpy, sys; sys.argv = ['spacetime', 'api']; runpy.run_module('backend.run.cli', run_name='__main__')"
+    )
     code = f"{first}\n{start}"
     process = subprocess.Popen([sys.executable, "-c", code], env=environment)
     url = f"http://127.0.0.1:{port}"
@@ -254,4 +256,4 @@ def scheduler_tasks(scheduler: Scheduler, prefix: str) -> Iterator[SchedulerTask
 
 
 # The OpenAPI document the repository carries (make openapi); the served one must equal it.
-COMMITTED_OPENAPI = Path(__file__).parents[1] / "backend" / "openapi.yml"
+COMMITTED_OPENAPI = Path(__file__).parents[1] / "backend" / "api" / "openapi.yml"

@@ -16,13 +16,13 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from backend.job import Job, Lane
-from backend.runners import INTERACTIVE_RESOURCE, RUNNERS, JobContext, Outcome, key_prefix
-from backend.store import JobStore, Submission
+from backend.core.job import Job, Lane
+from backend.dispatch.runners import INTERACTIVE_RESOURCE, RUNNERS, JobContext, Outcome, key_prefix
+from backend.jobs.store import JobStore, Submission
 from compute.errors import InvalidInput
 from tests.helpers import FINAL, wait_until
 
-# Step 2: the kind's name. In the product: `checksum = "checksum"` in backend/job.py's Kind.
+# Step 2: the kind's name. In the product: `checksum = "checksum"` in backend/core/job.py's Kind.
 CHECKSUM = "checksum"
 
 
@@ -34,7 +34,7 @@ def sha256_hex(data: bytes) -> bytes:
     return hashlib.sha256(data).hexdigest().encode()
 
 
-# Step 4: the runner, as backend/runners.py would hold it.
+# Step 4: the runner, as backend/dispatch/runners.py would hold it.
 def run_checksum(ctx: JobContext, job: Job) -> Outcome:
     """One Dask task: the input is small and came through Redis."""
     data = ctx.store.input(job.token)

@@ -7,8 +7,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from backend import keys
-from backend.uploads import check_allowed_url
+from backend.api.uploads import check_allowed_url
+from backend.jobs import keys
 from compute.errors import InvalidInput
 from tests.helpers import free_port
 

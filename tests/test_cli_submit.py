@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 def submit(api_url: str, *args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "backend.cli", "submit", *args, "--api", api_url],
+        [sys.executable, "-m", "backend.run.cli", "submit", *args, "--api", api_url],
         capture_output=True,
         text=True,
         timeout=60,

@@ -10,9 +10,9 @@ import httpx
 import pytest
 from redis import ConnectionPool, RedisError
 
-from backend import keys
-from backend.admission import RateLimiter
-from backend.clients import ClientRegistry, ClientSettings
+from backend.api.admission import RateLimiter
+from backend.jobs import keys
+from backend.jobs.clients import ClientRegistry, ClientSettings
 from tests.helpers import free_port, wait_status
 
 
@@ -69,7 +69,7 @@ def test_clients_cli_prints_a_key_once_and_stores_only_its_hash(settings, redis,
     env = {**os.environ, "REDIS_URL": settings.redis_url}
 
     def cli(*args: str) -> subprocess.CompletedProcess:
-        command = [sys.executable, "-m", "backend.cli", "clients", *args]
+        command = [sys.executable, "-m", "backend.run.cli", "clients", *args]
         return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
 
     added = cli(

@@ -13,7 +13,7 @@ import tomllib
 import pytest
 import yaml
 
-from backend.supervisor import STOP_MARGIN_S
+from backend.run.supervisor import STOP_MARGIN_S
 from tests.compose_services import COMPOSE_FILE, REPO, compose, compose_config, duration_s, tool
 
 DOCKERFILES = [REPO / "backend" / "Dockerfile", REPO / "compute" / "Dockerfile"]

@@ -19,9 +19,9 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from backend import keys
-from backend.clients import ClientRegistry
-from backend.direct_uploads import S3_MAX_PARTS, S3_MIN_PART_BYTES, plan_parts
+from backend.api.direct_uploads import S3_MAX_PARTS, S3_MIN_PART_BYTES, plan_parts
+from backend.jobs import keys
+from backend.jobs.clients import ClientRegistry
 from compute.errors import InvalidInput
 from tests.helpers import wait_status, wait_until
 from tests.s3fixtures import REGION, moto_server, new_bucket, s3_client
@@ -91,7 +91,7 @@ def numbers(first: int, stop: int) -> tuple[bytes, dict]:
 
 def submit(api: str, path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "backend.cli", "submit", "even-sum", str(path), "--api", api, *args],
+        [sys.executable, "-m", "backend.run.cli", "submit", "even-sum", str(path), "--api", api, *args],
         capture_output=True,
         text=True,
         timeout=60,

@@ -8,7 +8,7 @@ import re
 import textwrap
 from pathlib import Path
 
-from backend import keys
+from backend.jobs import keys
 from tests import test_add_a_kind
 
 REPO = Path(__file__).parents[1]
@@ -21,7 +21,7 @@ def section(title: str) -> str:
 
 
 def key_names() -> dict[str, str]:
-    """Every key name or template of backend/keys.py (its string constants), as the docs
+    """Every key name or template of backend/jobs/keys.py (its string constants), as the docs
     write it: ``result:{token}`` -> ``result:<token>``."""
     return {
         name: re.sub(r"\{(\w+)\}", r"<\1>", value)
@@ -39,7 +39,9 @@ def test_every_redis_key_is_in_the_table():
 
 def test_every_lua_script_is_in_the_table():
     table = section("The scripts")
-    scripts = sorted(path.name for path in (REPO / "backend" / "lua").glob("*.lua") if path.name != "prelude.lua")
+    scripts = sorted(
+        path.name for path in (REPO / "backend" / "jobs" / "lua").glob("*.lua") if path.name != "prelude.lua"
+    )
     documented = set(re.findall(r"^\| (\w+\.lua) \|", table, re.MULTILINE))
     assert scripts and not set(scripts) - documented, f"the scripts table lacks {set(scripts) - documented}"
 

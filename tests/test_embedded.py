@@ -28,7 +28,7 @@ from distributed import Client
 from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 
-from backend.supervisor import STOP_MARGIN_S
+from backend.run.supervisor import STOP_MARGIN_S
 from tests.helpers import FINAL, FIXTURES, free_port, wait_status, wait_until
 
 # The shutdown grace of every `up` here: short, so that a stop that hangs fails quickly.
@@ -100,7 +100,7 @@ def start_up(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> U
     log = tmp_path / "up.log"
     with open(log, "wb") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "backend.cli", "up", *args],
+            [sys.executable, "-m", "backend.run.cli", "up", *args],
             env=env,
             stdout=output,
             stderr=subprocess.STDOUT,
@@ -149,7 +149,7 @@ def test_up_refuses_a_taken_redis_port(tmp_path, redis_url):
     """With the port taken, `up` must stop, not quietly use somebody else's Redis."""
     env = {**os.environ, "SPACETIME_DATA_DIR": str(tmp_path), "REDIS_URL": redis_url}
     done = subprocess.run(
-        [sys.executable, "-m", "backend.cli", "up"], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "backend.run.cli", "up"], env=env, capture_output=True, text=True, timeout=60
     )
     assert done.returncode != 0
     assert "already in use" in done.stderr

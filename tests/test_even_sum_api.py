@@ -6,9 +6,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from backend.job import Kind, Lane
-from backend.queue import JobQueue, QueuePolicy
-from backend.store import JobStore, Submission
+from backend.core.job import Kind, Lane
+from backend.jobs.queue import JobQueue, QueuePolicy
+from backend.jobs.store import JobStore, Submission
 from tests.helpers import wait_status, wait_until
 
 NUMBERS = b" 12 -4\t7\r\n+8 0003\n\n99999999999999999999998 -0 5"  # evens: 12 -4 8 99999999999999999999998 -0

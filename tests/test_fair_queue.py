@@ -5,11 +5,11 @@ from collections import Counter
 
 import pytest
 
-from backend import keys
-from backend.clients import ClientRegistry
-from backend.job import Kind, Lane
-from backend.queue import JobQueue, QueuePolicy
-from backend.store import JobStore, Submission
+from backend.core.job import Kind, Lane
+from backend.jobs import keys
+from backend.jobs.clients import ClientRegistry
+from backend.jobs.queue import JobQueue, QueuePolicy
+from backend.jobs.store import JobStore, Submission
 
 
 @pytest.fixture

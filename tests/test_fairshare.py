@@ -1,12 +1,12 @@
 """How bulk jobs share the workers: window sizes and start-time fair queueing tags, on a
-real Redis (backend/fairshare.py, backend/lua/tag.lua)."""
+real Redis (backend/jobs/fairshare.py, backend/jobs/lua/tag.lua)."""
 
 import pytest
 
-from backend import keys
-from backend.clients import ClientRegistry
-from backend.fairshare import IN_FLIGHT_PER_THREAD, MIN_WINDOW, FairShare
-from backend.job import Job, JobStatus, Lane
+from backend.core.job import Job, JobStatus, Lane
+from backend.jobs import keys
+from backend.jobs.clients import ClientRegistry
+from backend.jobs.fairshare import IN_FLIGHT_PER_THREAD, MIN_WINDOW, FairShare
 
 
 @pytest.fixture

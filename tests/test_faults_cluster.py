@@ -14,10 +14,10 @@ import psutil
 import pytest
 from distributed import Client, LocalCluster
 
-from backend.dispatcher import Dispatcher
-from backend.job import Job, Kind, Lane
-from backend.runners import RUNNERS, JobContext, Outcome
-from backend.store import JobStore, Submission
+from backend.core.job import Job, Kind, Lane
+from backend.dispatch.dispatcher import Dispatcher
+from backend.dispatch.runners import RUNNERS, JobContext, Outcome
+from backend.jobs.store import JobStore, Submission
 from tests.compose_services import VENV_BIN, Processes
 from tests.helpers import free_port, wait_until
 
@@ -59,7 +59,7 @@ class Split:
         self.processes.start(f"worker-{self.workers}", argv, self.env)
 
     def dispatcher(self, **env: str) -> None:
-        argv = [sys.executable, "-m", "backend.cli", "dispatcher"]
+        argv = [sys.executable, "-m", "backend.run.cli", "dispatcher"]
         self.processes.start("dispatcher", argv, {**self.env, **env})
 
     def kill(self, name: str) -> None:

@@ -12,12 +12,13 @@ import pytest
 from PIL import Image
 from redis import Redis
 
-from backend.job import FINAL, Kind, Lane
-from backend.settings import Settings
-from backend.store import JobStore, Submission
+from backend.core.job import FINAL, Kind, Lane
+from backend.core.settings import Settings
+from backend.jobs.store import JobStore, Submission
 from compute.stored import REDIS_PASSWORD_ENV
 from tests.helpers import live_api, own_redis, scheduler_tasks, wait_until
 
+DISPATCHER_LOG = "backend.dispatch.dispatcher"
 JOBS = 200
 SECRET = "not-for-the-scheduler"
 
@@ -32,7 +33,7 @@ def small_png() -> bytes:
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_redis_killed_and_restarted_under_load_loses_no_job(make_settings, start_dispatcher, tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="backend.dispatcher")
+    caplog.set_level(logging.INFO, logger="backend.dispatch.dispatcher")
     with own_redis(tmp_path) as server:
         settings = make_settings(redis_url=server.url, default_rate=0)  # 200 jobs at once: no rate limit
         dispatchers = [start_dispatcher(settings) for _ in range(2)]
@@ -60,7 +61,9 @@ def test_redis_killed_and_restarted_under_load_loses_no_job(make_settings, start
             jobs = [store.get(t) for t in tokens]
 
             def dispatcher_lines(start: str) -> int:
-                return sum(r.getMessage().startswith(start) for r in caplog.records if r.name == "backend.dispatcher")
+                return sum(
+                    r.getMessage().startswith(start) for r in caplog.records if r.name == "backend.dispatch.dispatcher"
+                )
 
             # A job loop says "back" as it leaves the block whose final write proved it: just
             # after that job shows as ended.
@@ -69,7 +72,9 @@ def test_redis_killed_and_restarted_under_load_loses_no_job(make_settings, start
                 timeout_s=30,
                 what="each dispatcher to log the end of its outage",
             )
-            logged = [r for r in caplog.records if r.name == "backend.dispatcher"]  # before Redis stops for good
+            logged = [
+                r for r in caplog.records if r.name == "backend.dispatch.dispatcher"
+            ]  # before Redis stops for good
     assert [j.status for j in jobs] == ["finished"] * JOBS  # 0 lost, 0 failed
     rerun = sum(j.attempts > 1 for j in jobs)
     print(f"\n{JOBS} jobs, redis-server SIGKILLed and restarted: {JOBS} final, 0 lost, {rerun} claimed twice")

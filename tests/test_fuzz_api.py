@@ -15,7 +15,7 @@ from hypothesis import settings as hypothesis_settings
 from redis import Redis
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from backend.settings import Settings
+from backend.core.settings import Settings
 from tests.helpers import COMMITTED_OPENAPI, live_system
 
 # Examples per operation beyond the coverage phase's own cases, and stateful sequences:

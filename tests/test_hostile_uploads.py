@@ -16,8 +16,8 @@ from typing import NamedTuple
 import httpx
 import pytest
 
-from backend import keys
-from backend.api import URL_BODY_MAX_BYTES
+from backend.api.app import URL_BODY_MAX_BYTES
+from backend.jobs import keys
 from tests.helpers import api_process, wait_status
 
 MiB = 1024 * 1024

@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 from PIL import Image
 
-from backend import keys
+from backend.jobs import keys
 from bench.load.jobs import EVEN_SUM, EXACT, RANDOMIZE, Journal, image_problem, make_inputs, sum_problem
 from bench.load.run import Figures, check_jobs, run_load
 

@@ -3,14 +3,14 @@
 import httpx
 import yaml
 
-from backend.api import create_app
-from backend.cli import openapi_yaml
+from backend.api.app import create_app
+from backend.run.cli import openapi_yaml
 from tests.helpers import COMMITTED_OPENAPI
 
 
 def test_committed_openapi_is_current():
     assert COMMITTED_OPENAPI.read_text() == openapi_yaml(create_app()), (
-        "run `make openapi` and commit backend/openapi.yml"
+        "run `make openapi` and commit backend/api/openapi.yml"
     )
 
 

@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis import Redis
 
-from backend.settings import Settings
+from backend.core.settings import Settings
 from compute.defaults import PILLOW_MAX_PIXELS
 from compute.errors import InvalidImage
 from compute.image import randomize_image

@@ -8,9 +8,9 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from backend import keys
-from backend.dispatcher import Dispatcher
-from backend.job import Lane
+from backend.core.job import Lane
+from backend.dispatch.dispatcher import Dispatcher
+from backend.jobs import keys
 from tests.helpers import scheduler_tasks, tiles, wait_status
 
 BLOCK = 60

@@ -14,11 +14,11 @@ import httpx
 import pytest
 from distributed import LocalCluster
 
-from backend import keys
-from backend.dispatcher import Dispatcher
-from backend.job import Kind, Lane
-from backend.queue import JobQueue, QueuePolicy
-from backend.store import EndResult, JobStore, Staged, Submission
+from backend.core.job import Kind, Lane
+from backend.dispatch.dispatcher import Dispatcher
+from backend.jobs import keys
+from backend.jobs.queue import JobQueue, QueuePolicy
+from backend.jobs.store import EndResult, JobStore, Staged, Submission
 from tests.helpers import wait_status, wait_until
 
 
@@ -39,7 +39,7 @@ def start_dispatcher_process(settings, scheduler_address: str, **env) -> subproc
         "SPACETIME_EVEN_SUM_BLOCK_BYTES": str(settings.even_sum_block_bytes),
         **env,
     }
-    return subprocess.Popen([sys.executable, "-m", "backend.cli", "dispatcher"], env=environment)
+    return subprocess.Popen([sys.executable, "-m", "backend.run.cli", "dispatcher"], env=environment)
 
 
 def held_by_process(redis, token: str, process: subprocess.Popen) -> str:

@@ -17,13 +17,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 
-from backend import keys
-from backend.clients import ClientRegistry
-from backend.endings import Endings
-from backend.exceptions import JobNotFound
-from backend.job import Kind, Lane
-from backend.queue import JobQueue, QueuePolicy
-from backend.store import JobStore, Submission
+from backend.api.endings import Endings
+from backend.core.exceptions import JobNotFound
+from backend.core.job import Kind, Lane
+from backend.jobs import keys
+from backend.jobs.clients import ClientRegistry
+from backend.jobs.queue import JobQueue, QueuePolicy
+from backend.jobs.store import JobStore, Submission
 from tests.helpers import live_api, own_redis, wait_until
 
 # Longer than any answer of these tests may take, much shorter than the waits they ask for.
@@ -237,7 +237,7 @@ def test_every_final_write_publishes_its_token(redis, settings):
 
 @pytest.mark.timeout(60)
 def test_waits_ride_out_a_redis_restart(make_settings, start_dispatcher, tmp_path, cat_png, caplog):
-    caplog.set_level(logging.INFO, logger="backend.endings")
+    caplog.set_level(logging.INFO, logger="backend.api.endings")
     with own_redis(tmp_path) as server:
         settings = make_settings(redis_url=server.url)
         with live_api(settings) as api_url:
@@ -256,6 +256,6 @@ def test_waits_ride_out_a_redis_restart(make_settings, start_dispatcher, tmp_pat
             after = httpx.post(f"{api_url}/randomize", content=cat_png).json()["token"]
             assert wait_for(api_url, f"/randomize/{after}/status").json() == {"status": "finished"}
             assert wait_for(api_url, f"/randomize/{token}/status").json() == {"status": "finished"}
-    messages = [r.getMessage() for r in caplog.records if r.name == "backend.endings"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "backend.api.endings"]
     assert len([m for m in messages if "is unreachable" in m]) == 1, messages
     assert len([m for m in messages if "is back" in m]) == 1, messages

@@ -7,8 +7,8 @@ import sys
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from backend.metrics import RedisMetrics
-from backend.supervisor import FIRST_BACKOFF_S, GaveUp, Supervisor
+from backend.run.supervisor import FIRST_BACKOFF_S, GaveUp, Supervisor
+from backend.telemetry.metrics import RedisMetrics
 
 
 @pytest.fixture
@@ -50,7 +50,7 @@ def test_lifeline_ends_a_child_whose_parent_is_already_gone():
     """The parent died between fork and prctl: the child ends as the parent-death signal would end it."""
     not_the_parent = "1"
     done = subprocess.run(
-        [sys.executable, "-m", "backend.lifeline", not_the_parent, sys.executable, "-c", "print('ran')"],
+        [sys.executable, "-m", "backend.run.lifeline", not_the_parent, sys.executable, "-c", "print('ran')"],
         capture_output=True,
         text=True,
         timeout=20,

@@ -6,7 +6,7 @@
   jobs it held come back to their queues when its lease lapses).
 
 `up`'s children are told apart by their command lines: the workers are the nannies'
-multiprocessing children, the dispatchers run ``backend.cli dispatcher``.
+multiprocessing children, the dispatchers run ``backend.run.cli dispatcher``.
 """
 
 import contextlib
@@ -24,7 +24,7 @@ def worker_pids(up_pid: int) -> list[int]:
 
 
 def dispatcher_pids(up_pid: int) -> list[int]:
-    return [pid for pid, argv in _children(up_pid) if argv[-2:] == ["backend.cli", "dispatcher"]]
+    return [pid for pid, argv in _children(up_pid) if argv[-2:] == ["backend.run.cli", "dispatcher"]]
 
 
 def _children(up_pid: int) -> list[tuple[int, list[str]]]:

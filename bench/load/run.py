@@ -29,7 +29,7 @@ from pathlib import Path
 
 from redis import Redis
 
-from backend import keys
+from backend.jobs import keys
 from bench.datagen import DATA_DIR
 from bench.load.faults import Faults, dispatcher_pids, worker_pids
 from bench.load.jobs import EXACT, Journal, SumInput, make_inputs, result_problem, write_inputs

@@ -33,24 +33,24 @@ class TaskRoles(Construct):
         self.workers = role("Workers", "SpaceTime Dask workers: read uploads, write reports")
         self.scheduler = role("Scheduler", "SpaceTime Dask scheduler: no AWS access")
 
-        # backend/uploads.py save_stream: POST /even-sum streams the body to uploads/. And
-        # backend/direct_uploads.py: POST /even-sum/uploads creates a multipart upload, signs its
+        # backend/api/uploads.py save_stream: POST /even-sum streams the body to uploads/. And
+        # backend/api/direct_uploads.py: POST /even-sum/uploads creates a multipart upload, signs its
         # part URLs (a presigned PUT acts with the signer's rights) and completes or aborts it.
         allow(self.api, "WriteUploads", WRITE, uploads)
-        # backend/direct_uploads.py complete: the parts are checked against S3's ListParts.
+        # backend/api/direct_uploads.py complete: the parts are checked against S3's ListParts.
         allow(self.api, "CheckDirectUploads", ["s3:ListMultipartUploadParts"], uploads)
-        # backend/uploads.py sweep_partial_uploads: at start, the API lists the multipart uploads
+        # backend/api/uploads.py sweep_partial_uploads: at start, the API lists the multipart uploads
         # (a bucket-level action: it lists keys being uploaded, not objects) to abort stale ones.
         allow(self.api, "SweepPartialUploads", ["s3:ListBucketMultipartUploads"], storage.bucket.bucket_arn)
-        # backend/uploads.py _discard: a failed upload is checked (HEAD needs GetObject) and deleted.
+        # backend/api/uploads.py _discard: a failed upload is checked (HEAD needs GetObject) and deleted.
         allow(self.api, "DiscardFailedUploads", ["s3:GetObject", "s3:DeleteObject"], uploads)
-        # backend/reports.py ReportWriter.report: GET /tasks/{token}/report reads the stored page,
+        # backend/telemetry/reports.py ReportWriter.report: GET /tasks/{token}/report reads the stored page,
         # or renders it from the job's trace and timing record and stores it for the next reader.
         allow(self.api, "ServeReports", ["s3:GetObject", *WRITE], reports)
         for reader in (self.dispatchers, self.workers):
             # compute/even_sum.py: the dispatcher sizes the file, the workers read its blocks.
             allow(reader, "ReadUploads", ["s3:GetObject"], uploads)
-            # backend/reports.py save_timing and capture: timing records and traces.
+            # backend/telemetry/reports.py save_timing and capture: timing records and traces.
             allow(reader, "WriteReports", WRITE, reports)
         for writer in (self.api, self.dispatchers, self.workers):
             # s3fs makedirs (before each write) probes that the bucket exists: HeadBucket needs

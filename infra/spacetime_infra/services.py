@@ -74,7 +74,7 @@ class Services(Construct):
             "SPACETIME_DASHBOARD_URL": "",
             # Bulk job loops per dispatcher (the scaling target of jobs queued per dispatcher).
             "SPACETIME_BULK_CONCURRENCY": str(config.dispatcher_concurrency),
-            # Dispatchers print the EMF lines that scaling.py and alarms.py read (backend/cloudwatch.py).
+            # Dispatchers print the EMF lines that scaling.py and alarms.py read (backend/telemetry/cloudwatch.py).
             "SPACETIME_CLOUDWATCH_METRICS": "true",
             "AWS_DEFAULT_REGION": Aws.REGION,
             "NUMBA_CACHE_DIR": "/tmp/numba-cache",

@@ -1,4 +1,4 @@
-"""Run a command that dies with its parent: ``python -m backend.lifeline PARENT_PID COMMAND [ARGS...]``.
+"""Run a command that dies with its parent: ``python -m backend.run.lifeline PARENT_PID COMMAND [ARGS...]``.
 
 `spacetime up` starts every child through this, so that no child outlives it, even
 when `up` is SIGKILLed. It asks Linux to send SIGTERM to this process when its parent

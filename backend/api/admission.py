@@ -16,9 +16,9 @@ from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter
 from redis import ConnectionPool
 
-from backend import keys
-from backend.clients import ClientSettings
-from backend.exceptions import OverQuota
+from backend.core.exceptions import OverQuota
+from backend.jobs import keys
+from backend.jobs.clients import ClientSettings
 
 
 def rate_item(rate: float) -> RateLimitItem:

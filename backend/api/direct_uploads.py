@@ -7,7 +7,7 @@ S3's own listing, completes the upload and queues the job. The file never passes
 the API, and the API's credentials never leave it: a presigned URL allows one part of one
 upload, until the upload's expiry.
 
-Each pending upload is a record in Redis (backend/keys.py DIRECT_UPLOAD) and a member of
+Each pending upload is a record in Redis (backend/jobs/keys.py DIRECT_UPLOAD) and a member of
 an index by expiry (DIRECT_UPLOADS). Every change of state is one atomic step: start (the
 record and the index entry together), claim (one complete call at a time), finish, and
 expire (one sweeper aborts an upload abandoned past its expiry).
@@ -26,11 +26,11 @@ from botocore.exceptions import BotoCoreError
 from fsspec.asyn import sync
 from redis import Redis
 
-from backend import keys, scripts
-from backend.exceptions import StorageUnavailable, UploadBusy, UploadNotFound
-from backend.job import new_token
-from backend.settings import Settings
-from backend.uploads import discard
+from backend.api.uploads import discard
+from backend.core.exceptions import StorageUnavailable, UploadBusy, UploadNotFound
+from backend.core.job import new_token
+from backend.core.settings import Settings
+from backend.jobs import keys, scripts
 from compute.errors import InvalidInput
 
 log = logging.getLogger(__name__)

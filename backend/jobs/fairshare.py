@@ -6,7 +6,7 @@ clients): how many it keeps in flight, and in what order Dask runs them.
   the next block as one finishes: a 5 GB job never floods the scheduler, and the workers
   always have the next block at hand.
 - **Order**: start-time fair queueing (Goyal et al., 1996) across every dispatcher, in
-  Redis (backend/lua/tag.lua). Each block gets a start tag, the later of the lane's
+  Redis (backend/jobs/lua/tag.lua). Each block gets a start tag, the later of the lane's
   virtual time and the end of its client's previous block, which ends 1/weight later;
   its Dask priority is minus that tag, so the waiting blocks run in tag order. Clients
   with blocks waiting get turns in proportion to their weights, and a client that
@@ -23,8 +23,8 @@ from typing import cast
 
 from redis import Redis
 
-from backend import keys, scripts
-from backend.job import Job, Lane
+from backend.core.job import Job, Lane
+from backend.jobs import keys, scripts
 
 # Blocks in flight per bulk worker thread, over all jobs. The order they run in is the fair
 # queue's (tags), so windows only bound what waits on the cluster; they must leave every

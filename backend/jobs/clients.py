@@ -5,7 +5,7 @@ only its SHA-256 is stored (``api-key:<sha256>`` -> name), so a copy of Redis re
 key. A plain hash is enough: the keys are 256 random bits, not passwords a person chose,
 so there is nothing to guess and no need for a slow hash.
 
-A registered client's settings override the defaults of backend/settings.py for it: its
+A registered client's settings override the defaults of backend/core/settings.py for it: its
 weight in the fair queue, its cap of running bulk jobs, its submission rate and its
 backlog quota. Unregistered clients (open mode's X-Client-Id names) get the defaults.
 """
@@ -18,8 +18,8 @@ from typing import Any, cast
 
 from redis import Redis
 
-from backend import keys
-from backend.settings import Settings
+from backend.core.settings import Settings
+from backend.jobs import keys
 from compute.errors import InvalidInput
 
 # Names go into Redis keys, metric labels and log lines: plain characters only, so none

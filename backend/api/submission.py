@@ -14,15 +14,15 @@ import fsspec
 from redis import Redis
 from starlette.concurrency import run_in_threadpool
 
-from backend import keys
-from backend.admission import RateLimiter
-from backend.clients import ClientSettings
-from backend.direct_uploads import DirectUploads, StartedUpload, plan_parts
-from backend.exceptions import DirectUploadsUnavailable, InputTooLarge, OverQuota
-from backend.job import Job, Kind, Lane, new_token
-from backend.settings import Settings
-from backend.store import JobStore, Submission
-from backend.uploads import check_allowed_url, discard, save_stream
+from backend.api.admission import RateLimiter
+from backend.api.direct_uploads import DirectUploads, StartedUpload, plan_parts
+from backend.api.uploads import check_allowed_url, discard, save_stream
+from backend.core.exceptions import DirectUploadsUnavailable, InputTooLarge, OverQuota
+from backend.core.job import Job, Kind, Lane, new_token
+from backend.core.settings import Settings
+from backend.jobs import keys
+from backend.jobs.clients import ClientSettings
+from backend.jobs.store import JobStore, Submission
 
 log = logging.getLogger(__name__)
 

@@ -19,13 +19,13 @@ from typing import Any
 
 from redis import RedisError
 
-from backend import keys
-from backend.cluster import Cluster
-from backend.exceptions import AttemptLost
-from backend.fairshare import FairShare
-from backend.job import Job, Kind
-from backend.settings import Settings
-from backend.store import JobStore, Staged
+from backend.core.exceptions import AttemptLost
+from backend.core.job import Job, Kind
+from backend.core.settings import Settings
+from backend.dispatch.cluster import Cluster
+from backend.jobs import keys
+from backend.jobs.fairshare import FairShare
+from backend.jobs.store import JobStore, Staged
 from compute.defaults import BULK_RESOURCE, INTERACTIVE_RESOURCE
 from compute.errors import InvalidInput
 from compute.even_sum import BlockSum
@@ -110,7 +110,7 @@ def run_randomize(ctx: JobContext, job: Job) -> Outcome:
 
 
 def run_even_sum(ctx: JobContext, job: Job) -> Outcome:
-    """Block tasks paced by the client's fair share (backend/fairshare.py), a tree
+    """Block tasks paced by the client's fair share (backend/jobs/fairshare.py), a tree
     reduction, and progress as blocks complete."""
     url = job.input_url
     if url is None:

@@ -3,7 +3,7 @@
 Why: a client polling the status every 50 ms costs the API a dozen requests per image job,
 and on a small machine answering them takes most of the API's CPU. A client that asks once
 with ``?wait=`` is answered when the job ends. The final write (``finalize`` in
-backend/lua/prelude.lua) PUBLISHes the job's token on ``keys.ENDINGS``; each API process
+backend/jobs/lua/prelude.lua) PUBLISHes the job's token on ``keys.ENDINGS``; each API process
 holds ONE subscription to that channel, not one per request, and a map from token to the
 events of the requests waiting on that job.
 
@@ -26,9 +26,9 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from backend import keys
-from backend.job import FINAL, Job
-from backend.waiting import FIRST_DELAY_S, MAX_DELAY_S, Outage
+from backend.core.job import FINAL, Job
+from backend.core.waiting import FIRST_DELAY_S, MAX_DELAY_S, Outage
+from backend.jobs import keys
 
 log = logging.getLogger(__name__)
 

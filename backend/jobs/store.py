@@ -22,9 +22,9 @@ from typing import Any, cast
 from pydantic import ValidationError
 from redis import Redis
 
-from backend import keys, scripts
-from backend.exceptions import JobNotFound, OverQuota
-from backend.job import Job, JobStatus, Lane, new_token, now_s
+from backend.core.exceptions import JobNotFound, OverQuota
+from backend.core.job import Job, JobStatus, Lane, new_token, now_s
+from backend.jobs import keys, scripts
 
 
 class EndResult(StrEnum):

@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any
 
-from backend.timing import Timing
+from backend.telemetry.timing import Timing
 
 NAMESPACE = "SpaceTime"
 

@@ -69,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _up(args) -> int:
-    from backend.embedded import run_embedded
-    from backend.settings import get_settings
+    from backend.core.settings import get_settings
+    from backend.run.up import run_embedded
 
     return run_embedded(get_settings(), args.redis_url, args.workers, args.dispatchers)
 
@@ -78,8 +78,8 @@ def _up(args) -> int:
 def _api(args) -> int:
     import uvicorn
 
-    from backend.api import create_app
-    from backend.settings import get_settings
+    from backend.api.app import create_app
+    from backend.core.settings import get_settings
 
     settings = get_settings()
     uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="info")
@@ -87,8 +87,8 @@ def _api(args) -> int:
 
 
 def _dispatcher(args) -> int:
-    from backend.dispatcher import run_dispatcher
-    from backend.settings import get_settings
+    from backend.core.settings import get_settings
+    from backend.dispatch.dispatcher import run_dispatcher
 
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -97,7 +97,7 @@ def _dispatcher(args) -> int:
 
 
 def _openapi(args) -> int:
-    from backend.api import create_app
+    from backend.api.app import create_app
 
     sys.stdout.write(openapi_yaml(create_app()))
     return 0
@@ -110,8 +110,8 @@ def openapi_yaml(app) -> str:
 def _submit(args) -> int:
     import httpx
 
-    from backend.client import submit_and_wait
-    from backend.settings import get_settings
+    from backend.core.settings import get_settings
+    from backend.run.http_client import submit_and_wait
 
     settings = get_settings()
     api = args.api or f"http://{settings.api_host}:{settings.api_port}"
@@ -127,8 +127,8 @@ def _submit(args) -> int:
 def _registry():
     from redis import Redis
 
-    from backend.clients import ClientRegistry
-    from backend.settings import get_settings
+    from backend.core.settings import get_settings
+    from backend.jobs.clients import ClientRegistry
 
     settings = get_settings()
     return ClientRegistry(Redis.from_url(settings.redis_url, socket_timeout=10), settings)
@@ -148,7 +148,7 @@ def _clients_add(args) -> int:
 
 
 def _clients_list(args) -> int:
-    from backend.clients import describe
+    from backend.jobs.clients import describe
 
     registry = _registry()
     for name in registry.names():

@@ -45,7 +45,7 @@ WAKE = "wake:{lane}"
 # At most this many markers wait in a wake list: enough to wake every idle job loop.
 WAKE_MAX = 64
 
-# Start-time fair queueing of block tasks between clients (backend/fairshare.py): the
+# Start-time fair queueing of block tasks between clients (backend/jobs/fairshare.py): the
 # virtual time of a lane (the start tag of the latest block that finished) ...
 VTIME = "vtime:{lane}"
 # ... and hash client -> the finish tag of its latest block.
@@ -67,7 +67,7 @@ IN_FLIGHT = "in-flight:{dispatcher}"
 # -- clients (identity, weights, quotas) -----------------------------------------------------
 # Set of registered client names.
 CLIENTS = "clients"
-# Prefix of the submission-rate counters, written by the `limits` library (backend/admission.py):
+# Prefix of the submission-rate counters, written by the `limits` library (backend/api/admission.py):
 # a list "rate:LIMITER/<client>/<n>/<seconds>/second" per client, expiring with its window.
 RATE = "rate"
 # Hash of one registered client: weight, max_running_bulk, rate, max_backlog_bytes, key_sha256.
@@ -87,7 +87,7 @@ DIRECT_UPLOADS = "direct-uploads"
 # -- job endings (GET .../status?wait=) ------------------------------------------------------
 # A pub/sub channel, not a key (nothing is stored): the final write PUBLISHes the job's token
 # on it, and each API process's one subscription wakes the status requests waiting on that
-# job (backend/endings.py). An ending published while nobody listens is simply missed.
+# job (backend/api/endings.py). An ending published while nobody listens is simply missed.
 ENDINGS = "endings"
 
 # -- metrics ---------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from backend.job import Job, now_s
+from backend.core.job import Job, now_s
 
 
 @dataclass

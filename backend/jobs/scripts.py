@@ -2,7 +2,7 @@
 
 Each script is one atomic Redis step (docs/architecture.md lists them). The sources are
 the ``.lua`` files beside this module; key prefixes reach them as constants generated
-from ``backend.keys``, so key names are written down once.
+from ``backend.jobs.keys``, so key names are written down once.
 """
 
 from functools import cache
@@ -11,7 +11,7 @@ from pathlib import Path
 from redis import Redis
 from redis.commands.core import Script
 
-from backend import keys
+from backend.jobs import keys
 
 LUA_DIR = Path(__file__).parent / "lua"
 

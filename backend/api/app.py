@@ -24,12 +24,13 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from backend.admission import RateLimiter
-from backend.auth import identify
-from backend.clients import NAME, ClientRegistry, ClientSettings
-from backend.direct_uploads import S3_MAX_PART_BYTES, S3_MAX_PARTS, S3_MIN_PART_BYTES, DirectUploads
-from backend.endings import Endings
-from backend.exceptions import (
+from backend.api.admission import RateLimiter
+from backend.api.auth import identify
+from backend.api.direct_uploads import S3_MAX_PART_BYTES, S3_MAX_PARTS, S3_MIN_PART_BYTES, DirectUploads
+from backend.api.endings import Endings
+from backend.api.submission import Submitter
+from backend.api.uploads import URL_MAX_CHARS, URL_PATTERN, URL_RULES, paced, sweep_partial_uploads
+from backend.core.exceptions import (
     BodyTooSlow,
     DirectUploadsUnavailable,
     InputTooLarge,
@@ -41,13 +42,12 @@ from backend.exceptions import (
     UploadBusy,
     UploadNotFound,
 )
-from backend.job import Job, JobStatus, Kind, Progress
-from backend.metrics import RedisMetrics
-from backend.reports import ReportWriter
-from backend.settings import Settings, get_settings
-from backend.store import JobStore
-from backend.submission import Submitter
-from backend.uploads import URL_MAX_CHARS, URL_PATTERN, URL_RULES, paced, sweep_partial_uploads
+from backend.core.job import Job, JobStatus, Kind, Progress
+from backend.core.settings import Settings, get_settings
+from backend.jobs.clients import NAME, ClientRegistry, ClientSettings
+from backend.jobs.store import JobStore
+from backend.telemetry.metrics import RedisMetrics
+from backend.telemetry.reports import ReportWriter
 from compute.errors import InvalidInput
 from compute.png import PNG_SIGNATURE
 
@@ -225,7 +225,7 @@ def get_caller(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None,
     x_client_id: Annotated[str | None, Header(alias="X-Client-Id", pattern=f"^{NAME.pattern}$")] = None,
 ) -> ClientSettings:
-    """The client the request comes from (backend.auth), with its settings."""
+    """The client the request comes from (backend.api.auth), with its settings."""
     authorization = f"{credentials.scheme} {credentials.credentials}" if credentials else None
     return identify(request.app.state.registry, request.app.state.settings.auth, authorization, x_client_id)
 
@@ -507,7 +507,7 @@ def owned_job(store: JobStore, token: str, caller: ClientSettings, kind: Kind | 
 async def waited_job(
     request: Request, store: JobStore, token: str, caller: ClientSettings, wait_s: float, kind: Kind | None = None
 ) -> Job:
-    """owned_job, read when the job is final or ``wait_s`` has passed (backend/endings.py).
+    """owned_job, read when the job is final or ``wait_s`` has passed (backend/api/endings.py).
 
     Store calls are blocking: they run in the threadpool, as in a sync route. Ownership is
     checked by the first read, before any wait: another client's token is a 404 at once."""

@@ -20,19 +20,19 @@ from typing import cast
 from distributed import Client
 from redis import Redis, RedisError
 
-from backend import keys
-from backend.cluster import Cluster
-from backend.exceptions import AttemptLost, UnknownTaskKind
-from backend.fairshare import FairShare
-from backend.job import Job, Lane
-from backend.metrics import JobMetrics
-from backend.queue import Claim, JobQueue, QueuePolicy, new_dispatcher_id
-from backend.reports import ReportWriter, report_store_url
-from backend.runners import RUNNERS, BlocksInFlight, JobContext, Outcome
-from backend.settings import Settings
-from backend.store import EndResult, JobStore
-from backend.timing import Stopwatch, Timing, make_timing
-from backend.waiting import Outage, wait_for
+from backend.core.exceptions import AttemptLost, UnknownTaskKind
+from backend.core.job import Job, Lane
+from backend.core.settings import Settings
+from backend.core.waiting import Outage, wait_for
+from backend.dispatch.cluster import Cluster
+from backend.dispatch.runners import RUNNERS, BlocksInFlight, JobContext, Outcome
+from backend.jobs import keys
+from backend.jobs.fairshare import FairShare
+from backend.jobs.queue import Claim, JobQueue, QueuePolicy, new_dispatcher_id
+from backend.jobs.store import EndResult, JobStore
+from backend.telemetry.metrics import JobMetrics
+from backend.telemetry.reports import ReportWriter, report_store_url
+from backend.telemetry.timing import Stopwatch, Timing, make_timing
 from compute.defaults import BULK_RESOURCE
 from compute.errors import InvalidInput
 

@@ -9,14 +9,14 @@
   so a client can neither pose as another nor split itself into many names, and another
   client's token is a 404 on every route.
 
-Either way the names are checked (backend.clients.NAME) before they reach a Redis key,
+Either way the names are checked (backend.jobs.clients.NAME) before they reach a Redis key,
 a log line or a metric label.
 """
 
 from dataclasses import replace
 
-from backend.clients import ClientRegistry, ClientSettings, check_name
-from backend.exceptions import NotAuthenticated
+from backend.core.exceptions import NotAuthenticated
+from backend.jobs.clients import ClientRegistry, ClientSettings, check_name
 
 ANONYMOUS = "anonymous"
 

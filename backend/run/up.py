@@ -3,7 +3,7 @@
 A redis-server child (AOF data in ``<data_dir>/redis``), a Dask LocalCluster (the
 scheduler in this process, worker processes under their nannies), dispatcher processes
 and the API process, all listening on 127.0.0.1 unless the settings say otherwise.
-backend.supervisor restarts a child that crashes, and stops everything when one keeps
+backend.run.supervisor restarts a child that crashes, and stops everything when one keeps
 crashing. Ctrl-C, SIGTERM or SIGHUP stop all of it, start-up included, within the
 shutdown grace plus ``supervisor.STOP_MARGIN_S``.
 """
@@ -24,9 +24,9 @@ from distributed import Nanny, Scheduler, SpecCluster
 from distributed.worker_memory import parse_memory_limit
 from redis import Redis
 
-from backend.settings import Settings
-from backend.supervisor import GaveUp, Supervisor, launch
-from backend.waiting import wait_for
+from backend.core.settings import Settings
+from backend.core.waiting import wait_for
+from backend.run.supervisor import GaveUp, Supervisor, launch
 from compute.defaults import BULK_RESOURCE, INTERACTIVE_RESOURCE
 
 log = logging.getLogger(__name__)
@@ -171,7 +171,7 @@ def local_cluster(settings: Settings, n_workers: int, close_timeout_s: Callable[
     cores: idle workers cost nothing, and either pool alone can use every core).
 
     Two pools, so that clients do not slow each other: block tasks need the ``bulk``
-    resource and image tasks the ``interactive`` one (backend.runners), and bulk workers
+    resource and image tasks the ``interactive`` one (backend.dispatch.runners), and bulk workers
     run at a lower CPU priority (compute.preload). An image then never waits behind a
     block for a thread, nor for a core while blocks keep every core busy.
 
@@ -224,7 +224,7 @@ def answers(url: str) -> bool:
 
 def spacetime_command(command: str) -> list[str]:
     """The argv of a ``spacetime <command>`` child, run by this same interpreter."""
-    return [sys.executable, "-m", "backend.cli", command]
+    return [sys.executable, "-m", "backend.run.cli", command]
 
 
 def port_is_free(host: str, port: int) -> bool:

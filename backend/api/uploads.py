@@ -21,7 +21,7 @@ from fsspec import AbstractFileSystem
 from fsspec.spec import AbstractBufferedFile
 from starlette.concurrency import run_in_threadpool
 
-from backend.exceptions import BodyTooSlow, InputTooLarge, StorageFull, StorageUnavailable
+from backend.core.exceptions import BodyTooSlow, InputTooLarge, StorageFull, StorageUnavailable
 from compute.errors import InvalidInput
 
 log = logging.getLogger(__name__)
@@ -161,7 +161,7 @@ def sweep_partial_uploads(
     store, unfinished multipart uploads on S3, untouched for ``older_than_s`` (an upload
     in progress writes every few MiB, so it is never that old). Returns how many.
 
-    ``keep``: the S3 upload ids of pending direct uploads (backend/direct_uploads.py), which
+    ``keep``: the S3 upload ids of pending direct uploads (backend/api/direct_uploads.py), which
     clients fill for as long as their expiry allows, however old; their own sweep aborts
     them once expired."""
     fs, root = fsspec.core.url_to_fs(url, **storage_options)

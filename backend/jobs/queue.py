@@ -21,9 +21,9 @@ from typing import Any, cast
 from pydantic import ValidationError
 from redis import Redis
 
-from backend import keys, scripts
-from backend.job import Job, JobStatus, Lane, now_s
-from backend.settings import Settings
+from backend.core.job import Job, JobStatus, Lane, now_s
+from backend.core.settings import Settings
+from backend.jobs import keys, scripts
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ MAX_BACKOFF_S), logs one line again, and counts the restart in /metrics
 The Dask workers are not children of the supervisor: LocalCluster gives each worker a
 nanny (in `up`'s process) that restarts it when it dies.
 
-Children never outlive `up`. Each starts through ``backend.lifeline`` (a parent-death
+Children never outlive `up`. Each starts through ``backend.run.lifeline`` (a parent-death
 signal, set without ``preexec_fn``), so even a SIGKILLed `up` takes them down. Each gets
 a process group of its own, so a Ctrl-C in the terminal reaches `up` alone and `up` stops
 the children in its own order: the API and the dispatchers first, redis-server last,
@@ -33,8 +33,8 @@ from redis import Redis, RedisError
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from backend.metrics import count_restarts
-from backend.settings import Settings
+from backend.core.settings import Settings
+from backend.telemetry.metrics import count_restarts
 
 log = logging.getLogger(__name__)
 
@@ -163,13 +163,13 @@ class Supervisor:
 
 
 def launch(argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
-    """Start ``argv`` as a child that dies with this process (see backend.lifeline).
+    """Start ``argv`` as a child that dies with this process (see backend.run.lifeline).
 
     Its own process group keeps terminal signals away from it; stdin is closed, since a
     process outside the terminal's foreground group that read it would be stopped.
     """
     return subprocess.Popen(
-        [sys.executable, "-m", "backend.lifeline", str(os.getpid()), *argv],
+        [sys.executable, "-m", "backend.run.lifeline", str(os.getpid()), *argv],
         env=env,
         stdin=subprocess.DEVNULL,
         process_group=0,

@@ -16,9 +16,9 @@ from typing import Any
 import fsspec
 from distributed import Client
 
-from backend.job import Job
-from backend.settings import Settings
-from backend.timing import Timing
+from backend.core.job import Job
+from backend.core.settings import Settings
+from backend.telemetry.timing import Timing
 from compute.report import capture_trace, render_report, task_compute_s
 
 log = logging.getLogger("spacetime.timing")

@@ -17,7 +17,7 @@ from typing import Any
 import distributed
 from distributed import Client, Future
 
-from backend.exceptions import AttemptLost
+from backend.core.exceptions import AttemptLost
 
 log = logging.getLogger(__name__)
 

@@ -24,10 +24,11 @@ from prometheus_client.core import (
 )
 from redis import Redis
 
-from backend import cloudwatch, keys
-from backend.job import Lane
-from backend.settings import Settings
-from backend.timing import Timing
+from backend.core.job import Lane
+from backend.core.settings import Settings
+from backend.jobs import keys
+from backend.telemetry import cloudwatch
+from backend.telemetry.timing import Timing
 
 log = logging.getLogger(__name__)
 
