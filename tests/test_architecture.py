@@ -1,0 +1,15 @@
+"""The import rule, by import-linter's contracts in pyproject.toml: backend's layers
+(run > api | dispatch > telemetry > jobs > core), and compute/ free of backend/."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).parents[1]
+
+
+def test_the_import_contracts_hold():
+    lint = Path(sys.executable).with_name("lint-imports")
+    run = subprocess.run([lint, "--no-cache"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "0 broken" in run.stdout and "2 kept" in run.stdout, run.stdout
