@@ -11,6 +11,8 @@ import struct
 import numpy as np
 from isal import isal_zlib
 
+from compute.errors import InvalidInput
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # mode -> (bit depth, PNG colour type)
 _FORMATS = {"L": (8, 0), "I;16": (16, 0), "RGB": (8, 2), "P": (8, 3), "LA": (8, 4), "RGBA": (8, 6)}
@@ -58,3 +60,9 @@ def _palette_alpha(transparency) -> bytes:
     if isinstance(transparency, int):
         return b"\xff" * transparency + b"\x00"
     return bytes(transparency)
+
+
+def check_png(body: bytes) -> None:
+    """InvalidInput unless ``body`` starts as a PNG does: refused at the API's door."""
+    if not body.startswith(PNG_SIGNATURE):
+        raise InvalidInput("the body is not a PNG image (send Content-Type: image/png and the file's bytes)")

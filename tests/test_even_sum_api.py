@@ -6,7 +6,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from backend.core.job import Kind, Lane
+from backend.core.job import Lane
+from backend.core.kinds import EVEN_SUM
 from backend.jobs.queue import JobQueue, QueuePolicy
 from backend.jobs.store import JobStore, Submission
 from tests.helpers import wait_status, wait_until
@@ -60,7 +61,7 @@ def test_progress_is_recorded_per_block(api_url, dispatcher, settings):
 
 def test_status_shows_progress_while_running(api_url, redis, settings):
     store = JobStore(redis, settings.result_ttl_s)
-    token = store.submit(Submission(Kind.even_sum, Lane.bulk, input_url=f"{settings.uploads_url}/x.txt")).token
+    token = store.submit(Submission(EVEN_SUM, input_url=f"{settings.uploads_url}/x.txt")).token
     claim = JobQueue(redis, "d1", lease_s=10, policy=QueuePolicy.of(settings)).claim(Lane.bulk)
     store.progress(claim.job, 3, 8)
     body = httpx.get(f"{api_url}/even-sum/{token}/status").json()

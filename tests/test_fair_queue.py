@@ -5,7 +5,8 @@ from collections import Counter
 
 import pytest
 
-from backend.core.job import Kind, Lane
+from backend.core.job import Lane
+from backend.core.kinds import EVEN_SUM, RANDOMIZE
 from backend.jobs import keys
 from backend.jobs.clients import ClientRegistry
 from backend.jobs.queue import JobQueue, QueuePolicy
@@ -23,12 +24,12 @@ def queue(redis, settings) -> JobQueue:
 
 
 def images(store: JobStore, client: str, n: int) -> list[str]:
-    job = Submission(Kind.randomize, Lane.interactive, client, input_bytes=b"png", size=3)
+    job = Submission(RANDOMIZE, client, input_bytes=b"png", size=3)
     return [store.submit(job).token for _ in range(n)]
 
 
 def bulk(store: JobStore, client: str, n: int, blocks: int) -> list[str]:
-    job = Submission(Kind.even_sum, Lane.bulk, client, cost=blocks, size=blocks * 1024, input_url="file:///x")
+    job = Submission(EVEN_SUM, client, cost=blocks, size=blocks * 1024, input_url="file:///x")
     return [store.submit(job).token for _ in range(n)]
 
 

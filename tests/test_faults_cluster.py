@@ -14,9 +14,10 @@ import psutil
 import pytest
 from distributed import Client, LocalCluster
 
-from backend.core.job import Job, Kind, Lane
+from backend.core.job import Job, Lane
+from backend.core.kinds import EVEN_SUM, KINDS, RANDOMIZE, Body, JobKind
 from backend.dispatch.dispatcher import Dispatcher
-from backend.dispatch.runners import RUNNERS, JobContext, Outcome
+from backend.dispatch.runners import JobContext, Outcome
 from backend.jobs.store import JobStore, Submission
 from tests.compose_services import VENV_BIN, Processes
 from tests.helpers import free_port, wait_until
@@ -96,7 +97,7 @@ def split(tmp_path, redis_url, redis) -> Iterator[Split]:
 def numbers_job(store: JobStore, tmp_path: Path) -> str:
     path = tmp_path / "numbers.txt"
     path.write_bytes(NUMBERS)
-    job = Submission(Kind.even_sum, Lane.bulk, cost=1, size=len(NUMBERS), input_url=path.as_uri())
+    job = Submission(EVEN_SUM, cost=1, size=len(NUMBERS), input_url=path.as_uri())
     return store.submit(job).token
 
 
@@ -158,6 +159,17 @@ def run_poison(ctx: JobContext, job: Job) -> Outcome:
     return Outcome(ctx.cluster.result(future))
 
 
+POISON = JobKind(
+    name="poison",
+    lane=Lane.interactive,
+    input=Body("application/octet-stream", "max_image_bytes"),
+    runner="tests.test_faults_cluster:run_poison",
+    summary="Kill the worker that runs it",
+    result_media_type="application/octet-stream",
+    result_description="Nothing: it never finishes",
+)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_a_task_that_kills_its_worker_every_time_ends_errored(split, settings, redis, monkeypatch):
@@ -165,13 +177,13 @@ def test_a_task_that_kills_its_worker_every_time_ends_errored(split, settings, r
     split.worker()
     split.worker()
     split.wait_workers(2)
-    monkeypatch.setitem(RUNNERS, "poison", run_poison)
+    monkeypatch.setitem(KINDS, POISON.name, POISON)
     store = JobStore(redis, settings.result_ttl_s)
     with Client(split.address, timeout=30) as client:
         dispatcher = Dispatcher(settings.model_copy(update={"dask_scheduler_address": split.address}), client)
         dispatcher.start()
         try:
-            token = store.submit(Submission("poison", Lane.interactive)).token
+            token = store.submit(Submission(POISON)).token
             job = ended(store, token)
         finally:
             dispatcher.stop()
@@ -193,7 +205,7 @@ def test_no_worker_left_the_job_goes_back_then_gives_up(make_settings, redis, da
         dispatcher.start()
         try:
             store = JobStore(redis, settings.result_ttl_s)
-            token = store.submit(Submission(Kind.randomize, Lane.interactive, input_bytes=b"\x89PNG")).token
+            token = store.submit(Submission(RANDOMIZE, input_bytes=b"\x89PNG")).token
             job = wait_until(lambda: (j := store.get(token)).status == "errored" and j, timeout_s=40)
         finally:
             dispatcher.stop()

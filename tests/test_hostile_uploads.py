@@ -16,7 +16,7 @@ from typing import NamedTuple
 import httpx
 import pytest
 
-from backend.api.app import URL_BODY_MAX_BYTES
+from backend.api.bodies import URL_BODY_MAX_BYTES
 from backend.jobs import keys
 from tests.helpers import api_process, wait_status
 

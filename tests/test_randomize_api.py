@@ -146,7 +146,7 @@ def test_unknown_kind_queued_by_hand_errors(api_url, redis, dispatcher):
     redis.lpush(keys.TASKS, "f" * 32)
     record = _wait_record(api_url, "f" * 32)
     assert record["status"] == "errored"
-    assert "unknown task kind 'resize'" in record["error"]
+    assert "unknown job kind 'resize'" in record["error"]
     assert record["exec_s"] >= 0  # it has a timing record all the same
 
 

@@ -19,7 +19,8 @@ from redis import Redis
 
 from backend.api.endings import Endings
 from backend.core.exceptions import JobNotFound
-from backend.core.job import Kind, Lane
+from backend.core.job import Lane
+from backend.core.kinds import RANDOMIZE
 from backend.jobs import keys
 from backend.jobs.clients import ClientRegistry
 from backend.jobs.queue import JobQueue, QueuePolicy
@@ -161,7 +162,7 @@ def test_the_waiter_map_is_empty_after_every_kind_of_wait(redis, redis_url, sett
     """An ending, a timeout, a client gone, an unknown token, and a process full of waiters:
     each wait leaves the map as it found it."""
     store = JobStore(redis, settings.result_ttl_s)
-    token = store.submit(Submission(Kind.randomize, Lane.interactive, input_bytes=b"png", size=3)).token
+    token = store.submit(Submission(RANDOMIZE, input_bytes=b"png", size=3)).token
 
     async def read(name: str = token):
         return await asyncio.to_thread(store.get, name)
@@ -210,7 +211,7 @@ def test_every_final_write_publishes_its_token(redis, settings):
     pubsub.subscribe(keys.ENDINGS)
 
     def submit() -> str:
-        return store.submit(Submission(Kind.randomize, Lane.interactive, input_bytes=b"png", size=3)).token
+        return store.submit(Submission(RANDOMIZE, input_bytes=b"png", size=3)).token
 
     finished, failed, requeued, exhausted = submit(), submit(), submit(), submit()
     claims = {}

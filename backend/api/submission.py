@@ -18,7 +18,8 @@ from backend.api.admission import RateLimiter
 from backend.api.direct_uploads import DirectUploads, StartedUpload, plan_parts
 from backend.api.uploads import check_allowed_url, discard, save_stream
 from backend.core.exceptions import DirectUploadsUnavailable, InputTooLarge, OverQuota
-from backend.core.job import Job, Kind, Lane, new_token
+from backend.core.job import Job, new_token
+from backend.core.kinds import JobKind
 from backend.core.settings import Settings
 from backend.jobs import keys
 from backend.jobs.clients import ClientSettings
@@ -37,13 +38,16 @@ class Submitter:
         # Only where the uploads store is S3 (settings.direct_uploads_offered).
         self.direct = DirectUploads(settings, store.redis) if settings.direct_uploads_offered else None
 
-    async def image(self, caller: ClientSettings, png: bytes) -> Job:
+    async def body(self, caller: ClientSettings, kind: JobKind, data: bytes) -> Job:
+        """Queue a job whose whole input came as the request body (kept in Redis)."""
         await run_in_threadpool(self.limiter.admit, caller)
-        job = Submission(Kind.randomize, Lane.interactive, caller.name, size=len(png), input_bytes=png)
+        job = Submission(kind, caller.name, size=len(data), input_bytes=data)
         return await self._store(caller, job)
 
-    async def upload(self, caller: ClientSettings, chunks: AsyncIterator[bytes], declared: int | None) -> Job:
-        """Stream an even-sum file into the uploads store, then queue it. A body the client's
+    async def upload(
+        self, caller: ClientSettings, kind: JobKind, chunks: AsyncIterator[bytes], declared: int | None
+    ) -> Job:
+        """Stream a file into the uploads store, then queue its job. A body the client's
         backlog quota cannot take is refused before a byte is stored when its length is
         declared, and deleted when it is not."""
         await run_in_threadpool(self.limiter.admit, caller)
@@ -53,15 +57,15 @@ class Submitter:
         url = f"{self.settings.uploads_url}/{token}.txt"
         options = self.settings.storage_options(url)
         size = await save_stream(chunks, url, self.settings.max_upload_bytes, options)
-        return await self._store_file(caller, url, size, token)
+        return await self._store_file(caller, kind, url, size, token)
 
-    async def url(self, caller: ClientSettings, url: str) -> Job:
-        """Queue an even sum over a file already in an allowed store, named by URL."""
+    async def url(self, caller: ClientSettings, kind: JobKind, url: str) -> Job:
+        """Queue a job over a file already in an allowed store, named by URL."""
         # In a thread: resolving file:// links lstat's each folder of the path.
         url = await run_in_threadpool(check_allowed_url, url, self.settings.allowed_url_prefixes)
         await run_in_threadpool(self.limiter.admit, caller)
         size = await run_in_threadpool(self._size, url)
-        job = Submission(Kind.even_sum, Lane.bulk, caller.name, self._cost(size), size, input_url=url)
+        job = Submission(kind, caller.name, self._cost(size), size, input_url=url)
         return await self._store(caller, job)
 
     async def start_direct_upload(self, caller: ClientSettings, size: int, part_bytes: int | None) -> StartedUpload:
@@ -75,7 +79,9 @@ class Submitter:
         await self._check_backlog(caller, size)
         return await run_in_threadpool(direct.start, caller.name, plan)
 
-    async def complete_direct_upload(self, caller: ClientSettings, upload_id: str, etags: dict[int, str]) -> Job:
+    async def complete_direct_upload(
+        self, caller: ClientSettings, kind: JobKind, upload_id: str, etags: dict[int, str]
+    ) -> Job:
         """Check and complete the caller's direct upload, then queue its job.
 
         Until S3 completes the upload, a refusal (parts not right, over the backlog quota)
@@ -91,7 +97,7 @@ class Submitter:
             await run_in_threadpool(direct.release, upload)
             raise
         try:
-            return await self._store_file(caller, upload.url, upload.size, upload.token)
+            return await self._store_file(caller, kind, upload.url, upload.size, upload.token)
         finally:
             await run_in_threadpool(direct.finish, upload)
 
@@ -106,9 +112,9 @@ class Submitter:
             raise DirectUploadsUnavailable(f"{why}: send the file as the body of POST /even-sum instead")
         return self.direct
 
-    async def _store_file(self, caller: ClientSettings, url: str, size: int, token: str) -> Job:
-        """Queue the even sum of a file we stored at ``url``; delete the file if the job is refused."""
-        job = Submission(Kind.even_sum, Lane.bulk, caller.name, self._cost(size), size, input_url=url, token=token)
+    async def _store_file(self, caller: ClientSettings, kind: JobKind, url: str, size: int, token: str) -> Job:
+        """Queue the job of a file we stored at ``url``; delete the file if the job is refused."""
+        job = Submission(kind, caller.name, self._cost(size), size, input_url=url, token=token)
         try:
             return await self._store(caller, job)
         except BaseException:

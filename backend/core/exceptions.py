@@ -29,7 +29,7 @@ class OverQuota(SpacetimeError):
         self.retry_after_s = retry_after_s
 
 
-class UnknownTaskKind(SpacetimeError):
+class UnknownJobKind(SpacetimeError):
     """A queued record names a kind no dispatcher knows."""
 
 
@@ -60,3 +60,10 @@ class UploadNotFound(SpacetimeError):
 
 class UploadBusy(SpacetimeError):
     """Another complete call of the same upload is running."""
+
+
+def problems(errors: list, whole: str, first_only: bool = False) -> str:
+    """Pydantic's (or FastAPI's) validation errors as one line a person can act on:
+    ``where: what`` for each, ``whole`` naming the value itself when the path is empty."""
+    shown = errors[:1] if first_only else errors
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or whole}: {e['msg']}" for e in shown)

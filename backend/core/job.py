@@ -19,11 +19,6 @@ class JobStatus(StrEnum):
 FINAL = (JobStatus.finished, JobStatus.errored)
 
 
-class Kind(StrEnum):
-    randomize = "randomize"
-    even_sum = "even-sum"
-
-
 class Lane(StrEnum):
     """Jobs wait and run in one of two lanes, each with job loops of its own, so that
     bulk jobs can never hold every slot an interactive job needs."""
@@ -39,8 +34,8 @@ class Progress(BaseModel):
 
 class Job(BaseModel):
     token: str
-    # A plain string, not Kind: a record queued by hand may name anything, and the
-    # dispatcher must be able to read it to mark it errored.
+    # A plain string, not a declared kind (backend/core/kinds.py): a record queued by hand
+    # may name anything, and the dispatcher must be able to read it to mark it errored.
     kind: str = "unknown"
     status: JobStatus
     client: str = "anonymous"

@@ -1,0 +1,1 @@
+"""The dispatcher process: job loops that claim jobs from Redis and run them on Dask. Never imports backend.api."""

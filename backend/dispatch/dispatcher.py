@@ -20,12 +20,13 @@ from typing import cast
 from distributed import Client
 from redis import Redis, RedisError
 
-from backend.core.exceptions import AttemptLost, UnknownTaskKind
+from backend.core.exceptions import AttemptLost, UnknownJobKind
 from backend.core.job import Job, Lane
+from backend.core.kinds import KINDS, load
 from backend.core.settings import Settings
 from backend.core.waiting import Outage, wait_for
 from backend.dispatch.cluster import Cluster
-from backend.dispatch.runners import RUNNERS, BlocksInFlight, JobContext, Outcome
+from backend.dispatch.runners import BlocksInFlight, JobContext, Outcome
 from backend.jobs import keys
 from backend.jobs.fairshare import FairShare
 from backend.jobs.queue import Claim, JobQueue, QueuePolicy, new_dispatcher_id
@@ -39,7 +40,7 @@ from compute.errors import InvalidInput
 log = logging.getLogger(__name__)
 
 # Errors whose message is for the user as it is; anything else is reported with its type.
-USER_ERRORS = (InvalidInput, FileNotFoundError, IsADirectoryError, PermissionError, UnknownTaskKind)
+USER_ERRORS = (InvalidInput, FileNotFoundError, IsADirectoryError, PermissionError, UnknownJobKind)
 # The heartbeat also scans for processing lists whose owner is missing from the
 # `dispatchers` set every this many beats (a SCAN costs more than reading the set).
 SCAN_EVERY_BEATS = 30
@@ -226,11 +227,11 @@ class Dispatcher:
             return None, f"{type(exc).__name__}: {exc}"
 
     def _run(self, job: Job) -> Outcome:
-        runner = RUNNERS.get(job.kind)
-        if runner is None:
-            known = ", ".join(sorted(RUNNERS))
-            raise UnknownTaskKind(f"unknown task kind {job.kind!r}; known kinds: {known}")
-        return runner(self.context, job)
+        kind = KINDS.get(job.kind)
+        if kind is None:
+            known = ", ".join(sorted(KINDS))
+            raise UnknownJobKind(f"unknown job kind {job.kind!r}; known kinds: {known}")
+        return load(kind.runner)(self.context, job)
 
     def _record(self, job: Job, timing: Timing, started: float | None) -> None:
         """After the final write, best effort: the report's trace, then the timing record and

@@ -1,4 +1,4 @@
-"""What each task kind does on the cluster, as seen from the dispatcher.
+"""What each job kind does on the cluster, as seen from the dispatcher.
 
 A runner takes the dispatcher's ``JobContext`` and the job, submits Dask work whose
 keys start with ``<kind>-<token>`` (so the job's tasks can be found in the task stream
@@ -7,20 +7,20 @@ stored them under) plus figures to record. It waits on Dask only through ``ctx.c
 (bounded waits), raises InvalidInput (or an OSError) for what the user must fix, and
 anything else for a failure of ours.
 
+Each kind names its runner in its declaration (backend/core/kinds.py), by dotted path.
 Adding a kind: docs/architecture.md, "How to add a job kind".
 """
 
 import json
 import threading
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from redis import RedisError
 
 from backend.core.exceptions import AttemptLost
-from backend.core.job import Job, Kind
+from backend.core.job import Job
 from backend.core.settings import Settings
 from backend.dispatch.cluster import Cluster
 from backend.jobs import keys
@@ -137,9 +137,3 @@ def run_even_sum(ctx: JobContext, job: Job) -> Outcome:
         ctx.in_flight.set(job, 0)
     # The sum stays an exact integer: json writes Python ints digit for digit.
     return Outcome(json.dumps(result).encode(), {"bytes": result["bytes"]})
-
-
-RUNNERS: dict[str, Callable[[JobContext, Job], Outcome]] = {
-    Kind.randomize: run_randomize,
-    Kind.even_sum: run_even_sum,
-}

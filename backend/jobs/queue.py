@@ -21,6 +21,7 @@ from typing import Any, cast
 from pydantic import ValidationError
 from redis import Redis
 
+from backend.core.exceptions import problems
 from backend.core.job import Job, JobStatus, Lane, now_s
 from backend.core.settings import Settings
 from backend.jobs import keys, scripts
@@ -143,12 +144,11 @@ def _parse_claim(raw: bytes, gave_up: bool) -> Claim:
         return Claim(Job.model_validate_json(raw), gave_up=gave_up)
     except ValidationError as exc:
         record = json.loads(raw)
-        problem = exc.errors()[0]
-        where = ".".join(str(p) for p in problem["loc"]) or "record"
         job = Job(
             token=str(record.get("token", "")),
             status=JobStatus.received,
             dispatcher=str(record.get("dispatcher", "")),
             attempts=int(record.get("attempts", 0)),
         )
-        return Claim(job, unreadable=f"job record is not readable ({where}: {problem['msg']}); resubmit the job")
+        problem = problems(exc.errors(), "record", first_only=True)
+        return Claim(job, unreadable=f"job record is not readable ({problem}); resubmit the job")

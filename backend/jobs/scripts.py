@@ -5,12 +5,12 @@ the ``.lua`` files beside this module; key prefixes reach them as constants gene
 from ``backend.jobs.keys``, so key names are written down once.
 """
 
-from functools import cache
 from pathlib import Path
 
 from redis import Redis
 from redis.commands.core import Script
 
+from backend.core import kinds
 from backend.jobs import keys
 
 LUA_DIR = Path(__file__).parent / "lua"
@@ -21,7 +21,7 @@ def _prefix(template: str) -> str:
     return template.split("{", 1)[0]
 
 
-CONSTANTS = {
+CONSTANTS: dict[str, str | int] = {
     "TASKS": keys.TASKS,
     "RESULT": _prefix(keys.RESULT),
     "INPUT": _prefix(keys.INPUT),
@@ -45,15 +45,22 @@ CONSTANTS = {
 }
 
 
-@cache
+def lua_value(value: str | int | dict[str, str]) -> str:
+    """A Python constant as a Lua literal: a string, a number, or a table of strings."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"[{k!r}] = {v!r}" for k, v in value.items()) + "}"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
 def source(name: str) -> str:
-    """The full source of script ``name``: constants, prelude, then the script."""
-    constants = "".join(
-        f"local {name} = {value!r}\n" if isinstance(value, str) else f"local {name} = {value}\n"
-        for name, value in CONSTANTS.items()
-    )
+    """The full source of script ``name``: constants, prelude, then the script.
+
+    Built each time a script is registered (a few per store or queue object), so that the
+    kind -> lane table holds the kinds declared when it is."""
+    constants: dict[str, str | int | dict[str, str]] = {**CONSTANTS, "KIND_LANES": kinds.lanes()}
+    header = "".join(f"local {name} = {lua_value(value)}\n" for name, value in constants.items())
     prelude = (LUA_DIR / "prelude.lua").read_text()
-    return constants + prelude + (LUA_DIR / f"{name}.lua").read_text()
+    return header + prelude + (LUA_DIR / f"{name}.lua").read_text()
 
 
 def register(redis: Redis, name: str) -> Script:

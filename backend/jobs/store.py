@@ -22,8 +22,9 @@ from typing import Any, cast
 from pydantic import ValidationError
 from redis import Redis
 
-from backend.core.exceptions import JobNotFound, OverQuota
-from backend.core.job import Job, JobStatus, Lane, new_token, now_s
+from backend.core.exceptions import JobNotFound, OverQuota, problems
+from backend.core.job import Job, JobStatus, new_token, now_s
+from backend.core.kinds import JobKind
 from backend.jobs import keys, scripts
 
 
@@ -46,8 +47,7 @@ class Staged:
 class Submission:
     """A job to store: who sends it, what it costs, and its input (bytes or a URL)."""
 
-    kind: str
-    lane: Lane
+    kind: JobKind
     client: str = "anonymous"
     cost: int = 1
     size: int = 0
@@ -77,10 +77,10 @@ class JobStore:
         queued-or-running input bytes over ``max_backlog_bytes``."""
         record = Job(
             token=job.token or new_token(),
-            kind=job.kind,
+            kind=job.kind.name,
             status=JobStatus.requested,
             client=job.client,
-            lane=job.lane,
+            lane=job.kind.lane,
             cost=job.cost,
             bytes=job.size,
             requested_at=now_s(),
@@ -96,7 +96,7 @@ class JobStore:
                 job.client,
                 job.size,
                 -1 if max_backlog_bytes is None else max_backlog_bytes,
-                job.lane,
+                job.kind.lane,
             ]
         )
         if not accepted:
@@ -165,10 +165,8 @@ def parse_record(raw: bytes, token: str) -> Job:
     try:
         return Job.model_validate_json(raw)
     except ValidationError as exc:
-        problem = exc.errors()[0]
-        where = ".".join(str(p) for p in problem["loc"]) or "record"
         return Job(
             token=token,
             status=JobStatus.errored,
-            error=f"job record is not readable ({where}: {problem['msg']}); resubmit the job",
+            error=f"job record is not readable ({problems(exc.errors(), 'record', True)}); resubmit the job",
         )

@@ -16,6 +16,8 @@ import threading
 
 import yaml
 
+from backend.core.kinds import KINDS
+
 # Where `spacetime submit` (and the notebooks) take the API key from, in keys mode.
 API_KEY_VARIABLE = "SPACETIME_API_KEY"
 
@@ -37,9 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("openapi", help="print the OpenAPI document (YAML)").set_defaults(run=_openapi)
 
     submit = commands.add_parser("submit", help="submit a job and wait for its result")
-    submit.add_argument("kind", choices=["randomize", "even-sum"])
+    submit.add_argument("kind", choices=list(KINDS))
     submit.add_argument("input", help="a file to upload, or (even-sum) an s3:// or file:// URL")
-    submit.add_argument("-o", "--output", help="randomize: where to write the PNG (default out.png)")
+    submit.add_argument("-o", "--output", help="where to write a result that is not JSON (default out.<type>)")
     submit.add_argument("--api", default=None, help="API base URL (default from settings)")
     submit.add_argument("--client-id", default="anonymous", help="sent as X-Client-Id (open mode)")
     submit.add_argument(

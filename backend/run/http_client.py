@@ -8,8 +8,8 @@ its parts are PUT in parallel on presigned URLs, then one complete call queues t
 Otherwise, and for small files, the file is streamed as the body of POST /even-sum.
 """
 
-import json
 import math
+import mimetypes
 import os
 import sys
 import threading
@@ -19,6 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 from tqdm import tqdm
+
+from backend.core.kinds import KINDS
 
 # Each status request waits this long at most for the job to end (servers take 30 s by
 # default); a long job's progress bar moves at each answer.
@@ -74,25 +76,28 @@ def submit_and_wait(
             return 1
         result = http.get(f"/{kind}/{token}/result")
         result.raise_for_status()
-    if kind == "randomize":
-        path = output or "out.png"
+    if KINDS[kind].result_model is None:  # raw bytes: to a file
+        path = output or f"out{mimetypes.guess_extension(KINDS[kind].result_media_type) or '.bin'}"
         with open(path, "wb") as f:
             f.write(result.content)
         print(path)
-    else:
-        print(json.dumps(result.json()))
+    else:  # JSON as the server wrote it: a sum of any size stays exact (no float, no int() limit)
+        print(result.text)
     return 0
 
 
 def _submit(http: httpx.Client, kind: str, source: str) -> httpx.Response:
-    if kind == "even-sum" and "://" in source:
-        return http.post("/even-sum", json={"url": source})
+    """POST the job: a file kind's URL as JSON, a large file straight to S3 where offered,
+    anything else streamed as the body."""
+    declared = KINDS[kind]
+    if declared.in_blocks and "://" in source:
+        return http.post(f"/{kind}", json={"url": source})
     size = os.path.getsize(source)
-    if kind == "even-sum" and size >= DIRECT_UPLOAD_MIN_BYTES:
-        started = http.post("/even-sum/uploads", json={"size": size})
+    if declared.in_blocks and size >= DIRECT_UPLOAD_MIN_BYTES:
+        started = http.post(f"/{kind}/uploads", json={"size": size})
         if started.status_code not in NOT_OFFERED:
-            return _upload_direct(http, started, source) if started.status_code == 201 else started
-    content_type = "image/png" if kind == "randomize" else "text/plain"
+            return _upload_direct(http, kind, started, source) if started.status_code == 201 else started
+    content_type = declared.input.media_type
     with open(source, "rb") as f, tqdm(total=size, unit="B", unit_scale=True, desc="upload") as bar:
 
         def chunks():
@@ -104,7 +109,7 @@ def _submit(http: httpx.Client, kind: str, source: str) -> httpx.Response:
         return http.post(f"/{kind}", content=chunks(), headers=headers, timeout=None)
 
 
-def _upload_direct(http: httpx.Client, started: httpx.Response, source: str) -> httpx.Response:
+def _upload_direct(http: httpx.Client, kind: str, started: httpx.Response, source: str) -> httpx.Response:
     """PUT the parts of ``source`` on their presigned URLs, in parallel, then complete the upload."""
     upload = started.json()
     parts = upload["parts"]
@@ -125,7 +130,7 @@ def _upload_direct(http: httpx.Client, started: httpx.Response, source: str) -> 
             return {"part_number": part["part_number"], "etag": _put_part(s3, source, offset, part, progress)}
 
         etags = list(pool.map(put, parts))
-    return http.post(f"/even-sum/uploads/{upload['upload_id']}/complete", json={"parts": etags}, timeout=None)
+    return http.post(f"/{kind}/uploads/{upload['upload_id']}/complete", json={"parts": etags}, timeout=None)
 
 
 def _put_part(s3: httpx.Client, source: str, offset: int, part: dict, progress) -> str:

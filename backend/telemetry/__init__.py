@@ -1,0 +1,1 @@
+"""What every process records about jobs: timing records, performance reports, Prometheus and CloudWatch metrics."""

@@ -25,7 +25,7 @@ for _ = 1, ROUTE_BATCH do
     finalize(token, {finished_at = now, error = 'job record is not readable JSON; resubmit the job'}, 'errored', '', ttl)
   elseif rec and not is_final(rec) then
     if rec.lane ~= 'interactive' and rec.lane ~= 'bulk' then
-      rec.lane = (rec.kind == 'even-sum') and 'bulk' or 'interactive'
+      rec.lane = KIND_LANES[rec.kind] or 'interactive'  -- from backend/core/kinds.py
     end
     if type(rec.client) ~= 'string' or rec.client == '' then rec.client = 'anonymous' end
     rec.cost = math.max(math.floor(tonumber(rec.cost) or 1), 1)

@@ -1,0 +1,63 @@
+"""Reading request bodies with limits: a size cap that holds without a declared length,
+a pace floor (408 for a client that stalls or drips), and small JSON bodies as models."""
+
+from collections.abc import AsyncIterator
+from typing import TypeVar
+
+from fastapi import Request
+from pydantic import BaseModel, ValidationError
+
+from backend.api.uploads import paced
+from backend.core.exceptions import InputTooLarge, problems
+from backend.core.settings import Settings
+from compute.errors import InvalidInput
+
+# The largest JSON body of the direct-upload routes: 10,000 parts' ETags are ~700 KB.
+JSON_BODY_MAX_BYTES = 1024 * 1024
+# A {"url"} body: a URL is at most a few KB (uploads.URL_MAX_CHARS).
+URL_BODY_MAX_BYTES = 64 * 1024
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def declared_length(request: Request, max_bytes: int) -> int | None:
+    """The body's declared length (None if it is streamed without one); InputTooLarge past ``max_bytes``."""
+    declared = request.headers.get("content-length", "")
+    if not declared.isdigit():
+        return None
+    if int(declared) > max_bytes:
+        raise InputTooLarge(f"body of {declared} bytes is over the limit of {max_bytes} bytes")
+    return int(declared)
+
+
+def body_chunks(request: Request, settings: Settings) -> AsyncIterator[bytes]:
+    """The request's body as it arrives, cut with 408 when the client stalls or drips it."""
+    return paced(request.stream(), settings.body_min_bytes_per_s, settings.body_grace_s)
+
+
+async def read_body(request: Request, settings: Settings, max_bytes: int) -> bytes:
+    """The body, refusing to hold more than ``max_bytes`` even when no length was declared."""
+    declared_length(request, max_bytes)
+    body = bytearray()
+    async for chunk in body_chunks(request, settings):
+        body += chunk
+        if len(body) > max_bytes:
+            raise InputTooLarge(f"body is over the limit of {max_bytes} bytes")
+    return bytes(body)
+
+
+async def read_model(
+    request: Request,
+    settings: Settings,
+    model: type[M],
+    max_bytes: int = JSON_BODY_MAX_BYTES,
+    example: str | None = None,
+) -> M:
+    """A small JSON body as ``model``; InvalidInput saying what is wrong with it (or, given
+    ``example``, what it should look like)."""
+    try:
+        return model.model_validate_json(await read_body(request, settings, max_bytes))
+    except ValidationError as exc:
+        if example is not None:
+            raise InvalidInput(f"expected a JSON body like {example}") from None
+        raise InvalidInput(f"the JSON body is not right: {problems(exc.errors(), 'body')}") from None

@@ -1,0 +1,64 @@
+"""What routes get injected: the app's parts, the calling client, a status request's wait."""
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Query, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from backend.api.auth import identify
+from backend.api.submission import Submitter
+from backend.core.settings import Settings
+from backend.jobs.clients import NAME, ClientSettings
+from backend.jobs.store import JobStore
+from compute.errors import InvalidInput
+
+# In keys mode, `Authorization: Bearer <key>`; in open mode optional (and ignored).
+BEARER = HTTPBearer(auto_error=False, description="An API key from `spacetime clients add` (keys mode)")
+
+WAIT_TEXT = (
+    "Seconds to wait for the job to end: the answer comes as soon as it is `finished` or `errored`, "
+    "or after this long, with what there is then (a result: 404 unless `finished`). 0 (the default) "
+    "answers at once. At most the server's "
+    "`SPACETIME_MAX_STATUS_WAIT_S` (the maximum here); over it, or not a number: 400."
+)
+
+
+def get_store(request: Request) -> JobStore:
+    return request.app.state.store
+
+
+def get_app_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_submitter(request: Request) -> Submitter:
+    return request.app.state.submitter
+
+
+def get_caller(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None,
+    x_client_id: Annotated[str | None, Header(alias="X-Client-Id", pattern=f"^{NAME.pattern}$")] = None,
+) -> ClientSettings:
+    """The client the request comes from (backend.api.auth), with its settings."""
+    authorization = f"{credentials.scheme} {credentials.credentials}" if credentials else None
+    return identify(request.app.state.registry, request.app.state.settings.auth, authorization, x_client_id)
+
+
+StoreDep = Annotated[JobStore, Depends(get_store)]
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+SubmitterDep = Annotated[Submitter, Depends(get_submitter)]
+CallerDep = Annotated[ClientSettings, Depends(get_caller)]
+
+
+async def get_wait(  # async: a sync dependency would cost every status request a thread hop
+    settings: SettingsDep,
+    wait: Annotated[float, Query(ge=0, allow_inf_nan=False, description=WAIT_TEXT)] = 0.0,
+) -> float:
+    """The ``wait`` of a status request, in seconds; InvalidInput (400) past the server's cap."""
+    if wait > settings.max_status_wait_s:
+        raise InvalidInput(f"query.wait: at most {settings.max_status_wait_s:g} seconds on this server, not {wait:g}")
+    return wait
+
+
+WaitDep = Annotated[float, Depends(get_wait)]

@@ -1,0 +1,61 @@
+"""Domain errors to HTTP answers: the one place where exceptions become status codes."""
+
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from backend.core.exceptions import (
+    BodyTooSlow,
+    DirectUploadsUnavailable,
+    InputTooLarge,
+    JobNotFound,
+    NotAuthenticated,
+    OverQuota,
+    StorageFull,
+    StorageUnavailable,
+    UploadBusy,
+    UploadNotFound,
+    problems,
+)
+from compute.errors import InvalidInput
+
+# For errors raised while the body may still be coming: uvicorn closes the connection after
+# the answer instead of reading (and throwing away) whatever the client keeps sending.
+CLOSE = {"Connection": "close"}
+
+
+def answer(status: int, body: dict | None = None, headers: Callable[[Any], dict[str, str]] | None = None):
+    """An exception handler answering ``status`` with ``body`` (default {"error": message})."""
+
+    def handle(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(body or {"error": str(exc)}, status_code=status, headers=headers(exc) if headers else None)
+
+    return handle
+
+
+def invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's validation errors (a header, a path parameter) in our {"error"} shape."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    return JSONResponse({"error": problems(list(errors), "") or str(exc)}, status_code=400)
+
+
+def add_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(JobNotFound, answer(404, {"message": "not found"}))
+    app.add_exception_handler(UploadNotFound, answer(404))
+    app.add_exception_handler(DirectUploadsUnavailable, answer(404, headers=lambda exc: CLOSE))
+    app.add_exception_handler(UploadBusy, answer(409))
+    app.add_exception_handler(InvalidInput, answer(400))
+    app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(NotAuthenticated, answer(401, headers=lambda exc: {"WWW-Authenticate": "Bearer"}))
+    app.add_exception_handler(InputTooLarge, answer(413, headers=lambda exc: CLOSE))
+    app.add_exception_handler(BodyTooSlow, answer(408, headers=lambda exc: CLOSE))
+    app.add_exception_handler(StorageUnavailable, answer(503, headers=lambda exc: CLOSE))
+    app.add_exception_handler(StorageFull, answer(507, headers=lambda exc: CLOSE))
+    app.add_exception_handler(OverQuota, answer(429, headers=lambda exc: {"Retry-After": str(exc.retry_after_s or 1)}))
+    app.add_exception_handler(
+        redis.RedisError, answer(503, {"error": "the job store (Redis) is unavailable; try again"})
+    )

@@ -1,0 +1,64 @@
+"""Finding a caller's job for a route: ownership, waiting for its end, what to answer."""
+
+from functools import partial
+
+from fastapi import Request
+from starlette.concurrency import run_in_threadpool
+
+from backend.api.endings import Endings
+from backend.api.schemas import StatusOut
+from backend.core.exceptions import JobNotFound
+from backend.core.job import Job, JobStatus
+from backend.jobs.clients import ClientSettings
+from backend.jobs.store import JobStore
+
+
+def owned_job(store: JobStore, token: str, caller: ClientSettings, kind: str | None = None) -> Job:
+    """The job, if the caller may see it; JobNotFound (exactly as for a token that never
+    existed) for a token of another kind or, in keys mode, of another client.
+
+    In open mode names are not proven, so a token (128 random bits) is what grants access:
+    a report link opened in a browser, which sends no X-Client-Id, still works."""
+    job = store.get(token)
+    if (kind is not None and job.kind != kind) or (caller.authenticated and job.client != caller.name):
+        raise JobNotFound(token)
+    return job
+
+
+async def waited_job(
+    request: Request, store: JobStore, token: str, caller: ClientSettings, wait_s: float, kind: str | None = None
+) -> Job:
+    """owned_job, read when the job is final or ``wait_s`` has passed (backend/api/endings.py).
+
+    Store calls are blocking: they run in the threadpool, as in a sync route. Ownership is
+    checked by the first read, before any wait: another client's token is a 404 at once."""
+
+    async def read() -> Job:
+        return await run_in_threadpool(owned_job, store, token, caller, kind)
+
+    if wait_s <= 0:
+        return await read()
+    endings: Endings = request.app.state.endings
+    return await endings.read_when_final(token, read, wait_s, gone=partial(client_gone, request))
+
+
+async def client_gone(request: Request) -> None:
+    """Returns when the client hangs up. A GET has no body: after its one (empty) body
+    message, the server's next message is the disconnect."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def job_status(job: Job) -> StatusOut:
+    return StatusOut(
+        status=job.status,
+        error=job.error if job.status is JobStatus.errored else None,
+        progress=job.progress if job.status is JobStatus.received else None,
+    )
+
+
+def finished_output(store: JobStore, job: Job) -> bytes:
+    output = store.output(job.token) if job.status is JobStatus.finished else None
+    if output is None:
+        raise JobNotFound(job.token)
+    return output

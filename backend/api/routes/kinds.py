@@ -1,0 +1,83 @@
+"""The routes every job kind gets from its declaration (backend/core/kinds.py):
+``POST /<kind>`` for a kind whose input is a small body (file kinds: routes/files.py),
+``GET /<kind>/{token}/status`` and ``GET /<kind>/{token}/result``."""
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from backend.api.bodies import read_body
+from backend.api.deps import CallerDep, SettingsDep, StoreDep, SubmitterDep, WaitDep
+from backend.api.lookup import finished_output, job_status, waited_job
+from backend.api.schemas import (
+    BAD_INPUT,
+    NOT_FOUND,
+    OVER_QUOTA,
+    TOO_LARGE,
+    TOO_SLOW,
+    StatusOut,
+    TokenOut,
+    created,
+)
+from backend.core.kinds import Body, JobKind, load
+
+
+def status_operation(kind: JobKind) -> str:
+    """The operation id of the kind's status route: what its submissions link to."""
+    return f"{kind.slug}_status"
+
+
+def add_body_door(router: APIRouter, kind: JobKind, body: Body) -> None:
+    """``POST /<kind>``: the whole input as the body, capped and checked at the door."""
+
+    async def submit(request: Request, caller: CallerDep, submitter: SubmitterDep, settings: SettingsDep):
+        data = await read_body(request, settings, getattr(settings, body.max_bytes_setting))
+        if body.check is not None:
+            load(body.check)(data)
+        job = await submitter.body(caller, kind, data)
+        return TokenOut(token=job.token)
+
+    router.add_api_route(
+        f"/{kind.name}",
+        submit,
+        methods=["POST"],
+        name=f"post_{kind.slug}",
+        status_code=201,
+        response_model=TokenOut,
+        responses={**created(status_operation(kind)), **BAD_INPUT, **TOO_SLOW, **TOO_LARGE, **OVER_QUOTA},
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {body.media_type: {"schema": {"type": "string", "format": "binary"}}},
+            }
+        },
+        summary=kind.summary,
+    )
+
+
+def add_status_and_result(router: APIRouter, kind: JobKind) -> None:
+    """``GET /<kind>/{token}/status`` and ``/result``; a token of another kind is a 404."""
+
+    async def status(token: str, store: StoreDep, caller: CallerDep, wait: WaitDep, request: Request):
+        return job_status(await waited_job(request, store, token, caller, wait, kind.name))
+
+    async def result(token: str, store: StoreDep, caller: CallerDep, wait: WaitDep, request: Request):
+        # The stored bytes are answered as they are: a JSON result's numbers stay exact at any size.
+        job = await waited_job(request, store, token, caller, wait, kind.name)
+        return Response(await run_in_threadpool(finished_output, store, job), media_type=kind.result_media_type)
+
+    router.add_api_route(
+        f"/{kind.name}/{{token}}/status",
+        status,
+        methods=["GET"],
+        name=status_operation(kind),
+        response_model=StatusOut,
+        response_model_exclude_none=True,
+        responses=NOT_FOUND,
+    )
+    if kind.result_model is not None:
+        shape: dict = {"response_model": kind.result_model, "responses": NOT_FOUND}
+    else:
+        content = {"content": {kind.result_media_type: {}}, "description": kind.result_description}
+        shape = {"responses": {200: content, **NOT_FOUND}, "response_class": Response}
+    router.add_api_route(f"/{kind.name}/{{token}}/result", result, methods=["GET"], name=f"{kind.slug}_result", **shape)

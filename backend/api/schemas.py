@@ -1,0 +1,157 @@
+"""What the API's requests and answers look like: the models and the documented
+responses that /openapi.json is made of, and the one rule for operation ids."""
+
+from typing import Any, Literal
+
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, Field
+
+from backend.api.direct_uploads import S3_MAX_PART_BYTES, S3_MAX_PARTS, S3_MIN_PART_BYTES
+from backend.api.uploads import URL_MAX_CHARS, URL_PATTERN, URL_RULES
+from backend.core.job import JobStatus, Progress
+
+# An S3 ETag is a quoted MD5 (a multipart one adds "-N"); anything much longer is not one.
+ETAG_MAX_CHARS = 128
+UPLOAD_ID_PATTERN = "^[0-9a-f]{32}$"
+
+
+class TokenOut(BaseModel):
+    token: str
+
+
+class StatusOut(BaseModel):
+    status: JobStatus
+    error: str | None = None
+    progress: Progress | None = None
+
+
+class EvenSumUrlIn(BaseModel):
+    # Declared here for clients and fuzzers; check_allowed_url enforces the same rules with clearer messages.
+    url: str = Field(description=URL_RULES, json_schema_extra={"pattern": URL_PATTERN, "maxLength": URL_MAX_CHARS})
+
+
+class DirectUploadIn(BaseModel):
+    size: int = Field(gt=0, description="The file's size in bytes (at most the server's upload limit)")
+    part_size: int | None = Field(
+        None,
+        ge=S3_MIN_PART_BYTES,
+        le=S3_MAX_PART_BYTES,
+        description="Bytes per part (the last part is shorter); by default the server's choice",
+    )
+
+
+class PartUrlOut(BaseModel):
+    part_number: int
+    size: int = Field(description="The part's exact size in bytes")
+    url: str = Field(description="PUT the part's bytes here (no other header needed); S3 answers with its ETag")
+
+
+class DirectUploadOut(BaseModel):
+    upload_id: str
+    part_size: int
+    expires_at: float = Field(description="Epoch seconds: complete the upload before then; the URLs expire then too")
+    parts: list[PartUrlOut]
+
+
+class PartIn(BaseModel):
+    part_number: int = Field(ge=1, le=S3_MAX_PARTS)
+    etag: str = Field(min_length=1, max_length=ETAG_MAX_CHARS, description="The ETag header S3 answered the PUT with")
+
+
+class CompleteUploadIn(BaseModel):
+    parts: list[PartIn] = Field(min_length=1, max_length=S3_MAX_PARTS)
+
+
+class ErrorOut(BaseModel):
+    error: str
+
+
+class NotFoundOut(BaseModel):
+    message: Literal["not found"] = "not found"
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "degraded"]
+    redis: bool
+    dask: bool
+    dashboard_url: str
+
+
+def operation_id(route: APIRoute) -> str:
+    """Every route's operation id is its name (the function's, or the one given to a
+    route built per kind): short, stable, and what OpenAPI links point at."""
+    return route.name
+
+
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON schema with its nested models written in place: a request body
+    documented by hand (openapi_extra) cannot point at pydantic's local $defs."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return resolve(defs[node["$ref"].rsplit("/", 1)[1]])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(value) for value in node]
+        return node
+
+    return resolve(schema)
+
+
+# OpenAPI "responses" entries: status -> what the route documents for it.
+Responses = dict[int | str, dict[str, Any]]
+
+NOT_FOUND: Responses = {404: {"model": NotFoundOut, "description": "Unknown or expired token, or no result yet"}}
+BAD_INPUT: Responses = {400: {"model": ErrorOut, "description": "The input is not valid"}}
+TOO_LARGE: Responses = {413: {"model": ErrorOut, "description": "The body is over the size limit or the quota"}}
+NOT_AUTHENTICATED: Responses = {
+    401: {"model": ErrorOut, "description": "No valid API key (keys mode)"},
+    400: {"model": ErrorOut, "description": "A header or parameter is not valid (e.g. X-Client-Id)"},
+}
+OVER_QUOTA: Responses = {
+    429: {
+        "model": ErrorOut,
+        "description": "Over the client's rate or backlog quota",
+        "headers": {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}},
+    }
+}
+TOO_SLOW: Responses = {408: {"model": ErrorOut, "description": "The body stalled, or came slower than the floor"}}
+STORE_DOWN: Responses = {
+    503: {"model": ErrorOut, "description": "The job store (Redis) or the uploads store cannot be written; try again"},
+    507: {"model": ErrorOut, "description": "The uploads store is full; try again later"},
+}
+S3_DOWN: Responses = {
+    503: {"model": ErrorOut, "description": "The job store (Redis) or S3 cannot be reached; try again"}
+}
+NO_DIRECT_UPLOAD: Responses = {
+    404: {
+        "model": ErrorOut,
+        "description": "No such pending upload (unknown, completed, expired or another client's), or this server "
+        "offers no direct uploads (its uploads store is a local folder): stream the body to POST /even-sum instead",
+    }
+}
+
+# The record route's operation id, which every submission's 201 links to.
+RECORD_OPERATION = "task_record"
+
+
+def created(status_operation: str) -> Responses:
+    """The 201 of a submission, with OpenAPI links saying where its token goes next.
+
+    Only to routes that answer 200 right away: the result and the report are 404 until
+    the job is done. Fuzzers (schemathesis' stateful phase) follow these links too.
+    """
+    token = {"token": "$response.body#/token"}
+    links = {
+        "status": {"operationId": status_operation, "parameters": token},
+        "record": {"operationId": RECORD_OPERATION, "parameters": token},
+    }
+    return {201: {"description": "Accepted: the job's token", "links": links}}
+
+
+# An upload's body, as text or as bytes. Zero bytes is a 400; a file of whitespace is a job (its sum is 0).
+UPLOAD_TEXT = {"type": "string", "minLength": 1}
+UPLOAD_BYTES = {"type": "string", "format": "binary", "minLength": 1}
