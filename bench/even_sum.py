@@ -45,6 +45,7 @@ import numpy as np
 import shaped_s3
 from datagen import WIDE_PER_LINE, ensure_file, parse_size
 
+from compute.defaults import MiB
 from compute.even_sum import (
     DEFAULT_BLOCK_BYTES,
     combine,
@@ -55,7 +56,6 @@ from compute.even_sum import (
     warm_up,
 )
 
-MiB = 2**20
 CHUNK_BYTES = 64 * MiB
 S3_CREDENTIALS = {"key": "bench", "secret": "bench"}
 

@@ -40,10 +40,8 @@ from datagen import ensure_file, parse_size
 from even_sum import S3_CREDENTIALS, cpu_check, in_turns, our_job, peak_rss, plain_processes, warm_page_cache
 
 from compute import ranged
-from compute.defaults import S3_CONCURRENCY, S3_PART_BYTES
+from compute.defaults import S3_CONCURRENCY, S3_PART_BYTES, MiB
 from compute.even_sum import DEFAULT_BLOCK_BYTES, plan_blocks, sum_block
-
-MiB = 2**20
 
 
 def options(endpoint: str) -> dict:

@@ -150,6 +150,6 @@ def test_a_body_over_the_kinds_limit_is_refused_at_the_door(checksum_kind, make_
 def test_without_its_declaration_a_kind_ends_errored_and_says_so(settings, redis, dispatcher):
     """What a dispatcher of an older version does with the new kind: deploy dispatchers first."""
     store = JobStore(redis, settings.result_ttl_s)
-    token = store.submit(Submission(CHECKSUM, size=3, input_bytes=b"abc")).token
+    token = store.submit(Submission(CHECKSUM, bytes=3, input_bytes=b"abc")).token
     job = wait_until(lambda: ended(store, token), what="the checksum job to end")
     assert job.status == "errored" and "unknown job kind 'checksum'" in job.error

@@ -22,11 +22,11 @@ import pytest
 from backend.api.direct_uploads import S3_MAX_PARTS, S3_MIN_PART_BYTES, plan_parts
 from backend.jobs import keys
 from backend.jobs.clients import ClientRegistry
+from compute.defaults import MiB
 from compute.errors import InvalidInput
 from tests.helpers import wait_status, wait_until
 from tests.s3fixtures import REGION, moto_server, new_bucket, s3_client
 
-MiB = 1024 * 1024
 SMALL = b"1 2 3 4 -10 7\n"  # sum of evens: -4
 
 

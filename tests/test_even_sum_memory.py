@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 from distributed import Client, LocalCluster
 
+from compute.defaults import MiB
 from compute.even_sum import combine, plan_blocks, submit_even_sum, sum_block
 from tests.s3fixtures import moto_server, new_bucket, reference, s3_client
 
-MiB = 2**20
 BLOCK_BYTES = 1 * MiB
 LINE = b"1234567 -24 +316 -1000000000000000 \n"
 

@@ -24,12 +24,12 @@ def queue(redis, settings) -> JobQueue:
 
 
 def images(store: JobStore, client: str, n: int) -> list[str]:
-    job = Submission(RANDOMIZE, client, input_bytes=b"png", size=3)
+    job = Submission(RANDOMIZE, client, input_bytes=b"png", bytes=3)
     return [store.submit(job).token for _ in range(n)]
 
 
 def bulk(store: JobStore, client: str, n: int, blocks: int) -> list[str]:
-    job = Submission(EVEN_SUM, client, cost=blocks, size=blocks * 1024, input_url="file:///x")
+    job = Submission(EVEN_SUM, client, cost=blocks, bytes=blocks * 1024, input_url="file:///x")
     return [store.submit(job).token for _ in range(n)]
 
 

@@ -97,7 +97,7 @@ def split(tmp_path, redis_url, redis) -> Iterator[Split]:
 def numbers_job(store: JobStore, tmp_path: Path) -> str:
     path = tmp_path / "numbers.txt"
     path.write_bytes(NUMBERS)
-    job = Submission(EVEN_SUM, cost=1, size=len(NUMBERS), input_url=path.as_uri())
+    job = Submission(EVEN_SUM, cost=1, bytes=len(NUMBERS), input_url=path.as_uri())
     return store.submit(job).token
 
 

@@ -113,7 +113,7 @@ def test_a_worker_without_the_redis_password_holds_the_job_until_it_has_it(
     with own_redis(tmp_path, password=SECRET) as server:
         settings = make_settings(redis_url=server.url, max_attempts=100)
         store = JobStore(Redis.from_url(server.url), settings.result_ttl_s)
-        token = store.submit(Submission(RANDOMIZE, input_bytes=cat_png, size=len(cat_png))).token
+        token = store.submit(Submission(RANDOMIZE, input_bytes=cat_png, bytes=len(cat_png))).token
         with scheduler_tasks(cluster.scheduler, f"randomize-{token}") as seen:
             start_dispatcher(settings)
             wait_until(lambda: store.get(token).attempts >= 2, what="a second attempt")

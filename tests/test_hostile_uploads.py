@@ -18,9 +18,9 @@ import pytest
 
 from backend.api.bodies import URL_BODY_MAX_BYTES
 from backend.jobs import keys
+from compute.defaults import MiB
 from tests.helpers import api_process, wait_status
 
-MiB = 1024 * 1024
 # (route, content type, the settings field that limits its body; None: the API's fixed 64 KiB for JSON)
 ROUTES = [
     ("/even-sum", "text/plain", "max_upload_bytes"),

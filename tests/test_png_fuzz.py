@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from redis import Redis
 
 from backend.core.settings import Settings
-from compute.defaults import PILLOW_MAX_PIXELS
+from compute.defaults import PILLOW_MAX_PIXELS, MiB
 from compute.errors import InvalidImage
 from compute.image import randomize_image
 from compute.png import PNG_SIGNATURE
@@ -31,7 +31,6 @@ from tests.helpers import live_system, make_image, png_bytes, wait_status
 READABLE_ERRORS = ("not a PNG", "corrupt PNG", "image too large")
 MODES = ("RGB", "L", "RGBA", "LA", "P", "I;16", "1")
 BASES = [png_bytes(make_image(mode, np.random.default_rng(7))) for mode in MODES]
-MiB = 1024 * 1024
 
 # A live system on a worker process, hundreds of hostile images.
 pytestmark = pytest.mark.slow

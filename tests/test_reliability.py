@@ -53,7 +53,7 @@ def held_by_process(redis, token: str, process: subprocess.Popen) -> str:
 
 
 def image_job(store: JobStore, png: bytes, client: str = "anonymous") -> str:
-    return store.submit(Submission(RANDOMIZE, client, input_bytes=png, size=len(png))).token
+    return store.submit(Submission(RANDOMIZE, client, input_bytes=png, bytes=len(png))).token
 
 
 def counters(redis) -> dict[str, dict]:
@@ -102,7 +102,7 @@ def test_killed_dispatcher_holding_a_bulk_job_leaves_every_counter_at_zero(
     numbers = tmp_path / "numbers.txt"
     numbers.write_bytes(b"4 " * 5000)  # 10 blocks of 1 KiB
     store = JobStore(redis, settings.result_ttl_s)
-    token = store.submit(Submission(EVEN_SUM, "a", cost=10, size=10_000, input_url=numbers.as_uri())).token
+    token = store.submit(Submission(EVEN_SUM, "a", cost=10, bytes=10_000, input_url=numbers.as_uri())).token
 
     def held_and_counted() -> None:
         assert counters(redis)[keys.running(Lane.bulk)] == {b"a": b"1"}

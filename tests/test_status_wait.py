@@ -162,7 +162,7 @@ def test_the_waiter_map_is_empty_after_every_kind_of_wait(redis, redis_url, sett
     """An ending, a timeout, a client gone, an unknown token, and a process full of waiters:
     each wait leaves the map as it found it."""
     store = JobStore(redis, settings.result_ttl_s)
-    token = store.submit(Submission(RANDOMIZE, input_bytes=b"png", size=3)).token
+    token = store.submit(Submission(RANDOMIZE, input_bytes=b"png", bytes=3)).token
 
     async def read(name: str = token):
         return await asyncio.to_thread(store.get, name)
@@ -211,7 +211,7 @@ def test_every_final_write_publishes_its_token(redis, settings):
     pubsub.subscribe(keys.ENDINGS)
 
     def submit() -> str:
-        return store.submit(Submission(RANDOMIZE, input_bytes=b"png", size=3)).token
+        return store.submit(Submission(RANDOMIZE, input_bytes=b"png", bytes=3)).token
 
     finished, failed, requeued, exhausted = submit(), submit(), submit(), submit()
     claims = {}

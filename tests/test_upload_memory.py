@@ -6,9 +6,10 @@ import httpx
 import psutil
 import pytest
 
+from compute.defaults import MiB
 from tests.helpers import api_process
 
-UPLOAD_BYTES = 256 * 1024 * 1024
+UPLOAD_BYTES = 256 * MiB
 CHUNK = b"1234567 " * (1024 * 128)  # 1 MiB of valid numbers
 
 
@@ -34,4 +35,4 @@ def test_api_memory_stays_flat_during_a_large_upload(settings, tmp_path):
         token = response.json()["token"]
         assert (tmp_path / "uploads" / f"{token}.txt").stat().st_size == UPLOAD_BYTES
         growth = peak[0] - baseline
-        assert growth < 64 * 1024 * 1024, f"API grew by {growth / 2**20:.0f} MiB for a {UPLOAD_BYTES >> 20} MiB upload"
+        assert growth < 64 * MiB, f"API grew by {growth / 2**20:.0f} MiB for a {UPLOAD_BYTES >> 20} MiB upload"

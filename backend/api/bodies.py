@@ -10,10 +10,11 @@ from pydantic import BaseModel, ValidationError
 from backend.api.uploads import paced
 from backend.core.exceptions import InputTooLarge, problems
 from backend.core.settings import Settings
+from compute.defaults import MiB
 from compute.errors import InvalidInput
 
 # The largest JSON body of the direct-upload routes: 10,000 parts' ETags are ~700 KB.
-JSON_BODY_MAX_BYTES = 1024 * 1024
+JSON_BODY_MAX_BYTES = MiB
 # A {"url"} body: a URL is at most a few KB (uploads.URL_MAX_CHARS).
 URL_BODY_MAX_BYTES = 64 * 1024
 

@@ -31,13 +31,13 @@ from backend.core.exceptions import StorageUnavailable, UploadBusy, UploadNotFou
 from backend.core.job import new_token
 from backend.core.settings import Settings
 from backend.jobs import keys, scripts
+from compute.defaults import MiB
 from compute.errors import InvalidInput
 
 log = logging.getLogger(__name__)
 
 # S3's rules for multipart uploads: every part but the last is 5 MiB to 5 GiB, at most
 # 10,000 parts (https://docs.aws.amazon.com/AmazonS3/latest/userguide/qfacts.html).
-MiB = 1024 * 1024
 S3_MIN_PART_BYTES = 5 * MiB
 S3_MAX_PART_BYTES = 5 * 1024 * MiB
 S3_MAX_PARTS = 10_000

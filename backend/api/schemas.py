@@ -135,7 +135,7 @@ NO_DIRECT_UPLOAD: Responses = {
 }
 
 # The record route's operation id, which every submission's 201 links to.
-RECORD_OPERATION = "task_record"
+RECORD_OPERATION = "job_record"
 
 
 def created(status_operation: str) -> Responses:

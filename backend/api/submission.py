@@ -41,7 +41,7 @@ class Submitter:
     async def body(self, caller: ClientSettings, kind: JobKind, data: bytes) -> Job:
         """Queue a job whose whole input came as the request body (kept in Redis)."""
         await run_in_threadpool(self.limiter.admit, caller)
-        job = Submission(kind, caller.name, size=len(data), input_bytes=data)
+        job = Submission(kind, caller.name, bytes=len(data), input_bytes=data)
         return await self._store(caller, job)
 
     async def upload(
@@ -65,7 +65,7 @@ class Submitter:
         url = await run_in_threadpool(check_allowed_url, url, self.settings.allowed_url_prefixes)
         await run_in_threadpool(self.limiter.admit, caller)
         size = await run_in_threadpool(self._size, url)
-        job = Submission(kind, caller.name, self._cost(size), size, input_url=url)
+        job = Submission(kind, caller.name, self._cost(size), bytes=size, input_url=url)
         return await self._store(caller, job)
 
     async def start_direct_upload(self, caller: ClientSettings, size: int, part_bytes: int | None) -> StartedUpload:
@@ -114,7 +114,7 @@ class Submitter:
 
     async def _store_file(self, caller: ClientSettings, kind: JobKind, url: str, size: int, token: str) -> Job:
         """Queue the job of a file we stored at ``url``; delete the file if the job is refused."""
-        job = Submission(kind, caller.name, self._cost(size), size, input_url=url, token=token)
+        job = Submission(kind, caller.name, self._cost(size), bytes=size, input_url=url, token=token)
         try:
             return await self._store(caller, job)
         except BaseException:
@@ -122,7 +122,7 @@ class Submitter:
             raise
 
     async def _store(self, caller: ClientSettings, job: Submission) -> Job:
-        within_quota(caller, job.size)
+        within_quota(caller, job.bytes)
         return await run_in_threadpool(self.store.submit, job, caller.max_backlog_bytes or None)
 
     async def _check_backlog(self, caller: ClientSettings, size: int) -> None:

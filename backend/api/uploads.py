@@ -22,13 +22,14 @@ from fsspec.spec import AbstractBufferedFile
 from starlette.concurrency import run_in_threadpool
 
 from backend.core.exceptions import BodyTooSlow, InputTooLarge, StorageFull, StorageUnavailable
+from compute.defaults import MiB
 from compute.errors import InvalidInput
 
 log = logging.getLogger(__name__)
 
 # Writes are batched to this size: big enough that the thread hop per write is noise,
 # small enough to keep the API's memory flat, and >= S3's 5 MiB multipart minimum.
-WRITE_CHUNK_BYTES = 8 * 1024 * 1024
+WRITE_CHUNK_BYTES = 8 * MiB
 ALLOWED_SCHEMES = ("s3", "file")
 # S3 keys are at most 1024 bytes and bucket names 63; local paths are longer only in theory.
 URL_MAX_CHARS = 2048

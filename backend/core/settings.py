@@ -21,9 +21,8 @@ from compute.defaults import (
     PROFILE_MIN_COMPUTE_S,
     S3_CONCURRENCY,
     S3_PART_BYTES,
+    MiB,
 )
-
-MiB = 1024 * 1024
 
 
 def _env(name: str) -> AliasChoices:

@@ -50,10 +50,11 @@ class Submission:
     kind: JobKind
     client: str = "anonymous"
     cost: int = 1
-    size: int = 0
     input_bytes: bytes | None = None
     input_url: str | None = None
     token: str | None = None
+    # The input's size, as the record calls it (last: the name hides the type from here on).
+    bytes: int = 0
 
 
 class JobStore:
@@ -82,7 +83,7 @@ class JobStore:
             client=job.client,
             lane=job.kind.lane,
             cost=job.cost,
-            bytes=job.size,
+            bytes=job.bytes,
             requested_at=now_s(),
             input_url=job.input_url,
         )
@@ -94,14 +95,14 @@ class JobStore:
                 job.input_bytes or b"",
                 self.ttl_s,
                 job.client,
-                job.size,
+                job.bytes,
                 -1 if max_backlog_bytes is None else max_backlog_bytes,
                 job.kind.lane,
             ]
         )
         if not accepted:
             raise OverQuota(
-                f"client {job.client!r} has {backlog} bytes of jobs queued or running; this job's {job.size} "
+                f"client {job.client!r} has {backlog} bytes of jobs queued or running; this job's {job.bytes} "
                 f"bytes would pass its backlog quota of {max_backlog_bytes} bytes",
                 retry_after_s=keys.BACKLOG_RETRY_AFTER_S,
             )

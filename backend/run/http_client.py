@@ -21,6 +21,7 @@ import httpx
 from tqdm import tqdm
 
 from backend.core.kinds import KINDS
+from compute.defaults import MiB
 
 # Each status request waits this long at most for the job to end (servers take 30 s by
 # default); a long job's progress bar moves at each answer.
@@ -30,10 +31,10 @@ WAIT_S = 5.0
 POLL_S = 0.2
 # A status request may take its wait and this much more before the client gives up on it.
 REQUEST_MARGIN_S = 30.0
-UPLOAD_CHUNK_BYTES = 1024 * 1024
+UPLOAD_CHUNK_BYTES = MiB
 # Files from this size go straight to S3 when the API offers it. Below it, the streamed
 # body is one request against the direct upload's three, and spares the API little.
-DIRECT_UPLOAD_MIN_BYTES = 8 * 1024 * 1024
+DIRECT_UPLOAD_MIN_BYTES = 8 * MiB
 # Parts in flight at once: enough to fill an uplink that one TCP stream to S3 does not.
 PARALLEL_PARTS = 4
 # A part is tried this many times (S3 answers 500/503 now and then; a connection drops).

@@ -25,7 +25,7 @@ router = APIRouter()
     response_model_exclude_none=True,
     responses=NOT_FOUND,
 )
-async def task_record(token: str, store: StoreDep, caller: CallerDep, wait: WaitDep, request: Request):
+async def job_record(token: str, store: StoreDep, caller: CallerDep, wait: WaitDep, request: Request):
     """The whole job record: kind, client, status, timestamps, timings, error, input URL."""
     return await waited_job(request, store, token, caller, wait)
 
@@ -38,7 +38,7 @@ async def task_record(token: str, store: StoreDep, caller: CallerDep, wait: Wait
         **NOT_FOUND,
     },
 )
-def task_report(token: str, store: StoreDep, caller: CallerDep, request: Request):
+def job_report(token: str, store: StoreDep, caller: CallerDep, request: Request):
     """The job's performance report: its task stream, its workers' profile and its timing
     record, as one self-contained page (rendered on the first request, then kept)."""
     owned_job(store, token, caller)
