@@ -43,7 +43,7 @@ from bench.image_latency import cpu_s
 from bench.system import REPO, core_check
 from compute.image import randomize_image
 from compute.stored import redis_at
-from tests.helpers import free_port
+from tests.servers import free_port
 
 CAT = REPO / "tests" / "fixtures" / "cat.png"
 INPUT_KEY = "bench:input"

@@ -132,8 +132,8 @@ def main() -> None:
 
     from distributed import Client, LocalCluster
 
-    from tests.helpers import free_port
-    from tests.s3fixtures import new_bucket
+    from tests.servers import free_port
+    from tests.moto_s3 import new_bucket
 
     path, answer = ensure_file(args.size, "lines")
     warm_page_cache(path)
@@ -181,5 +181,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).parents[1]))  # tests.helpers, tests.s3fixtures
+    sys.path.insert(0, str(Path(__file__).parents[1]))  # tests.servers, tests.moto_s3
     main()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.helpers import free_port
+from tests.servers import free_port
 
 REPO = Path(__file__).parents[1]
 START_TIMEOUT_S = 120

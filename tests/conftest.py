@@ -18,7 +18,8 @@ from redis import Redis
 from backend.core.settings import Settings
 from backend.dispatch.dispatcher import Dispatcher
 from backend.run.up import redis_server
-from tests.helpers import FIXTURES, free_port, live_api
+from tests.paths import FIXTURES
+from tests.servers import free_port, live_api
 
 
 @pytest.fixture(scope="session")

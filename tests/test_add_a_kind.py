@@ -21,8 +21,8 @@ from backend.jobs import scripts
 from backend.jobs.store import JobStore, Submission
 from backend.run.cli import main
 from compute.errors import InvalidInput
-from tests.helpers import FINAL, wait_until
 from tests.test_openapi import kind_routes
+from tests.waiting import FINAL, wait_until
 
 
 # Step 1: the work, as compute/ would hold it: a plain function, no Redis, no HTTP.

@@ -10,7 +10,7 @@ import pytest
 from backend.api.uploads import check_allowed_url
 from backend.jobs import keys
 from compute.errors import InvalidInput
-from tests.helpers import free_port
+from tests.servers import free_port
 
 PREFIXES = ["s3://spacetime/uploads", "file:///srv/data/uploads"]
 

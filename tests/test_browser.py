@@ -8,7 +8,7 @@ import httpx
 import pytest
 from playwright.sync_api import Page, sync_playwright
 
-from tests.helpers import wait_status, wait_until
+from tests.waiting import wait_status, wait_until
 
 CHROMIUM = shutil.which("chromium")
 # Flags of a quiet, sandbox-less headless Chromium that does not phone home.

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.helpers import FIXTURES
+from tests.paths import FIXTURES
 
 # Each test runs `spacetime submit` as a process (a second or more of imports).
 pytestmark = pytest.mark.slow

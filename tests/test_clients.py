@@ -13,7 +13,8 @@ from redis import ConnectionPool, RedisError
 from backend.api.admission import RateLimiter
 from backend.jobs import keys
 from backend.jobs.clients import ClientRegistry, ClientSettings
-from tests.helpers import free_port, wait_status
+from tests.servers import free_port
+from tests.waiting import wait_status
 
 
 @pytest.fixture

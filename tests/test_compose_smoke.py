@@ -18,8 +18,11 @@ import pytest
 from moto.server import ThreadedMotoServer
 from PIL import Image
 
-from tests.compose_services import REPO, LocalNetwork, Processes, compose_config, duration_s
-from tests.helpers import free_port, wait_status
+from tests.compose import LocalNetwork, compose_config, duration_s
+from tests.paths import REPO
+from tests.processes import Processes
+from tests.servers import free_port
+from tests.waiting import wait_status
 
 CAT_PNG = REPO / "tests" / "fixtures" / "cat.png"
 START_TIMEOUT_S = 45.0

@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from backend.run.supervisor import STOP_MARGIN_S
-from tests.compose_services import COMPOSE_FILE, REPO, compose, compose_config, duration_s, tool
+from tests.compose import COMPOSE_FILE, compose, compose_config, duration_s, tool
+from tests.paths import REPO
 
 DOCKERFILES = [REPO / "backend" / "Dockerfile", REPO / "compute" / "Dockerfile"]
 # conda-forge names that differ from the PyPI names in constraints.txt.

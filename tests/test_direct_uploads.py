@@ -24,8 +24,8 @@ from backend.jobs import keys
 from backend.jobs.clients import ClientRegistry
 from compute.defaults import MiB
 from compute.errors import InvalidInput
-from tests.helpers import wait_status, wait_until
-from tests.s3fixtures import REGION, moto_server, new_bucket, s3_client
+from tests.moto_s3 import REGION, moto_server, new_bucket, s3_client
+from tests.waiting import wait_status, wait_until
 
 SMALL = b"1 2 3 4 -10 7\n"  # sum of evens: -4
 

@@ -29,7 +29,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 
 from backend.run.supervisor import STOP_MARGIN_S
-from tests.helpers import FINAL, FIXTURES, free_port, wait_status, wait_until
+from tests.paths import FIXTURES
+from tests.servers import free_port
+from tests.waiting import FINAL, wait_status, wait_until
 
 # The shutdown grace of every `up` here: short, so that a stop that hangs fails quickly.
 GRACE_S = 10.0

@@ -10,7 +10,7 @@ from backend.core.job import Lane
 from backend.core.kinds import EVEN_SUM
 from backend.jobs.queue import JobQueue, QueuePolicy
 from backend.jobs.store import JobStore, Submission
-from tests.helpers import wait_status, wait_until
+from tests.waiting import wait_status, wait_until
 
 NUMBERS = b" 12 -4\t7\r\n+8 0003\n\n99999999999999999999998 -0 5"  # evens: 12 -4 8 99999999999999999999998 -0
 EXPECTED = {"sum": 12 - 4 + 8 + 99999999999999999999998, "even_count": 5, "count": 8, "bytes": len(NUMBERS)}

@@ -21,7 +21,7 @@ from compute.even_sum import (
     submit_even_sum,
     sum_block,
 )
-from tests.s3fixtures import expect, number_files, reference
+from tests.number_files import expect, number_files, reference
 
 block_sizes = st.one_of(st.integers(1, 3), st.integers(4, 70), st.integers(71, 5000))
 

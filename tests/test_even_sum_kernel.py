@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from compute.errors import InvalidNumber
 from compute.even_sum import sum_bytes
-from tests.s3fixtures import INVALID_TOKENS, expect, number_files, reference
+from tests.number_files import INVALID_TOKENS, expect, number_files, reference
 
 
 def check(data: bytes) -> None:

@@ -8,7 +8,8 @@ from distributed import Client, LocalCluster
 
 from compute.defaults import MiB
 from compute.even_sum import combine, plan_blocks, submit_even_sum, sum_block
-from tests.s3fixtures import moto_server, new_bucket, reference, s3_client
+from tests.moto_s3 import moto_server, new_bucket, s3_client
+from tests.number_files import reference
 
 BLOCK_BYTES = 1 * MiB
 LINE = b"1234567 -24 +316 -1000000000000000 \n"

@@ -15,7 +15,8 @@ from bench.shaped_s3 import shaped_endpoint
 from compute import ranged
 from compute.errors import InvalidNumber
 from compute.even_sum import LOOK_AHEAD_BYTES, combine, plan_blocks, sum_block
-from tests.s3fixtures import expect, iam_enforced, moto_server, new_bucket, number_files, reference, s3_client
+from tests.moto_s3 import iam_enforced, moto_server, new_bucket, s3_client
+from tests.number_files import expect, number_files, reference
 
 CREDENTIALS = {"key": "testing", "secret": "testing"}
 

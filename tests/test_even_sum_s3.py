@@ -3,14 +3,8 @@
 import pytest
 
 from compute.even_sum import combine, plan_blocks, submit_even_sum, sum_block
-from tests.s3fixtures import (
-    REGION,
-    iam_enforced,
-    moto_server,
-    new_bucket,
-    reference,
-    s3_client,
-)
+from tests.moto_s3 import REGION, iam_enforced, moto_server, new_bucket, s3_client
+from tests.number_files import reference
 
 DATA = b"\r\n".join(b"%d" % i for i in range(-3000, 3000)) + b"\r\n" + b"12345678901234567890123456 -7"
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import api_process, free_port, wait_status, wait_until
+from tests.servers import api_process, free_port
+from tests.waiting import wait_status, wait_until
 
 GiB = 2**30
 CHUNK = b"2 " * (512 * 1024)  # 1 MiB of even numbers

@@ -19,8 +19,10 @@ from backend.core.kinds import EVEN_SUM, KINDS, RANDOMIZE, Body, JobKind
 from backend.dispatch.dispatcher import Dispatcher
 from backend.dispatch.runners import JobContext, Outcome
 from backend.jobs.store import JobStore, Submission
-from tests.compose_services import VENV_BIN, Processes
-from tests.helpers import free_port, wait_until
+from tests.compose import VENV_BIN
+from tests.processes import Processes
+from tests.servers import free_port
+from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 NUMBERS = b"\n".join(b"%d" % i for i in range(1_000_000))  # 6.9 MB

@@ -17,7 +17,9 @@ from backend.core.kinds import RANDOMIZE
 from backend.core.settings import Settings
 from backend.jobs.store import JobStore, Submission
 from compute.stored import REDIS_PASSWORD_ENV
-from tests.helpers import live_api, own_redis, scheduler_tasks, wait_until
+from tests.dask_probes import scheduler_tasks
+from tests.servers import live_api, own_redis
+from tests.waiting import wait_until
 
 DISPATCHER_LOG = "backend.dispatch.dispatcher"
 JOBS = 200

@@ -16,7 +16,8 @@ from redis import Redis
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from backend.core.settings import Settings
-from tests.helpers import COMMITTED_OPENAPI, live_system
+from tests.paths import COMMITTED_OPENAPI
+from tests.servers import live_system
 
 # Examples per operation beyond the coverage phase's own cases, and stateful sequences:
 # about 500 requests in all, well under a minute on the 2-core development machine.

@@ -4,7 +4,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import free_port, live_api, wait_status, wait_until
+from tests.servers import free_port, live_api
+from tests.waiting import wait_status, wait_until
 
 
 def test_healthz_ok(api_url, settings):

@@ -19,7 +19,8 @@ import pytest
 from backend.api.bodies import URL_BODY_MAX_BYTES
 from backend.jobs import keys
 from compute.defaults import MiB
-from tests.helpers import api_process, wait_status
+from tests.servers import api_process
+from tests.waiting import wait_status
 
 # (route, content type, the settings field that limits its body; None: the API's fixed 64 KiB for JSON)
 ROUTES = [

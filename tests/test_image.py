@@ -8,7 +8,7 @@ from PIL import Image
 
 from compute.errors import InvalidImage
 from compute.image import randomize_image
-from tests.helpers import make_image, png_bytes, tiles
+from tests.images import make_image, png_bytes, tiles
 
 
 def assert_block_permutation(before: Image.Image, after: Image.Image):

@@ -6,7 +6,7 @@ import yaml
 from backend.api.app import create_app
 from backend.core.kinds import KINDS
 from backend.run.cli import openapi_yaml
-from tests.helpers import COMMITTED_OPENAPI
+from tests.paths import COMMITTED_OPENAPI
 
 
 def test_committed_openapi_is_current():

@@ -25,7 +25,9 @@ from compute.defaults import PILLOW_MAX_PIXELS, MiB
 from compute.errors import InvalidImage
 from compute.image import randomize_image
 from compute.png import PNG_SIGNATURE
-from tests.helpers import live_system, make_image, png_bytes, wait_status
+from tests.images import make_image, png_bytes
+from tests.servers import live_system
+from tests.waiting import wait_status
 
 # What the worker may say about a bad image; anything else (a traceback, a numpy error) is a bug.
 READABLE_ERRORS = ("not a PNG", "corrupt PNG", "image too large")

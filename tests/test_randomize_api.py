@@ -11,7 +11,9 @@ from PIL import Image
 from backend.core.job import Lane
 from backend.dispatch.dispatcher import Dispatcher
 from backend.jobs import keys
-from tests.helpers import scheduler_tasks, tiles, wait_status
+from tests.dask_probes import scheduler_tasks
+from tests.images import tiles
+from tests.waiting import wait_status
 
 BLOCK = 60
 

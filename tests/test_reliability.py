@@ -20,7 +20,7 @@ from backend.dispatch.dispatcher import Dispatcher
 from backend.jobs import keys
 from backend.jobs.queue import JobQueue, QueuePolicy
 from backend.jobs.store import EndResult, JobStore, Staged, Submission
-from tests.helpers import wait_status, wait_until
+from tests.waiting import wait_status, wait_until
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from distributed import Client, LocalCluster
 
 from compute.image import randomize_image
 from compute.report import capture_trace, render_report, task_compute_s
-from tests.helpers import FIXTURES
+from tests.paths import FIXTURES
 
 
 @pytest.fixture

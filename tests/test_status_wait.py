@@ -25,7 +25,8 @@ from backend.jobs import keys
 from backend.jobs.clients import ClientRegistry
 from backend.jobs.queue import JobQueue, QueuePolicy
 from backend.jobs.store import JobStore, Submission
-from tests.helpers import live_api, own_redis, wait_until
+from tests.servers import live_api, own_redis
+from tests.waiting import wait_until
 
 # Longer than any answer of these tests may take, much shorter than the waits they ask for.
 CLIENT_TIMEOUT_S = 15

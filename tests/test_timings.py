@@ -6,7 +6,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.helpers import wait_status, wait_until
+from tests.waiting import wait_status, wait_until
 
 
 def stored(settings, token: str, suffix: str) -> Path:

@@ -7,7 +7,7 @@ import psutil
 import pytest
 
 from compute.defaults import MiB
-from tests.helpers import api_process
+from tests.servers import api_process
 
 UPLOAD_BYTES = 256 * MiB
 CHUNK = b"1234567 " * (1024 * 128)  # 1 MiB of valid numbers

@@ -15,8 +15,10 @@ import time
 import pytest
 from distributed import Client
 
-from tests.compose_services import VENV_BIN, Processes
-from tests.helpers import free_port, wait_until
+from tests.compose import VENV_BIN
+from tests.processes import Processes
+from tests.servers import free_port
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]  # a cluster of worker processes per test
 

@@ -1,30 +1,30 @@
-"""Read docker-compose.yml as Docker would, and run its services as local processes.
+"""Read docker-compose.yml as Docker would, and translate its network for local runs.
 
 The file goes through the real ``docker-compose config`` binary, so anchors, merge keys
-and ``${VAR:-default}`` resolve exactly as they do for ``docker compose up``. Running a
-service here means running its ``command`` with its ``environment``; only the network is
-translated: every compose host name becomes 127.0.0.1 and every container port a free
-local port (``LocalNetwork``).
-"""
+and ``${VAR:-default}`` resolve exactly as they do for ``docker compose up``. Only the
+network is translated: every compose host name becomes 127.0.0.1 and every container port
+a free local port (``LocalNetwork``)."""
 
-import contextlib
 import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.paths import REPO
+
 COMPOSE_FILE = REPO / "docker-compose.yml"
+
+
 # Console scripts (spacetime, dask, docker-compose, hadolint) live beside this python.
 VENV_BIN = Path(sys.executable).parent
+
+
 HOSTS = ("redis", "minio", "scheduler", "worker", "api", "dispatcher", "jupyter", "localhost", "127.0.0.1", "0.0.0.0")
 
 
@@ -104,61 +104,3 @@ class LocalNetwork:
         }
         base["PATH"] = f"{VENV_BIN}{os.pathsep}{base.get('PATH', '')}"
         return base | {k: self.rewrite(str(v)) for k, v in (service.get("environment") or {}).items()}
-
-
-@dataclass
-class Processes:
-    """Started process groups; ``stop_all`` ends each group, children included."""
-
-    log_dir: Path
-    started: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
-
-    def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
-        # A session of its own: the dask nanny's worker and uvicorn's children go with it.
-        with open(self.log_dir / f"{name}.log", "wb") as log:
-            process = subprocess.Popen(
-                argv, env=env, cwd=self.log_dir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        self.started.append((name, process))
-        return process
-
-    def wait_healthy(self, name: str, check: list[str], env: dict[str, str], timeout_s: float) -> None:
-        """Run a healthcheck command until it passes, failing fast if the service died."""
-        process = dict(self.started)[name]
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(f"{name} exited with {process.returncode}\n{self.log_tail(name)}")
-            result = subprocess.run(check, env=env, capture_output=True, timeout=10)
-            if result.returncode == 0:
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"{name} not healthy after {timeout_s}s: {check}\n"
-                    f"{result.stderr.decode()[-2000:]}\n{self.log_tail(name)}"
-                )
-            time.sleep(0.25)
-
-    def log_tail(self, name: str, chars: int = 4000) -> str:
-        path = self.log_dir / f"{name}.log"
-        return f"--- {name} log ---\n" + (path.read_text(errors="replace")[-chars:] if path.exists() else "")
-
-    def all_logs(self) -> str:
-        return "\n".join(self.log_tail(name) for name, _ in self.started)
-
-    def stop_all(self) -> None:
-        for _, process in reversed(self.started):
-            _signal_group(process, signal.SIGTERM)
-        for _, process in reversed(self.started):
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                _signal_group(process, signal.SIGKILL)
-                process.wait(5)
-            # Children left behind after the leader exited (a nanny's worker) go too.
-            _signal_group(process, signal.SIGKILL)
-
-
-def _signal_group(process: subprocess.Popen, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signum)

@@ -1,6 +1,6 @@
-"""Helpers shared by the tests: ports, waits, a live API, a redis-server of a test's own, image tiles."""
+"""Real servers for tests, on loopback: free ports, a live API (uvicorn), a redis-server of a
+test's own, the API as a process, a whole system in a thread."""
 
-import io
 import os
 import random
 import shutil
@@ -13,27 +13,22 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import cloudpickle
 import httpx
-import numpy as np
 import uvicorn
-from distributed import Client, Scheduler
-from distributed.diagnostics.plugin import SchedulerPlugin
-from PIL import Image
+from distributed import Client
 from redis import Redis, RedisError
 
 from backend.api.app import create_app
 from backend.core.settings import Settings
 from backend.dispatch.dispatcher import Dispatcher
-
-FINAL = ("finished", "errored")
-FIXTURES = Path(__file__).parent / "fixtures"
-
+from tests.waiting import wait_until
 
 # Below Linux's ephemeral range (32768-60999), where the kernel picks the local ports of
 # outgoing connections: a port handed out by bind(0) and closed again can be taken by
 # one of those before the server the test starts binds it.
 PORTS = range(20000, 32000)
+
+
 _rng = random.Random()  # its own state: Hypothesis watches the global one
 
 
@@ -47,32 +42,6 @@ def free_port() -> int:
             except OSError:
                 continue
         return port
-
-
-def wait_status(
-    api_url: str, kind: str, token: str, timeout_s: float = 30.0, headers: dict | None = None
-) -> list[dict]:
-    """Poll until the job ends; return every distinct status body seen, in order."""
-    seen: list[dict] = []
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        body = httpx.get(f"{api_url}/{kind}/{token}/status", headers=headers).json()
-        if not seen or seen[-1] != body:
-            seen.append(body)
-        if body["status"] in FINAL:
-            return seen
-        time.sleep(0.01)
-    raise AssertionError(f"job {token} did not end in {timeout_s}s; saw {seen}")
-
-
-def wait_until(predicate, timeout_s: float = 30.0, what: str = "condition"):
-    """Poll ``predicate`` until it returns something truthy; return that."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @contextmanager
@@ -141,16 +110,6 @@ def own_redis(data_dir: Path, password: str = "") -> Iterator[RedisProcess]:
             server.process.wait(10)
 
 
-def tiles(pixels: np.ndarray, block: int) -> list[bytes]:
-    """The image's full ``block`` x ``block`` tiles, sorted: equal for an image and any shuffle of it."""
-    rows, cols = pixels.shape[0] // block, pixels.shape[1] // block
-    return sorted(
-        pixels[r * block : (r + 1) * block, c * block : (c + 1) * block].tobytes()
-        for r in range(rows)
-        for c in range(cols)
-    )
-
-
 @contextmanager
 def api_process(redis_url: str, data_dir, first: str = "", port: int | None = None, **env: str):
     """`spacetime api` in a process of its own (on ``port``, or a free one) with more
@@ -187,29 +146,6 @@ def _answers(url: str) -> bool:
         return False
 
 
-# A test image's size: 4 x 3 full 60-pixel tiles, plus 10-pixel strips on both edges.
-IMAGE_SIZE = (250, 190)
-
-
-def make_image(mode: str, rng: np.random.Generator) -> Image.Image:
-    w, h = IMAGE_SIZE
-    if mode == "I;16":
-        return Image.fromarray(rng.integers(0, 65535, (h, w), dtype=np.uint16))
-    if mode == "P":
-        rgb = Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
-        return rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=200)
-    if mode == "1":
-        return Image.fromarray(rng.integers(0, 2, (h, w), dtype=np.uint8) * 255).convert("1")
-    channels = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}[mode]
-    return Image.fromarray(rng.integers(0, 255, (h, w, channels), dtype=np.uint8).squeeze(), mode)
-
-
-def png_bytes(image: Image.Image, **params) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG", **params)
-    return buffer.getvalue()
-
-
 @contextmanager
 def live_system(settings: Settings, client: Client) -> Iterator[str]:
     """A dispatcher on ``client``'s cluster behind a live API; yields the API's base URL."""
@@ -220,40 +156,3 @@ def live_system(settings: Settings, client: Client) -> Iterator[str]:
             yield url
     finally:
         dispatcher.stop()
-
-
-class SchedulerTasks(SchedulerPlugin):
-    """What a scheduler in this process held for the tasks whose keys start with ``prefix``:
-    each task's spec as the client sent it (function and arguments, serialized) and the
-    size of its result as its worker reported it."""
-
-    def __init__(self, scheduler: Scheduler, prefix: str):
-        self.name = f"tasks-{prefix}"
-        self.scheduler = scheduler
-        self.prefix = prefix
-        self.specs: dict[str, bytes] = {}
-        self.result_bytes: dict[str, int] = {}
-
-    def transition(self, key, start, finish, *args, **kwargs) -> None:
-        task = self.scheduler.tasks.get(key)
-        if task is None or not str(key).startswith(self.prefix):
-            return
-        if finish == "processing":
-            self.specs[str(key)] = cloudpickle.dumps(task.run_spec)
-        elif finish == "memory":
-            self.result_bytes[str(key)] = task.nbytes
-
-
-@contextmanager
-def scheduler_tasks(scheduler: Scheduler, prefix: str) -> Iterator[SchedulerTasks]:
-    """Record what ``scheduler`` holds for the tasks of ``prefix`` while the block runs."""
-    plugin = SchedulerTasks(scheduler, prefix)
-    scheduler.add_plugin(plugin)
-    try:
-        yield plugin
-    finally:
-        scheduler.remove_plugin(plugin.name)
-
-
-# The OpenAPI document the repository carries (make openapi); the served one must equal it.
-COMMITTED_OPENAPI = Path(__file__).parents[1] / "backend" / "api" / "openapi.yml"

@@ -1,27 +1,21 @@
-"""Shared pieces of the even-sum tests: a real S3 API (a moto server on loopback), the
-plain-Python answer to compare with, and Hypothesis strategies for number files.
+"""Number files for the even-sum tests: the plain-Python answer to compare with, and
+Hypothesis strategies for valid and invalid files."""
 
-A plain module, imported by the tests (conftest.py belongs to the service tests).
-"""
-
-import json
 import re
-import uuid
-from contextlib import contextmanager
 
-import boto3
-import httpx
 from hypothesis import strategies as st
-from moto.server import ThreadedMotoServer
 
 from compute.errors import InvalidNumber
-from tests.helpers import free_port
-
-REGION = "us-east-1"
 
 WHITESPACE = [b" ", b"\t", b"\n", b"\r", b"\x0b", b"\x0c", b"\r\n"]
+
+
 VALID_TOKEN = re.compile(rb"[+-]?[0-9]+")
+
+
 TOKEN = re.compile(rb"[^ \t\n\r\x0b\x0c]+")
+
+
 INVALID_TOKENS = [
     b"12a",
     b"3.5",
@@ -107,48 +101,3 @@ def number_files(draw, invalid: bool = False, max_tokens: int = 60) -> bytes:
         parts.append(draw(gaps))
     body = b"".join(parts) * draw(st.sampled_from([1, 2, 3, 7, 20]))
     return draw(edge) + body.rstrip(b" \t\n\r\x0b\x0c") + draw(edge)
-
-
-@contextmanager
-def moto_server():
-    """A moto S3 server on a free loopback port; yields its endpoint URL."""
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
-
-
-def s3_client(endpoint: str, key: str = "testing", secret: str = "testing"):
-    return boto3.client(
-        "s3", endpoint_url=endpoint, region_name=REGION, aws_access_key_id=key, aws_secret_access_key=secret
-    )
-
-
-def new_bucket(endpoint: str, **credentials) -> str:
-    """A fresh bucket (one per test: s3fs caches listings per bucket)."""
-    name = f"even-sum-{uuid.uuid4().hex[:12]}"
-    s3_client(endpoint, **credentials).create_bucket(Bucket=name)
-    return name
-
-
-@contextmanager
-def iam_enforced(endpoint: str):
-    """Make the server check credentials (moto accepts any unless told so); yields the
-    {"key", "secret"} of a user allowed s3:*. Open again afterwards."""
-    # reset-auth N: the next N requests pass unchecked, here the 3 that make the user.
-    httpx.post(f"{endpoint}/moto-api/reset-auth", content=b"3").raise_for_status()
-    try:
-        iam = boto3.client(
-            "iam", endpoint_url=endpoint, region_name=REGION, aws_access_key_id="admin", aws_secret_access_key="admin"
-        )
-        user = f"reader-{uuid.uuid4().hex[:12]}"  # moto's state is one per process, not per server
-        iam.create_user(UserName=user)
-        key = iam.create_access_key(UserName=user)["AccessKey"]
-        policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
-        iam.put_user_policy(UserName=user, PolicyName="s3", PolicyDocument=json.dumps(policy))
-        yield {"key": key["AccessKeyId"], "secret": key["SecretAccessKey"]}
-    finally:
-        httpx.post(f"{endpoint}/moto-api/reset-auth", content=b"inf").raise_for_status()
