@@ -1,4 +1,4 @@
-"""Domain errors. Raised anywhere in the backend; only backend.api.app maps them to HTTP.
+"""Domain errors. Raised anywhere in the backend; only backend/api/errors.py maps them to HTTP.
 
 Bad input is ``compute.errors.InvalidInput`` everywhere, one class for both sides: the
 API raises it for a bad request, workers raise it (and its subclasses) for a bad file.
