@@ -160,7 +160,9 @@ class Workers(Construct):
             vpc=cluster.vpc,
             vpc_subnets=subnets(PRIVATE),
             min_capacity=0,
-            max_capacity=pool.max_tasks,
+            # Room for a deployment's new workers beside the old at the pool's maximum (one
+            # task per instance, MAX_HEALTHY_PERCENT): else a deploy at the peak would stall.
+            max_capacity=pool.max_tasks * MAX_HEALTHY_PERCENT // 100,
             mixed_instances_policy=autoscaling.MixedInstancesPolicy(
                 launch_template=launch_template,
                 launch_template_overrides=[

@@ -192,7 +192,7 @@ def test_bulk_workers_mix_on_demand_and_spot(template, env_config):
         types = [o["InstanceType"] for o in policy["LaunchTemplate"]["Overrides"]]
         assert types == workers["instanceTypes"]
         assert policy["InstancesDistribution"]["OnDemandPercentageAboveBaseCapacity"] == on_demand_percent
-        assert (group["MinSize"], group["MaxSize"]) == ("0", str(workers["maxTasks"]))
+        assert group["MinSize"] == "0"
     for provider in resources(template, "AWS::ECS::CapacityProvider").values():
         asg = provider["AutoScalingGroupProvider"]
         assert asg["ManagedScaling"]["Status"] == "ENABLED"
@@ -230,6 +230,20 @@ def test_deployments_can_move_at_the_minimum_task_count(template, env_config):
         highest = math.floor(count * deployment["MaximumPercent"] / 100)
         assert highest > count or lowest < count, (prefix, count, deployment)
         assert deployment["DeploymentCircuitBreaker"] == {"Enable": True, "Rollback": True}, prefix
+
+
+def test_worker_deployments_have_instances_at_the_maximum_count(template, env_config):
+    """One worker per instance: at a pool's maximum, the new tasks of a deployment need
+    instances beside the old ones, so each group may grow to the deployment's peak."""
+    services = resources(template, "AWS::ECS::Service")
+    groups = resources(template, "AWS::AutoScaling::AutoScalingGroup")
+    for lane in LANES:
+        name = lane.capitalize()
+        deployment = find(services, f"Workers{name}Service")["DeploymentConfiguration"]
+        peak = env_config["workers"][lane]["maxTasks"] * deployment["MaximumPercent"] // 100
+        for group_id, group in groups.items():
+            if group_id.startswith(f"Workers{name}"):
+                assert int(group["MaxSize"]) >= peak, group_id
 
 
 def test_worker_hosts_are_hardened(template):
