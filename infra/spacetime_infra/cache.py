@@ -34,6 +34,9 @@ USERNAME_ENV = "REDIS_USERNAME"
 # The workers' ACL: keys.INPUT and keys.STAGED of backend/keys.py, and the two commands
 # of compute/stored.py (redis-py's CLIENT SETINFO at connect is refused and ignored).
 WORKER_ACCESS = "on ~input:* ~staged:* -@all +get +set"
+# Everything, channels included (&*): the API's waits SUBSCRIBE to the job endings that
+# the final writes PUBLISH (backend/endings.py), and Redis 7 gives new users no channel.
+DEFAULT_ACCESS = "on ~* &* +@all"
 
 
 class Cache(Construct):
@@ -46,7 +49,7 @@ class Cache(Construct):
         self.worker_password = self._password("WorkerPassword", f"password of the {name} Redis's workers user")
         self.worker_user_name = f"{name}-workers"
         users = [
-            self._user("DefaultUser", f"{name}-default", "default", "on ~* &* +@all", self.auth_token),
+            self._user("DefaultUser", f"{name}-default", "default", DEFAULT_ACCESS, self.auth_token),
             self._user("WorkerUser", self.worker_user_name, self.worker_user_name, WORKER_ACCESS, self.worker_password),
         ]
         self.user_group = elasticache.CfnUserGroup(
