@@ -456,3 +456,15 @@ def test_the_runbooks_client_registration_parses():
     except SystemExit:
         pytest.xfail("`spacetime clients add --key-sha256` is not in the backend yet (issue 21's runbook)")
     assert args.key_sha256 == "0" * 64
+
+
+def test_stack_dispatchers_get_their_whole_shutdown_grace():
+    """ECS kills a container its stop timeout after SIGTERM: a dispatcher needs its grace
+    (the stack's SPACETIME_SHUTDOWN_GRACE_S, or the setting's default) and the hand-back."""
+    default = Settings.model_fields["shutdown_grace_s"].default
+    dispatchers = [(s, d) for s, d in stack_containers() if d.get("Command") == ["spacetime", "dispatcher"]]
+    assert dispatchers
+    for stack, definition in dispatchers:
+        env = {e["Name"]: e["Value"] for e in definition.get("Environment", [])}
+        grace = float(env.get("SPACETIME_SHUTDOWN_GRACE_S", default))
+        assert definition["StopTimeout"] >= grace + STOP_MARGIN_S, stack
