@@ -284,8 +284,8 @@ def raw_s3_reads(url: str, size: int, storage_options: dict, repeat: int) -> dic
 def s3_rows(client, path: Path, block_bytes: int, repeat: int) -> dict:
     import fsspec
 
-    from tests.servers import free_port
     from tests.moto_s3 import new_bucket
+    from tests.servers import free_port
 
     with shaped_s3.start("moto", "--port", str(free_port())) as endpoint:
         options = {**S3_CREDENTIALS, "client_kwargs": {"endpoint_url": endpoint}}

@@ -132,8 +132,8 @@ def main() -> None:
 
     from distributed import Client, LocalCluster
 
-    from tests.servers import free_port
     from tests.moto_s3 import new_bucket
+    from tests.servers import free_port
 
     path, answer = ensure_file(args.size, "lines")
     warm_page_cache(path)

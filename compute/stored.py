@@ -5,8 +5,9 @@ measures the ways).
 
 The task gets plain arguments: a Redis URL and keys. The URL carries no password: task
 arguments pass through the Dask scheduler, which anyone on the cluster's network can ask
-for them. A worker adds the password from its own environment (``REDIS_PASSWORD_ENV``; on
-AWS the same secret the dispatchers get, docs/security.md).
+for them. A worker adds the password from its own environment (``REDIS_PASSWORD_ENV``), and
+the user name where it has one (``REDIS_USERNAME_ENV``: on AWS the workers' own Redis user,
+which may only read inputs and write staged results; docs/deployment-aws.md).
 """
 
 import os
@@ -21,6 +22,8 @@ from compute.image import randomize_image
 
 # The variable that holds the Redis password (ElastiCache's AUTH token) in a worker's environment.
 REDIS_PASSWORD_ENV = "REDIS_AUTH_TOKEN"
+# ... and the Redis (ACL) user it authenticates as; unset: the default user.
+REDIS_USERNAME_ENV = "REDIS_USERNAME"
 # A Redis that does not answer within this is away: the task fails with a RedisError, and
 # its dispatcher's outage handling puts the job back in its queue.
 REDIS_TIMEOUT_S = 10.0
@@ -37,7 +40,7 @@ def randomize_stored(
     """``randomize_image`` of the PNG at ``input_key``, stored at ``output_key`` for
     ``ttl_s`` seconds. Nothing comes back through Dask: the dispatcher only waits for the
     task to finish (a result would be one more round trip through the scheduler)."""
-    redis = redis_at(redis_url, os.environ.get(REDIS_PASSWORD_ENV))
+    redis = redis_at(redis_url, os.environ.get(REDIS_PASSWORD_ENV), os.environ.get(REDIS_USERNAME_ENV))
     png = cast(bytes | None, redis.get(input_key))  # no decode_responses: bytes
     if png is None:
         raise InvalidInput("the uploaded image has expired; submit it again")
@@ -45,10 +48,14 @@ def randomize_stored(
 
 
 @cache
-def redis_at(url: str, password: str | None) -> Redis:
+def redis_at(url: str, password: str | None, username: str | None = None) -> Redis:
     """One client per URL in a worker process, so a task connects only when its pool has no
     idle connection (redis-py hands each thread a connection of its own)."""
-    # A password in the URL itself wins over ``password`` (redis-py's from_url).
+    # A user or password in the URL itself wins over these (redis-py's from_url).
     return Redis.from_url(
-        url, password=password, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
+        url,
+        username=username,
+        password=password,
+        socket_timeout=REDIS_TIMEOUT_S,
+        socket_connect_timeout=REDIS_TIMEOUT_S,
     )

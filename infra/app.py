@@ -38,8 +38,15 @@ def build_app(context: dict | None = None, outdir: str | None = None) -> cdk.App
     # The account: the cdk CLI sets CDK_DEFAULT_ACCOUNT from the deploying credentials;
     # offline it stays a CloudFormation pseudo parameter.
     account = os.environ.get("CDK_DEFAULT_ACCOUNT")
-    ImagesStack(app, IMAGES_STACK, images, env=cdk.Environment(account=account, region=images.region))
-    for config in load_environments(merged):
+    environments = load_environments(merged)
+    ImagesStack(
+        app,
+        IMAGES_STACK,
+        images,
+        [config.name for config in environments],
+        env=cdk.Environment(account=account, region=images.region),
+    )
+    for config in environments:
         SpaceTimeStack(app, config, images, env=cdk.Environment(account=account, region=config.region))
     return app
 

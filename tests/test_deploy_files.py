@@ -13,6 +13,9 @@ import tomllib
 import pytest
 import yaml
 
+from backend.api.app import create_app
+from backend.core.settings import Settings
+from backend.run.cli import build_parser
 from backend.run.supervisor import STOP_MARGIN_S
 from tests.compose import COMPOSE_FILE, compose, compose_config, duration_s, tool
 from tests.paths import REPO
@@ -311,3 +314,147 @@ def test_environment_pins_equal_constraints():
     assert set(runtime_dependencies()) <= set(pinned)
     pip_lines = next(dep["pip"] for dep in env["dependencies"] if isinstance(dep, dict))
     assert pip_lines == ["-c constraints.txt", "-e ."]
+
+
+# --- the AWS stack (infra/, synthesized into infra/cdk.out by `make infra-check`) ---------
+# infra/.venv has the CDK but not the backend, so these checks of its containers against
+# the backend's own Settings and command line live here.
+
+CDK_OUT = REPO / "infra" / "cdk.out"
+
+
+def stack_containers() -> list[tuple[str, dict]]:
+    """(stack, container definition) of every task definition in the synthesized stacks."""
+    templates = sorted(CDK_OUT.glob("SpaceTime-*.template.json"))
+    if not templates:
+        pytest.skip("infra/cdk.out has no templates: run `make infra-check` first (`make test` does)")
+    found = []
+    for path in templates:
+        for resource in json.loads(path.read_text())["Resources"].values():
+            if resource["Type"] == "AWS::ECS::TaskDefinition":
+                found += [(path.stem, c) for c in resource["Properties"]["ContainerDefinitions"]]
+    return found
+
+
+def test_every_spacetime_variable_of_the_stack_is_a_setting():
+    """A misspelt SPACETIME_ variable would be ignored (extra="ignore") and the default used."""
+    fields = Settings.model_fields
+    seen = set()
+    for stack, definition in stack_containers():
+        for variable in (e["Name"] for e in definition.get("Environment", [])):
+            if variable.startswith("SPACETIME_"):
+                name = variable.removeprefix("SPACETIME_").lower()
+                assert name in fields, f"{stack} {definition['Name']}: {variable} is no setting"
+                assert fields[name].validation_alias is None, f"{variable}: the setting is read under another name"
+                seen.add(variable)
+    assert {"SPACETIME_AUTH", "SPACETIME_UPLOADS_URL", "SPACETIME_SHUTDOWN_GRACE_S"} <= seen
+
+
+def test_every_container_command_is_parsed_by_the_real_command_line():
+    """`spacetime ...` by the backend's argparse parser, `dask worker|scheduler ...` by
+    distributed's own click commands, without running them."""
+    from distributed.cli.dask_scheduler import main as dask_scheduler
+    from distributed.cli.dask_worker import main as dask_worker
+
+    parsed = set()
+    for stack, definition in stack_containers():
+        command = definition.get("Command") or []
+        where = f"{stack} {definition['Name']}: {command}"
+        if command[:1] == ["spacetime"]:
+            try:
+                args = build_parser().parse_args(command[1:])
+            except SystemExit:
+                pytest.fail(f"{where} is refused by the spacetime command line")
+            assert callable(args.run), where
+        elif command[:2] in (["dask", "worker"], ["dask", "scheduler"]):
+            cli = dask_worker if command[1] == "worker" else dask_scheduler
+            cli.make_context(f"dask {command[1]}", list(command[2:]))  # raises on an unknown option
+        else:
+            pytest.fail(f"{where}: neither a spacetime nor a dask command")
+        parsed.add(" ".join(command[:2]))
+    assert parsed == {"spacetime api", "spacetime dispatcher", "dask worker", "dask scheduler"}
+
+
+def test_the_workers_redis_user_allows_exactly_what_an_image_task_does(redis, redis_url, cat_png, monkeypatch):
+    """The stack's ACL for the workers' ElastiCache user, on a real redis-server: an image
+    task (compute/stored.py, as a worker runs it with REDIS_USERNAME and REDIS_AUTH_TOKEN)
+    reads its input and stores its staged result; the same user may touch nothing else."""
+    from redis.exceptions import NoPermissionError
+
+    from compute.stored import REDIS_PASSWORD_ENV, REDIS_USERNAME_ENV, randomize_stored
+
+    users = [
+        resource["Properties"]
+        for path in sorted(CDK_OUT.glob("SpaceTime-*.template.json"))
+        for resource in json.loads(path.read_text())["Resources"].values()
+        if resource["Type"] == "AWS::ElastiCache::User" and resource["Properties"]["UserName"] != "default"
+    ]
+    if not users:
+        pytest.skip("infra/cdk.out has no templates: run `make infra-check` first (`make test` does)")
+    for user in users:
+        name, password = user["UserName"], "a-worker-password-for-this-test"
+        redis.execute_command("ACL", "SETUSER", name, "reset", f">{password}", *user["AccessString"].split())
+        try:
+            redis.set("input:tok", cat_png)
+            monkeypatch.setenv(REDIS_USERNAME_ENV, name)
+            monkeypatch.setenv(REDIS_PASSWORD_ENV, password)
+            randomize_stored(redis_url, "input:tok", "staged:tok:d:1", 60)
+            assert redis.get("staged:tok:d:1").startswith(b"\x89PNG") and 0 < redis.ttl("staged:tok:d:1") <= 60
+            worker = type(redis).from_url(redis_url, username=name, password=password)
+            for command in (("GET", "result:tok"), ("LPUSH", "tasks", "x"), ("DEL", "input:tok"), ("KEYS", "*")):
+                with pytest.raises(NoPermissionError):
+                    worker.execute_command(*command)
+            worker.close()
+        finally:
+            redis.execute_command("ACL", "DELUSER", name)
+
+
+def stack_health_paths() -> set[str]:
+    """The API paths that the stack's container health check and target group probe."""
+    paths = set()
+    for path in sorted(CDK_OUT.glob("SpaceTime-*.template.json")):
+        for resource in json.loads(path.read_text())["Resources"].values():
+            properties = resource.get("Properties", {})
+            if resource["Type"] == "AWS::ElasticLoadBalancingV2::TargetGroup":
+                paths.add(properties["HealthCheckPath"])
+            elif resource["Type"] == "AWS::ECS::TaskDefinition":
+                for definition in properties["ContainerDefinitions"]:
+                    check = " ".join(definition.get("HealthCheck", {}).get("Command", []))
+                    paths |= set(re.findall(r"http://127\.0\.0\.1:5000(/\w+)", check))
+    if not paths:
+        pytest.skip("infra/cdk.out has no templates: run `make infra-check` first (`make test` does)")
+    return paths
+
+
+def test_the_stacks_health_checks_name_routes_of_the_api():
+    """/livez (the container: the process only) and /readyz (the load balancer: Redis too)."""
+    routes = {getattr(route, "path", None) for route in create_app().routes}
+    missing = stack_health_paths() - routes
+    if missing:
+        pytest.xfail(f"the backend has no {sorted(missing)} yet (issue 21: liveness and readiness apart)")
+
+
+def test_the_runbooks_client_registration_parses():
+    """docs/deployment-aws.md registers clients by the SHA-256 of a key made elsewhere, so
+    that no key reaches a log: the command it runs is one the real command line takes."""
+    runbook = (REPO / "docs" / "deployment-aws.md").read_text()
+    (command,) = set(re.findall(r'"command":(\[[^\]]*\])', runbook))
+    argv = json.loads(command.replace('"\'"$HASH"\'"', json.dumps("0" * 64)))
+    assert argv[:3] == ["spacetime", "clients", "add"]
+    try:
+        args = build_parser().parse_args(argv[1:])
+    except SystemExit:
+        pytest.xfail("`spacetime clients add --key-sha256` is not in the backend yet (issue 21's runbook)")
+    assert args.key_sha256 == "0" * 64
+
+
+def test_stack_dispatchers_get_their_whole_shutdown_grace():
+    """ECS kills a container its stop timeout after SIGTERM: a dispatcher needs its grace
+    (the stack's SPACETIME_SHUTDOWN_GRACE_S, or the setting's default) and the hand-back."""
+    default = Settings.model_fields["shutdown_grace_s"].default
+    dispatchers = [(s, d) for s, d in stack_containers() if d.get("Command") == ["spacetime", "dispatcher"]]
+    assert dispatchers
+    for stack, definition in dispatchers:
+        env = {e["Name"]: e["Value"] for e in definition.get("Environment", [])}
+        grace = float(env.get("SPACETIME_SHUTDOWN_GRACE_S", default))
+        assert definition["StopTimeout"] >= grace + STOP_MARGIN_S, stack

@@ -23,6 +23,15 @@ API_KEY_VARIABLE = "SPACETIME_API_KEY"
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise here
+    return args.run(args) or 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line; deployments' container commands are checked against it
+    (tests/test_deploy_files.py)."""
     parser = argparse.ArgumentParser(prog="spacetime", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -63,11 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     remove = clients.add_parser("remove", help="unregister a client; its key stops working")
     remove.add_argument("name")
     remove.set_defaults(run=_clients_remove)
-
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise here
-    return args.run(args) or 0
+    return parser
 
 
 def _up(args) -> int:

@@ -19,6 +19,10 @@ from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
 
 NAMESPACE = "SpaceTime"
+# Every name the dispatchers print (backend/cloudwatch.py; backend/telemetry/cloudwatch.py
+# after the backend's split): infra/tests/test_metrics.py reads that file and compares.
+GAUGES = ("Backlog", "BacklogBlocks", "InFlight")
+JOB_METRICS = ("QueueWait", "LeadTime", "Errored")
 LANES = ("interactive", "bulk")
 KINDS = ("randomize", "even-sum")
 GAUGE_PERIOD = Duration.minutes(1)  # two 30 s samples per period; Maximum takes the later peak

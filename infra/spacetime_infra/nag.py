@@ -39,8 +39,9 @@ def acknowledge_accepted_findings(
                 "the actions are listed one by one (roles.py).",
             )
 
+    worker_tasks = [service.task_definition for service in workers.pools.values()]
     ecs_tasks = [services.api.task_definition, services.dispatchers.task_definition, services.scheduler.task_definition]
-    for task in [*ecs_tasks, workers.service.task_definition]:
+    for task in [*ecs_tasks, *worker_tasks]:
         assert task.execution_role is not None
         acknowledge(
             task.execution_role,
@@ -48,12 +49,12 @@ def acknowledge_accepted_findings(
             "ecr:GetAuthorizationToken has no resource-level permissions; the pulls and log writes "
             "it allows are scoped to the repository and the log group.",
         )
-    for task in (services.api.task_definition, services.dispatchers.task_definition, workers.service.task_definition):
+    for task in (services.api.task_definition, services.dispatchers.task_definition, *worker_tasks):
         acknowledge(
             task,
             "AwsSolutions-ECS2",
             "Plain configuration (endpoints, bucket URLs, sizes) is set as environment variables; the one "
-            "secret, the Redis AUTH token, comes from Secrets Manager.",
+            "secret, the Redis user's password, comes from Secrets Manager.",
         )
 
     for role in workers.instance_roles:
@@ -78,15 +79,22 @@ def acknowledge_accepted_findings(
             "Auto Scaling history. The alarms topic is kept for conditions that need a person.",
         )
 
+    for secret in (cache.auth_token, cache.worker_password):
+        acknowledge(
+            secret,
+            "AwsSolutions-SMG4",
+            "Rotating an ElastiCache user's password takes a second password on the user and a restart "
+            "of the tasks that hold it; it is a runbook step (docs/deployment-aws.md), not a rotation Lambda.",
+        )
     acknowledge(
-        cache.auth_token,
-        "AwsSolutions-SMG4",
-        "Rotating an ElastiCache AUTH token takes a ROTATE-then-SET sequence and a restart of the "
-        "tasks that hold it; it is a runbook step (docs/deployment-aws.md), not a rotation Lambda.",
+        cache.group,
+        "AwsSolutions-AEC6",
+        "Redis users (RBAC) replace the single AUTH token: every connection authenticates as the default "
+        "user or the workers' restricted user, each with a password from Secrets Manager (cache.py).",
     )
     acknowledge(
         cache.group,
         "AwsSolutions-AEC5",
         "The port is no secret: only the API, dispatcher and worker security groups may reach it, "
-        "over TLS with AUTH. The default keeps the URL the same as everywhere else.",
+        "over TLS with a user and password. The default keeps the URL the same as everywhere else.",
     )

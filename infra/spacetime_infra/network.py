@@ -1,9 +1,12 @@
-"""The VPC: two Availability Zones, public subnets for the load balancer and the NAT
-gateways only, private subnets for every task, isolated subnets for Redis.
+"""The VPC: two Availability Zones, public subnets for the load balancer only, private
+subnets for every task, isolated subnets for Redis.
+
+No NAT gateway and no route to the internet from inside: the workers decode PNGs that
+anyone may send and hold a Redis password, so what they and the other tasks may reach
+outside the VPC is AWS's APIs through VPC endpoints (endpoints.py) and nothing else. S3
+goes through a gateway endpoint: the workers read uploads at the speed of the VPC.
 
 The zones are named in cdk.json rather than looked up, so synthesis needs no AWS account.
-S3 traffic goes through a gateway endpoint: the workers read uploads at the speed of the
-VPC, and none of it is billed as NAT gateway data.
 """
 
 from aws_cdk import aws_ec2 as ec2
@@ -13,7 +16,7 @@ from spacetime_infra.config import EnvironmentConfig
 from spacetime_infra.log_groups import log_group
 
 PUBLIC = "public"
-PRIVATE = "private"  # tasks: out to AWS APIs through NAT, nothing in from outside the VPC
+PRIVATE = "private"  # tasks: out to AWS APIs through the endpoints only, nothing in from outside
 DATA = "data"  # Redis: no route out at all
 
 
@@ -26,10 +29,10 @@ class Network(Construct):
             "Vpc",
             ip_addresses=ec2.IpAddresses.cidr("10.40.0.0/16"),
             availability_zones=config.availability_zones,
-            nat_gateways=config.nat_gateways,
+            nat_gateways=0,
             subnet_configuration=[
                 ec2.SubnetConfiguration(name=PUBLIC, subnet_type=ec2.SubnetType.PUBLIC, cidr_mask=24),
-                ec2.SubnetConfiguration(name=PRIVATE, subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS, cidr_mask=20),
+                ec2.SubnetConfiguration(name=PRIVATE, subnet_type=ec2.SubnetType.PRIVATE_ISOLATED, cidr_mask=20),
                 ec2.SubnetConfiguration(name=DATA, subnet_type=ec2.SubnetType.PRIVATE_ISOLATED, cidr_mask=24),
             ],
             gateway_endpoints={"S3": ec2.GatewayVpcEndpointOptions(service=ec2.GatewayVpcEndpointAwsService.S3)},

@@ -4,9 +4,10 @@
   that are few but heavy, such as large uploads).
 - Dispatchers: jobs queued per dispatcher, held near ``SPACETIME_BULK_CONCURRENCY``
   (each dispatcher has about one more round of jobs waiting).
-- Workers: (blocks queued + jobs running) per worker, held near ``backlogPerWorker``.
-  Queued blocks say how much work waits; running jobs keep a floor while the cluster is
-  busy with work that has left the queue.
+- Workers, each pool on its own lane: (the lane's blocks queued + jobs running) per
+  worker, held near the pool's ``backlogPerWorker``. Queued blocks say how much work
+  waits; running jobs keep a floor while the pool is busy with work that has left the
+  queue. A burst of 5 GB sums grows the bulk pool and leaves the interactive one alone.
 
 The last two are the "backlog per task" pattern: a metric-math expression over the
 dispatchers' gauges divided by the service's running tasks (Container Insights'
@@ -61,17 +62,19 @@ def scale_dispatchers(scope: Construct, service: ecs.BaseService, config: Enviro
     )
 
 
-def scale_workers(scope: Construct, service: ecs.BaseService, config: EnvironmentConfig) -> None:
-    workers = config.workers
-    _scale_on_backlog(
-        scope,
-        "WorkerBacklog",
-        service,
-        min_tasks=workers.min_tasks,
-        max_tasks=workers.max_tasks,
-        gauges=[(name, lane) for name in ("BacklogBlocks", "InFlight") for lane in LANES],
-        per_task=workers.backlog_per_worker,
-    )
+def scale_workers(scope: Construct, pools: dict[str, ecs.BaseService], config: EnvironmentConfig) -> None:
+    """``pools``: {lane: its worker service}."""
+    for lane, service in pools.items():
+        pool = getattr(config.workers, lane)
+        _scale_on_backlog(
+            scope,
+            f"{lane.capitalize()}WorkerBacklog",
+            service,
+            min_tasks=pool.min_tasks,
+            max_tasks=pool.max_tasks,
+            gauges=[(name, lane) for name in ("BacklogBlocks", "InFlight")],
+            per_task=pool.backlog_per_worker,
+        )
 
 
 def _scale_on_backlog(

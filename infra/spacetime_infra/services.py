@@ -31,10 +31,21 @@ WITH_REDIS_URL = [
     'export REDIS_URL="rediss://:$REDIS_AUTH_TOKEN@$REDIS_HOST:$REDIS_PORT/0"; unset REDIS_AUTH_TOKEN; exec "$@"',
     "with-redis-url",
 ]
-# The dispatcher's own SIGTERM grace (SPACETIME_SHUTDOWN_GRACE_S, 30 s by default) lets
-# running jobs finish, then hands the rest back to the queue; ECS waits this long first.
+# The dispatcher's own SIGTERM grace (SPACETIME_SHUTDOWN_GRACE_S) lets running jobs
+# finish, then hands the rest back to the queue (10 s more at most: the supervisor's
+# STOP_MARGIN_S); ECS waits longer than both before it kills the process.
+SHUTDOWN_GRACE_S = 30
 DISPATCHER_STOP_TIMEOUT_S = 60
 SCHEDULER_DNS_NAME = "scheduler"
+# Liveness and readiness: ECS restarts a task whose process is stuck (/livez touches
+# nothing else); the load balancer stops sending requests to a task that cannot reach
+# Redis (/readyz), without ECS replacing the fleet during a Redis failover.
+LIVENESS_PATH = "/livez"
+READINESS_PATH = "/readyz"
+# Paths the load balancer answers 404 itself: /metrics names every client (it is for
+# scrapers inside the VPC), and no route of the API takes a percent-encoded path (tokens
+# are hex), so an encoded /metrics cannot slip past the first pattern either.
+HIDDEN_PATHS = ["/metrics*", "*%*"]
 
 
 class Services(Construct):
@@ -108,7 +119,7 @@ class Services(Construct):
             task,
             "scheduler",
             self.config,
-            image=images.compute,
+            image=images.scheduler,
             command=[
                 *("dask", "scheduler", "--host", "0.0.0.0", "--port", str(SCHEDULER_PORT)),
                 *("--dashboard-address", f":{SCHEDULER_DASHBOARD_PORT}"),
@@ -119,7 +130,8 @@ class Services(Construct):
             health_check=python_health_check(SCHEDULER_DASHBOARD_PORT, "/health"),
         )
         # Exactly one scheduler, never two at once (a second would split the workers):
-        # a deployment stops the old task before starting the new one.
+        # a deployment stops the old task before starting the new one. Its image is pinned
+        # to the dask version (containers.py), so app deploys leave it running.
         return self._fargate_service(
             "Scheduler",
             task,
@@ -148,7 +160,7 @@ class Services(Construct):
             secrets=secrets,
             stop_timeout_s=30,
             port_mappings=[ecs.PortMapping(container_port=API_PORT)],
-            health_check=python_health_check(API_PORT, "/healthz"),
+            health_check=python_health_check(API_PORT, LIVENESS_PATH),
         )
         service = self._fargate_service(
             "Api",
@@ -182,9 +194,19 @@ class Services(Construct):
             port=API_PORT,
             protocol=elbv2.ApplicationProtocol.HTTP,
             targets=[service],
-            # /healthz answers 503 while the task cannot reach Redis: out of rotation.
-            health_check=elbv2.HealthCheck(path="/healthz", healthy_http_codes="200", interval=Duration.seconds(15)),
+            # /readyz answers 503 while the task cannot reach Redis: out of rotation.
+            health_check=elbv2.HealthCheck(
+                path=READINESS_PATH, healthy_http_codes="200", interval=Duration.seconds(15)
+            ),
             deregistration_delay=Duration.seconds(30),
+        )
+        listener.add_action(
+            "Hidden",
+            priority=1,
+            conditions=[elbv2.ListenerCondition.path_patterns(HIDDEN_PATHS)],
+            action=elbv2.ListenerAction.fixed_response(
+                404, content_type="application/json", message_body='{"message": "not found"}'
+            ),
         )
         return service, load_balancer, target_group
 
@@ -199,7 +221,7 @@ class Services(Construct):
             image=images.backend,
             entry_point=WITH_REDIS_URL,
             command=["spacetime", "dispatcher"],
-            environment=environment,
+            environment=environment | {"SPACETIME_SHUTDOWN_GRACE_S": str(SHUTDOWN_GRACE_S)},
             secrets=secrets,
             stop_timeout_s=DISPATCHER_STOP_TIMEOUT_S,
         )

@@ -7,6 +7,7 @@ from spacetime_infra.alarms import Alarms
 from spacetime_infra.cache import Cache
 from spacetime_infra.config import EnvironmentConfig, ImagesConfig
 from spacetime_infra.containers import Images
+from spacetime_infra.endpoints import Endpoints
 from spacetime_infra.flows import Flows
 from spacetime_infra.nag import acknowledge_accepted_findings
 from spacetime_infra.network import Network
@@ -21,7 +22,8 @@ class SpaceTimeStack(Stack):
     def __init__(self, scope: Construct, config: EnvironmentConfig, images: ImagesConfig, **kwargs) -> None:
         super().__init__(scope, config.stack_name, **kwargs)
         network = Network(self, "Network", config)
-        flows = Flows(self, "Flows", network.vpc)
+        flows = Flows(self, "Flows", network.vpc, config.s3_prefix_list_id)
+        Endpoints(self, "Endpoints", network.vpc, flows.endpoints)
         storage = Storage(self, "Storage")
         roles = TaskRoles(self, "Roles", storage)
         cache = Cache(
@@ -32,7 +34,7 @@ class SpaceTimeStack(Stack):
             node_type=config.redis_node_type,
             name=f"spacetime-{config.name}",
         )
-        image_tags = Images(self, "Images", images, config.image_tag)
+        image_tags = Images(self, "Images", images, config.name, config.image_tag)
         services = Services(
             self,
             "Services",
@@ -57,8 +59,15 @@ class SpaceTimeStack(Stack):
         )
         scale_api(services.api, services.target_group, config)
         scale_dispatchers(self, services.dispatchers, config)
-        scale_workers(self, workers.service, config)
-        Alarms(self, "Alarms", config=config, redis_node_ids=cache.node_ids)
+        scale_workers(self, workers.pools, config)
+        Alarms(
+            self,
+            "Alarms",
+            config=config,
+            redis_node_ids=cache.node_ids,
+            services=services,
+            workers=workers.pools,
+        )
         acknowledge_accepted_findings(
             flows=flows, storage=storage, roles=roles, cache=cache, services=services, workers=workers
         )

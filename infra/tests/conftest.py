@@ -1,6 +1,10 @@
 """One synthesis for the whole session, exactly as ``make infra-check`` and the cdk CLI do
 it: ``python app.py`` in a child process, here with no network at all where the machine
-lets us make a network namespace, so that a download at synthesis would fail the run."""
+lets us make a network namespace, so that a download at synthesis would fail the run.
+
+It writes where the cdk CLI does, infra/cdk.out/ (emptied first): the main test suite
+reads those templates to check the containers against the backend's own Settings and
+command line (tests/test_deploy_files.py), which infra/.venv cannot import."""
 
 import json
 import os
@@ -38,8 +42,9 @@ def _no_network_prefix() -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def assembly(tmp_path_factory) -> Assembly:
-    outdir = tmp_path_factory.mktemp("cdk.out")
+def assembly() -> Assembly:
+    outdir = INFRA / "cdk.out"
+    shutil.rmtree(outdir, ignore_errors=True)
     prefix = _no_network_prefix()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CDK_", "AWS_"))} | {
         "CDK_OUTDIR": str(outdir),

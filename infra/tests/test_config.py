@@ -24,8 +24,8 @@ def test_the_image_tag_is_required(context):
 
 
 def test_an_unknown_key_is_refused(context):
-    context["spacetime:environments"]["staging"]["workers"]["maxTask"] = 3
-    with pytest.raises(ConfigError, match=r"staging.workers: unknown keys \['maxTask'\]"):
+    context["spacetime:environments"]["staging"]["workers"]["bulk"]["maxTask"] = 3
+    with pytest.raises(ConfigError, match=r"staging.workers.bulk: unknown keys \['maxTask'\]"):
         load_environments(context)
 
 
@@ -37,6 +37,25 @@ def test_a_certificate_from_another_region_is_refused(context):
 
 
 def test_an_on_demand_base_above_the_minimum_is_refused(context):
-    context["spacetime:environments"]["production"]["workers"]["onDemandBase"] = 99
+    context["spacetime:environments"]["production"]["workers"]["bulk"]["onDemandBase"] = 99
     with pytest.raises(ConfigError, match="onDemandBase"):
+        load_environments(context)
+
+
+def test_production_needs_an_alarm_subscriber(context):
+    context["spacetime:environments"]["production"]["alarms"]["email"] = ""
+    with pytest.raises(ConfigError, match=r"alarms\.email"):
+        load_environments(context)
+
+
+@pytest.mark.parametrize("change", [{"spotWeight": 1}, {"minTasks": 1, "onDemandBase": 1}])
+def test_interactive_workers_are_on_demand_and_in_both_zones(context, change):
+    context["spacetime:environments"]["staging"]["workers"]["interactive"].update(change)
+    with pytest.raises(ConfigError, match=r"workers\.interactive: On-Demand only"):
+        load_environments(context)
+
+
+def test_the_s3_prefix_list_is_checked(context):
+    context["spacetime:environments"]["staging"]["s3PrefixListId"] = "0.0.0.0/0"
+    with pytest.raises(ConfigError, match="s3PrefixListId"):
         load_environments(context)

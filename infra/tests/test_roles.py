@@ -64,12 +64,16 @@ def test_no_s3_wildcard_anywhere(template):
                 assert not text(resource).endswith(">/*"), (name, text(resource))
 
 
-def test_only_the_redis_clients_may_read_the_token(template):
-    secret = next(iter(resources(template, "AWS::SecretsManager::Secret")))
-    readers = set()
+def test_each_redis_client_reads_its_own_users_password(template):
+    """The API and dispatchers read the default user's; the workers only their own user's."""
+    secrets = {construct(k, "Cache"): k for k in resources(template, "AWS::SecretsManager::Secret")}
+    readers: dict[str, set[str]] = {}
     for role, statements in statements_by_role(template).items():
         for statement in statements:
             if "secretsmanager:GetSecretValue" in as_list(statement["Action"]):
-                assert [target(r) for r in as_list(statement["Resource"])] == [secret]
-                readers.add(role)
-    assert {r.split("TaskExecutionRole")[0] for r in readers} == {"ServicesApi", "ServicesDispatchers", "Workers"}
+                (resource,) = as_list(statement["Resource"])
+                readers.setdefault(target(resource), set()).add(role.split("TaskExecutionRole")[0])
+    assert readers == {
+        secrets["AuthToken"]: {"ServicesApi", "ServicesDispatchers"},
+        secrets["WorkerPassword"]: {"WorkersInteractive", "WorkersBulk"},
+    }

@@ -1,5 +1,7 @@
 """Scaling on the work (the dispatchers' embedded metrics) and the alarms."""
 
+import pytest
+
 from tests.cfn import find, resources, target, text
 
 LANES = {"interactive", "bulk"}
@@ -52,13 +54,16 @@ def test_dispatchers_scale_on_jobs_queued_per_dispatcher(template, env_config):
     assert config["TargetValue"] == env_config["dispatcherConcurrency"]
 
 
-def test_workers_scale_on_blocks_queued_and_jobs_running_per_worker(template, env_config):
-    workers = env_config["workers"]
-    scalable, config = policy_for(template, "WorkersService")
+@pytest.mark.parametrize("lane", sorted(LANES))
+def test_each_worker_pool_scales_on_its_own_lanes_backlog(template, env_config, lane):
+    workers = env_config["workers"][lane]
+    scalable, config = policy_for(template, f"Workers{lane.capitalize()}Service")
     assert (scalable["MinCapacity"], scalable["MaxCapacity"]) == (workers["minTasks"], workers["maxTasks"])
-    found, expression, _ = gauges(config)
-    assert found == {(name, lane) for name in ("BacklogBlocks", "InFlight") for lane in LANES}
-    assert expression.count("FILL(m") == 4
+    found, expression, tasks = gauges(config)
+    assert found == {(name, lane) for name in ("BacklogBlocks", "InFlight")}
+    assert expression.count("FILL(m") == 2
+    dimensions = {d["Name"]: d["Value"] for d in tasks["MetricStat"]["Metric"]["Dimensions"]}
+    assert f"Workers{lane.capitalize()}Service" in text(dimensions["ServiceName"])
     assert config["TargetValue"] == workers["backlogPerWorker"]
     assert config["ScaleInCooldown"] > config["ScaleOutCooldown"]
 
@@ -79,20 +84,28 @@ def test_the_api_scales_on_requests_per_target_and_cpu(template, env_config):
     )
 
 
+def alarms_by_metric(template: dict) -> dict[tuple[str, str], dict]:
+    """{(metric name, the value of its first dimension as text): alarm} of single-metric alarms."""
+    found = {}
+    for alarm in resources(template, "AWS::CloudWatch::Alarm").values():
+        if "MetricName" in alarm:
+            dimensions = {d["Name"]: text(d["Value"]) for d in alarm["Dimensions"]}
+            key = dimensions.get("ServiceName") or dimensions.get("TargetGroup") or next(iter(dimensions.values()))
+            found[(alarm["MetricName"], key)] = alarm
+    return found
+
+
 def test_alarms_on_queue_wait_errors_and_redis_memory(template, env_config):
     thresholds = env_config["alarms"]
     alarms = resources(template, "AWS::CloudWatch::Alarm")
     topic = next(iter(resources(template, "AWS::SNS::Topic")))
     assert all([target(a) for a in alarm["AlarmActions"]] == [topic] for alarm in alarms.values())
-    by_metric: dict[tuple[str, str], dict] = {}
-    for alarm in alarms.values():
-        if "MetricName" in alarm:
-            (dimension,) = alarm["Dimensions"]
-            by_metric[(alarm["MetricName"], dimension["Value"])] = alarm
+    by_metric = alarms_by_metric(template)
     for kind in KINDS:
         wait = by_metric[("QueueWait", kind)]
         assert (wait["Namespace"], wait["ExtendedStatistic"]) == ("SpaceTime", "p95")
         assert wait["Threshold"] == thresholds["queueWaitP95Seconds"][kind]
+        assert wait["TreatMissingData"] == "notBreaching"  # no jobs, no figures
         errored = by_metric[("Errored", kind)]
         assert (errored["Statistic"], errored["Threshold"]) == ("Sum", thresholds["erroredJobsPer5Min"])
     memory = find({k: v for k, v in alarms.items() if "Metrics" in v}, "AlarmsRedisMemory")
@@ -104,3 +117,51 @@ def test_alarms_on_queue_wait_errors_and_redis_memory(template, env_config):
     (redis,) = resources(template, "AWS::ElastiCache::ReplicationGroup").values()
     assert nodes == {f"{redis['ReplicationGroupId']}-001", f"{redis['ReplicationGroupId']}-002"}
     assert memory["Threshold"] == thresholds["redisMemoryPercent"]
+    assert memory["TreatMissingData"] == "breaching"
+
+
+def test_alarms_on_running_tasks_target_health_and_5xx(template, env_config):
+    """Breakage that silences a metric is breaching: a service with no running task, a
+    target group with no figure, dispatchers that stopped printing their gauges."""
+    by_metric = alarms_by_metric(template)
+    minimums = {
+        "ServicesApiService": env_config["api"]["minTasks"],
+        "ServicesDispatchersService": env_config["dispatchers"]["minTasks"],
+        "ServicesSchedulerService": 1,
+        "WorkersInteractiveService": env_config["workers"]["interactive"]["minTasks"],
+        "WorkersBulkService": env_config["workers"]["bulk"]["minTasks"],
+    }
+    running = [
+        (text(next(d["Value"] for d in a["Dimensions"] if d["Name"] == "ServiceName")), a)
+        for a in resources(template, "AWS::CloudWatch::Alarm").values()
+        if a.get("MetricName") == "RunningTaskCount"
+    ]
+    for prefix, minimum in minimums.items():
+        (alarm,) = [a for service, a in running if prefix in service and a["ComparisonOperator"] == "LessThanThreshold"]
+        assert (alarm["Threshold"], alarm["TreatMissingData"]) == (minimum, "breaching"), prefix
+    for lane in LANES:
+        service_prefix = f"Workers{lane.capitalize()}Service"
+        (at_max,) = [
+            a
+            for service, a in running
+            if service_prefix in service and a["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+        ]
+        assert (at_max["Statistic"], at_max["Threshold"]) == ("Minimum", env_config["workers"][lane]["maxTasks"])
+    names = {k[0]: a for k, a in by_metric.items()}
+    assert names["UnHealthyHostCount"]["TreatMissingData"] == "breaching"
+    assert names["HealthyHostCount"]["Threshold"] == 1 and names["HealthyHostCount"]["TreatMissingData"] == "breaching"
+    silent = [a for (name, lane), a in by_metric.items() if name == "Backlog"]
+    assert {text(a["Dimensions"][0]["Value"]) for a in silent} == LANES
+    assert all(a["Statistic"] == "SampleCount" and a["TreatMissingData"] == "breaching" for a in silent)
+    errors = find(resources(template, "AWS::CloudWatch::Alarm"), "AlarmsServerErrors")
+    metrics = {q["MetricStat"]["Metric"]["MetricName"] for q in errors["Metrics"] if "MetricStat" in q}
+    assert metrics == {"HTTPCode_Target_5XX_Count", "HTTPCode_ELB_5XX_Count"}
+
+
+def test_alarms_reach_a_person_in_production(template, env_name, env_config):
+    subscriptions = resources(template, "AWS::SNS::Subscription")
+    emails = [s["Endpoint"] for s in subscriptions.values() if s["Protocol"] == "email"]
+    if env_name == "production":
+        assert emails == [env_config["alarms"]["email"]] and emails[0]
+    else:
+        assert emails == ([env_config["alarms"]["email"]] if env_config["alarms"]["email"] else [])

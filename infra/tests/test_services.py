@@ -1,7 +1,11 @@
 """The services: images, commands and settings, health checks, the workers' capacity."""
 
 import json
+import math
+import re
 import sys
+
+import pytest
 
 from tests.cfn import INFRA_ROOT, container, environment, find, resources, target, text
 from tests.conftest import IMAGE_TAG
@@ -10,18 +14,38 @@ sys.path.insert(0, str(INFRA_ROOT.parent))  # compute/ (stdlib only: no dask nee
 from compute.retire import RETIRE_TIMEOUT_S
 
 DASK_CLOSE_S = 10  # dask worker's own close on SIGTERM: Nanny.close(timeout=10)
+STOP_MARGIN_S = 10  # backend/run/supervisor.py STOP_MARGIN_S: the hand-back after the grace
+LANES = ("interactive", "bulk")
 
 
-def test_images_come_from_ecr_at_the_tag(template, cdk_context):
+def worker_task(lane: str) -> str:
+    return f"Workers{lane.capitalize()}Task"
+
+
+def pinned_dask() -> str:
+    constraints = (INFRA_ROOT.parent / "constraints.txt").read_text()
+    return re.search(r"^dask==(\S+)$", constraints, re.MULTILINE).group(1)
+
+
+def test_images_come_from_ecr_at_the_environments_tag(template, cdk_context, env_name):
     repositories = cdk_context["spacetime:images"]
     for task, repository in [
         ("ServicesApiTask", "backendRepository"),
         ("ServicesDispatchersTask", "backendRepository"),
-        ("ServicesSchedulerTask", "computeRepository"),
-        ("WorkersTask", "computeRepository"),
+        *((worker_task(lane), "computeRepository") for lane in LANES),
     ]:
         image = text(container(template, task)["Image"])
-        assert image.endswith(f"/{repositories[repository]}:{IMAGE_TAG}"), (task, image)
+        assert image.endswith(f"/{repositories[repository]}:{env_name}-{IMAGE_TAG}"), (task, image)
+
+
+def test_the_scheduler_outlives_app_deploys(template, cdk_context):
+    """Its image tag names the pinned dask version, never the commit: an app deploy leaves
+    its task definition, and so the one scheduler, as they are."""
+    images = cdk_context["spacetime:images"]
+    image = text(container(template, "ServicesSchedulerTask")["Image"])
+    tag = f"scheduler-dask-{pinned_dask()}-r{images['schedulerRevision']}"
+    assert image.endswith(f"/{images['computeRepository']}:{tag}"), image
+    assert IMAGE_TAG not in image
 
 
 def test_every_container_is_non_root_read_only_and_logged(template, env_config):
@@ -47,7 +71,15 @@ def test_the_api_requires_keys_and_reaches_aws_services(template):
     assert "SPACETIME_S3_ENDPOINT_URL" not in env and "AWS_ACCESS_KEY_ID" not in env  # the task role, not keys
     assert api["Command"] == ["spacetime", "api"]
     assert api["PortMappings"][0]["ContainerPort"] == 5000
-    assert "/healthz" in api["HealthCheck"]["Command"][-1]
+
+
+def test_liveness_is_the_process_and_readiness_includes_redis(template):
+    """ECS restarts a task on /livez (never touches Redis), so a Redis failover does not
+    replace the fleet; the load balancer routes on /readyz (checks Redis)."""
+    check = container(template, "ServicesApiTask")["HealthCheck"]["Command"][-1]
+    assert "127.0.0.1:5000/livez'" in check
+    (group,) = resources(template, "AWS::ElasticLoadBalancingV2::TargetGroup").values()
+    assert group["HealthCheckPath"] == "/readyz"
 
 
 def test_dispatchers_print_the_metrics_that_scaling_reads(template, env_config):
@@ -57,7 +89,7 @@ def test_dispatchers_print_the_metrics_that_scaling_reads(template, env_config):
 
 
 def test_redis_is_reached_over_tls_with_the_secret_token(template):
-    secret = next(iter(resources(template, "AWS::SecretsManager::Secret")))
+    secret = next(k for k in resources(template, "AWS::SecretsManager::Secret") if k.startswith("CacheAuthToken"))
     for task in ("ServicesApiTask", "ServicesDispatchersTask"):
         definition = container(template, task)
         assert definition["Secrets"] == [{"Name": "REDIS_AUTH_TOKEN", "ValueFrom": {"Ref": secret}}]
@@ -68,10 +100,16 @@ def test_redis_is_reached_over_tls_with_the_secret_token(template):
         redis = next(iter(resources(template, "AWS::ElastiCache::ReplicationGroup")))
         assert env["REDIS_HOST"] == {"Fn::GetAtt": [redis, "PrimaryEndPoint.Address"]}
         assert env["REDIS_PORT"] == {"Fn::GetAtt": [redis, "PrimaryEndPoint.Port"]}
-    # Workers get the token as it is: their tasks get Redis's URL without it (compute/stored.py).
-    worker = container(template, "WorkersTask")
-    assert worker["Secrets"] == [{"Name": "REDIS_AUTH_TOKEN", "ValueFrom": {"Ref": secret}}]
-    assert "EntryPoint" not in worker and "REDIS_URL" not in environment(worker)
+    # Workers get their own user's password as it is: their tasks get Redis's URL without
+    # one (compute/stored.py), and never the default user's.
+    worker_secret = next(k for k in resources(template, "AWS::SecretsManager::Secret") if "WorkerPassword" in k)
+    users = {u["UserName"]: u for u in resources(template, "AWS::ElastiCache::User").values()}
+    for lane in LANES:
+        worker = container(template, worker_task(lane))
+        assert worker["Secrets"] == [{"Name": "REDIS_AUTH_TOKEN", "ValueFrom": {"Ref": worker_secret}}]
+        username = environment(worker)["REDIS_USERNAME"]
+        assert username in users and username != "default"
+        assert "EntryPoint" not in worker and "REDIS_URL" not in environment(worker)
     assert "Secrets" not in container(template, "ServicesSchedulerTask")
 
 
@@ -82,14 +120,16 @@ def test_the_scheduler_is_found_through_cloud_map(template, env_name):
     assert discovery["Name"] == "scheduler" and target(discovery["NamespaceId"]) == namespace
     address = f"tcp://scheduler.{env_name}.spacetime.internal:8786"
     assert text(environment(container(template, "ServicesDispatchersTask"))["DASK_SCHEDULER_ADDRESS"]) == address
-    assert container(template, "WorkersTask")["Command"][2] == address
+    for lane in LANES:
+        assert container(template, worker_task(lane))["Command"][2] == address
     scheduler = find(resources(template, "AWS::ECS::Service"), "ServicesScheduler")
     assert scheduler["DesiredCount"] == 1
     assert scheduler["DeploymentConfiguration"]["MaximumPercent"] == 100  # never two at once
 
 
-def test_workers_retire_before_they_stop(template):
-    worker = container(template, "WorkersTask")
+@pytest.mark.parametrize("lane", LANES)
+def test_workers_retire_before_they_stop(template, lane):
+    worker = container(template, worker_task(lane))
     command = worker["Command"]
     assert command[command.index("--preload-nanny") + 1] == "compute.retire"
     assert command[command.index("--preload") + 1] == "compute.preload"
@@ -97,37 +137,113 @@ def test_workers_retire_before_they_stop(template):
     assert worker["StopTimeout"] <= 120  # ECS's ceiling
 
 
-def test_worker_size_follows_the_parameters(template, env_config):
-    workers = env_config["workers"]
-    worker = container(template, "WorkersTask")
+def test_stop_timeouts_cover_the_shutdown_grace(template):
+    """A container that is given a grace (SPACETIME_SHUTDOWN_GRACE_S) is not killed before
+    it has spent it and handed back its jobs."""
+    graced = 0
+    for task in resources(template, "AWS::ECS::TaskDefinition").values():
+        (definition,) = task["ContainerDefinitions"]
+        grace = environment(definition).get("SPACETIME_SHUTDOWN_GRACE_S")
+        if grace is not None:
+            graced += 1
+            assert definition["StopTimeout"] >= float(grace) + STOP_MARGIN_S, definition["Name"]
+    assert graced == 1  # the dispatchers: the API and the workers have no such grace
+
+
+@pytest.mark.parametrize("lane", LANES)
+def test_worker_pools_offer_their_lanes_resource(template, env_config, lane):
+    """As compose and ``spacetime up`` do: one unit of the lane's resource per thread, so
+    image tasks (interactive) and block tasks (bulk) never share a worker's threads."""
+    pool = env_config["workers"][lane]
+    worker = container(template, worker_task(lane))
     command = worker["Command"]
-    assert (worker["Cpu"], worker["Memory"]) == (workers["cpu"], workers["memoryMib"])
-    assert command[command.index("--nthreads") + 1] == str(workers["cpu"] // 1024)
+    assert (worker["Cpu"], worker["Memory"]) == (pool["cpu"], pool["memoryMib"])
+    nthreads = command[command.index("--nthreads") + 1]
+    assert nthreads == str(pool["cpu"] // 1024)
+    assert command[command.index("--resources") + 1] == f"{lane}={nthreads}"
     dask_limit = int(command[command.index("--memory-limit") + 1].removesuffix("MiB"))
-    assert dask_limit < workers["memoryMib"]  # the nanny acts before the OOM killer
+    assert dask_limit < pool["memoryMib"]  # the nanny acts before the OOM killer
 
 
-def test_workers_mix_on_demand_and_spot(template, env_config):
-    workers = env_config["workers"]
-    service = find(resources(template, "AWS::ECS::Service"), "WorkersService")
+def test_interactive_workers_are_on_demand_in_both_zones(template, env_config):
+    pool = env_config["workers"]["interactive"]
+    service = find(resources(template, "AWS::ECS::Service"), "WorkersInteractiveService")
+    (strategy,) = service["CapacityProviderStrategy"]
+    assert target(strategy["CapacityProvider"]).startswith("WorkersInteractiveOnDemandCapacity")
+    assert service["DesiredCount"] == pool["minTasks"] >= 2
+    assert service["PlacementStrategies"] == [{"Field": "attribute:ecs.availability-zone", "Type": "spread"}]
+    group = find(resources(template, "AWS::AutoScaling::AutoScalingGroup"), "WorkersInteractiveOnDemandGroup")
+    assert group["MixedInstancesPolicy"]["InstancesDistribution"]["OnDemandPercentageAboveBaseCapacity"] == 100
+
+
+def test_bulk_workers_mix_on_demand_and_spot(template, env_config):
+    workers = env_config["workers"]["bulk"]
+    service = find(resources(template, "AWS::ECS::Service"), "WorkersBulkService")
     strategy = {target(s["CapacityProvider"]): s for s in service["CapacityProviderStrategy"]}
-    on_demand = find(strategy, "WorkersOnDemandCapacity")
-    spot = find(strategy, "WorkersSpotCapacity")
+    on_demand = find(strategy, "WorkersBulkOnDemandCapacity")
+    spot = find(strategy, "WorkersBulkSpotCapacity")
     assert (on_demand["Base"], on_demand["Weight"]) == (workers["onDemandBase"], 1)
     assert spot["Weight"] == workers["spotWeight"] and "Base" not in spot
 
     groups = resources(template, "AWS::AutoScaling::AutoScalingGroup")
-    for prefix, on_demand_percent in (("WorkersOnDemandGroup", 100), ("WorkersSpotGroup", 0)):
+    for prefix, on_demand_percent in (("WorkersBulkOnDemandGroup", 100), ("WorkersBulkSpotGroup", 0)):
         group = find(groups, prefix)
         policy = group["MixedInstancesPolicy"]
         types = [o["InstanceType"] for o in policy["LaunchTemplate"]["Overrides"]]
         assert types == workers["instanceTypes"]
         assert policy["InstancesDistribution"]["OnDemandPercentageAboveBaseCapacity"] == on_demand_percent
-        assert (group["MinSize"], group["MaxSize"]) == ("0", str(workers["maxTasks"]))
+        assert group["MinSize"] == "0"
     for provider in resources(template, "AWS::ECS::CapacityProvider").values():
         asg = provider["AutoScalingGroupProvider"]
         assert asg["ManagedScaling"]["Status"] == "ENABLED"
         assert asg["ManagedTerminationProtection"] == "ENABLED"
+
+
+def test_each_pool_has_capacity_of_its_own(template):
+    """Three capacity providers (interactive On-Demand, bulk On-Demand, bulk Spot), each
+    named by exactly one service's strategy."""
+    providers = set(resources(template, "AWS::ECS::CapacityProvider"))
+    named = [
+        target(s["CapacityProvider"])
+        for service in resources(template, "AWS::ECS::Service").values()
+        for s in service.get("CapacityProviderStrategy", [])
+    ]
+    assert len(providers) == 3 and sorted(named) == sorted(providers)
+
+
+def test_deployments_can_move_at_the_minimum_task_count(template, env_config):
+    """ECS rounds the minimum healthy count up and the maximum down: at the service's
+    smallest count, a deployment must be able to start a task or stop one, or it stalls
+    (aws/containers-roadmap#485)."""
+    minimums = {
+        "ServicesApiService": env_config["api"]["minTasks"],
+        "ServicesDispatchersService": env_config["dispatchers"]["minTasks"],
+        "ServicesSchedulerService": 1,
+        "WorkersInteractiveService": env_config["workers"]["interactive"]["minTasks"],
+        "WorkersBulkService": env_config["workers"]["bulk"]["minTasks"],
+    }
+    services = resources(template, "AWS::ECS::Service")
+    assert len(services) == len(minimums)
+    for prefix, count in minimums.items():
+        deployment = find(services, prefix)["DeploymentConfiguration"]
+        lowest = math.ceil(count * deployment["MinimumHealthyPercent"] / 100)
+        highest = math.floor(count * deployment["MaximumPercent"] / 100)
+        assert highest > count or lowest < count, (prefix, count, deployment)
+        assert deployment["DeploymentCircuitBreaker"] == {"Enable": True, "Rollback": True}, prefix
+
+
+def test_worker_deployments_have_instances_at_the_maximum_count(template, env_config):
+    """One worker per instance: at a pool's maximum, the new tasks of a deployment need
+    instances beside the old ones, so each group may grow to the deployment's peak."""
+    services = resources(template, "AWS::ECS::Service")
+    groups = resources(template, "AWS::AutoScaling::AutoScalingGroup")
+    for lane in LANES:
+        name = lane.capitalize()
+        deployment = find(services, f"Workers{name}Service")["DeploymentConfiguration"]
+        peak = env_config["workers"][lane]["maxTasks"] * deployment["MaximumPercent"] // 100
+        for group_id, group in groups.items():
+            if group_id.startswith(f"Workers{name}"):
+                assert int(group["MaxSize"]) >= peak, group_id
 
 
 def test_worker_hosts_are_hardened(template):
@@ -136,6 +252,17 @@ def test_worker_hosts_are_hardened(template):
         assert data["MetadataOptions"]["HttpTokens"] == "required"
         assert data["BlockDeviceMappings"][0]["Ebs"]["Encrypted"] is True
         assert "ECS_AWSVPC_BLOCK_IMDS=true" in text(data["UserData"]["Fn::Base64"])
+
+
+def test_spot_hosts_drain_on_an_interruption_notice(template):
+    """Written into the user data: the capacity provider's own switch needs a spotPrice,
+    which a mixed-instances group never has (aws-cdk#24360)."""
+    templates = resources(template, "AWS::EC2::LaunchTemplate")
+    assert len(templates) == 3
+    for name, launch_template in templates.items():
+        user_data = text(launch_template["LaunchTemplateData"]["UserData"]["Fn::Base64"])
+        draining = "echo ECS_ENABLE_SPOT_INSTANCE_DRAINING=true >> /etc/ecs/ecs.config" in user_data.splitlines()
+        assert draining == ("Spot" in name), name
 
 
 def find_bucket(template) -> str:
