@@ -56,3 +56,14 @@ def text(value) -> str:
     if isinstance(value, dict) and ("Ref" in value or "Fn::GetAtt" in value):
         return f"<{target(value)}>"
     return str(value)
+
+
+def minimum_tasks(env_config: dict) -> dict[str, int]:
+    """Each ECS service's logical id prefix -> its smallest task count in this environment."""
+    return {
+        "ServicesApiService": env_config["api"]["minTasks"],
+        "ServicesDispatchersService": env_config["dispatchers"]["minTasks"],
+        "ServicesSchedulerService": 1,
+        "WorkersInteractiveService": env_config["workers"]["interactive"]["minTasks"],
+        "WorkersBulkService": env_config["workers"]["bulk"]["minTasks"],
+    }

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.cfn import find, resources, target, text
+from tests.cfn import find, minimum_tasks, resources, target, text
 
 LANES = {"interactive", "bulk"}
 KINDS = {"randomize", "even-sum"}
@@ -124,13 +124,7 @@ def test_alarms_on_running_tasks_target_health_and_5xx(template, env_config):
     """Breakage that silences a metric is breaching: a service with no running task, a
     target group with no figure, dispatchers that stopped printing their gauges."""
     by_metric = alarms_by_metric(template)
-    minimums = {
-        "ServicesApiService": env_config["api"]["minTasks"],
-        "ServicesDispatchersService": env_config["dispatchers"]["minTasks"],
-        "ServicesSchedulerService": 1,
-        "WorkersInteractiveService": env_config["workers"]["interactive"]["minTasks"],
-        "WorkersBulkService": env_config["workers"]["bulk"]["minTasks"],
-    }
+    minimums = minimum_tasks(env_config)
     running = [
         (text(next(d["Value"] for d in a["Dimensions"] if d["Name"] == "ServiceName")), a)
         for a in resources(template, "AWS::CloudWatch::Alarm").values()

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.cfn import INFRA_ROOT, container, environment, find, resources, target, text
+from tests.cfn import INFRA_ROOT, container, environment, find, minimum_tasks, resources, target, text
 from tests.conftest import IMAGE_TAG
 
 sys.path.insert(0, str(INFRA_ROOT.parent))  # compute/ (stdlib only: no dask needed here)
@@ -215,13 +215,7 @@ def test_deployments_can_move_at_the_minimum_task_count(template, env_config):
     """ECS rounds the minimum healthy count up and the maximum down: at the service's
     smallest count, a deployment must be able to start a task or stop one, or it stalls
     (aws/containers-roadmap#485)."""
-    minimums = {
-        "ServicesApiService": env_config["api"]["minTasks"],
-        "ServicesDispatchersService": env_config["dispatchers"]["minTasks"],
-        "ServicesSchedulerService": 1,
-        "WorkersInteractiveService": env_config["workers"]["interactive"]["minTasks"],
-        "WorkersBulkService": env_config["workers"]["bulk"]["minTasks"],
-    }
+    minimums = minimum_tasks(env_config)
     services = resources(template, "AWS::ECS::Service")
     assert len(services) == len(minimums)
     for prefix, count in minimums.items():

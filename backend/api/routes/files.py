@@ -5,10 +5,11 @@ files (``POST /<kind>/uploads``, then ``.../uploads/{upload_id}/complete``)."""
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
+from pydantic import BaseModel
 
 from backend.api.bodies import URL_BODY_MAX_BYTES, body_chunks, declared_length, read_model
 from backend.api.deps import CallerDep, SettingsDep, SubmitterDep
-from backend.api.routes.kinds import status_operation
+from backend.api.routes.kinds import add_door, status_operation
 from backend.api.schemas import (
     BAD_INPUT,
     NO_DIRECT_UPLOAD,
@@ -36,6 +37,11 @@ from compute.errors import InvalidInput
 URL_EXAMPLE = '{"url": "s3://bucket/key"}'
 
 
+def json_body(model: type[BaseModel]) -> dict:
+    """A required JSON request body of ``model``, as the OpenAPI document writes it."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": inline_schema(model)}}}}
+
+
 def add_file_doors(router: APIRouter, kind: JobKind, file: File) -> None:
     add_post(router, kind, file)
     add_direct_upload(router, kind)
@@ -56,33 +62,12 @@ def add_post(router: APIRouter, kind: JobKind, file: File) -> None:
             job = await submitter.upload(caller, kind, body_chunks(request, settings), declared)
         return TokenOut(token=job.token)
 
-    router.add_api_route(
-        f"/{kind.name}",
-        submit,
-        methods=["POST"],
-        name=f"post_{kind.slug}",
-        status_code=201,
-        response_model=TokenOut,
-        responses={
-            **created(status_operation(kind)),
-            **BAD_INPUT,
-            **TOO_SLOW,
-            **TOO_LARGE,
-            **OVER_QUOTA,
-            **STORE_DOWN,
-        },
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    file.media_type: {"schema": UPLOAD_TEXT},
-                    "application/octet-stream": {"schema": UPLOAD_BYTES},
-                    "application/json": {"schema": EvenSumUrlIn.model_json_schema()},
-                },
-            }
-        },
-        summary=kind.summary,
-    )
+    content = {
+        file.media_type: {"schema": UPLOAD_TEXT},
+        "application/octet-stream": {"schema": UPLOAD_BYTES},
+        "application/json": {"schema": EvenSumUrlIn.model_json_schema()},
+    }
+    add_door(router, kind, submit, {**BAD_INPUT, **TOO_SLOW, **TOO_LARGE, **OVER_QUOTA, **STORE_DOWN}, content)
 
 
 def add_direct_upload(router: APIRouter, kind: JobKind) -> None:
@@ -134,12 +119,7 @@ def add_direct_upload(router: APIRouter, kind: JobKind) -> None:
             **OVER_QUOTA,
             **S3_DOWN,
         },
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": inline_schema(DirectUploadIn)}},
-            }
-        },
+        openapi_extra=json_body(DirectUploadIn),
         summary="Start an upload straight to S3 (large files): presigned URLs, one per part",
         description=(
             "The client PUTs each part to its URL (in parallel if it likes) and then calls\n"
@@ -165,11 +145,6 @@ def add_direct_upload(router: APIRouter, kind: JobKind) -> None:
             **OVER_QUOTA,
             **S3_DOWN,
         },
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": inline_schema(CompleteUploadIn)}},
-            }
-        },
+        openapi_extra=json_body(CompleteUploadIn),
         summary=f"Complete an upload straight to S3: check its parts, queue the {kind.name} job",
     )

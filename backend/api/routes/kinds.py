@@ -2,6 +2,9 @@
 ``POST /<kind>`` for a kind whose input is a small body (file kinds: routes/files.py),
 ``GET /<kind>/{token}/status`` and ``GET /<kind>/{token}/result``."""
 
+from collections.abc import Callable
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
@@ -15,6 +18,7 @@ from backend.api.schemas import (
     OVER_QUOTA,
     TOO_LARGE,
     TOO_SLOW,
+    Responses,
     StatusOut,
     TokenOut,
     created,
@@ -27,6 +31,24 @@ def status_operation(kind: JobKind) -> str:
     return f"{kind.slug}_status"
 
 
+def add_door(
+    router: APIRouter, kind: JobKind, endpoint: Callable[..., Any], responses: Responses, content: dict
+) -> None:
+    """``POST /<kind>``: a submission, answered 201 with the job's token; ``content`` is
+    the request body's media types and schemas, for the OpenAPI document."""
+    router.add_api_route(
+        f"/{kind.name}",
+        endpoint,
+        methods=["POST"],
+        name=f"post_{kind.slug}",
+        status_code=201,
+        response_model=TokenOut,
+        responses={**created(status_operation(kind)), **responses},
+        openapi_extra={"requestBody": {"required": True, "content": content}},
+        summary=kind.summary,
+    )
+
+
 def add_body_door(router: APIRouter, kind: JobKind, body: Body) -> None:
     """``POST /<kind>``: the whole input as the body, capped and checked at the door."""
 
@@ -37,22 +59,8 @@ def add_body_door(router: APIRouter, kind: JobKind, body: Body) -> None:
         job = await submitter.body(caller, kind, data)
         return TokenOut(token=job.token)
 
-    router.add_api_route(
-        f"/{kind.name}",
-        submit,
-        methods=["POST"],
-        name=f"post_{kind.slug}",
-        status_code=201,
-        response_model=TokenOut,
-        responses={**created(status_operation(kind)), **BAD_INPUT, **TOO_SLOW, **TOO_LARGE, **OVER_QUOTA},
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {body.media_type: {"schema": {"type": "string", "format": "binary"}}},
-            }
-        },
-        summary=kind.summary,
-    )
+    content = {body.media_type: {"schema": {"type": "string", "format": "binary"}}}
+    add_door(router, kind, submit, {**BAD_INPUT, **TOO_SLOW, **TOO_LARGE, **OVER_QUOTA}, content)
 
 
 def add_status_and_result(router: APIRouter, kind: JobKind) -> None:
