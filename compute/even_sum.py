@@ -4,7 +4,8 @@ A file of whitespace-separated integers (any ASCII whitespace, optional sign, an
 is cut into byte ranges; one Dask task per range reads just that range through fsspec
 and sums the numbers that start in it (``sum_block``); a tree of ``combine`` tasks adds
 the partials up on the cluster. A task's memory is its range plus a little look-ahead,
-whatever the file's size.
+whatever the file's size, and at most its range plus the longest number allowed
+(MAX_TOKEN_BYTES, compute/defaults.py).
 
 This module holds the entry points; the work is in
 - compute/tokens.py: the numbers of a buffer counted (the kernel, and Python for long ones);
@@ -26,8 +27,8 @@ import numpy as np
 from distributed import Client, Future
 
 from compute import ranged
-from compute.defaults import DEFAULT_BLOCK_BYTES, S3_CONCURRENCY, S3_PART_BYTES
-from compute.local_read import LOOK_AHEAD_BYTES, tally_file
+from compute.defaults import DEFAULT_BLOCK_BYTES, MAX_TOKEN_BYTES, S3_CONCURRENCY, S3_PART_BYTES
+from compute.local_read import LOOK_AHEAD_BYTES, block_buffer, look_ahead, tally_file
 from compute.reduction import (
     BLOCK_PRIORITY,
     FAN_IN,
@@ -45,6 +46,7 @@ __all__ = [
     "DEFAULT_BLOCK_BYTES",
     "FAN_IN",
     "LOOK_AHEAD_BYTES",
+    "MAX_TOKEN_BYTES",
     "BlockSum",
     "Pacing",
     "combine",
@@ -64,10 +66,11 @@ def plan_blocks(size: int, block_bytes: int) -> list[tuple[int, int]]:
     return [(start, min(start + block_bytes, size)) for start in range(0, size, block_bytes)]
 
 
-def sum_bytes(data) -> dict:
-    """The result for a whole file already in memory (bytes, memoryview, uint8 array)."""
+def sum_bytes(data, *, max_token_bytes: int = MAX_TOKEN_BYTES) -> dict:
+    """The result for a whole file already in memory (bytes, memoryview, uint8 array);
+    a number of over ``max_token_bytes`` is refused, as in ``sum_block``."""
     buf = read_only(np.frombuffer(data, dtype=np.uint8))
-    return _partial(*sum_tokens(buf, 0, buf.size, offset=0), nbytes=buf.size)
+    return _partial(*sum_tokens(buf, 0, buf.size, 0, max_token_bytes), nbytes=buf.size)
 
 
 def sum_block(
@@ -78,6 +81,7 @@ def sum_block(
     *,
     part_bytes: int = S3_PART_BYTES,
     concurrency: int = S3_CONCURRENCY,
+    max_token_bytes: int = MAX_TOKEN_BYTES,
 ) -> dict:
     """The partial for the numbers that START in bytes [start, end) of the file at ``url``.
 
@@ -85,15 +89,20 @@ def sum_block(
     block owns?) and enough bytes after it to finish its last number. From S3 the range
     comes as concurrent GETs of ``part_bytes``, ``concurrency`` at once, parsed as they
     arrive (compute/s3_parts.py); other files are read into one reusable buffer. Error
-    offsets are absolute in the file."""
+    offsets are absolute in the file.
+
+    A number of over ``max_token_bytes`` is an error (compute.errors.NumberTooLong, an
+    InvalidNumber): so the read never goes more than that past ``end``, and no number
+    costs Python more than about a second to convert (compute/defaults.py)."""
     fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
     base = max(start - 1, 0)  # the file offset of buf[0]
-    tally = Tally(own=end - base, offset=base, skip=start > 0)
-    if ranged.reads_in_parts(fs):
-        with _readable_errors(url):
-            tally_parts(fs, path, tally, part_bytes, concurrency)
-    else:
-        tally_file(fs, path, tally)
+    tally = Tally(own=end - base, offset=base, skip=start > 0, max_token_bytes=max_token_bytes)
+    with block_buffer(tally.own + look_ahead(max_token_bytes)):
+        if ranged.reads_in_parts(fs):
+            with _readable_errors(url):
+                tally_parts(fs, path, tally, part_bytes, concurrency)
+        else:
+            tally_file(fs, path, tally)
     total, even_count, count = tally.counts
     return _partial(total, even_count, count, nbytes=end - start)
 
@@ -188,8 +197,9 @@ def even_sum(
     FileNotFoundError, IsADirectoryError, PermissionError
         As ``submit_even_sum``, before any task runs.
     compute.errors.InvalidNumber
-        For the first token that is not an integer, with its byte offset in the file
-        (the blocks still in flight are cancelled).
+        For the first token that is not an integer, or is longer than MAX_TOKEN_BYTES
+        (``NumberTooLong``), with its byte offset in the file (the blocks still in flight
+        are cancelled).
 
     Examples
     --------

@@ -13,7 +13,7 @@ import numpy as np
 from compute import ranged
 from compute.defaults import MiB
 from compute.errors import InvalidNumber
-from compute.local_read import LOOK_AHEAD_BYTES, buffer, drop_buffer, read_past
+from compute.local_read import buffer, drop_buffer, look_ahead, read_past
 from compute.tokens import Tally, read_only
 
 # A part is counted on each time this much more of it has arrived: often enough that
@@ -26,10 +26,10 @@ def tally_parts(fs, path: str, tally: Tally, part_bytes: int, concurrency: int) 
     thread's buffer as GETs of ``part_bytes``, ``concurrency`` at once, each part counted
     on its own as its bytes arrive (``_part_tallies``). The last part also reads the
     look-ahead; a number that runs on past it (rare) is finished through a file object,
-    which knows where the object ends."""
+    which knows where the object ends, at most ``tally.max_token_bytes`` past the block."""
     if part_bytes <= 0:
         raise ValueError(f"part_bytes must be positive, not {part_bytes}")
-    want = tally.own + LOOK_AHEAD_BYTES
+    want = tally.own + look_ahead(tally.max_token_bytes)
     # The byte before the block rides with the first part, the look-ahead with the last:
     # 8 GETs for a 64 MiB block in 8 MiB parts, not 9.
     starts = list(range(0, max(tally.own - 1, 1), part_bytes))
@@ -53,7 +53,7 @@ def tally_parts(fs, path: str, tally: Tally, part_bytes: int, concurrency: int) 
     if any(part.pos < part.own for part in parts):  # a number runs on past the look-ahead
         with fs.open(path, "rb", cache_type="none") as file:
             file.seek(tally.offset + filled)
-            whole = read_past(file, tally.own, got=filled)
+            whole = read_past(file, tally.own, tally.max_token_bytes, got=filled)
         for part, start in zip(parts, starts, strict=True):
             _take(part, whole[start:], final=True)
         _raise_first_error(parts)
@@ -73,6 +73,7 @@ def _part_tallies(tally: Tally, starts: list[int]) -> list[Tally]:
             own=(tally.own if end is None else end + 1) - start,
             offset=tally.offset + start,
             skip=tally.skip if i == 0 else True,
+            max_token_bytes=tally.max_token_bytes,
         )
         for i, (start, end) in enumerate(zip(starts, bounds, strict=True))
     ]
