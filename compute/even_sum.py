@@ -139,7 +139,9 @@ def submit_even_sum(
     Returns
     -------
     (blocks, total)
-        The block futures (to watch progress) and the future of the result dict.
+        The block futures (to watch progress) and the future of the result dict. If
+        blocks fail, ``total`` has the error of the first to fail, which need not be the
+        first in the file (``even_sum`` and ``BlockSum.run`` raise that one).
 
     Raises
     ------
@@ -198,8 +200,8 @@ def even_sum(
         As ``submit_even_sum``, before any task runs.
     compute.errors.InvalidNumber
         For the first token that is not an integer, or is longer than MAX_TOKEN_BYTES
-        (``NumberTooLong``), with its byte offset in the file (the blocks still in flight
-        are cancelled).
+        (``NumberTooLong``), with its byte offset in the file (``BlockSum.run``: the
+        blocks in flight after it are cancelled).
 
     Examples
     --------
@@ -315,8 +317,8 @@ class BlockSum:
         dict
             ``{"sum", "even_count", "count", "bytes"}``, exact.
 
-        A block that fails raises its error here, and the blocks still in flight are
-        cancelled.
+        A block that fails raises its error here, the first in the file: the blocks in
+        flight after it are cancelled, and those before it awaited (one of them may fail too).
 
         Examples
         --------
@@ -326,18 +328,18 @@ class BlockSum:
         pacing = pacing or AllAtOnce(self.n_blocks)
         wait = wait or first_completed
         in_flight: dict[Future, float] = {}  # block -> its priority
+        order: dict[Future, int] = {}  # block -> its place in the file
         done = 0
         while done < self.n_blocks:
             while self.submitted < self.n_blocks and len(in_flight) < max(1, pacing.window()):
                 priority = pacing.priority()
-                in_flight[self.submit_next(priority)] = priority
+                block = self.submit_next(priority)
+                in_flight[block], order[block] = priority, self.submitted - 1
             finished = wait(set(in_flight))
             pacing.done([in_flight.pop(block) for block in finished])
-            for block in finished:
-                if block.status == "error":
-                    error = block.exception()
-                    self.client.cancel(list(in_flight))
-                    raise error
+            failed = [block for block in finished if block.status == "error"]
+            if failed:
+                raise self._first_error(failed, in_flight, order, pacing, wait)
             done += len(finished)
             if on_progress:
                 on_progress(done, len(in_flight))
@@ -345,6 +347,30 @@ class BlockSum:
         while total not in wait({total}):
             pass
         return total.result()
+
+    def _first_error(
+        self,
+        failed: list[Future],
+        in_flight: dict[Future, float],
+        order: dict[Future, int],
+        pacing: Pacing,
+        wait: Callable[[set[Future]], set[Future]],
+    ) -> BaseException:
+        """The error of the first failed block in the file, as ``sum_block`` over the blocks
+        in turn would raise it: blocks run in any order, and a later block may fail first.
+        The blocks in flight after the first failed one are cancelled; those before it are
+        awaited."""
+        first = min(failed, key=order.__getitem__)
+        while True:
+            after = [block for block in in_flight if order[block] > order[first]]
+            self.client.cancel(after)
+            for block in after:
+                del in_flight[block]
+            if not in_flight:
+                return first.exception()
+            finished = wait(set(in_flight))
+            pacing.done([in_flight.pop(block) for block in finished])
+            first = min([first, *(block for block in finished if block.status == "error")], key=order.__getitem__)
 
 
 def warm_up() -> None:
