@@ -139,6 +139,8 @@ class Tally:
     file offset ``offset``, taken as the buffer fills from its start."""
 
     def __init__(self, own: int, offset: int, skip: bool, max_token_bytes: int = MAX_TOKEN_BYTES):
+        if max_token_bytes < 1:
+            raise ValueError(f"max_token_bytes must be positive, not {max_token_bytes}")
         self.own, self.offset = own, offset
         self.max_token_bytes = max_token_bytes
         self.skip = skip  # is buf[0] perhaps inside a number that an earlier block owns?

@@ -158,6 +158,14 @@ def test_the_limit_counts_every_byte_of_a_number(tmp_path, token, wanted):
         assert sum_bytes(data, max_token_bytes=1000)["sum"] == wanted + 8
 
 
+def test_the_limit_is_positive(tmp_path):
+    path = tmp_path / "numbers.txt"
+    path.write_bytes(b"2 4")
+    for call in (lambda: sum_block(str(path), 1, 2, max_token_bytes=0), lambda: sum_bytes(b"2 4", max_token_bytes=0)):
+        with pytest.raises(ValueError, match="max_token_bytes must be positive, not 0"):
+            call()
+
+
 def test_the_buffer_is_back_to_its_size_after_a_long_number(tmp_path):
     """A 500 kB number runs over the end of a 4 KiB block: the thread's buffer grows to
     finish it, and is let go after the task; the next block's buffer is a block's again."""
