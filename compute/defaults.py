@@ -9,6 +9,10 @@ MiB = 2**20
 # and grows below; a 5 GiB file still makes 80 tasks to spread over a cluster; a worker
 # thread holds about one block.
 DEFAULT_BLOCK_BYTES = 64 * MiB
+# Longer numbers are refused (compute.errors.NumberTooLong): a block reads at most this far
+# past its end to finish its last number, and Python takes about a second (holding the
+# GIL) to turn 1 MiB of digits into an int, and 4 MiB about 7 s (it grows as n**1.5).
+MAX_TOKEN_BYTES = 1 * MiB
 # Larger images are refused (decompression bombs); 64 MP is an 8000 x 8000 photo.
 DEFAULT_MAX_PIXELS = 64_000_000
 # Pillow's own limit (PIL.Image.MAX_IMAGE_PIXELS): above it, it warns process-wide. Ours

@@ -4,44 +4,59 @@ A file of whitespace-separated integers (any ASCII whitespace, optional sign, an
 is cut into byte ranges; one Dask task per range reads just that range through fsspec
 and sums the numbers that start in it (``sum_block``); a tree of ``combine`` tasks adds
 the partials up on the cluster. A task's memory is its range plus a little look-ahead,
-whatever the file's size.
+whatever the file's size, and at most its range plus the longest number allowed
+(MAX_TOKEN_BYTES, compute/defaults.py).
+
+This module holds the entry points; the work is in
+- compute/tokens.py: the numbers of a buffer counted (the kernel, and Python for long ones);
+- compute/local_read.py: a block of a local file read into the thread's buffer;
+- compute/s3_parts.py: a block of an S3 object read as concurrent parts, counted as they arrive;
+- compute/reduction.py: ``combine``, the tree of combine tasks, and how blocks are paced.
 
 Partials and results are plain JSON-able dicts:
 ``{"sum": int, "even_count": int, "count": int, "bytes": int}``.
 """
 
 import contextlib
-import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
 
 import distributed
 import fsspec
 import numpy as np
 from distributed import Client, Future
 
-from compute import kernel, ranged
-from compute.defaults import DEFAULT_BLOCK_BYTES, S3_CONCURRENCY, S3_PART_BYTES, MiB
-from compute.errors import InvalidNumber
+from compute import ranged
+from compute.defaults import DEFAULT_BLOCK_BYTES, MAX_TOKEN_BYTES, S3_CONCURRENCY, S3_PART_BYTES
+from compute.local_read import LOOK_AHEAD_BYTES, block_buffer, look_ahead, tally_file
+from compute.reduction import (
+    BLOCK_PRIORITY,
+    FAN_IN,
+    AllAtOnce,
+    Pacing,
+    ReductionTree,
+    combine,
+    first_completed,
+)
+from compute.s3_parts import tally_parts
+from compute.tokens import Tally, read_only, sum_tokens
 
-# Bytes read past a block's end at first to finish its last number; more when needed.
-LOOK_AHEAD_BYTES = 4096
-# A part read from S3 is counted on each time this much more of it has arrived: often
-# enough that little is left once it lands, seldom enough that the calls cost nothing.
-PARSE_STEP_BYTES = 1 * MiB
-# combine() tasks take this many partials each: a tree of depth log8(blocks).
-FAN_IN = 8
-# Dask runs ready tasks of higher priority first: a combine frees its partials, so it
-# goes ahead of blocks (image tasks, at IMAGE_PRIORITY in compute.image, go ahead of both).
-BLOCK_PRIORITY = 0
-COMBINE_PRIORITY = 1
-# int() refuses longer digit strings (sys.get_int_max_str_digits, 4300 by default).
-INT_DIGITS_AT_ONCE = 4000
-# Shown of an invalid token in the error message.
-ERROR_TOKEN_CHARS = 40
-FIELDS = ("sum", "even_count", "count", "bytes")
+# The names callers import from here, wherever they are defined.
+__all__ = [
+    "DEFAULT_BLOCK_BYTES",
+    "FAN_IN",
+    "LOOK_AHEAD_BYTES",
+    "MAX_TOKEN_BYTES",
+    "BlockSum",
+    "Pacing",
+    "combine",
+    "even_sum",
+    "plan_blocks",
+    "submit_even_sum",
+    "sum_block",
+    "sum_bytes",
+    "warm_up",
+]
 
 
 def plan_blocks(size: int, block_bytes: int) -> list[tuple[int, int]]:
@@ -51,10 +66,11 @@ def plan_blocks(size: int, block_bytes: int) -> list[tuple[int, int]]:
     return [(start, min(start + block_bytes, size)) for start in range(0, size, block_bytes)]
 
 
-def sum_bytes(data) -> dict:
-    """The result for a whole file already in memory (bytes, memoryview, uint8 array)."""
-    buf = _read_only(np.frombuffer(data, dtype=np.uint8))
-    return _partial(*_sum_tokens(buf, 0, buf.size, offset=0), nbytes=buf.size)
+def sum_bytes(data, *, max_token_bytes: int = MAX_TOKEN_BYTES) -> dict:
+    """The result for a whole file already in memory (bytes, memoryview, uint8 array);
+    a number of over ``max_token_bytes`` is refused, as in ``sum_block``."""
+    buf = read_only(np.frombuffer(data, dtype=np.uint8))
+    return _partial(*sum_tokens(buf, 0, buf.size, 0, max_token_bytes), nbytes=buf.size)
 
 
 def sum_block(
@@ -65,31 +81,30 @@ def sum_block(
     *,
     part_bytes: int = S3_PART_BYTES,
     concurrency: int = S3_CONCURRENCY,
+    max_token_bytes: int = MAX_TOKEN_BYTES,
 ) -> dict:
     """The partial for the numbers that START in bytes [start, end) of the file at ``url``.
 
     Reads the range, the byte before it (is ``start`` inside a number that an earlier
     block owns?) and enough bytes after it to finish its last number. From S3 the range
     comes as concurrent GETs of ``part_bytes``, ``concurrency`` at once, parsed as they
-    arrive (compute/ranged.py); other files are read into one reusable buffer. Error
-    offsets are absolute in the file."""
+    arrive (compute/s3_parts.py); other files are read into one reusable buffer. Error
+    offsets are absolute in the file.
+
+    A number of over ``max_token_bytes`` is an error (compute.errors.NumberTooLong, an
+    InvalidNumber): so the read never goes more than that past ``end``, and no number
+    costs Python more than about a second to convert (compute/defaults.py)."""
     fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
     base = max(start - 1, 0)  # the file offset of buf[0]
-    tally = _Tally(own=end - base, offset=base, skip=start > 0)
-    if ranged.reads_in_parts(fs):
-        with _readable_errors(url):
-            _sum_parts(fs, path, tally, part_bytes, concurrency)
-    else:
-        with fs.open(path, "rb", cache_type="none") as file:
-            file.seek(base)
-            tally.take(_read_past(file, tally.own), hint=tally.own, final=True)
+    tally = Tally(own=end - base, offset=base, skip=start > 0, max_token_bytes=max_token_bytes)
+    with block_buffer(tally.own + look_ahead(max_token_bytes)):
+        if ranged.reads_in_parts(fs):
+            with _readable_errors(url):
+                tally_parts(fs, path, tally, part_bytes, concurrency)
+        else:
+            tally_file(fs, path, tally)
     total, even_count, count = tally.counts
     return _partial(total, even_count, count, nbytes=end - start)
-
-
-def combine(partials: list[dict]) -> dict:
-    """Add partials up (associative and commutative; the empty list gives zeros)."""
-    return {field: sum(partial[field] for partial in partials) for field in FIELDS}
 
 
 def submit_even_sum(
@@ -124,7 +139,9 @@ def submit_even_sum(
     Returns
     -------
     (blocks, total)
-        The block futures (to watch progress) and the future of the result dict.
+        The block futures (to watch progress) and the future of the result dict. If
+        blocks fail, ``total`` has the error of the first to fail, which need not be the
+        first in the file (``even_sum`` and ``BlockSum.run`` raise that one).
 
     Raises
     ------
@@ -157,7 +174,7 @@ def even_sum(
     client: Client | None = None,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
     storage_options: dict | None = None,
-    pacing: "Pacing | None" = None,
+    pacing: Pacing | None = None,
 ) -> dict:
     """The exact even sum of the file at ``url``, computed on the cluster.
 
@@ -182,8 +199,9 @@ def even_sum(
     FileNotFoundError, IsADirectoryError, PermissionError
         As ``submit_even_sum``, before any task runs.
     compute.errors.InvalidNumber
-        For the first token that is not an integer, with its byte offset in the file
-        (the blocks still in flight are cancelled).
+        For the first token that is not an integer, or is longer than MAX_TOKEN_BYTES
+        (``NumberTooLong``), with its byte offset in the file (``BlockSum.run``: the
+        blocks in flight after it are cancelled).
 
     Examples
     --------
@@ -201,10 +219,9 @@ def even_sum(
 class BlockSum:
     """One even sum on a cluster: blocks submitted as a window allows, partials reduced.
 
-    Blocks are submitted in file order; a ``combine`` task of FAN_IN partials is submitted
-    as soon as its blocks are, so the reduction tree (and its task keys) is the same
-    whether the blocks went all at once or a few at a time. Combine tasks run ahead of
-    blocks (priority), so partials never pile up on the workers.
+    Blocks are submitted in file order, each added to a ``ReductionTree``
+    (compute/reduction.py), whose combine tasks run ahead of blocks (priority), so
+    partials never pile up on the workers.
 
     ``run`` submits blocks as they finish; in a notebook, every block at once is::
 
@@ -244,9 +261,7 @@ class BlockSum:
         self.resources = resources
         self.blocks = plan_blocks(_file_size(url, storage_options), block_bytes)
         self.submitted = 0
-        # levels[n]: futures of tree level n (0: blocks) not yet under a combine task
-        self._levels: list[list[Future]] = [[]]
-        self._combined: list[int] = [0]  # combine tasks submitted per level
+        self._tree = ReductionTree(client, key_prefix)
 
     @property
     def n_blocks(self) -> int:
@@ -268,26 +283,18 @@ class BlockSum:
             resources=self.resources,
         )
         self.submitted += 1
-        self._add(0, block)
+        self._tree.add(block)
         return block
 
     def total(self) -> Future:
-        """The future of the result: the tree's last combine tasks, once every block is in.
-
-        Level by level, the partial group left over is combined into the next level, until
-        a level holds the one node that a single combine made: the result."""
+        """The future of the result: the tree's last combine tasks, once every block is in."""
         if self.submitted < self.n_blocks:
             raise RuntimeError(f"{self.n_blocks - self.submitted} blocks are not submitted yet")
-        level = 0
-        while not (level > 0 and self._combined[level - 1] == 1):
-            if self._levels[level] or self._combined[level] == 0:  # (an empty file: combine([]))
-                self._combine(level)
-            level += 1
-        return self._levels[level][0]
+        return self._tree.total()
 
     def run(
         self,
-        pacing: "Pacing | None" = None,
+        pacing: Pacing | None = None,
         on_progress: Callable[[int, int], None] | None = None,
         wait: Callable[[set[Future]], set[Future]] | None = None,
     ) -> dict:
@@ -310,8 +317,8 @@ class BlockSum:
         dict
             ``{"sum", "even_count", "count", "bytes"}``, exact.
 
-        A block that fails raises its error here, and the blocks still in flight are
-        cancelled.
+        A block that fails raises its error here, the first in the file: the blocks in
+        flight after it are cancelled, and those before it awaited (one of them may fail too).
 
         Examples
         --------
@@ -319,20 +326,20 @@ class BlockSum:
         >>> job.run(on_progress=lambda done, _: print(done, "/", job.n_blocks))  # doctest: +SKIP
         """
         pacing = pacing or AllAtOnce(self.n_blocks)
-        wait = wait or _first_completed
+        wait = wait or first_completed
         in_flight: dict[Future, float] = {}  # block -> its priority
+        order: dict[Future, int] = {}  # block -> its place in the file
         done = 0
         while done < self.n_blocks:
             while self.submitted < self.n_blocks and len(in_flight) < max(1, pacing.window()):
                 priority = pacing.priority()
-                in_flight[self.submit_next(priority)] = priority
+                block = self.submit_next(priority)
+                in_flight[block], order[block] = priority, self.submitted - 1
             finished = wait(set(in_flight))
             pacing.done([in_flight.pop(block) for block in finished])
-            for block in finished:
-                if block.status == "error":
-                    error = block.exception()
-                    self.client.cancel(list(in_flight))
-                    raise error
+            failed = [block for block in finished if block.status == "error"]
+            if failed:
+                raise self._first_error(failed, in_flight, order, pacing, wait)
             done += len(finished)
             if on_progress:
                 on_progress(done, len(in_flight))
@@ -341,61 +348,29 @@ class BlockSum:
             pass
         return total.result()
 
-    def _add(self, level: int, future: Future) -> None:
-        self._levels[level].append(future)
-        if len(self._levels[level]) == FAN_IN:
-            self._combine(level)
-
-    def _combine(self, level: int) -> None:
-        """Put the futures waiting at ``level`` under one combine task of the next level."""
-        group, self._levels[level] = self._levels[level], []
-        if level + 1 == len(self._levels):
-            self._levels.append([])
-            self._combined.append(0)
-        node = self.client.submit(
-            combine,
-            group,
-            key=f"{self.key_prefix}-reduce-{level}-{self._combined[level]}",
-            priority=COMBINE_PRIORITY,
-        )
-        self._combined[level] += 1
-        self._add(level + 1, node)
-
-
-class Pacing(Protocol):
-    """How a BlockSum submits its blocks: how many in flight, at what priority."""
-
-    def window(self) -> int:
-        """How many blocks to keep in flight now."""
-        ...
-
-    def priority(self) -> float:
-        """The Dask priority of the next block (higher runs first)."""
-        ...
-
-    def done(self, priorities: list[float]) -> None:
-        """Blocks submitted at these priorities finished."""
-        ...
-
-
-@dataclass
-class AllAtOnce:
-    """Every block at once, at BLOCK_PRIORITY: a job alone on its cluster (notebooks)."""
-
-    blocks: int
-
-    def window(self) -> int:
-        return self.blocks
-
-    def priority(self) -> float:
-        return BLOCK_PRIORITY
-
-    def done(self, priorities: list[float]) -> None:
-        pass
-
-
-def _first_completed(futures: set[Future]) -> set[Future]:
-    return set(distributed.wait(futures, return_when="FIRST_COMPLETED").done)
+    def _first_error(
+        self,
+        failed: list[Future],
+        in_flight: dict[Future, float],
+        order: dict[Future, int],
+        pacing: Pacing,
+        wait: Callable[[set[Future]], set[Future]],
+    ) -> BaseException:
+        """The error of the first failed block in the file, as ``sum_block`` over the blocks
+        in turn would raise it: blocks run in any order, and a later block may fail first.
+        The blocks in flight after the first failed one are cancelled; those before it are
+        awaited."""
+        first = min(failed, key=order.__getitem__)
+        while True:
+            after = [block for block in in_flight if order[block] > order[first]]
+            self.client.cancel(after)
+            for block in after:
+                del in_flight[block]
+            if not in_flight:
+                return first.exception()
+            finished = wait(set(in_flight))
+            pacing.done([in_flight.pop(block) for block in finished])
+            first = min([first, *(block for block in finished if block.status == "error")], key=order.__getitem__)
 
 
 def warm_up() -> None:
@@ -414,227 +389,6 @@ def _file_size(url: str, storage_options: dict | None) -> int:
 
 def _partial(total: int, even_count: int, count: int, nbytes: int) -> dict:
     return {"sum": total, "even_count": even_count, "count": count, "bytes": nbytes}
-
-
-def _sum_tokens(buf: np.ndarray, pos: int, stop: int, offset: int) -> tuple[int, int, int]:
-    """(sum of the evens, how many even, how many) of the numbers that start in
-    buf[pos:stop]; the kernel, and Python for numbers too long for it."""
-    state = np.zeros(kernel.STATE_SIZE, dtype=np.int64)
-    state[kernel.ERROR_AT] = kernel.NO_ERROR
-    longs = np.empty((kernel.LONG_CAPACITY, 2), dtype=np.int64)
-    long_sum = long_evens = long_count = 0
-    while pos < stop:
-        pos = kernel.scan(buf, pos, stop, state, longs)
-        if state[kernel.ERROR_AT] != kernel.NO_ERROR:
-            raise _invalid_number(buf, int(state[kernel.ERROR_AT]), offset)
-        long_count += int(state[kernel.LONG_COUNT])
-        for start, end in longs[: state[kernel.LONG_COUNT]]:
-            token = bytes(buf[start:end])
-            if token[-1] % 2 == 0:  # the last digit's parity is the number's
-                long_sum += _to_int(token)
-                long_evens += 1
-    low, high = int(state[kernel.SUM_LOW]), int(state[kernel.SUM_HIGH])
-    total = (high << kernel.LOW_BITS) + low + long_sum
-    even_count = int(state[kernel.EVEN_COUNT]) + long_evens
-    count = int(state[kernel.COUNT]) + long_count
-    return total, even_count, count
-
-
-def _to_int(token: bytes) -> int:
-    """An optionally signed run of digits of any length as an int."""
-    negative = token.startswith(b"-")
-    value = _digits_value(token.lstrip(b"+-").lstrip(b"0"))
-    return -value if negative else value
-
-
-def _digits_value(digits: bytes) -> int:
-    """int(digits) past Python's digit limit: halves, recursively (near-linear, unlike
-    folding chunk by chunk)."""
-    if len(digits) <= INT_DIGITS_AT_ONCE:
-        return int(digits or b"0")
-    half = len(digits) // 2
-    return _digits_value(digits[:half]) * 10 ** (len(digits) - half) + _digits_value(digits[half:])
-
-
-def _invalid_number(buf: np.ndarray, start: int, offset: int) -> InvalidNumber:
-    end = kernel.next_space(buf, start)
-    token = bytes(buf[start : min(end, start + ERROR_TOKEN_CHARS)])
-    text = token.decode("ascii", "replace")  # binary garbage shows as U+FFFD
-    if end - start > ERROR_TOKEN_CHARS:
-        text += "..."
-    return InvalidNumber(offset + start, text)
-
-
-def _read_only(buf: np.ndarray) -> np.ndarray:
-    """A read-only view: the kernel then always sees one array type, compiled once."""
-    view = buf.view()
-    view.flags.writeable = False
-    return view
-
-
-# One reusable read buffer per worker thread: a fresh 64 MiB buffer per block would cost
-# page faults on every block (slower than the parse here), and memory stays one block.
-_buffers = threading.local()
-
-
-def _buffer(size: int, keep: int = 0) -> np.ndarray:
-    """The thread's buffer, at least ``size`` bytes; a new one keeps the first ``keep``."""
-    old = getattr(_buffers, "array", None)
-    if old is not None and old.size >= size:
-        return old
-    _buffers.array = np.empty(size, dtype=np.uint8)
-    if keep and old is not None:
-        _buffers.array[:keep] = old[:keep]
-    return _buffers.array
-
-
-def _read_past(file, length: int, got: int = 0) -> np.ndarray:
-    """Read ``length`` bytes, then on to the first whitespace after them (or the end of
-    the file): the number that runs over the range's end belongs to this block. The first
-    ``got`` bytes are in the thread's buffer already, ``file`` positioned after them."""
-    want = max(length + LOOK_AHEAD_BYTES, got)
-    buffer = _buffer(want, keep=got)
-    got += _read_into(file, memoryview(buffer.data)[got:want])
-    while True:
-        cut = kernel.next_space(_read_only(buffer[:got]), min(length, got))
-        if cut < got or got < want:  # found, or the end of the file
-            return _read_only(buffer[:cut])
-        want *= 2
-        buffer = _buffer(want, keep=got)
-        got += _read_into(file, memoryview(buffer.data)[got:want])
-
-
-def _read_into(file, view: memoryview) -> int:
-    """Fill ``view`` from ``file``; fewer bytes only at the end of the file."""
-    got = 0
-    while got < len(view):
-        n = file.readinto(view[got:])
-        if not n:
-            break
-        got += n
-    return got
-
-
-def _sum_parts(fs, path: str, tally: "_Tally", part_bytes: int, concurrency: int) -> None:
-    """Read the block from S3 as concurrent ranged GETs into the thread's buffer, and count
-    each part's numbers as its bytes arrive, every part on its own (``_part_tallies``):
-    the parts download at the same rate and end together, so a block counted from its
-    start only as each part ended had its whole parse left once the last part landed. The
-    last part also reads the look-ahead; a number that runs on past it (rare) is finished
-    through a file object, which knows where the object ends."""
-    if part_bytes <= 0:
-        raise ValueError(f"part_bytes must be positive, not {part_bytes}")
-    want = tally.own + LOOK_AHEAD_BYTES
-    # The byte before the block rides with the first part, the look-ahead with the last:
-    # 8 GETs for a 64 MiB block in 8 MiB parts, not 9.
-    starts = [start for start, _ in plan_blocks(max(tally.own - 1, 1), part_bytes)]
-    ends = [*starts[1:], want]
-    ranges = [(tally.offset + start, tally.offset + end) for start, end in zip(starts, ends, strict=True)]
-    parts = _part_tallies(tally, starts)
-    buffer = _buffer(want)
-    try:
-        with contextlib.closing(
-            ranged.fill_parts(fs, path, ranges, memoryview(buffer.data)[:want], concurrency, PARSE_STEP_BYTES)
-        ) as filling:
-            for state in filling:
-                _take_arrived(parts, starts, state, buffer)
-    except BaseException:
-        _buffers.array = None  # cancelled GETs may still write into it for a moment
-        raise
-    filled = sum(state.got)
-    for part, start in zip(parts, starts, strict=True):  # everything is in: on to the next whitespace, or the end
-        _take(part, _read_only(buffer[start:filled]), final=filled < want)
-    _raise_first_error(parts)
-    if any(part.pos < part.own for part in parts):  # a number runs on past the look-ahead
-        with fs.open(path, "rb", cache_type="none") as file:
-            file.seek(tally.offset + filled)
-            whole = _read_past(file, tally.own, got=filled)
-        for part, start in zip(parts, starts, strict=True):
-            _take(part, whole[start:], final=True)
-        _raise_first_error(parts)
-    tally.counts = [sum(counts) for counts in zip(*(part.counts for part in parts), strict=True)]
-    tally.pos = tally.own
-
-
-def _part_tallies(tally: "_Tally", starts: list[int]) -> list["_Tally"]:
-    """A tally for each part of the block's buffer, from its start. Part k owns the numbers
-    that start from its first byte up to and including the next part's first byte (a
-    number starting there is told apart by the byte before it, which only part k has);
-    each later part skips the number its first byte is in. The first part is the block's
-    start (the byte before the block decides), the last ends where the block does."""
-    bounds = [*starts[1:], None]
-    return [
-        _Tally(
-            own=(tally.own if end is None else end + 1) - start,
-            offset=tally.offset + start,
-            skip=tally.skip if i == 0 else True,
-        )
-        for i, (start, end) in enumerate(zip(starts, bounds, strict=True))
-    ]
-
-
-def _take_arrived(parts: list["_Tally"], starts: list[int], state: ranged.Filling, buffer: np.ndarray) -> None:
-    """Count on in each part what has arrived of it, and of the parts after it as far as
-    the bytes are in one run (a part's last number ends in the next part)."""
-    for k, (part, start) in enumerate(zip(parts, starts, strict=True)):
-        end, j = start + state.got[k], k
-        while state.ended[j] and j + 1 < len(starts):  # on into the next part
-            j += 1
-            end = starts[j] + state.got[j]
-        if end - start > part.seen:
-            _take(part, _read_only(buffer[start:end]), final=False)
-    _raise_first_error(parts)
-
-
-def _take(part: "_Tally", buf: np.ndarray, final: bool) -> None:
-    """``part.take``, an invalid number kept on the part: a later part may have its bytes
-    first, and the error to raise is the first in the file."""
-    if part.error is None and part.pos < part.own:
-        try:
-            part.take(buf, hint=part.seen, final=final)
-        except InvalidNumber as exc:
-            part.error = exc
-
-
-def _raise_first_error(parts: list["_Tally"]) -> None:
-    """Raise the first part's error once every part before it is counted whole."""
-    for part in parts:
-        if part.error is not None:
-            raise part.error
-        if part.pos < part.own:
-            return
-
-
-class _Tally:
-    """The counts of the numbers that start in buf[:own] of a block's buffer, buf[0] at
-    file offset ``offset``, taken as the buffer fills from its start."""
-
-    def __init__(self, own: int, offset: int, skip: bool):
-        self.own, self.offset = own, offset
-        self.skip = skip  # is buf[0] perhaps inside a number that an earlier block owns?
-        self.pos = 0  # the numbers that start before pos are counted
-        self.seen = 0  # how much of the buffer the last take was given
-        self.error: InvalidNumber | None = None  # see _take
-        self.counts = [0, 0, 0]  # sum of the evens, how many even, how many
-
-    def take(self, buf: np.ndarray, hint: int, final: bool) -> None:
-        """Count on in ``buf`` (the buffer so far, read-only) the numbers that start before
-        ``own`` and surely end in it: before the first whitespace at or after ``hint``
-        (where the last take stopped looking), or, when ``final``, at ``buf``'s end."""
-        self.seen = max(self.seen, buf.size)
-        if self.skip:  # on to the end of the number buf[0] is in (none if it is whitespace)
-            self.pos = kernel.next_space(buf, self.pos)
-            if self.pos == buf.size and not final:
-                return
-            self.skip = False
-        if self.pos >= self.own:
-            return
-        cut = kernel.next_space(buf, max(self.pos, min(hint, self.own)))
-        if cut == buf.size and not final:
-            return
-        more = _sum_tokens(buf[:cut], self.pos, min(cut, self.own), offset=self.offset)
-        self.counts = [total + part for total, part in zip(self.counts, more, strict=True)]
-        self.pos = cut
 
 
 @contextlib.contextmanager

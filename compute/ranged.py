@@ -5,7 +5,7 @@ guidance is several concurrent byte-range GETs of 8-16 MB on the same object. A 
 task here reads its range as parts of ``S3_PART_BYTES``, ``S3_CONCURRENCY`` GETs at a time, on
 s3fs's event loop, each body read straight into its place in the block's buffer, and
 learns how far each part is as its chunks land: the block task parses every part as its
-bytes arrive (compute/even_sum.py), so that little is left to parse once the last lands.
+bytes arrive (compute/s3_parts.py), so that little is left to parse once the last lands.
 
 Memory: the block's buffer and nothing of the size of a part besides (s3fs's
 ``_cat_file`` returns each part as bytes, joined from a list of chunks: with 8 parts

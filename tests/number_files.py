@@ -5,7 +5,8 @@ import re
 
 from hypothesis import strategies as st
 
-from compute.errors import InvalidNumber
+from compute.defaults import MAX_TOKEN_BYTES
+from compute.errors import InvalidNumber, NumberTooLong
 
 WHITESPACE = [b" ", b"\t", b"\n", b"\r", b"\x0b", b"\x0c", b"\r\n"]
 
@@ -37,13 +38,16 @@ INVALID_TOKENS = [
 ]
 
 
-def reference(data: bytes) -> dict:
-    """The expected result, or the InvalidNumber of the first bad token."""
+def reference(data: bytes, max_token_bytes: int = MAX_TOKEN_BYTES) -> dict:
+    """The expected result, or the InvalidNumber of the first bad token: one longer than
+    ``max_token_bytes`` (NumberTooLong, whatever its bytes), or not an integer."""
     total = evens = count = 0
     for match in TOKEN.finditer(data):
         token = match.group()
+        text = token[:40].decode("ascii", "replace") + ("..." if len(token) > 40 else "")
+        if len(token) > max_token_bytes:
+            raise NumberTooLong(match.start(), text, max_token_bytes)
         if not VALID_TOKEN.fullmatch(token):
-            text = token[:40].decode("ascii", "replace") + ("..." if len(token) > 40 else "")
             raise InvalidNumber(match.start(), text)
         value = _int(token)
         count += 1
@@ -63,10 +67,10 @@ def _int(token: bytes) -> int:
     return -value if token.startswith(b"-") else value
 
 
-def expect(data: bytes):
+def expect(data: bytes, max_token_bytes: int = MAX_TOKEN_BYTES):
     """reference(data), or the exception it raises, to compare with."""
     try:
-        return reference(data)
+        return reference(data, max_token_bytes)
     except InvalidNumber as exc:
         return exc
 

@@ -10,6 +10,7 @@ from backend.core.job import Lane
 from backend.core.kinds import EVEN_SUM
 from backend.jobs.queue import JobQueue, QueuePolicy
 from backend.jobs.store import JobStore, Submission
+from compute.defaults import MAX_TOKEN_BYTES
 from tests.waiting import wait_status, wait_until
 
 NUMBERS = b" 12 -4\t7\r\n+8 0003\n\n99999999999999999999998 -0 5"  # evens: 12 -4 8 99999999999999999999998 -0
@@ -75,6 +76,7 @@ def test_status_shows_progress_while_running(api_url, redis, settings):
         (b"1\n3.5\n", "invalid number at byte 2: '3.5'"),
         (b"7 - 8", "invalid number at byte 2: '-'"),
         (b"1 2 \xff\xfe", "invalid number at byte 4"),
+        (b"1 2 " + b"4" * (MAX_TOKEN_BYTES + 1) + b" 6", "the number at byte 4 is longer than 1048576 bytes: '4444"),
     ],
 )
 def test_invalid_content_errors_with_offset(api_url, dispatcher, data, message):

@@ -6,6 +6,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
+import distributed
 import pytest
 from distributed import get_task_stream
 from hypothesis import given, settings
@@ -15,6 +16,7 @@ from compute.errors import InvalidNumber
 from compute.even_sum import (
     FAN_IN,
     LOOK_AHEAD_BYTES,
+    BlockSum,
     combine,
     even_sum,
     plan_blocks,
@@ -155,3 +157,23 @@ def test_an_invalid_file_fails_the_job_with_the_offset(dask_client, tmp_path):
 def test_a_missing_file_is_not_found_before_any_task(dask_client, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"not found: .*missing\.txt"):
         submit_even_sum(dask_client, str(tmp_path / "missing.txt"))
+
+
+def test_the_job_raises_the_first_bad_number_in_the_file_when_a_later_block_fails_first(dask_client, tmp_path):
+    """Blocks finish in any order: here the job is told of the last block first (as when
+    the earlier ones are slow), and blocks 0 and 2 have bad numbers. The job raises block
+    0's, the first in the file, as the blocks in turn do."""
+    path = tmp_path / "two-bad.txt"
+    path.write_bytes(b"1 x1 3 " + b"2 " * 100 + b"x2 4\n")  # x2 at byte 207: blocks of 100
+    first = r"^invalid number at byte 2: 'x1'$"
+    with pytest.raises(InvalidNumber, match=first):
+        sum_in_blocks(path, 100)
+
+    def last_first(futures: set) -> set:
+        last = max(futures, key=lambda future: int(future.key.rsplit("-", 1)[1]))
+        distributed.wait([last])
+        return {last}
+
+    job = BlockSum(dask_client, str(path), block_bytes=100, key_prefix=f"last-first-{uuid.uuid4().hex[:8]}")
+    with pytest.raises(InvalidNumber, match=first):
+        job.run(wait=last_first)

@@ -62,7 +62,7 @@ class FairShare:
         return max(MIN_WINDOW, math.ceil(share / max(1, running.get(client, 1))))
 
     def pacing(self, job: Job) -> "JobPacing":
-        """How ``job``'s blocks go to the cluster (compute.even_sum.Pacing)."""
+        """How ``job``'s blocks go to the cluster (compute.reduction.Pacing)."""
         return JobPacing(self, job.client)
 
     def weight(self, client: str) -> int:
@@ -93,7 +93,7 @@ class FairShare:
 
 @dataclass
 class JobPacing:
-    """One bulk job's window and block priorities (compute.even_sum.Pacing)."""
+    """One bulk job's window and block priorities (compute.reduction.Pacing)."""
 
     share: FairShare
     client: str
