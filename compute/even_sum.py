@@ -24,6 +24,7 @@ from distributed import Client, Future
 
 from compute import kernel, ranged
 from compute.defaults import DEFAULT_BLOCK_BYTES, S3_CONCURRENCY, S3_PART_BYTES, MiB
+from compute.digits import digits_value
 from compute.errors import InvalidNumber
 
 # Bytes read past a block's end at first to finish its last number; more when needed.
@@ -37,8 +38,6 @@ FAN_IN = 8
 # goes ahead of blocks (image tasks, at IMAGE_PRIORITY in compute.image, go ahead of both).
 BLOCK_PRIORITY = 0
 COMBINE_PRIORITY = 1
-# int() refuses longer digit strings (sys.get_int_max_str_digits, 4300 by default).
-INT_DIGITS_AT_ONCE = 4000
 # Shown of an invalid token in the error message.
 ERROR_TOKEN_CHARS = 40
 FIELDS = ("sum", "even_count", "count", "bytes")
@@ -443,17 +442,8 @@ def _sum_tokens(buf: np.ndarray, pos: int, stop: int, offset: int) -> tuple[int,
 def _to_int(token: bytes) -> int:
     """An optionally signed run of digits of any length as an int."""
     negative = token.startswith(b"-")
-    value = _digits_value(token.lstrip(b"+-").lstrip(b"0"))
+    value = digits_value(token.lstrip(b"+-").lstrip(b"0"))
     return -value if negative else value
-
-
-def _digits_value(digits: bytes) -> int:
-    """int(digits) past Python's digit limit: halves, recursively (near-linear, unlike
-    folding chunk by chunk)."""
-    if len(digits) <= INT_DIGITS_AT_ONCE:
-        return int(digits or b"0")
-    half = len(digits) // 2
-    return _digits_value(digits[:half]) * 10 ** (len(digits) - half) + _digits_value(digits[half:])
 
 
 def _invalid_number(buf: np.ndarray, start: int, offset: int) -> InvalidNumber:
