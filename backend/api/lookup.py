@@ -6,7 +6,7 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from backend.api.endings import Endings
-from backend.api.schemas import StatusOut
+from backend.api.schemas import JobOut, StatusOut
 from backend.core.exceptions import JobNotFound
 from backend.core.job import Job, JobStatus
 from backend.jobs.clients import ClientSettings
@@ -55,6 +55,14 @@ def job_status(job: Job) -> StatusOut:
         error=job.error if job.status is JobStatus.errored else None,
         progress=job.progress if job.status is JobStatus.received else None,
     )
+
+
+def client_record(job: Job, uploads_url: str) -> JobOut:
+    """The record a client is shown: API URLs, never server paths or internal fields."""
+    shown = job.model_dump(include=set(JobOut.model_fields))
+    shown["input_url"] = job.given_input_url(uploads_url)
+    shown["report_url"] = f"/tasks/{job.token}/report" if job.report_url else None
+    return JobOut(**shown)
 
 
 def finished_output(store: JobStore, job: Job) -> bytes:

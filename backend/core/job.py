@@ -63,6 +63,12 @@ class Job(BaseModel):
     report_url: str | None = None
     timing_url: str | None = None
 
+    def given_input_url(self, uploads_url: str) -> str | None:
+        """The input URL if the client named it; None for the job's own upload, whose URL
+        (``<uploads_url>/<token>.txt``, backend/api/submission.py) is a server path the
+        client never sent."""
+        return None if self.input_url == f"{uploads_url}/{self.token}.txt" else self.input_url
+
 
 def new_token() -> str:
     return uuid.uuid4().hex
