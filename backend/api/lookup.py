@@ -20,9 +20,16 @@ def owned_job(store: JobStore, token: str, caller: ClientSettings, kind: str | N
     In open mode names are not proven, so a token (128 random bits) is what grants access:
     a report link opened in a browser, which sends no X-Client-Id, still works."""
     job = store.get(token)
-    if (kind is not None and job.kind != kind) or (caller.authenticated and job.client != caller.name):
+    if (kind is not None and job.kind != kind) or (caller.authenticated and not _owns(caller, job)):
         raise JobNotFound(token)
     return job
+
+
+def _owns(caller: ClientSettings, job: Job) -> bool:
+    """The job was submitted with the caller's key's registration: a name removed and
+    added again is another registration. (A key made before ids, and its jobs, have
+    none: they still match by name.)"""
+    return job.client_id == caller.client_id and job.client == caller.name
 
 
 async def waited_job(

@@ -39,6 +39,9 @@ class Job(BaseModel):
     kind: str = "unknown"
     status: JobStatus
     client: str = "anonymous"
+    # The registration id of the key that submitted it (backend/jobs/clients.py); None in
+    # open mode and for keys made before ids. In keys mode it, not the name, is the owner.
+    client_id: str | None = None
     lane: Lane | None = None
     # What the job costs in the fair queue: its number of blocks (an image job is 1).
     cost: int = 1
