@@ -13,10 +13,9 @@ import numpy as np
 
 from compute import kernel
 from compute.defaults import MAX_TOKEN_BYTES
+from compute.digits import digits_value
 from compute.errors import InvalidNumber, NumberTooLong
 
-# int() refuses longer digit strings (sys.get_int_max_str_digits, 4300 by default).
-INT_DIGITS_AT_ONCE = 4000
 # Shown of an invalid token in the error message.
 ERROR_TOKEN_CHARS = 40
 # The kernel's whitespace (ASCII 9-13 and the space), as a table of the 256 byte values.
@@ -99,17 +98,8 @@ def _sum_valid(buf: np.ndarray, pos: int, stop: int, offset: int) -> tuple[int, 
 def _to_int(token: bytes) -> int:
     """An optionally signed run of digits of any length as an int."""
     negative = token.startswith(b"-")
-    value = _digits_value(token.lstrip(b"+-").lstrip(b"0"))
+    value = digits_value(token.lstrip(b"+-").lstrip(b"0"))
     return -value if negative else value
-
-
-def _digits_value(digits: bytes) -> int:
-    """int(digits) past Python's digit limit: halves, recursively (near-linear, unlike
-    folding chunk by chunk)."""
-    if len(digits) <= INT_DIGITS_AT_ONCE:
-        return int(digits or b"0")
-    half = len(digits) // 2
-    return _digits_value(digits[:half]) * 10 ** (len(digits) - half) + _digits_value(digits[half:])
 
 
 def _invalid_number(buf: np.ndarray, start: int, offset: int) -> InvalidNumber:

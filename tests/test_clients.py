@@ -83,7 +83,12 @@ def test_clients_cli_prints_a_key_once_and_stores_only_its_hash(settings, redis,
     stored = b"".join(
         v for name in redis.keys("*") if redis.type(name) == b"hash" for v in redis.hgetall(name).values()
     )
-    assert key.encode() not in stored and redis.get(keys.api_key(digest)) == b"lab"
+    holder, registration = redis.get(keys.api_key(digest)).decode().split(" ")  # the name and its registration
+    assert (
+        key.encode() not in stored
+        and holder == "lab"
+        and redis.hget(keys.client("lab"), "client_id").decode() == registration
+    )
 
     listed = cli("list")
     assert "lab" in listed.stdout and "weight=2" in listed.stdout and "max_running_bulk=3" in listed.stdout

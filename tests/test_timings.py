@@ -6,6 +6,7 @@ from pathlib import Path
 
 import httpx
 
+from backend.jobs.store import JobStore
 from tests.waiting import wait_status, wait_until
 
 
@@ -13,7 +14,7 @@ def stored(settings, token: str, suffix: str) -> Path:
     return Path(settings.reports_url.removeprefix("file://")) / f"{token}.{suffix}"
 
 
-def test_finished_job_has_consistent_timings_and_a_report(api_url, settings, dispatcher, cat_png):
+def test_finished_job_has_consistent_timings_and_a_report(api_url, settings, redis, dispatcher, cat_png):
     lab = {"X-Client-Id": "lab"}
     token = httpx.post(f"{api_url}/randomize", content=cat_png, headers=lab).json()["token"]
     wait_status(api_url, "randomize", token, headers=lab)
@@ -28,11 +29,11 @@ def test_finished_job_has_consistent_timings_and_a_report(api_url, settings, dis
     assert timing["token"] == token and timing["client"] == "lab" and timing["status"] == "finished"
     assert timing["lead_s"] == record["lead_s"] and timing["exec_s"] == record["exec_s"]
     assert timing["task_compute_s"] == record["task_compute_s"]
-    assert record["timing_url"].endswith(f"{token}.json") and record["report_url"].endswith(f"{token}.html")
+    assert record["report_url"] == f"/tasks/{token}/report" and "timing_url" not in record  # API URLs only
 
-    report = httpx.get(f"{api_url}/tasks/{token}/report", headers=lab, timeout=30)
+    report = httpx.get(f"{api_url}{record['report_url']}", headers=lab, timeout=30)
     assert report.status_code == 200 and report.headers["content-type"].startswith("text/html")
-    task = f"randomize-{token}-{record['dispatcher']}-{record['attempts']}"
+    task = f"randomize-{token}-{JobStore(redis, settings.result_ttl_s).get(token).dispatcher}-{record['attempts']}"
     assert task in report.text  # the job's own task, in the task stream's data
     assert "queue_wait_s" in report.text and "lead_s" in report.text  # the timing record
     assert "cdn.bokeh.org" not in report.text and "<script src=" not in report.text  # BokehJS inline

@@ -16,23 +16,23 @@ a log line or a metric label.
 from dataclasses import replace
 
 from backend.core.exceptions import NotAuthenticated
-from backend.jobs.clients import ClientRegistry, ClientSettings, check_name
-
-ANONYMOUS = "anonymous"
+from backend.jobs.clients import ANONYMOUS, ClientRegistry, ClientSettings, check_name
 
 
 def identify(registry: ClientRegistry, mode: str, authorization: str | None, client_id: str | None) -> ClientSettings:
     """The client a request comes from, with the settings that apply to it."""
     if mode == "keys":
-        return replace(registry.get(_key_holder(registry, authorization)), authenticated=True)
+        name, client_id = _key_holder(registry, authorization)
+        # The key's registration, not the name's current one: a key is one identity.
+        return replace(registry.get(name), authenticated=True, client_id=client_id)
     return registry.get(check_name(client_id) if client_id else ANONYMOUS)
 
 
-def _key_holder(registry: ClientRegistry, authorization: str | None) -> str:
+def _key_holder(registry: ClientRegistry, authorization: str | None) -> tuple[str, str | None]:
     scheme, _, key = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise NotAuthenticated("send your API key as `Authorization: Bearer <key>`")
-    name = registry.authenticate(key.strip())
-    if name is None:
+    holder = registry.authenticate(key.strip())
+    if holder is None:
         raise NotAuthenticated("unknown API key")
-    return name
+    return holder

@@ -88,7 +88,7 @@ class PendingUpload:
     """One direct upload, as its Redis record holds it."""
 
     upload_id: str
-    client: str
+    client: str  # its owner: the caller's registration id, or its name if it has none (ClientSettings.owner)
     token: str  # the job's token, chosen now: the file is <uploads_url>/<token>.txt
     path: str  # bucket/key, as s3fs names it
     s3_upload_id: str

@@ -6,7 +6,7 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from backend.api.endings import Endings
-from backend.api.schemas import StatusOut
+from backend.api.schemas import JobOut, StatusOut
 from backend.core.exceptions import JobNotFound
 from backend.core.job import Job, JobStatus
 from backend.jobs.clients import ClientSettings
@@ -20,9 +20,16 @@ def owned_job(store: JobStore, token: str, caller: ClientSettings, kind: str | N
     In open mode names are not proven, so a token (128 random bits) is what grants access:
     a report link opened in a browser, which sends no X-Client-Id, still works."""
     job = store.get(token)
-    if (kind is not None and job.kind != kind) or (caller.authenticated and job.client != caller.name):
+    if (kind is not None and job.kind != kind) or (caller.authenticated and not _owns(caller, job)):
         raise JobNotFound(token)
     return job
+
+
+def _owns(caller: ClientSettings, job: Job) -> bool:
+    """The job was submitted with the caller's key's registration: a name removed and
+    added again is another registration. (A key made before ids, and its jobs, have
+    none: they still match by name.)"""
+    return job.client_id == caller.client_id and job.client == caller.name
 
 
 async def waited_job(
@@ -55,6 +62,14 @@ def job_status(job: Job) -> StatusOut:
         error=job.error if job.status is JobStatus.errored else None,
         progress=job.progress if job.status is JobStatus.received else None,
     )
+
+
+def client_record(job: Job, uploads_url: str) -> JobOut:
+    """The record a client is shown: API URLs, never server paths or internal fields."""
+    shown = job.model_dump(include=set(JobOut.model_fields))
+    shown["input_url"] = job.given_input_url(uploads_url)
+    shown["report_url"] = f"/tasks/{job.token}/report" if job.report_url else None
+    return JobOut(**shown)
 
 
 def finished_output(store: JobStore, job: Job) -> bytes:

@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 from backend.api.direct_uploads import S3_MAX_PART_BYTES, S3_MAX_PARTS, S3_MIN_PART_BYTES
 from backend.api.uploads import URL_MAX_CHARS, URL_PATTERN, URL_RULES
-from backend.core.job import JobStatus, Progress
+from backend.core.job import JobStatus, Lane, Progress
 
 # An S3 ETag is a quoted MD5 (a multipart one adds "-N"); anything much longer is not one.
 ETAG_MAX_CHARS = 128
@@ -23,6 +23,32 @@ class StatusOut(BaseModel):
     status: JobStatus
     error: str | None = None
     progress: Progress | None = None
+
+
+class JobOut(BaseModel):
+    """A job's record as its client sees it (``GET /tasks/{token}``): the Redis record
+    (backend/core/job.py) without what is the service's own (its dispatcher, the reports
+    store's paths, the path of an upload, why an attempt was lost)."""
+
+    token: str
+    kind: str
+    status: JobStatus
+    client: str
+    lane: Lane | None = None
+    cost: int = Field(description="Its cost in the fair queue: its number of blocks (an image job is 1)")
+    requested_at: float | None = None
+    received_at: float | None = None
+    finished_at: float | None = None
+    attempts: int = Field(description="How many times a dispatcher took it (more than 1: it was retried)")
+    input_url: str | None = Field(None, description="The input URL the client named (absent for an upload)")
+    progress: Progress | None = None
+    error: str | None = None
+    queue_wait_s: float | None = None
+    exec_s: float | None = None
+    lead_s: float | None = None
+    task_compute_s: float | None = None
+    bytes: int | None = None
+    report_url: str | None = Field(None, description="The job's performance report, once it has ended")
 
 
 class EvenSumUrlIn(BaseModel):

@@ -41,7 +41,7 @@ class Submitter:
     async def body(self, caller: ClientSettings, kind: JobKind, data: bytes) -> Job:
         """Queue a job whose whole input came as the request body (kept in Redis)."""
         await run_in_threadpool(self.limiter.admit, caller)
-        job = Submission(kind, caller.name, bytes=len(data), input_bytes=data)
+        job = Submission(kind, caller.name, client_id=caller.client_id, bytes=len(data), input_bytes=data)
         return await self._store(caller, job)
 
     async def upload(
@@ -65,7 +65,7 @@ class Submitter:
         url = await run_in_threadpool(check_allowed_url, url, self.settings.allowed_url_prefixes)
         await run_in_threadpool(self.limiter.admit, caller)
         size = await run_in_threadpool(self._size, url)
-        job = Submission(kind, caller.name, self._cost(size), bytes=size, input_url=url)
+        job = Submission(kind, caller.name, self._cost(size), client_id=caller.client_id, bytes=size, input_url=url)
         return await self._store(caller, job)
 
     async def start_direct_upload(self, caller: ClientSettings, size: int, part_bytes: int | None) -> StartedUpload:
@@ -77,7 +77,7 @@ class Submitter:
         plan = plan_parts(size, part_bytes, self.settings.direct_upload_part_bytes)
         await run_in_threadpool(self.limiter.admit, caller)
         await self._check_backlog(caller, size)
-        return await run_in_threadpool(direct.start, caller.name, plan)
+        return await run_in_threadpool(direct.start, caller.owner, plan)
 
     async def complete_direct_upload(
         self, caller: ClientSettings, kind: JobKind, upload_id: str, etags: dict[int, str]
@@ -89,7 +89,7 @@ class Submitter:
         has completed it, the upload is done with whatever happens: a job refused then (a
         quota race since the check just before) deletes the file."""
         direct = self.require_direct_uploads()
-        upload = await run_in_threadpool(direct.claim, caller.name, upload_id)
+        upload = await run_in_threadpool(direct.claim, caller.owner, upload_id)
         try:
             await self._check_backlog(caller, upload.size)
             await run_in_threadpool(direct.complete, upload, etags)
@@ -114,7 +114,9 @@ class Submitter:
 
     async def _store_file(self, caller: ClientSettings, kind: JobKind, url: str, size: int, token: str) -> Job:
         """Queue the job of a file we stored at ``url``; delete the file if the job is refused."""
-        job = Submission(kind, caller.name, self._cost(size), bytes=size, input_url=url, token=token)
+        job = Submission(
+            kind, caller.name, self._cost(size), client_id=caller.client_id, bytes=size, input_url=url, token=token
+        )
         try:
             return await self._store(caller, job)
         except BaseException:

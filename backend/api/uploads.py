@@ -223,7 +223,8 @@ def check_allowed_url(url: str, prefixes: list[str]) -> str:
     path = posixpath.normpath(root + parts.path)
     normal = f"s3:/{path}" if parts.scheme == "s3" else f"file://{path}"
     if not any(normal.startswith(prefix.rstrip("/") + "/") for prefix in prefixes):
-        raise InvalidInput(f"URL not allowed: {url} is not under an allowed prefix ({', '.join(prefixes)})")
+        # Not which prefixes: they are a map of the service's storage.
+        raise InvalidInput(f"URL not allowed: {url} is not under a prefix this service reads")
     if parts.scheme == "file" and not _really_under(path, prefixes):
         raise InvalidInput(f"URL not allowed: {url} goes through a link that leads outside the allowed prefixes")
     return normal

@@ -39,6 +39,9 @@ class Job(BaseModel):
     kind: str = "unknown"
     status: JobStatus
     client: str = "anonymous"
+    # The registration id of the key that submitted it (backend/jobs/clients.py); None in
+    # open mode and for keys made before ids. In keys mode it, not the name, is the owner.
+    client_id: str | None = None
     lane: Lane | None = None
     # What the job costs in the fair queue: its number of blocks (an image job is 1).
     cost: int = 1
@@ -62,6 +65,12 @@ class Job(BaseModel):
     bytes: int | None = None
     report_url: str | None = None
     timing_url: str | None = None
+
+    def given_input_url(self, uploads_url: str) -> str | None:
+        """The input URL if the client named it; None for the job's own upload, whose URL
+        (``<uploads_url>/<token>.txt``, backend/api/submission.py) is a server path the
+        client never sent."""
+        return None if self.input_url == f"{uploads_url}/{self.token}.txt" else self.input_url
 
 
 def new_token() -> str:

@@ -10,6 +10,8 @@ from typing import Any
 
 from redis import RedisError
 
+from backend.core.redact import redact, redact_text
+
 # Backoff of the retries: from the first delay, doubling, up to the cap.
 FIRST_DELAY_S = 0.1
 MAX_DELAY_S = 2.0
@@ -25,7 +27,9 @@ def wait_for(check: Callable[[], Any], what: str, where: str, timeout_s: float) 
             return
         except Exception as exc:
             if time.monotonic() + delay > deadline:
-                raise TimeoutError(f"{what} at {where} not reachable after {timeout_s:.0f}s: {exc}") from exc
+                # Redacted here, not only in the log: callers may show the message anywhere.
+                reason = redact_text(str(exc))
+                raise TimeoutError(f"{what} at {redact(where)} not reachable after {timeout_s:.0f}s: {reason}") from exc
             time.sleep(delay)
             delay = min(delay * 2, MAX_DELAY_S)
 

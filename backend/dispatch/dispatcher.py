@@ -26,6 +26,7 @@ from backend.core.kinds import KINDS, load
 from backend.core.settings import Settings
 from backend.core.waiting import Outage, wait_for
 from backend.dispatch.cluster import Cluster
+from backend.dispatch.errors import USER_ERRORS, client_message
 from backend.dispatch.runners import BlocksInFlight, JobContext, Outcome
 from backend.jobs import keys
 from backend.jobs.fairshare import FairShare
@@ -35,12 +36,9 @@ from backend.telemetry.metrics import JobMetrics
 from backend.telemetry.reports import ReportWriter, report_store_url
 from backend.telemetry.timing import Stopwatch, Timing, make_timing
 from compute.defaults import BULK_RESOURCE
-from compute.errors import InvalidInput
 
 log = logging.getLogger(__name__)
 
-# Errors whose message is for the user as it is; anything else is reported with its type.
-USER_ERRORS = (InvalidInput, FileNotFoundError, IsADirectoryError, PermissionError, UnknownJobKind)
 # The heartbeat also scans for processing lists whose owner is missing from the
 # `dispatchers` set every this many beats (a SCAN costs more than reading the set).
 SCAN_EVERY_BEATS = 30
@@ -212,7 +210,7 @@ class Dispatcher:
         try:
             return self._run(job), None
         except USER_ERRORS as exc:
-            return None, str(exc)
+            return None, client_message(exc, job, self.settings.uploads_url)
         except RedisError:  # not the job's fault: the loop's outage handling takes it
             raise
         except AttemptLost as exc:
@@ -223,8 +221,7 @@ class Dispatcher:
             if self._released.is_set():
                 log.info("job %s was handed back at shutdown", job.token)
                 return None, None
-            log.exception("job %s failed", job.token)
-            return None, f"{type(exc).__name__}: {exc}"
+            return None, client_message(exc, job, self.settings.uploads_url)
 
     def _run(self, job: Job) -> Outcome:
         kind = KINDS.get(job.kind)

@@ -1,9 +1,14 @@
 """Clients: who sends jobs, with their API keys, weights and quotas, kept in Redis.
 
 ``spacetime clients add NAME`` registers a client and prints a new random API key once;
-only its SHA-256 is stored (``api-key:<sha256>`` -> name), so a copy of Redis reveals no
-key. A plain hash is enough: the keys are 256 random bits, not passwords a person chose,
-so there is nothing to guess and no need for a slow hash.
+only its SHA-256 is stored (``api-key:<sha256>`` -> "<name> <registration id>"), so a copy
+of Redis reveals no key. A plain hash is enough: the keys are 256 random bits, not
+passwords a person chose, so there is nothing to guess and no need for a slow hash.
+
+A registration is an identity, not a name: each ``add`` makes a new random id, and jobs
+and direct uploads belong to the id of the key that made them (``client_id``). Removing
+a name and adding it again makes a new identity with no access to the old one's jobs
+(it shares only the name's per-client queues and counters, keyed by name).
 
 A registered client's settings override the defaults of backend/core/settings.py for it: its
 weight in the fair queue, its cap of running bulk jobs, its submission rate and its
@@ -26,6 +31,11 @@ from compute.errors import InvalidInput
 # of them can be broken by what a client sends.
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 KEY_PREFIX = "st_"
+# A request with no X-Client-Id (open mode) is this client.
+ANONYMOUS = "anonymous"
+# Names a registration must not take: records without a client read as `anonymous`, and
+# /metrics labels unregistered clients `unregistered` (backend/telemetry/metrics.py).
+RESERVED_NAMES = (ANONYMOUS, "unregistered")
 # Characters of a key's hash shown by `clients list`: enough to tell keys apart.
 FINGERPRINT_CHARS = 12
 
@@ -42,6 +52,13 @@ class ClientSettings:
     registered: bool = False
     # Proven by an API key (keys mode), not just named by a header (open mode).
     authenticated: bool = False
+    # The registration's random id (None: unregistered, or a key made before ids were).
+    client_id: str | None = None
+
+    @property
+    def owner(self) -> str:
+        """Whom a direct upload belongs to: the registration, else the name (open mode)."""
+        return self.client_id or self.name
 
 
 def check_name(name: str) -> str:
@@ -71,12 +88,15 @@ class ClientRegistry:
     ) -> str:
         """Register ``name``; return its new API key (shown once, never stored)."""
         defaults = self.settings
+        if name in RESERVED_NAMES:
+            raise InvalidInput(f"the name {name!r} is reserved (records without a client read as it); choose another")
         client = ClientSettings(
             name=check_name(name),
             weight=defaults.default_weight if weight is None else weight,
             max_running_bulk=defaults.default_max_running_bulk if max_running_bulk is None else max_running_bulk,
             rate=defaults.default_rate if rate is None else rate,
             max_backlog_bytes=defaults.default_max_backlog_bytes if max_backlog_bytes is None else max_backlog_bytes,
+            client_id=secrets.token_hex(16),
         )
         if client.weight < 1 or client.max_running_bulk < 1 or client.rate < 0 or client.max_backlog_bytes < 0:
             raise InvalidInput("weight and max-running-bulk must be at least 1; rate and max-backlog-bytes at least 0")
@@ -91,7 +111,7 @@ class ClientRegistry:
             pipe.multi()
             pipe.sadd(keys.CLIENTS, name)
             pipe.hset(keys.client(name), mapping=cast(Any, fields))
-            pipe.set(keys.api_key(digest), name)
+            pipe.set(keys.api_key(digest), f"{name} {client.client_id}")
             pipe.execute()
         return key
 
@@ -121,18 +141,25 @@ class ClientRegistry:
             rate=float(fields.get("rate", defaults.default_rate)),
             max_backlog_bytes=int(fields.get("max_backlog_bytes", defaults.default_max_backlog_bytes)),
             registered=bool(fields),
+            client_id=fields.get("client_id"),
         )
 
     def fingerprint(self, name: str) -> str:
         digest = cast(bytes | None, self.redis.hget(keys.client(name), "key_sha256")) or b""
         return digest.decode()[:FINGERPRINT_CHARS]
 
-    def authenticate(self, key: str) -> str | None:
-        """The name of the client holding ``key``, or None."""
-        name = cast(bytes | None, self.redis.get(keys.api_key(key_hash(key))))
-        return name.decode() if name else None
+    def authenticate(self, key: str) -> tuple[str, str | None] | None:
+        """(name, registration id) of the client holding ``key``, or None. A key made
+        before registrations had ids holds the name alone (id None); one made for a name
+        now reserved is refused, since it would match every record without a client."""
+        holder = cast(bytes | None, self.redis.get(keys.api_key(key_hash(key))))
+        if holder is None:
+            return None
+        name, _, client_id = holder.decode().partition(" ")
+        return None if name in RESERVED_NAMES else (name, client_id or None)
 
 
 def describe(client: ClientSettings) -> dict[str, str | int | float]:
-    """A client's settings as shown by `spacetime clients list`."""
-    return {k: v for k, v in asdict(client).items() if k not in ("registered", "authenticated")}
+    """A client's settings as shown by `spacetime clients list` (and stored by ``add``)."""
+    hidden = ("registered", "authenticated")
+    return {k: v for k, v in asdict(client).items() if k not in hidden and v is not None}

@@ -70,9 +70,10 @@ CLIENTS = "clients"
 # Prefix of the submission-rate counters, written by the `limits` library (backend/api/admission.py):
 # a list "rate:LIMITER/<client>/<n>/<seconds>/second" per client, expiring with its window.
 RATE = "rate"
-# Hash of one registered client: weight, max_running_bulk, rate, max_backlog_bytes, key_sha256.
+# Hash of one registered client: weight, max_running_bulk, rate, max_backlog_bytes, client_id
+# (its registration's random id), key_sha256.
 CLIENT = "client:{name}"
-# String sha256(api key) -> client name.
+# String sha256(api key) -> "<client name> <registration id>" (the name alone for keys made before ids).
 API_KEY = "api-key:{sha256}"
 
 # -- direct uploads (POST /even-sum/uploads) -------------------------------------------------

@@ -50,6 +50,7 @@ class Submission:
     kind: JobKind
     client: str = "anonymous"
     cost: int = 1
+    client_id: str | None = None
     input_bytes: bytes | None = None
     input_url: str | None = None
     token: str | None = None
@@ -81,6 +82,7 @@ class JobStore:
             kind=job.kind.name,
             status=JobStatus.requested,
             client=job.client,
+            client_id=job.client_id,
             lane=job.kind.lane,
             cost=job.cost,
             bytes=job.bytes,

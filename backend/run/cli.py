@@ -17,6 +17,7 @@ import threading
 import yaml
 
 from backend.core.kinds import KINDS
+from backend.core.redact import redact_logs
 
 # Where `spacetime submit` (and the notebooks) take the API key from, in keys mode.
 API_KEY_VARIABLE = "SPACETIME_API_KEY"
@@ -26,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise here
+    redact_logs()
     return args.run(args) or 0
 
 
@@ -89,7 +91,9 @@ def _api(args) -> int:
     from backend.core.settings import get_settings
 
     settings = get_settings()
-    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="info")
+    config = uvicorn.Config(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="info")
+    redact_logs("uvicorn", "uvicorn.access")  # uvicorn's own handlers, set up by its Config
+    uvicorn.Server(config).run()
     return 0
 
 

@@ -24,6 +24,7 @@ from distributed import Nanny, Scheduler, SpecCluster
 from distributed.worker_memory import parse_memory_limit
 from redis import Redis
 
+from backend.core.redact import redact
 from backend.core.settings import Settings
 from backend.core.waiting import wait_for
 from backend.run.supervisor import GaveUp, Supervisor, launch
@@ -116,7 +117,7 @@ def _run(
         raise TimeoutError(f"the API at {api} did not answer within {API_START_TIMEOUT_S:.0f} s") from None
     print(
         f"SpaceTime Analytics is up.\n  API        {api}\n  API docs   {api}/docs\n"
-        f"  Dashboard  {cluster.dashboard_link}\n  Redis      {redis_url}\nCtrl-C stops everything.",
+        f"  Dashboard  {cluster.dashboard_link}\n  Redis      {redact(redis_url)}\nCtrl-C stops everything.",
         flush=True,
     )
     supervisor.watch()

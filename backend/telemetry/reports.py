@@ -61,7 +61,9 @@ class ReportWriter:
             timing: dict[str, Any] = json.loads(self._read(report_store_url(self.settings, token, "json")))
         except FileNotFoundError:
             return None
-        page = render_report(trace, timing, f"{timing.get('kind', 'job')} job {token}")
+        # The page is the client's: it shows the record without the store's own paths.
+        shown = {name: value for name, value in timing.items() if name not in ("report_url", "timing_url")}
+        page = render_report(trace, shown, f"{timing.get('kind', 'job')} job {token}")
         self._write(html_url, page)
         return page
 

@@ -6,11 +6,10 @@ import logging
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from backend.api.deps import CallerDep, StoreDep, WaitDep
-from backend.api.lookup import owned_job, waited_job
-from backend.api.schemas import NOT_FOUND, RECORD_OPERATION
+from backend.api.deps import CallerDep, SettingsDep, StoreDep, WaitDep
+from backend.api.lookup import client_record, owned_job, waited_job
+from backend.api.schemas import NOT_FOUND, RECORD_OPERATION, JobOut
 from backend.core.exceptions import JobNotFound
-from backend.core.job import Job
 from backend.telemetry.reports import ReportWriter
 
 log = logging.getLogger(__name__)
@@ -21,13 +20,16 @@ router = APIRouter()
 @router.get(
     "/tasks/{token}",
     name=RECORD_OPERATION,
-    response_model=Job,
+    response_model=JobOut,
     response_model_exclude_none=True,
     responses=NOT_FOUND,
 )
-async def job_record(token: str, store: StoreDep, caller: CallerDep, wait: WaitDep, request: Request):
-    """The whole job record: kind, client, status, timestamps, timings, error, input URL."""
-    return await waited_job(request, store, token, caller, wait)
+async def job_record(
+    token: str, store: StoreDep, caller: CallerDep, wait: WaitDep, settings: SettingsDep, request: Request
+):
+    """The job's record: kind, client, status, timestamps, timings, error, and the input
+    URL the client named."""
+    return client_record(await waited_job(request, store, token, caller, wait), settings.uploads_url)
 
 
 @router.get(
