@@ -440,10 +440,7 @@ def test_the_runbooks_client_registration_parses():
     (command,) = set(re.findall(r'"command":(\[[^\]]*\])', runbook))
     argv = json.loads(command.replace('"\'"$HASH"\'"', json.dumps("0" * 64)))
     assert argv[:3] == ["spacetime", "clients", "add"]
-    try:
-        args = build_parser().parse_args(argv[1:])
-    except SystemExit:
-        pytest.xfail("`spacetime clients add --key-sha256` is not in the backend yet (issue 21's runbook)")
+    args = build_parser().parse_args(argv[1:])
     assert args.key_sha256 == "0" * 64
 
 
