@@ -136,13 +136,12 @@ def _submit(args) -> int:
 
 
 def _registry():
-    from redis import Redis
-
     from backend.core.settings import get_settings
     from backend.jobs.clients import ClientRegistry
+    from backend.jobs.connection import connect
 
     settings = get_settings()
-    return ClientRegistry(Redis.from_url(settings.redis_url, socket_timeout=10), settings)
+    return ClientRegistry(connect(settings.redis_url, socket_timeout=10), settings)
 
 
 def _clients_add(args) -> int:
