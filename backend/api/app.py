@@ -67,7 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         client = connect(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
-        store = JobStore(client, settings.result_ttl_s)
+        store = JobStore(client, settings.result_ttl_s, settings.redis_min_replicas)
         app.state.settings = settings
         app.state.store = store
         app.state.registry = ClientRegistry(client, settings)
