@@ -1,7 +1,9 @@
 """A moving endpoint: a TCP proxy on loopback that forwards to one Redis and can be pointed
 at another, as ElastiCache's primary endpoint (a DNS name) moves to the promoted replica in
 a failover. Connections already made stay with the node they reached, as they would; a
-node that dies closes them."""
+node that dies closes them. ``hold()`` stops forwarding (bytes in flight are kept, then
+dropped at ``close()``): a replication link through it lags without bound, as an
+asynchronous replica may."""
 
 import socket
 import threading
@@ -22,14 +24,21 @@ class MovingEndpoint:
         self._sockets: set[socket.socket] = set()  # every open socket, both sides, to close at the end
         self._lock = threading.Lock()
         self._closed = False
+        self._flowing = threading.Event()
+        self._flowing.set()
         threading.Thread(target=self._accept, name="endpoint", daemon=True).start()
 
     def move_to(self, port: int) -> None:
         """New connections go to ``port`` from now on."""
         self.target_port = port
 
+    def hold(self) -> None:
+        """Stop forwarding, both ways, on every connection."""
+        self._flowing.clear()
+
     def close(self) -> None:
         self._closed = True
+        self._flowing.set()  # held pumps wake, see the endpoint closed, and drop what they hold
         self._listener.close()
         with self._lock:
             for sock in self._sockets:
@@ -56,6 +65,9 @@ class MovingEndpoint:
         """Copy one direction until either side ends, then hang up both."""
         try:
             while data := source.recv(CHUNK):
+                self._flowing.wait()
+                if self._closed:
+                    break
                 sink.sendall(data)
         except OSError:
             pass

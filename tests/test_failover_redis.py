@@ -4,12 +4,15 @@ replica (`redis-server --replicaof`), the primary SIGKILLed, the replica promote
 dispatcher reach Redis through an endpoint that moves (a TCP proxy, as the primary
 endpoint's DNS name does), and it moves before the promotion, so for a moment every write
 answers READONLY. With `SPACETIME_REDIS_MIN_REPLICAS=1` (WAIT 1 after each submission),
-every job acknowledged with a 201 survives and finishes; every other submission is a 503."""
+every job acknowledged with a 201 survives and finishes; every other submission is a 503.
+Then the two pieces apart: connections to a demoted primary are dropped, not kept; and what
+WAIT buys when the replica lags (a job it has not got is refused, not acknowledged)."""
 
 import io
 import logging
 import threading
 import time
+from dataclasses import replace
 
 import httpx
 import numpy as np
@@ -17,10 +20,12 @@ import pytest
 from PIL import Image
 from redis import ReadOnlyError, Redis
 
+from backend.core.exceptions import JobNotFound, NotReplicated
 from backend.core.job import FINAL
+from backend.core.kinds import RANDOMIZE
 from backend.jobs import keys
 from backend.jobs.connection import connect
-from backend.jobs.store import JobStore
+from backend.jobs.store import JobStore, Submission
 from compute.stored import redis_at
 from tests.endpoint import moving_endpoint
 from tests.servers import live_api, own_redis
@@ -164,3 +169,34 @@ def test_a_connection_to_a_demoted_primary_is_dropped_not_kept(client, tmp_path)
             plain.set("after", 1)
         assert redis.set("after", 1)
         assert Redis(port=new.port).get("after") == b"1"
+
+
+def test_a_job_is_acknowledged_only_once_a_replica_has_it(tmp_path):
+    """What WAIT buys. The replica's link to the primary is held (it lags without bound, as
+    asynchronous replication allows), then the primary dies and the replica is promoted: a
+    job stored without WAIT was acknowledged and is gone; with WAIT (min_replicas 1) the
+    same submission is refused (NotReplicated: the API's 503) instead; a job WAIT confirmed
+    before the hold survives."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    image = Submission(RANDOMIZE, input_bytes=b"png", bytes=3)
+    with (
+        own_redis(tmp_path / "a") as primary,
+        moving_endpoint(primary.port) as link,
+        own_redis(tmp_path / "b", replica_of=link.port) as replica,
+    ):
+        wait_until(lambda: replicating(primary.port, replica.port), what="the replica to sync")
+        waiting = JobStore(connect(primary.url), 3600, min_replicas=1)
+        confirmed = waiting.submit(image).token
+        link.hold()
+        with pytest.raises(NotReplicated):
+            waiting.submit(replace(image, token="unconfirmed"))
+        acknowledged = JobStore(connect(primary.url), 3600).submit(image).token  # no WAIT: a 201
+        primary.kill()
+        link.close()
+        Redis(port=replica.port).replicaof("NO", "ONE")
+        promoted = JobStore(Redis(port=replica.port), 3600)
+        assert promoted.get(confirmed).status == "requested"
+        for lost in (acknowledged, "unconfirmed"):
+            with pytest.raises(JobNotFound):
+                promoted.get(lost)
