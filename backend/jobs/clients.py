@@ -74,11 +74,17 @@ class ClientRegistry:
         self.redis = redis
         self.settings = settings
 
-    def add(self, name: str, **quotas: Any) -> str:
-        """Register ``name`` with a new API key and return it (shown once, never stored).
-        ``quotas``: weight, max_running_bulk, rate, max_backlog_bytes (None: the default)."""
+    def add(
+        self,
+        name: str,
+        weight: int | None = None,
+        max_running_bulk: int | None = None,
+        rate: float | None = None,
+        max_backlog_bytes: int | None = None,
+    ) -> str:
+        """Register ``name`` with a new API key and return it (shown once, never stored)."""
         key = KEY_PREFIX + secrets.token_urlsafe(32)
-        self.add_hashed(name, key_hash(key), **quotas)
+        self.add_hashed(name, key_hash(key), weight, max_running_bulk, rate, max_backlog_bytes)
         return key
 
     def add_hashed(
@@ -91,7 +97,7 @@ class ClientRegistry:
         max_backlog_bytes: int | None = None,
     ) -> None:
         """Register ``name`` as the holder of the key whose SHA-256 is ``digest``: the key
-        itself never reaches this process."""
+        itself never reaches this process. A quota left None takes the default."""
         defaults = self.settings
         client = ClientSettings(
             name=check_name(name),

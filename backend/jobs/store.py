@@ -90,7 +90,7 @@ class JobStore:
             requested_at=now_s(),
             input_url=job.input_url,
         )
-        accepted, backlog = self._store_replicated(
+        accepted, backlog = self._submit_and_wait(
             [
                 record.token,
                 record.model_dump_json(exclude_none=True),
@@ -111,7 +111,7 @@ class JobStore:
             )
         return record
 
-    def _store_replicated(self, args: list) -> tuple[int, int]:
+    def _submit_and_wait(self, args: list) -> tuple[int, int]:
         """The submit script, then, with ``min_replicas``, Redis `WAIT` for that many replicas
         to have it; NotReplicated past keys.REPLICA_WAIT_MS (the job is stored, not confirmed)."""
         if not self.min_replicas:
