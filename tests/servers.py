@@ -78,6 +78,8 @@ class RedisProcess:
         argv = [shutil.which("redis-server") or "redis-server", "--bind", "127.0.0.1", "--port", str(self.port)]
         argv += ["--dir", str(self.data_dir), "--appendonly", "yes", "--appendfsync", "everysec", "--save", ""]
         argv += ["--requirepass", self.password] if self.password else []
+        # A replica that connects is sent its copy at once (Redis waits 5 s for more by default).
+        argv += ["--repl-diskless-sync-delay", "0"]
         argv += ["--replicaof", "127.0.0.1", str(self.replica_of)] if self.replica_of else []
         self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
         wait_until(lambda: _pings(self.url), timeout_s=10, what="redis-server")

@@ -33,8 +33,10 @@ from tests.waiting import wait_until
 
 DISPATCHER_LOG = "backend.dispatch.dispatcher"
 JOBS_BEFORE = JOBS_AFTER = 20
-# Each step of the failover lasts this long: the primary dead and the endpoint unchanged,
-# then the endpoint on the replica that is not promoted yet (READONLY).
+# Each step of the failover lasts this long: the primary dead and the endpoint unchanged;
+# the endpoint on the replica, not promoted yet (READONLY); the promoted replica alone,
+# with no replica of its own to confirm submissions (on AWS, until ElastiCache has
+# replaced the failed node: minutes).
 STEP_S = 1.5
 
 
@@ -98,6 +100,7 @@ def test_a_primary_failover_loses_no_acknowledged_job(make_settings, start_dispa
             endpoint.move_to(replica.port)  # not promoted yet: writes answer READONLY
             time.sleep(STEP_S)
             Redis(port=replica.port).replicaof("NO", "ONE")
+            time.sleep(STEP_S)
             primary.replica_of = replica.port  # the old primary comes back as a replica
             primary.start()
             wait_until(lambda: replicating(replica.port, primary.port), what="the old primary to rejoin")
