@@ -14,7 +14,9 @@ import os
 from functools import cache
 from typing import cast
 
-from redis import Redis
+from redis import ReadOnlyError, Redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from compute.defaults import DEFAULT_BLOCK_PX, DEFAULT_MAX_PIXELS
 from compute.errors import InvalidInput
@@ -51,11 +53,15 @@ def randomize_stored(
 def redis_at(url: str, password: str | None, username: str | None = None) -> Redis:
     """One client per URL in a worker process, so a task connects only when its pool has no
     idle connection (redis-py hands each thread a connection of its own)."""
-    # A user or password in the URL itself wins over these (redis-py's from_url).
+    # A user or password in the URL itself wins over these (redis-py's from_url). A
+    # READONLY reply (a demoted primary, after a failover) drops the connection and tries
+    # once more on a new one, as backend/jobs/connection.py does: this client lives as
+    # long as the worker, and would otherwise fail every image task on that connection.
     return Redis.from_url(
         url,
         username=username,
         password=password,
         socket_timeout=REDIS_TIMEOUT_S,
         socket_connect_timeout=REDIS_TIMEOUT_S,
+        retry=Retry(NoBackoff(), 1, supported_errors=(ReadOnlyError,)),
     )

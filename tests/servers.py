@@ -63,19 +63,24 @@ def live_api(settings: Settings) -> Iterator[str]:
 
 
 class RedisProcess:
-    """A redis-server with AOF (as `spacetime up` runs it) that can be killed or stopped, and restarted."""
+    """A redis-server with AOF (as `spacetime up` runs it) that can be killed or stopped, and
+    restarted; a replica of the one on port ``replica_of`` when that is set (at its next start)."""
 
-    def __init__(self, data_dir: Path, password: str = ""):
+    def __init__(self, data_dir: Path, password: str = "", replica_of: int | None = None):
         self.port = free_port()
         self.url = f"redis://:{password}@127.0.0.1:{self.port}/0" if password else f"redis://127.0.0.1:{self.port}/0"
         self.data_dir = data_dir
         self.password = password
+        self.replica_of = replica_of
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
         argv = [shutil.which("redis-server") or "redis-server", "--bind", "127.0.0.1", "--port", str(self.port)]
         argv += ["--dir", str(self.data_dir), "--appendonly", "yes", "--appendfsync", "everysec", "--save", ""]
         argv += ["--requirepass", self.password] if self.password else []
+        # A replica that connects is sent its copy at once (Redis waits 5 s for more by default).
+        argv += ["--repl-diskless-sync-delay", "0"]
+        argv += ["--replicaof", "127.0.0.1", str(self.replica_of)] if self.replica_of else []
         self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
         wait_until(lambda: _pings(self.url), timeout_s=10, what="redis-server")
 
@@ -99,8 +104,8 @@ def _pings(url: str) -> bool:
 
 
 @contextmanager
-def own_redis(data_dir: Path, password: str = "") -> Iterator[RedisProcess]:
-    server = RedisProcess(data_dir, password)
+def own_redis(data_dir: Path, password: str = "", replica_of: int | None = None) -> Iterator[RedisProcess]:
+    server = RedisProcess(data_dir, password, replica_of)
     server.start()
     try:
         yield server

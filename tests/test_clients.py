@@ -101,6 +101,35 @@ def test_clients_cli_prints_a_key_once_and_stores_only_its_hash(settings, redis,
     assert cli("remove", "lab").returncode == 1
 
 
+@pytest.mark.slow
+def test_clients_cli_registers_a_key_hash_made_elsewhere_and_prints_no_key(settings, redis, keys_api, cat_png):
+    """The AWS runbook's registration: the key is made on the operator's machine, the command
+    gets only its SHA-256, and nothing it prints (CloudWatch Logs, on AWS) holds a key."""
+    api, _ = keys_api
+    env = {**os.environ, "REDIS_URL": settings.redis_url}
+
+    def add(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "backend.run.cli", "clients", "add", *args]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+
+    key = "st_made-on-the-operators-machine"
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    for bad in (digest.upper(), digest[:-1], digest + "0", "g" * 64, key, ""):
+        refused = add("ops", "--key-sha256", bad)
+        assert refused.returncode == 1 and "64 lowercase hex digits" in refused.stderr, bad
+    assert not redis.exists(keys.client("ops"))
+
+    added = add("ops", "--key-sha256", digest, "--weight", "2")
+    assert added.returncode == 0, added.stderr
+    assert added.stdout == "" and "st_" not in added.stderr and digest not in added.stderr
+    assert redis.hget(keys.client("ops"), "key_sha256") == digest.encode()
+    registration = redis.hget(keys.client("ops"), "client_id").decode()
+    assert redis.get(keys.api_key(digest)) == f"ops {registration}".encode()
+    assert redis.hget(keys.client("ops"), "weight") == b"2"
+    token = httpx.post(f"{api}/randomize", content=cat_png, headers=bearer(key)).json()["token"]
+    assert httpx.get(f"{api}/tasks/{token}", headers=bearer(key)).json()["client"] == "ops"
+
+
 @pytest.mark.parametrize("name", ["a\nb", "a\x00", "x" * 10_000, " lead", "ünï", "a|b"])
 def test_open_mode_refuses_client_names_that_could_break_logs_or_metrics(api_url, cat_png, name):
     headers = [(b"X-Client-Id", name.encode())]

@@ -428,10 +428,9 @@ def stack_health_paths() -> set[str]:
 
 def test_the_stacks_health_checks_name_routes_of_the_api():
     """/livez (the container: the process only) and /readyz (the load balancer: Redis too)."""
-    routes = {getattr(route, "path", None) for route in create_app().routes}
-    missing = stack_health_paths() - routes
-    if missing:
-        pytest.xfail(f"the backend has no {sorted(missing)} yet (issue 21: liveness and readiness apart)")
+    # The served document: FastAPI nests included routers, so app.routes does not list them.
+    routes = set(create_app().openapi()["paths"])
+    assert stack_health_paths() <= routes
 
 
 def test_the_runbooks_client_registration_parses():
@@ -441,10 +440,7 @@ def test_the_runbooks_client_registration_parses():
     (command,) = set(re.findall(r'"command":(\[[^\]]*\])', runbook))
     argv = json.loads(command.replace('"\'"$HASH"\'"', json.dumps("0" * 64)))
     assert argv[:3] == ["spacetime", "clients", "add"]
-    try:
-        args = build_parser().parse_args(argv[1:])
-    except SystemExit:
-        pytest.xfail("`spacetime clients add --key-sha256` is not in the backend yet (issue 21's runbook)")
+    args = build_parser().parse_args(argv[1:])
     assert args.key_sha256 == "0" * 64
 
 

@@ -4,7 +4,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.servers import free_port, live_api
+from tests.servers import free_port, live_api, own_redis
 from tests.waiting import wait_status, wait_until
 
 
@@ -23,6 +23,25 @@ def test_redis_down_is_503_not_a_traceback(settings, cat_png):
         submit = httpx.post(f"{url}/randomize", content=cat_png)
         assert submit.status_code == 503
         assert "Redis" in submit.json()["error"]
+
+
+def test_livez_is_the_process_only_and_readyz_follows_redis(make_settings, tmp_path):
+    """The container check (/livez) stays 200 while Redis is away, so ECS does not replace
+    the fleet in a Redis failover; the load balancer's (/readyz) is 503 until Redis is back."""
+    with own_redis(tmp_path) as server, live_api(make_settings(redis_url=server.url)) as url:
+        assert httpx.get(f"{url}/livez").json() == {"status": "ok"}
+        ready = httpx.get(f"{url}/readyz")
+        assert ready.status_code == 200 and ready.json() == {"status": "ready", "redis": True}
+
+        server.stop()
+        assert httpx.get(f"{url}/livez").status_code == 200
+        down = httpx.get(f"{url}/readyz", timeout=10)
+        assert down.status_code == 503 and down.json() == {"status": "unavailable", "redis": False}
+        assert httpx.get(f"{url}/healthz", timeout=10).status_code == 503  # as before
+
+        server.start()
+        wait_until(lambda: httpx.get(f"{url}/readyz").status_code == 200, timeout_s=10, what="/readyz back")
+        assert httpx.get(f"{url}/livez").status_code == 200
 
 
 def test_dask_down_is_reported(settings):

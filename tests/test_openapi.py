@@ -30,7 +30,7 @@ def test_served_document_lists_every_route(api_url):
     served = httpx.get(f"{api_url}/openapi.json").json()
     assert served == yaml.safe_load(COMMITTED_OPENAPI.read_text())
     expected = {*kind_routes(), ("/tasks/{token}", "get"), ("/tasks/{token}/report", "get")}
-    expected |= {("/healthz", "get"), ("/metrics", "get")}
+    expected |= {("/healthz", "get"), ("/livez", "get"), ("/readyz", "get"), ("/metrics", "get")}
     documented = {(path, method) for path, item in served["paths"].items() for method in item}
     assert expected <= documented
     for path, method in expected:

@@ -10,7 +10,6 @@ import asyncio
 from contextlib import asynccontextmanager
 from typing import Any
 
-import redis
 from fastapi import APIRouter, FastAPI
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry, Gauge
@@ -28,6 +27,7 @@ from backend.api.sweeps import sweep_direct_uploads, sweep_uploads
 from backend.core.kinds import KINDS, Body
 from backend.core.settings import Settings, get_settings
 from backend.jobs.clients import ClientRegistry
+from backend.jobs.connection import connect
 from backend.jobs.store import JobStore
 from backend.telemetry.metrics import RedisMetrics
 from backend.telemetry.reports import ReportWriter
@@ -66,8 +66,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
-        store = JobStore(client, settings.result_ttl_s)
+        client = connect(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+        store = JobStore(client, settings.result_ttl_s, settings.redis_min_replicas)
         app.state.settings = settings
         app.state.store = store
         app.state.registry = ClientRegistry(client, settings)

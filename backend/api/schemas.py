@@ -103,6 +103,15 @@ class HealthOut(BaseModel):
     dashboard_url: str
 
 
+class LiveOut(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadyOut(BaseModel):
+    status: Literal["ready", "unavailable"]
+    redis: bool
+
+
 def operation_id(route: APIRoute) -> str:
     """Every route's operation id is its name (the function's, or the one given to a
     route built per kind): short, stable, and what OpenAPI links point at."""

@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from backend.api.admission import RateLimiter
 from backend.api.direct_uploads import DirectUploads, StartedUpload, plan_parts
 from backend.api.uploads import check_allowed_url, discard, save_stream
-from backend.core.exceptions import DirectUploadsUnavailable, InputTooLarge, OverQuota
+from backend.core.exceptions import DirectUploadsUnavailable, InputTooLarge, NotReplicated, OverQuota
 from backend.core.job import Job, new_token
 from backend.core.kinds import JobKind
 from backend.core.settings import Settings
@@ -119,6 +119,8 @@ class Submitter:
         )
         try:
             return await self._store(caller, job)
+        except NotReplicated:
+            raise  # stored all the same, and it may run: its file stays
         except BaseException:
             await run_in_threadpool(discard, url, self.settings.storage_options(url))
             raise

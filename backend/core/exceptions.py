@@ -29,6 +29,11 @@ class OverQuota(SpacetimeError):
         self.retry_after_s = retry_after_s
 
 
+class NotReplicated(SpacetimeError):
+    """Redis stored the job but fewer replicas than required confirmed it in time: a
+    failover now could lose it, so it is not acknowledged (the job may still run)."""
+
+
 class UnknownJobKind(SpacetimeError):
     """A queued record names a kind no dispatcher knows."""
 

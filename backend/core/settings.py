@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SPACETIME_", populate_by_name=True, extra="ignore")
 
     redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias=_env("REDIS_URL"))
+    # A submission is acknowledged (201) only once this many replicas have it (Redis `WAIT`),
+    # so a failover cannot lose it: 1 where Redis has a replica (ElastiCache), 0 locally.
+    # With 1, submissions answer 503 while no replica is attached (docs/deployment-aws.md).
+    redis_min_replicas: int = Field(0, ge=0)
     dask_scheduler_address: str = Field("tcp://127.0.0.1:8786", validation_alias=_env("DASK_SCHEDULER_ADDRESS"))
     # Shown to users (healthz, `spacetime up`); the scheduler serves it, we only link it.
     dashboard_url: str = "http://127.0.0.1:8787/status"

@@ -29,6 +29,7 @@ from backend.dispatch.cluster import Cluster
 from backend.dispatch.errors import USER_ERRORS, client_message
 from backend.dispatch.runners import BlocksInFlight, JobContext, Outcome
 from backend.jobs import keys
+from backend.jobs.connection import connect
 from backend.jobs.fairshare import FairShare
 from backend.jobs.queue import Claim, JobQueue, QueuePolicy, new_dispatcher_id
 from backend.jobs.store import EndResult, JobStore
@@ -47,7 +48,7 @@ SCAN_EVERY_BEATS = 30
 class Dispatcher:
     def __init__(self, settings: Settings, cluster: Cluster | Client, redis: Redis | None = None):
         self.settings = settings
-        self.redis = redis or Redis.from_url(settings.redis_url, socket_timeout=30)
+        self.redis = redis or connect(settings.redis_url, socket_timeout=30)
         self.cluster = cluster if isinstance(cluster, Cluster) else _cluster_of(settings, cluster)
         self.store = JobStore(self.redis, settings.result_ttl_s)
         self.queue = JobQueue(self.redis, new_dispatcher_id(), settings.lease_s, QueuePolicy.of(settings))
@@ -257,7 +258,7 @@ def run_dispatcher(settings: Settings, stop: threading.Event) -> int:
     Waits up to ``dask_timeout_s`` for Redis and the Dask scheduler, so containers can
     start in any order; past that it exits with the reason.
     """
-    redis = Redis.from_url(settings.redis_url, socket_timeout=30)
+    redis = connect(settings.redis_url, socket_timeout=30)
     cluster = Cluster(settings.dask_scheduler_address, settings.dask_timeout_s, settings.no_workers_grace_s)
     try:
         wait_for(redis.ping, "Redis", settings.redis_url, settings.dask_timeout_s)

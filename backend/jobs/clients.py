@@ -2,7 +2,9 @@
 
 ``spacetime clients add NAME`` registers a client and prints a new random API key once;
 only its SHA-256 is stored (``api-key:<sha256>`` -> "<name> <registration id>"), so a copy
-of Redis reveals no key. A plain hash is enough: the keys are 256 random bits, not
+of Redis reveals no key. ``--key-sha256`` registers the hash of a key made elsewhere and
+prints nothing secret: on AWS the command's output goes to CloudWatch Logs
+(docs/deployment-aws.md). A plain hash is enough: the keys are 256 random bits, not
 passwords a person chose, so there is nothing to guess and no need for a slow hash.
 
 A registration is an identity, not a name: each ``add`` makes a new random id, and jobs
@@ -36,6 +38,8 @@ ANONYMOUS = "anonymous"
 # Names a registration must not take: records without a client read as `anonymous`, and
 # /metrics labels unregistered clients `unregistered` (backend/telemetry/metrics.py).
 RESERVED_NAMES = (ANONYMOUS, "unregistered")
+# A key's hash as stored, and as `clients add --key-sha256` takes it: hashlib's hexdigest.
+KEY_SHA256 = re.compile(r"[0-9a-f]{64}")
 # Characters of a key's hash shown by `clients list`: enough to tell keys apart.
 FINGERPRINT_CHARS = 12
 
@@ -71,6 +75,15 @@ def key_hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def check_key_sha256(digest: str) -> str:
+    if not KEY_SHA256.fullmatch(digest):
+        raise InvalidInput(
+            "--key-sha256 takes the SHA-256 of the key as 64 lowercase hex digits, "
+            'as `printf %s "$KEY" | sha256sum` prints it'
+        )
+    return digest
+
+
 class ClientRegistry:
     """Registered clients and their keys."""
 
@@ -86,7 +99,22 @@ class ClientRegistry:
         rate: float | None = None,
         max_backlog_bytes: int | None = None,
     ) -> str:
-        """Register ``name``; return its new API key (shown once, never stored)."""
+        """Register ``name`` with a new API key and return it (shown once, never stored)."""
+        key = KEY_PREFIX + secrets.token_urlsafe(32)
+        self.add_hashed(name, key_hash(key), weight, max_running_bulk, rate, max_backlog_bytes)
+        return key
+
+    def add_hashed(
+        self,
+        name: str,
+        digest: str,
+        weight: int | None = None,
+        max_running_bulk: int | None = None,
+        rate: float | None = None,
+        max_backlog_bytes: int | None = None,
+    ) -> None:
+        """Register ``name`` as the holder of the key whose SHA-256 is ``digest``: the key
+        itself never reaches this process. A quota left None takes the default."""
         defaults = self.settings
         if name in RESERVED_NAMES:
             raise InvalidInput(f"the name {name!r} is reserved (records without a client read as it); choose another")
@@ -100,9 +128,7 @@ class ClientRegistry:
         )
         if client.weight < 1 or client.max_running_bulk < 1 or client.rate < 0 or client.max_backlog_bytes < 0:
             raise InvalidInput("weight and max-running-bulk must be at least 1; rate and max-backlog-bytes at least 0")
-        key = KEY_PREFIX + secrets.token_urlsafe(32)
-        digest = key_hash(key)
-        fields = {**describe(client), "key_sha256": digest}
+        fields = {**describe(client), "key_sha256": check_key_sha256(digest)}
         del fields["name"]
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.watch(keys.client(name))
@@ -113,7 +139,6 @@ class ClientRegistry:
             pipe.hset(keys.client(name), mapping=cast(Any, fields))
             pipe.set(keys.api_key(digest), f"{name} {client.client_id}")
             pipe.execute()
-        return key
 
     def remove(self, name: str) -> bool:
         """Unregister ``name``; its key stops working at once. False if it was not registered."""

@@ -124,6 +124,10 @@ CLAIM_TIMEOUT_S = 1.0
 # A dispatcher renews its lease this many times per lease period, so one missed
 # renewal (a slow Redis round trip) does not make it look dead.
 LEASE_RENEWALS_PER_PERIOD = 3
+# How long a submission waits for its replicas (`WAIT`, with redis_min_replicas): a
+# replica is normally milliseconds behind, and this stays well under the API's 5 s
+# socket timeout. Past it the client gets 503 instead of a token a failover could lose.
+REPLICA_WAIT_MS = 1000
 # Job counters live as long as jobs keep coming; Prometheus reads a reset as a restart.
 METRICS_TTL_S = 30 * 24 * 3600
 # Retry-After of a client over its backlog quota: its own jobs must end first, and

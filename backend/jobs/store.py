@@ -22,7 +22,7 @@ from typing import Any, cast
 from pydantic import ValidationError
 from redis import Redis
 
-from backend.core.exceptions import JobNotFound, OverQuota, problems
+from backend.core.exceptions import JobNotFound, NotReplicated, OverQuota, problems
 from backend.core.job import Job, JobStatus, new_token, now_s
 from backend.core.kinds import JobKind
 from backend.jobs import keys, scripts
@@ -61,9 +61,11 @@ class Submission:
 class JobStore:
     """Records, inputs and outputs of jobs; the API submits, dispatchers end them."""
 
-    def __init__(self, redis: Redis, ttl_s: int):
+    def __init__(self, redis: Redis, ttl_s: int, min_replicas: int = 0):
         self.redis = redis
         self.ttl_s = ttl_s
+        # Replicas that must hold a submission before it is acknowledged (settings.redis_min_replicas).
+        self.min_replicas = min_replicas
         self._submit = scripts.register(redis, "submit")
         self._finish = scripts.register(redis, "finish")
         self._progress = scripts.register(redis, "progress")
@@ -76,7 +78,8 @@ class JobStore:
         """Store a `requested` record (and its input) and queue its token, atomically.
 
         Raises OverQuota, and stores nothing, when the job would take its client's
-        queued-or-running input bytes over ``max_backlog_bytes``."""
+        queued-or-running input bytes over ``max_backlog_bytes``; NotReplicated when
+        fewer than ``min_replicas`` replicas confirmed it (it is stored, and may run)."""
         record = Job(
             token=job.token or new_token(),
             kind=job.kind.name,
@@ -89,8 +92,8 @@ class JobStore:
             requested_at=now_s(),
             input_url=job.input_url,
         )
-        accepted, backlog = self._submit(
-            args=[
+        accepted, backlog = self._submit_and_wait(
+            [
                 record.token,
                 record.model_dump_json(exclude_none=True),
                 int(job.input_bytes is not None),
@@ -109,6 +112,24 @@ class JobStore:
                 retry_after_s=keys.BACKLOG_RETRY_AFTER_S,
             )
         return record
+
+    def _submit_and_wait(self, args: list) -> tuple[int, int]:
+        """The submit script, then, with ``min_replicas``, Redis `WAIT` for that many replicas
+        to have it; NotReplicated past keys.REPLICA_WAIT_MS (the job is stored, not confirmed)."""
+        if not self.min_replicas:
+            return cast(tuple[int, int], self._submit(args=args))
+        # A pipeline holds one connection for both: WAIT counts the replicas that have the
+        # writes of the connection it runs on.
+        with self.redis.pipeline(transaction=False) as pipe:
+            self._submit(args=args, client=pipe)
+            pipe.wait(self.min_replicas, keys.REPLICA_WAIT_MS)
+            (accepted, backlog), replicas = pipe.execute()
+        if accepted and replicas < self.min_replicas:
+            raise NotReplicated(
+                f"the job store (Redis) did not confirm the job on {self.min_replicas} replica(s) within "
+                f"{keys.REPLICA_WAIT_MS} ms (failing over?); try again (this attempt may still run)"
+            )
+        return accepted, backlog
 
     def get(self, token: str) -> Job:
         raw = self._bytes(keys.result(token))

@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--max-running-bulk", type=int, help="bulk jobs it may have running at once")
     add.add_argument("--rate", type=float, help="job submissions a second (0: no limit)")
     add.add_argument("--max-backlog-bytes", type=int, help="input bytes of its jobs queued or running (0: no limit)")
+    add.add_argument(
+        "--key-sha256",
+        help="register the SHA-256 (64 hex digits) of a key made elsewhere, and print no key (for logged consoles)",
+    )
     add.set_defaults(run=_clients_add)
     clients.add_parser("list", help="list registered clients and their settings").set_defaults(run=_clients_list)
     remove = clients.add_parser("remove", help="unregister a client; its key stops working")
@@ -136,20 +140,29 @@ def _submit(args) -> int:
 
 
 def _registry():
-    from redis import Redis
-
     from backend.core.settings import get_settings
     from backend.jobs.clients import ClientRegistry
+    from backend.jobs.connection import connect
 
     settings = get_settings()
-    return ClientRegistry(Redis.from_url(settings.redis_url, socket_timeout=10), settings)
+    return ClientRegistry(connect(settings.redis_url, socket_timeout=10), settings)
 
 
 def _clients_add(args) -> int:
     from compute.errors import InvalidInput
 
+    quotas = {
+        "weight": args.weight,
+        "max_running_bulk": args.max_running_bulk,
+        "rate": args.rate,
+        "max_backlog_bytes": args.max_backlog_bytes,
+    }
     try:
-        key = _registry().add(args.name, args.weight, args.max_running_bulk, args.rate, args.max_backlog_bytes)
+        if args.key_sha256 is not None:
+            _registry().add_hashed(args.name, args.key_sha256, **quotas)
+            print(f"client {args.name} registered with the key hash given; no key is shown", file=sys.stderr)
+            return 0
+        key = _registry().add(args.name, **quotas)
     except InvalidInput as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

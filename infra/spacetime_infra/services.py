@@ -15,7 +15,7 @@ from aws_cdk import aws_elasticloadbalancingv2 as elbv2
 from aws_cdk import aws_servicediscovery as servicediscovery
 from constructs import Construct
 
-from spacetime_infra.cache import Cache
+from spacetime_infra.cache import NODES, Cache
 from spacetime_infra.config import EnvironmentConfig, TaskSize
 from spacetime_infra.containers import Images, add_app_container, python_health_check
 from spacetime_infra.flows import API_PORT, HTTPS, SCHEDULER_DASHBOARD_PORT, SCHEDULER_PORT, Flows
@@ -42,6 +42,9 @@ SCHEDULER_DNS_NAME = "scheduler"
 # Redis (/readyz), without ECS replacing the fleet during a Redis failover.
 LIVENESS_PATH = "/livez"
 READINESS_PATH = "/readyz"
+# The API requires API keys, and acknowledges a job only once every replica has it (Redis
+# WAIT: backend/jobs/store.py), so an ElastiCache failover loses no job a client got a 201 for.
+API_ENV = {"SPACETIME_AUTH": "keys", "SPACETIME_REDIS_MIN_REPLICAS": str(NODES - 1)}
 # Paths the load balancer answers 404 itself: /metrics names every client (it is for
 # scrapers inside the VPC), and no route of the API takes a percent-encoded path (tokens
 # are hex), so an encoded /metrics cannot slip past the first pattern either.
@@ -92,7 +95,7 @@ class Services(Construct):
         }
         redis_secret = cache.auth_token_env()
         self.api, self.load_balancer, self.target_group = self._api(
-            images, roles, flows, storage, backend_env | {"SPACETIME_AUTH": "keys"}, redis_secret
+            images, roles, flows, storage, backend_env | API_ENV, redis_secret
         )
         self.dispatchers = self._dispatchers(images, roles, flows, backend_env, redis_secret)
 

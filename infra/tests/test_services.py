@@ -64,6 +64,7 @@ def test_the_api_requires_keys_and_reaches_aws_services(template):
     api = container(template, "ServicesApiTask")
     env = environment(api)
     assert env["SPACETIME_AUTH"] == "keys"
+    assert env["SPACETIME_REDIS_MIN_REPLICAS"] == "1"  # WAIT for the replica: a failover loses no 201
     bucket = f"s3://<{find_bucket(template)}>"
     assert text(env["SPACETIME_UPLOADS_URL"]) == f"{bucket}/uploads"
     assert text(env["SPACETIME_REPORTS_URL"]) == f"{bucket}/reports"

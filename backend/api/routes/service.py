@@ -1,4 +1,9 @@
-"""The service's own routes: where to go (``/``), health, Prometheus metrics."""
+"""The service's own routes: where to go (``/``), health, Prometheus metrics.
+
+Three health checks, each for its caller: ``/livez`` for the container's check (the process
+serves; a restart would help), ``/readyz`` for the load balancer's (Redis answers too; take
+the task out of rotation, not restart it: a Redis failover must not replace the fleet),
+``/healthz`` for people and compose (Redis and Dask, with the dashboard's address)."""
 
 import asyncio
 from urllib.parse import urlsplit
@@ -11,7 +16,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
 from backend.api.deps import SettingsDep, StoreDep
-from backend.api.schemas import HealthOut
+from backend.api.schemas import HealthOut, LiveOut, ReadyOut
 from backend.jobs.store import JobStore
 
 router = APIRouter()
@@ -32,6 +37,25 @@ async def healthz(store: StoreDep, settings: SettingsDep):
         dask=dask_ok,
         dashboard_url=settings.dashboard_url,
     )
+    return JSONResponse(body.model_dump(), status_code=200 if redis_ok else 503)
+
+
+@router.get("/livez", response_model=LiveOut, summary="Liveness: the process serves (touches no dependency)")
+async def livez():
+    # On the event loop, not in the thread pool: requests stuck on an unreachable Redis
+    # can fill the pool, and that is not a reason to restart the process.
+    return LiveOut(status="ok")
+
+
+@router.get(
+    "/readyz",
+    response_model=ReadyOut,
+    summary="Readiness: the process serves and Redis answers a PING",
+    responses={503: {"model": ReadyOut, "description": "Redis does not answer: take this process out of rotation"}},
+)
+async def readyz(store: StoreDep):
+    redis_ok = await run_in_threadpool(redis_reachable, store)
+    body = ReadyOut(status="ready" if redis_ok else "unavailable", redis=redis_ok)
     return JSONResponse(body.model_dump(), status_code=200 if redis_ok else 503)
 
 
