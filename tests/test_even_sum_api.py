@@ -85,11 +85,11 @@ def test_invalid_content_errors_with_offset(api_url, dispatcher, data, message):
     assert httpx.get(f"{api_url}/even-sum/{token}/result").json() == {"message": "not found"}
 
 
-def test_missing_object_errors_not_found(api_url, dispatcher, settings):
+def test_a_missing_object_is_refused_with_400(api_url, settings):
+    """Its size cannot be read, so it cannot be counted against the backlog quota (issue 17)."""
     url = f"{settings.uploads_url}/never-uploaded.txt"
-    token = httpx.post(f"{api_url}/even-sum", json={"url": url}).json()["token"]
-    final = wait_status(api_url, "even-sum", token)[-1]
-    assert final["status"] == "errored" and "not found" in final["error"]
+    response = httpx.post(f"{api_url}/even-sum", json={"url": url})
+    assert response.status_code == 400 and "cannot be read" in response.json()["error"]
 
 
 def test_empty_file_sums_to_zero(api_url, dispatcher):

@@ -24,6 +24,7 @@ from backend.core.settings import Settings
 from backend.jobs import keys
 from backend.jobs.clients import ClientSettings
 from backend.jobs.store import JobStore, Submission
+from compute.errors import InvalidInput
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,9 @@ class Submitter:
 
     async def _store(self, caller: ClientSettings, job: Submission) -> Job:
         within_quota(caller, job.bytes)
-        return await run_in_threadpool(self.store.submit, job, caller.max_backlog_bytes or None)
+        return await run_in_threadpool(
+            self.store.submit, job, caller.max_backlog_bytes or None, self.settings.default_max_held_bytes
+        )
 
     async def _check_backlog(self, caller: ClientSettings, size: int) -> None:
         within_quota(caller, size)
@@ -147,14 +150,18 @@ class Submitter:
         return max(1, math.ceil(size / self.settings.even_sum_block_bytes))
 
     def _size(self, url: str) -> int:
-        """The file's size, to cost the job; 0 when it cannot be read now (the job will
-        then fail with the reason, as it would have anyway)."""
+        """The file's size, to cost the job and count it against the backlog quota:
+        InvalidInput when it cannot be read now, since a job admitted at a guessed size
+        would bypass the quota (issue 17). The reason stays in the server's log."""
         try:
             fs, path = fsspec.core.url_to_fs(url, **self.settings.storage_options(url))
-            return int(fs.info(path).get("size") or 0)
+            size = fs.info(path).get("size")
         except (OSError, ValueError) as exc:
-            log.info("cannot stat %s to cost its job (%s); costing it 1 block", url, exc)
-            return 0
+            log.info("cannot stat %s to cost its job: %s", url, exc)
+            raise InvalidInput("the file the URL names cannot be read: missing, or not readable here") from None
+        if not isinstance(size, int):
+            raise InvalidInput("the size of the file the URL names cannot be read; upload the file instead")
+        return size
 
 
 def within_quota(caller: ClientSettings, size: int) -> None:

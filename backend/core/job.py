@@ -58,8 +58,11 @@ class Job(BaseModel):
     exec_s: float | None = None
     lead_s: float | None = None
     task_compute_s: float | None = None
-    # Input bytes: known at submission, counted against the client's backlog quota.
+    # Input bytes as the run measured them (shown to the client; the timing record's).
     bytes: int | None = None
+    # Input bytes at submission, counted against the client's backlog quota: released by
+    # the final write exactly as admitted, whatever the run measured (issue 17).
+    admitted_bytes: int | None = None
     report_url: str | None = None
     timing_url: str | None = None
 

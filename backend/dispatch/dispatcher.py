@@ -28,6 +28,7 @@ from backend.core.waiting import Outage, wait_for
 from backend.dispatch.cluster import Cluster
 from backend.dispatch.runners import BlocksInFlight, JobContext, Outcome
 from backend.jobs import keys
+from backend.jobs.doctor import Doctor
 from backend.jobs.fairshare import FairShare
 from backend.jobs.queue import Claim, JobQueue, QueuePolicy, new_dispatcher_id
 from backend.jobs.store import EndResult, JobStore
@@ -56,6 +57,7 @@ class Dispatcher:
         share = FairShare(self.redis, lambda: self.cluster.threads(BULK_RESOURCE), settings.default_weight)
         self.context = JobContext(self.cluster, self.store, settings, share, BlocksInFlight())
         self.metrics = JobMetrics(self.redis, settings)
+        self.doctor = Doctor(self.redis)
         self.reports = ReportWriter(settings)
         # Idle pooled connections would each fail once after Redis is back: drop them.
         self.outage = Outage(
@@ -129,6 +131,18 @@ class Dispatcher:
                     log.warning("requeued %d job(s) of dead dispatchers", reaped)
                 self._requeue_strays()
                 self.metrics.publish_gauges()
+                self._check_counters()
+
+    def _check_counters(self) -> None:
+        """The doctor's periodic check (one dispatcher per ``doctor_interval_s``): drift
+        is logged, for `spacetime doctor --repair`; a counter off means a bug to find,
+        which an automatic repair would hide."""
+        interval = self.settings.doctor_interval_s
+        if not interval:
+            return
+        drifts = self.doctor.try_periodic(self.id, interval)
+        for drift in drifts or ():
+            log.warning("counter drift: %s (spacetime doctor --repair fixes it)", drift)
 
     def _job_loop(self, lane: Lane) -> None:
         while not self.stopping.is_set():

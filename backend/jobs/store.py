@@ -22,7 +22,7 @@ from typing import Any, cast
 from pydantic import ValidationError
 from redis import Redis
 
-from backend.core.exceptions import JobNotFound, OverQuota, problems
+from backend.core.exceptions import InputTooLarge, JobNotFound, OverQuota, problems
 from backend.core.job import Job, JobStatus, new_token, now_s
 from backend.core.kinds import JobKind
 from backend.jobs import keys, scripts
@@ -71,11 +71,13 @@ class JobStore:
 
     # -- API side ---------------------------------------------------------------
 
-    def submit(self, job: Submission, max_backlog_bytes: int | None = None) -> Job:
+    def submit(self, job: Submission, max_backlog_bytes: int | None = None, max_held_bytes: int = 0) -> Job:
         """Store a `requested` record (and its input) and queue its token, atomically.
 
         Raises OverQuota, and stores nothing, when the job would take its client's
-        queued-or-running input bytes over ``max_backlog_bytes``."""
+        queued-or-running input bytes over ``max_backlog_bytes``, or the bytes it holds in
+        Redis (inputs and kept outputs) over ``max_held_bytes`` (0: no limit; a client's
+        own ``max_held_bytes`` field overrides it); InputTooLarge when the input alone is."""
         record = Job(
             token=job.token or new_token(),
             kind=job.kind.name,
@@ -84,25 +86,37 @@ class JobStore:
             lane=job.kind.lane,
             cost=job.cost,
             bytes=job.bytes,
+            admitted_bytes=job.bytes,
             requested_at=now_s(),
             input_url=job.input_url,
         )
-        accepted, backlog = self._submit(
+        answer, figure = self._submit(
             args=[
                 record.token,
                 record.model_dump_json(exclude_none=True),
                 int(job.input_bytes is not None),
                 job.input_bytes or b"",
-                self.ttl_s,
                 job.client,
                 job.bytes,
                 -1 if max_backlog_bytes is None else max_backlog_bytes,
                 job.kind.lane,
+                max_held_bytes,
             ]
         )
-        if not accepted:
+        stored = len(job.input_bytes or b"")
+        if answer == -2:
+            raise InputTooLarge(
+                f"the job's {stored} bytes are over the {figure} bytes client {job.client!r} may hold in Redis"
+            )
+        if answer == -1:
             raise OverQuota(
-                f"client {job.client!r} has {backlog} bytes of jobs queued or running; this job's {job.bytes} "
+                f"client {job.client!r} holds {figure} bytes in Redis (inputs of its jobs, and results kept for "
+                f"{self.ttl_s} s); this job's {stored} bytes would pass its limit: results free as they expire",
+                retry_after_s=keys.HELD_RETRY_AFTER_S,
+            )
+        if not answer:
+            raise OverQuota(
+                f"client {job.client!r} has {figure} bytes of jobs queued or running; this job's {job.bytes} "
                 f"bytes would pass its backlog quota of {max_backlog_bytes} bytes",
                 retry_after_s=keys.BACKLOG_RETRY_AFTER_S,
             )

@@ -5,6 +5,7 @@ spacetime api           the HTTP API (uvicorn)
 spacetime dispatcher    one dispatcher process
 spacetime submit ...    submit a job to a running API and wait for its result
 spacetime openapi       print the OpenAPI document as YAML
+spacetime doctor        check every counter of the queues (--repair: fix the drift)
 """
 
 import argparse
@@ -46,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("api", help="run the HTTP API").set_defaults(run=_api)
     commands.add_parser("dispatcher", help="run one dispatcher").set_defaults(run=_dispatcher)
     commands.add_parser("openapi", help="print the OpenAPI document (YAML)").set_defaults(run=_openapi)
+    doctor = commands.add_parser("doctor", help="recompute every counter and ring of the queues; report drift")
+    doctor.add_argument("--repair", action="store_true", help="write the recomputed values where they differ")
+    doctor.set_defaults(run=_doctor)
 
     submit = commands.add_parser("submit", help="submit a job and wait for its result")
     submit.add_argument("kind", choices=list(KINDS))
@@ -112,6 +116,21 @@ def _openapi(args) -> int:
 
 def openapi_yaml(app) -> str:
     return yaml.safe_dump(app.openapi(), sort_keys=False, allow_unicode=True)
+
+
+def _doctor(args) -> int:
+    """Exit 0 when nothing drifted (or all was repaired), 1 when drift is left."""
+    from redis import Redis
+
+    from backend.core.settings import get_settings
+    from backend.jobs.doctor import Doctor
+
+    drifts = Doctor(Redis.from_url(get_settings().redis_url, socket_timeout=30)).check(repair=args.repair)
+    for drift in drifts:
+        print(f"{'repaired' if args.repair else 'drift'}: {drift}")
+    if not drifts:
+        print("every counter and ring is at its recomputed value")
+    return 1 if drifts and not args.repair else 0
 
 
 def _submit(args) -> int:
