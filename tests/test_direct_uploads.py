@@ -311,3 +311,16 @@ def test_another_clients_upload_is_404_in_keys_mode(s3_settings, start_api, star
     assert httpx.get(f"{api}/tasks/{token}", headers=alice).json()["client"] == "alice"
     assert wait_status(api, "even-sum", token, headers=alice)[-1] == {"status": "finished"}
     assert httpx.get(f"{api}/even-sum/{token}/result", headers=alice).json()["sum"] == -4
+
+
+def test_a_client_at_its_count_of_pending_direct_uploads_gets_429_while_another_starts(s3_settings, start_api):
+    api = start_api(s3_settings(default_max_direct_uploads=2))
+    a = {"X-Client-Id": "a"}
+    first = start(api, len(SMALL), a)
+    start(api, len(SMALL), a)
+    third = httpx.post(f"{api}/even-sum/uploads", json={"size": len(SMALL)}, headers=a)
+    assert third.status_code == 429 and "uploads in progress" in third.json()["error"]
+    start(api, len(SMALL), {"X-Client-Id": "b"})
+    etag = put(first["parts"][0], SMALL)
+    assert complete(api, first["upload_id"], {1: etag}, a).status_code == 201
+    start(api, len(SMALL), a)  # the completed one freed its place

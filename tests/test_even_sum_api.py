@@ -29,7 +29,8 @@ def result(api_url: str, token: str) -> dict:
 
 
 def test_upload_then_sum_again_by_url(api_url, dispatcher, settings):
-    token = upload(api_url, NUMBERS)
+    kept = httpx.post(f"{api_url}/even-sum?keep_input=true", content=NUMBERS, headers={"Content-Type": "text/plain"})
+    token = kept.json()["token"]
     assert wait_status(api_url, "even-sum", token)[-1] == {"status": "finished"}
     assert result(api_url, token) == EXPECTED
 

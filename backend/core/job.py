@@ -51,6 +51,9 @@ class Job(BaseModel):
     # Why the previous attempt did not end it (its dispatcher died, the scheduler went away).
     last_error: str | None = None
     input_url: str | None = None
+    # The service stored the input for this job (an upload, not a URL the client named):
+    # deleted after the final write, unless the client asked to keep it (keep_input).
+    delete_input: bool | None = None
     progress: Progress | None = None
     error: str | None = None
     # Timings in seconds, filled in when the job ends (see docs/metrics.md).

@@ -130,6 +130,13 @@ class Settings(BaseSettings):
     # it). 1 GiB is ~25 jobs of 20 MiB images in and out: with the few clients a node of a
     # few GiB serves, one client can never fill it (docs/security.md).
     default_max_held_bytes: int = Field(1024 * MiB, ge=0)
+    # Uploads a client may stream to the uploads store at once, and direct uploads it may
+    # have pending (0: no limit). Their bytes are reserved against its backlog quota as they
+    # start (backend/jobs/reservations.py); these bound the connections and S3 multipart
+    # uploads one client holds. 4 streams fill a client's uplink; 8 direct uploads are 8
+    # large files being sent from anywhere at once.
+    default_max_uploads: int = Field(4, ge=0)
+    default_max_direct_uploads: int = Field(8, ge=0)
 
     # Print CloudWatch embedded-metric-format lines (backlog, in flight, job times) on
     # stdout, for scaling on AWS (infra/).

@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from typing import cast
 
+import fsspec
 from distributed import Client
 from redis import Redis, RedisError
 
@@ -189,6 +190,7 @@ class Dispatcher:
     def _handle(self, claim: Claim) -> None:
         job = claim.job
         if claim.gave_up:  # the claim already failed it
+            self._drop_input(job)
             self._record(job, make_timing(job, "errored", 0.0, error=job.error), None)
             return
         if claim.unreadable:
@@ -218,7 +220,22 @@ class Dispatcher:
             )
             return
         if written is EndResult.ok:
+            self._drop_input(job)
             self._record(job, timing, started)
+
+    def _drop_input(self, job: Job) -> None:
+        """After the final write, delete the input file the service stored for the job
+        (an upload the client did not ask to keep). Best effort: a dispatcher that dies
+        between the two leaves the file, as the job's final state was already written."""
+        if not (job.delete_input and job.input_url):
+            return
+        try:
+            fs, path = fsspec.core.url_to_fs(job.input_url, **self.settings.storage_options(job.input_url))
+            fs.rm(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("job %s: could not delete its input: %s", job.token, exc)
 
     def _run_guarded(self, job: Job) -> tuple[Outcome | None, str | None]:
         """(outcome, None), (None, error), or (None, None) when the attempt was lost and the

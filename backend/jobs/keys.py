@@ -93,6 +93,15 @@ DIRECT_UPLOAD = "direct-upload:{upload_id}"
 # sweep of the uploads store must leave alone. Emptied by complete calls and by the sweep.
 DIRECT_UPLOADS = "direct-uploads"
 
+# -- uploads in flight (backend/jobs/reservations.py) -------------------------------------------
+# Sorted set "<upload id> <bytes>" -> lease expiry (epoch s): a client's uploads in flight
+# of one kind (`stream`: bodies being written to the uploads store; `direct`: pending
+# direct uploads), each with the bytes it reserved against the client's backlog quota.
+# upload_reserve.lua adds and grows a member (renewing its lease); the upload's end removes
+# it; a lapsed lease (an API that died mid-upload) stops counting at the next reservation.
+# The key expires with its longest lease.
+UPLOADS = "uploads:{kind}:{client}"
+
 # -- job endings (GET .../status?wait=) ------------------------------------------------------
 # A pub/sub channel, not a key (nothing is stored): the final write PUBLISHes the job's token
 # on it, and each API process's one subscription wakes the status requests waiting on that
@@ -170,6 +179,14 @@ RELEASE_BATCH = 1000
 # Retry-After of a client over the bytes it may hold in Redis: its kept outputs free only
 # as they expire (result_ttl_s), its inputs as its jobs end.
 HELD_RETRY_AFTER_S = 60
+# A streamed upload's reservation lives this long unless renewed; the stream renews it at
+# least every quarter of it (a body that pauses body_grace_s is cut long before it lapses).
+UPLOAD_LEASE_S = 120
+# A body without a declared length reserves this much more each time it passes what it
+# reserved: one Redis call per 64 MiB, and at most 64 MiB reserved and not yet written.
+UPLOAD_STEP_BYTES = 64 * 1024 * 1024
+# Retry-After of a client at its count of uploads in flight: an upload takes seconds.
+UPLOADS_RETRY_AFTER_S = 5
 # Tokens the pick script routes from `tasks` per call: bounds one script's run time when
 # a producer dumps thousands at once (the rest are routed by the next calls).
 ROUTE_BATCH = 100
@@ -233,6 +250,10 @@ def client(name: str) -> str:
 
 def api_key(sha256: str) -> str:
     return API_KEY.format(sha256=sha256)
+
+
+def uploads(kind: str, client: str) -> str:
+    return UPLOADS.format(kind=kind, client=client)
 
 
 def direct_upload(upload_id: str) -> str:

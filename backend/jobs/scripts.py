@@ -44,6 +44,7 @@ CONSTANTS: dict[str, str | int] = {
     "VFINISH": _prefix(keys.VFINISH),
     "CLIENT": _prefix(keys.CLIENT),
     "ROUTE_BATCH": keys.ROUTE_BATCH,
+    "UPLOADS": _prefix(keys.UPLOADS),
     "ENDINGS": keys.ENDINGS,
 }
 

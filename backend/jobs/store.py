@@ -53,6 +53,8 @@ class Submission:
     input_bytes: bytes | None = None
     input_url: str | None = None
     token: str | None = None
+    # The input is a file the service stored for this job: deleted once the job ends.
+    delete_input: bool = False
     # The input's size, as the record calls it (last: the name hides the type from here on).
     bytes: int = 0
 
@@ -89,6 +91,7 @@ class JobStore:
             admitted_bytes=job.bytes,
             requested_at=now_s(),
             input_url=job.input_url,
+            delete_input=job.delete_input or None,
         )
         answer, figure = self._submit(
             args=[
