@@ -188,8 +188,11 @@ def test_health_answers_while_slow_clients_hold_uploads(api_url, settings):
     port = int(api_url.rsplit(":", 1)[1])
     slow = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(16)]
     try:
-        for sock in slow:
-            sock.sendall(head("/even-sum", "text/plain", 1000) + b"2")
+        for n, sock in enumerate(slow):  # as many clients: one client may stream only a few bodies at once
+            request = head("/even-sum", "text/plain", 1000).replace(
+                b"\r\n\r\n", f"\r\nX-Client-Id: c{n}\r\n\r\n".encode()
+            )
+            sock.sendall(request + b"2")
         health = httpx.get(f"{api_url}/healthz", timeout=10)
         assert health.status_code == 200 and health.json()["status"] == "ok"
         held = [sock for sock in slow if not select.select([sock], [], [], 0)[0]]
