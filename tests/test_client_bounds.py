@@ -11,6 +11,7 @@ import pytest
 from backend.core.exceptions import OverQuota
 from backend.core.kinds import RANDOMIZE
 from backend.jobs import keys
+from backend.jobs.doctor import Doctor
 from backend.jobs.store import JobStore, Submission
 from tests.waiting import wait_status, wait_until
 
@@ -44,6 +45,7 @@ def test_a_client_over_the_bytes_it_may_hold_in_redis_gets_429_while_another_is_
     assert int(redis.hget(keys.HELD_BYTES, "a")) == 3 * len(cat_png)
     too_big = post_image(api, "c", cat_png * 4)
     assert too_big.status_code == 413, too_big.text
+    assert Doctor(redis).check() == []
 
 
 def test_a_clients_own_max_held_bytes_overrides_the_default(redis, settings):
@@ -57,7 +59,7 @@ def test_a_clients_own_max_held_bytes_overrides_the_default(redis, settings):
 
 
 def test_an_upload_is_deleted_when_its_job_ends_unless_kept_and_a_named_file_never_is(
-    api_url, settings, dispatcher, tmp_path
+    api_url, settings, redis, dispatcher, tmp_path
 ):
     uploads = tmp_path / "uploads"
 
@@ -73,6 +75,7 @@ def test_an_upload_is_deleted_when_its_job_ends_unless_kept_and_a_named_file_nev
     named = httpx.post(f"{api_url}/even-sum", json={"url": f"{settings.uploads_url}/{kept}.txt"}).json()["token"]
     assert wait_status(api_url, "even-sum", named)[-1] == {"status": "finished"}
     assert (uploads / f"{kept}.txt").exists()  # the service did not store it for this job
+    assert Doctor(redis).check() == []
 
 
 def send(api: str, client: str, body) -> httpx.Response:
