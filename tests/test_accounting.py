@@ -175,3 +175,15 @@ def test_a_file_that_grows_after_its_job_is_admitted_releases_what_was_admitted(
     assert wait_status(api_url, "even-sum", token)[-1]["status"] == "finished"
     wait_until(lambda: not redis.hgetall(keys.BACKLOG_BYTES), what="the backlog to be released")
     assert doctor.check() == []
+
+
+def test_a_record_deleted_by_hand_under_a_running_job_is_the_drift_the_doctor_repairs(redis, settings, doctor):
+    """The one leak left: a dropped token whose record is gone names no client to release."""
+    store = JobStore(redis, settings.result_ttl_s)
+    token = bulk_job(store, "a", 100)
+    assert JobQueue(redis, "d1", settings.lease_s, QueuePolicy.of(settings)).claim(Lane.bulk) is not None
+    redis.delete(keys.result(token))
+    JobQueue(redis, "d2", settings.lease_s, QueuePolicy.of(settings)).reap(scan=True)
+    drift = {(d.key, d.field): (d.stored, d.recomputed) for d in doctor.check(repair=True)}
+    assert drift == {(keys.running(Lane.bulk), "a"): (1, 0), (keys.BACKLOG_BYTES, "a"): (100, 0)}
+    assert doctor.check() == [] and not redis.hgetall(keys.running(Lane.bulk))
