@@ -155,6 +155,15 @@ def test_a_lying_content_length_stores_only_what_it_declared(make_settings, star
     assert len(uploads_left(settings)) <= 1
 
 
+def test_an_endless_chunked_body_past_its_clients_quota_is_cut_with_429(make_settings, start_api, settings, redis):
+    api_url = start_api(make_settings(default_max_backlog_bytes=1_000_000))
+    endless = chunked(b"2 " * 32768 for _ in range(1024))
+    answer, closed, sent = exchange(api_url, head("/even-sum", "text/plain", None), endless)
+    assert status_lines(answer) == ["HTTP/1.1 429 Too Many Requests"] and b"backlog quota" in answer
+    assert closed and sent < ENDLESS
+    assert not uploads_left(settings) and redis.llen(keys.TASKS) == 0 and redis.keys("uploads:*") == []
+
+
 @pytest.mark.parametrize("content", [b"", iter([])], ids=["Content-Length 0", "chunked, no chunks"])
 def test_an_empty_upload_is_400_and_creates_nothing(api_url, settings, redis, content):
     response = httpx.post(f"{api_url}/even-sum", content=content, headers={"Content-Type": "text/plain"})
