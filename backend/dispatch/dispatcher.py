@@ -19,7 +19,7 @@ from typing import cast
 
 import fsspec
 from distributed import Client
-from redis import Redis, RedisError
+from redis import Redis, RedisError, ResponseError
 
 from backend.core.exceptions import AttemptLost, UnknownJobKind
 from backend.core.job import Job, Lane
@@ -141,7 +141,11 @@ class Dispatcher:
         interval = self.settings.doctor_interval_s
         if not interval:
             return
-        drifts = self.doctor.try_periodic(self.id, interval)
+        try:
+            drifts = self.doctor.try_periodic(self.id, interval)
+        except ResponseError:  # the check's own failure: never the heartbeat's, nor an outage
+            log.exception("the periodic counter check failed; the heartbeat goes on")
+            return
         for drift in drifts or ():
             log.warning("counter drift: %s (spacetime doctor --repair fixes it)", drift)
 
