@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument(
         "--timeout", type=float, help="give up waiting for the job after this many seconds (default: no limit)"
     )
+    submit.add_argument(
+        "--keep-input", action="store_true", help="keep an uploaded file after the job (deleted by default)"
+    )
     submit.set_defaults(run=_submit)
 
     clients = commands.add_parser("clients", help="register clients: API keys, weights, quotas").add_subparsers(
@@ -143,7 +146,14 @@ def _submit(args) -> int:
     api = args.api or f"http://{settings.api_host}:{settings.api_port}"
     try:
         return submit_and_wait(
-            api, args.kind, args.input, args.output, args.client_id, os.environ.get(API_KEY_VARIABLE), args.timeout
+            api,
+            args.kind,
+            args.input,
+            args.output,
+            args.client_id,
+            os.environ.get(API_KEY_VARIABLE),
+            args.timeout,
+            args.keep_input,
         )
     except (OSError, httpx.HTTPError) as exc:  # a missing file, an API that is not there
         print(f"error: {exc}", file=sys.stderr)
