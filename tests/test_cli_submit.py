@@ -26,7 +26,7 @@ def submit(api_url: str, *args: str, cwd=None) -> subprocess.CompletedProcess:
 def test_submit_even_sum_file_then_url(api_url, settings, dispatcher, tmp_path):
     numbers = tmp_path / "numbers.txt"
     numbers.write_text("\n".join(str(i) for i in range(1, 5001)))
-    done = submit(api_url, "even-sum", str(numbers), "--client-id", "cli")
+    done = submit(api_url, "even-sum", str(numbers), "--client-id", "cli", "--keep-input")
     assert done.returncode == 0, done.stderr
     expected = {"sum": sum(range(2, 5001, 2)), "even_count": 2500, "count": 5000, "bytes": numbers.stat().st_size}
     assert json.loads(done.stdout) == expected

@@ -107,7 +107,7 @@ def test_spacetime_submit_sends_a_large_file_straight_to_s3(s3_settings, start_a
     path = tmp_path / "numbers.txt"
     path.write_bytes(data)
 
-    done = submit(api, path, "--client-id", "big")
+    done = submit(api, path, "--client-id", "big", "--keep-input")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == expected
     assert "upload (direct)" in done.stderr  # the parts' progress bar
@@ -311,3 +311,30 @@ def test_another_clients_upload_is_404_in_keys_mode(s3_settings, start_api, star
     assert httpx.get(f"{api}/tasks/{token}", headers=alice).json()["client"] == "alice"
     assert wait_status(api, "even-sum", token, headers=alice)[-1] == {"status": "finished"}
     assert httpx.get(f"{api}/even-sum/{token}/result", headers=alice).json()["sum"] == -4
+
+
+def test_a_client_at_its_count_of_pending_direct_uploads_gets_429_while_another_starts(s3_settings, start_api):
+    api = start_api(s3_settings(default_max_direct_uploads=2))
+    a = {"X-Client-Id": "a"}
+    first = start(api, len(SMALL), a)
+    start(api, len(SMALL), a)
+    third = httpx.post(f"{api}/even-sum/uploads", json={"size": len(SMALL)}, headers=a)
+    assert third.status_code == 429 and "uploads in progress" in third.json()["error"]
+    start(api, len(SMALL), {"X-Client-Id": "b"})
+    etag = put(first["parts"][0], SMALL)
+    assert complete(api, first["upload_id"], {1: etag}, a).status_code == 201
+    start(api, len(SMALL), a)  # the completed one freed its place
+
+
+def test_a_direct_upload_is_deleted_from_s3_when_its_job_ends(s3_settings, start_api, start_dispatcher):
+    settings = s3_settings()
+    api = start_api(settings)
+    start_dispatcher(settings)
+    upload = start(api, len(SMALL))
+    token = complete(api, upload["upload_id"], {1: put(upload["parts"][0], SMALL)}).json()["token"]
+    assert wait_status(api, "even-sum", token)[-1] == {"status": "finished"}
+    s3 = s3_client(settings.s3_endpoint_url)
+    wait_until(
+        lambda: "Contents" not in s3.list_objects_v2(Bucket=bucket_of(settings), Prefix=f"uploads/{token}"),
+        what="the upload to be deleted",
+    )

@@ -30,7 +30,8 @@ def result(api_url: str, token: str) -> dict:
 
 
 def test_upload_then_sum_again_by_url(api_url, dispatcher, settings):
-    token = upload(api_url, NUMBERS)
+    kept = httpx.post(f"{api_url}/even-sum?keep_input=true", content=NUMBERS, headers={"Content-Type": "text/plain"})
+    token = kept.json()["token"]
     assert wait_status(api_url, "even-sum", token)[-1] == {"status": "finished"}
     assert result(api_url, token) == EXPECTED
 
@@ -86,11 +87,11 @@ def test_invalid_content_errors_with_offset(api_url, dispatcher, data, message):
     assert httpx.get(f"{api_url}/even-sum/{token}/result").json() == {"message": "not found"}
 
 
-def test_missing_object_errors_not_found(api_url, dispatcher, settings):
+def test_a_missing_object_is_refused_with_400(api_url, settings):
+    """Its size cannot be read, so it cannot be counted against the backlog quota (issue 17)."""
     url = f"{settings.uploads_url}/never-uploaded.txt"
-    token = httpx.post(f"{api_url}/even-sum", json={"url": url}).json()["token"]
-    final = wait_status(api_url, "even-sum", token)[-1]
-    assert final["status"] == "errored" and "not found" in final["error"]
+    response = httpx.post(f"{api_url}/even-sum", json={"url": url})
+    assert response.status_code == 400 and "cannot be read" in response.json()["error"]
 
 
 def test_empty_file_sums_to_zero(api_url, dispatcher):

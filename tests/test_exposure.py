@@ -86,7 +86,8 @@ def test_a_refused_url_does_not_list_the_allowed_prefixes(api_url, settings):
 
 
 def test_the_record_shows_api_urls_not_server_paths(api_url, settings, dispatcher):
-    token = httpx.post(f"{api_url}/even-sum", content=b"2 4", headers={"Content-Type": "text/plain"}).json()["token"]
+    kept = {"Content-Type": "text/plain"}
+    token = httpx.post(f"{api_url}/even-sum?keep_input=true", content=b"2 4", headers=kept).json()["token"]
     wait_status(api_url, "even-sum", token)
     response = httpx.get(f"{api_url}/tasks/{token}")
     record = response.json()
@@ -108,9 +109,15 @@ def test_a_missing_upload_is_named_without_its_path(api_url, settings, start_dis
     assert status == {"status": "errored", "error": "input not found: the uploaded file"}
 
 
-def test_a_missing_named_file_is_named_as_the_client_sent_it(api_url, settings, dispatcher):
-    url = f"{settings.uploads_url}/never-written.txt"
+def test_a_missing_named_file_is_named_as_the_client_sent_it(api_url, settings, start_dispatcher):
+    """A file present when its job was admitted (one missing then is a 400), gone when it runs."""
+    path = Path(settings.uploads_url.removeprefix("file://"), "gone-by-then.txt")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"2 4")
+    url = path.as_uri()
     token = httpx.post(f"{api_url}/even-sum", json={"url": url}).json()["token"]
+    path.unlink()
+    start_dispatcher(settings)
     assert wait_status(api_url, "even-sum", token)[-1] == {"status": "errored", "error": f"input not found: {url}"}
 
 

@@ -143,7 +143,7 @@ def test_a_chunked_body_with_no_length_stops_at_the_limit(
 def test_a_lying_content_length_stores_only_what_it_declared(make_settings, start_api, settings, dispatcher):
     api_url = start_api(make_settings(max_upload_bytes=1000))
     pieces = (b"2 " * 32768 for _ in range(16))  # 1 MiB behind a header that says 500 bytes
-    answer, closed, _ = exchange(api_url, head("/even-sum", "text/plain", 500), pieces)
+    answer, closed, _ = exchange(api_url, head("/even-sum?keep_input=true", "text/plain", 500), pieces)
     # The rest is not HTTP, and the server hangs up on it. When that comes in the same read as
     # the 500 bytes, the hang-up cancels the upload (the app sees a disconnect); otherwise the
     # 500 bytes are a job. Either way nothing past the declared length is stored.
@@ -153,6 +153,15 @@ def test_a_lying_content_length_stores_only_what_it_declared(make_settings, star
         assert wait_status(api_url, "even-sum", upload.stem)[-1] == {"status": "finished"}
         assert httpx.get(f"{api_url}/even-sum/{upload.stem}/result").json()["sum"] == 2 * 250
     assert len(uploads_left(settings)) <= 1
+
+
+def test_an_endless_chunked_body_past_its_clients_quota_is_cut_with_429(make_settings, start_api, settings, redis):
+    api_url = start_api(make_settings(default_max_backlog_bytes=1_000_000))
+    endless = chunked(b"2 " * 32768 for _ in range(1024))
+    answer, closed, sent = exchange(api_url, head("/even-sum", "text/plain", None), endless)
+    assert status_lines(answer) == ["HTTP/1.1 429 Too Many Requests"] and b"backlog quota" in answer
+    assert closed and sent < ENDLESS
+    assert not uploads_left(settings) and redis.llen(keys.TASKS) == 0 and redis.keys("uploads:*") == []
 
 
 @pytest.mark.parametrize("content", [b"", iter([])], ids=["Content-Length 0", "chunked, no chunks"])
@@ -188,8 +197,11 @@ def test_health_answers_while_slow_clients_hold_uploads(api_url, settings):
     port = int(api_url.rsplit(":", 1)[1])
     slow = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(16)]
     try:
-        for sock in slow:
-            sock.sendall(head("/even-sum", "text/plain", 1000) + b"2")
+        for n, sock in enumerate(slow):  # as many clients: one client may stream only a few bodies at once
+            request = head("/even-sum", "text/plain", 1000).replace(
+                b"\r\n\r\n", f"\r\nX-Client-Id: c{n}\r\n\r\n".encode()
+            )
+            sock.sendall(request + b"2")
         health = httpx.get(f"{api_url}/healthz", timeout=10)
         assert health.status_code == 200 and health.json()["status"] == "ok"
         held = [sock for sock in slow if not select.select([sock], [], [], 0)[0]]

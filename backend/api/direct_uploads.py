@@ -95,6 +95,7 @@ class PendingUpload:
     size: int
     part_bytes: int
     expires_at: float
+    keep_input: bool = False  # the job does not delete the file when it ends
 
     @property
     def plan(self) -> PartPlan:
@@ -113,6 +114,7 @@ class PendingUpload:
             "size": self.size,
             "part_bytes": self.part_bytes,
             "expires_at": self.expires_at,
+            "keep_input": int(self.keep_input),
         }
 
     @classmethod
@@ -128,6 +130,7 @@ class PendingUpload:
             size=int(fields["size"]),
             part_bytes=int(fields["part_bytes"]),
             expires_at=float(fields["expires_at"]),
+            keep_input=fields.get("keep_input") == "1",
         )
 
 
@@ -155,8 +158,9 @@ class DirectUploads:
 
     # -- the client's two calls ---------------------------------------------------------------
 
-    def start(self, client: str, plan: PartPlan) -> StartedUpload:
-        """Start the S3 multipart upload, record it, and presign a URL per part. Blocking."""
+    def start(self, client: str, plan: PartPlan, keep_input: bool, upload_id: str) -> StartedUpload:
+        """Start the S3 multipart upload, record it, and presign a URL per part. Blocking.
+        ``upload_id``: the id its reservation was made under (backend/jobs/reservations.py)."""
         token = new_token()
         path = f"{self.root}/{token}.txt"
         bucket, key = self._split(path)
@@ -167,7 +171,7 @@ class DirectUploads:
             ]
             urls = self._presign(path, s3_upload_id, plan.count, expires_in)
         upload = PendingUpload(
-            upload_id=new_token(),
+            upload_id=upload_id,
             client=client,
             token=token,
             path=path,
@@ -175,6 +179,7 @@ class DirectUploads:
             size=plan.size,
             part_bytes=plan.part_bytes,
             expires_at=round(time.time() + expires_in, 3),
+            keep_input=keep_input,
         )
         record = keys.direct_upload(upload.upload_id)
         try:
@@ -212,10 +217,12 @@ class DirectUploads:
         self.redis.hdel(keys.direct_upload(upload.upload_id), "completing")  # one command; never recreates the record
 
     def finish(self, upload: PendingUpload) -> None:
-        """The upload is done with (its job queued, or refused): forget it."""
+        """The upload is done with (its job queued, or refused, or it expired): forget it,
+        and release its reservation."""
         with self.redis.pipeline(transaction=True) as step:
             step.delete(keys.direct_upload(upload.upload_id))
             step.zrem(keys.DIRECT_UPLOADS, upload.upload_id)
+            step.zrem(keys.uploads("direct", upload.client), f"{upload.upload_id} {upload.size}")
             step.execute()
 
     def complete(self, upload: PendingUpload, sent: dict[int, str]) -> None:

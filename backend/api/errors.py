@@ -56,7 +56,9 @@ def add_handlers(app: FastAPI) -> None:
     app.add_exception_handler(BodyTooSlow, answer(408, headers=lambda exc: CLOSE))
     app.add_exception_handler(StorageUnavailable, answer(503, headers=lambda exc: CLOSE))
     app.add_exception_handler(StorageFull, answer(507, headers=lambda exc: CLOSE))
-    app.add_exception_handler(OverQuota, answer(429, headers=lambda exc: {"Retry-After": str(exc.retry_after_s or 1)}))
+    app.add_exception_handler(
+        OverQuota, answer(429, headers=lambda exc: {"Retry-After": str(exc.retry_after_s or 1), **CLOSE})
+    )
     app.add_exception_handler(NotReplicated, answer(503))
     app.add_exception_handler(
         redis.RedisError, answer(503, {"error": "the job store (Redis) is unavailable; try again"})

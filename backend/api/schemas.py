@@ -13,6 +13,10 @@ from backend.core.job import JobStatus, Lane, Progress
 # An S3 ETag is a quoted MD5 (a multipart one adds "-N"); anything much longer is not one.
 ETAG_MAX_CHARS = 128
 UPLOAD_ID_PATTERN = "^[0-9a-f]{32}$"
+KEEP_INPUT = (
+    "Keep the uploaded file in the uploads store after the job ends (deleted by default when "
+    "it ends; files named by URL are never deleted)"
+)
 
 
 class TokenOut(BaseModel):
@@ -64,6 +68,7 @@ class DirectUploadIn(BaseModel):
         le=S3_MAX_PART_BYTES,
         description="Bytes per part (the last part is shorter); by default the server's choice",
     )
+    keep_input: bool = Field(False, description=KEEP_INPUT)
 
 
 class PartUrlOut(BaseModel):

@@ -23,7 +23,9 @@ from backend.core.kinds import JobKind
 from backend.core.settings import Settings
 from backend.jobs import keys
 from backend.jobs.clients import ClientSettings
+from backend.jobs.reservations import Reservation, Reservations, UploadLimits
 from backend.jobs.store import JobStore, Submission
+from compute.errors import InvalidInput
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,7 @@ class Submitter:
         self.settings = settings
         self.store = store
         self.limiter = limiter
+        self.reservations = Reservations(store.redis)
         # Only where the uploads store is S3 (settings.direct_uploads_offered).
         self.direct = DirectUploads(settings, store.redis) if settings.direct_uploads_offered else None
 
@@ -45,19 +48,32 @@ class Submitter:
         return await self._store(caller, job)
 
     async def upload(
-        self, caller: ClientSettings, kind: JobKind, chunks: AsyncIterator[bytes], declared: int | None
+        self,
+        caller: ClientSettings,
+        kind: JobKind,
+        chunks: AsyncIterator[bytes],
+        declared: int | None,
+        keep_input: bool = False,
     ) -> Job:
         """Stream a file into the uploads store, then queue its job. A body the client's
         backlog quota cannot take is refused before a byte is stored when its length is
-        declared, and deleted when it is not."""
+        declared, and deleted when it is not. The file is deleted when the job ends,
+        unless ``keep_input``."""
         await run_in_threadpool(self.limiter.admit, caller)
         if declared is not None:
-            await self._check_backlog(caller, declared)
+            within_quota(caller, declared)
         token = new_token()
-        url = f"{self.settings.uploads_url}/{token}.txt"
-        options = self.settings.storage_options(url)
-        size = await save_stream(chunks, url, self.settings.max_upload_bytes, options)
-        return await self._store_file(caller, kind, url, size, token)
+        limits = UploadLimits(caller.name, self.settings.default_max_uploads, caller.max_backlog_bytes or None)
+        reservation = await run_in_threadpool(
+            self.reservations.reserve, "stream", token, limits, declared or None, keys.UPLOAD_LEASE_S
+        )
+        try:
+            url = f"{self.settings.uploads_url}/{token}.txt"
+            options = self.settings.storage_options(url)
+            size = await save_stream(reserved(chunks, reservation), url, self.settings.max_upload_bytes, options)
+            return await self._store_file(caller, kind, url, size, token, keep_input)
+        finally:
+            await run_in_threadpool(reservation.release)
 
     async def url(self, caller: ClientSettings, kind: JobKind, url: str) -> Job:
         """Queue a job over a file already in an allowed store, named by URL."""
@@ -68,16 +84,28 @@ class Submitter:
         job = Submission(kind, caller.name, self._cost(size), client_id=caller.client_id, bytes=size, input_url=url)
         return await self._store(caller, job)
 
-    async def start_direct_upload(self, caller: ClientSettings, size: int, part_bytes: int | None) -> StartedUpload:
-        """Admit a direct upload of ``size`` bytes (the rate counts it as the submission; the
-        backlog quota checks its size now, and again when it completes), and start it."""
+    async def start_direct_upload(
+        self, caller: ClientSettings, size: int, part_bytes: int | None, keep_input: bool = False
+    ) -> StartedUpload:
+        """Admit a direct upload of ``size`` bytes (the rate counts it as the submission; its
+        bytes are reserved against the backlog quota now, and checked again when it
+        completes), and start it."""
         direct = self.require_direct_uploads()
         if size > self.settings.max_upload_bytes:
             raise InputTooLarge(f"upload of {size} bytes is over the limit of {self.settings.max_upload_bytes} bytes")
         plan = plan_parts(size, part_bytes, self.settings.direct_upload_part_bytes)
         await run_in_threadpool(self.limiter.admit, caller)
-        await self._check_backlog(caller, size)
-        return await run_in_threadpool(direct.start, caller.owner, plan)
+        within_quota(caller, size)
+        # Its bytes are reserved until it completes or expires (DirectUploads.finish ends it).
+        upload_id = new_token()
+        limits = UploadLimits(caller.name, self.settings.default_max_direct_uploads, caller.max_backlog_bytes or None)
+        lease_s = self.settings.direct_upload_expiry_s
+        reservation = await run_in_threadpool(self.reservations.reserve, "direct", upload_id, limits, size, lease_s)
+        try:
+            return await run_in_threadpool(direct.start, caller.owner, plan, keep_input, upload_id)
+        except BaseException:
+            await run_in_threadpool(reservation.release)
+            raise
 
     async def complete_direct_upload(
         self, caller: ClientSettings, kind: JobKind, upload_id: str, etags: dict[int, str]
@@ -97,7 +125,7 @@ class Submitter:
             await run_in_threadpool(direct.release, upload)
             raise
         try:
-            return await self._store_file(caller, kind, upload.url, upload.size, upload.token)
+            return await self._store_file(caller, kind, upload.url, upload.size, upload.token, upload.keep_input)
         finally:
             await run_in_threadpool(direct.finish, upload)
 
@@ -112,10 +140,20 @@ class Submitter:
             raise DirectUploadsUnavailable(f"{why}: send the file as the body of POST /even-sum instead")
         return self.direct
 
-    async def _store_file(self, caller: ClientSettings, kind: JobKind, url: str, size: int, token: str) -> Job:
-        """Queue the job of a file we stored at ``url``; delete the file if the job is refused."""
+    async def _store_file(
+        self, caller: ClientSettings, kind: JobKind, url: str, size: int, token: str, keep_input: bool
+    ) -> Job:
+        """Queue the job of a file we stored at ``url``; delete the file if the job is refused
+        (and, unless ``keep_input``, when the job ends)."""
         job = Submission(
-            kind, caller.name, self._cost(size), client_id=caller.client_id, bytes=size, input_url=url, token=token
+            kind,
+            caller.name,
+            self._cost(size),
+            client_id=caller.client_id,
+            bytes=size,
+            input_url=url,
+            token=token,
+            delete_input=not keep_input,
         )
         try:
             return await self._store(caller, job)
@@ -127,7 +165,9 @@ class Submitter:
 
     async def _store(self, caller: ClientSettings, job: Submission) -> Job:
         within_quota(caller, job.bytes)
-        return await run_in_threadpool(self.store.submit, job, caller.max_backlog_bytes or None)
+        return await run_in_threadpool(
+            self.store.submit, job, caller.max_backlog_bytes or None, self.settings.default_max_held_bytes
+        )
 
     async def _check_backlog(self, caller: ClientSettings, size: int) -> None:
         within_quota(caller, size)
@@ -151,14 +191,33 @@ class Submitter:
         return max(1, math.ceil(size / self.settings.even_sum_block_bytes))
 
     def _size(self, url: str) -> int:
-        """The file's size, to cost the job; 0 when it cannot be read now (the job will
-        then fail with the reason, as it would have anyway)."""
+        """The file's size, to cost the job and count it against the backlog quota:
+        InvalidInput when it cannot be read now, since a job admitted at a guessed size
+        would bypass the quota (issue 17). The reason stays in the server's log."""
         try:
             fs, path = fsspec.core.url_to_fs(url, **self.settings.storage_options(url))
-            return int(fs.info(path).get("size") or 0)
+            size = fs.info(path).get("size")
         except (OSError, ValueError) as exc:
-            log.info("cannot stat %s to cost its job (%s); costing it 1 block", url, exc)
-            return 0
+            log.info("cannot stat %s to cost its job: %s", url, exc)
+            raise InvalidInput("the file the URL names cannot be read: missing, or not readable here") from None
+        if not isinstance(size, int):
+            raise InvalidInput("the size of the file the URL names cannot be read; upload the file instead")
+        return size
+
+
+async def reserved(chunks: AsyncIterator[bytes], reservation: Reservation) -> AsyncIterator[bytes]:
+    """``chunks``, each passed on once its bytes are reserved: past what it covers, the
+    reservation grows by what the chunk needs and up to UPLOAD_STEP_BYTES ahead (OverQuota
+    when the client has no room for the chunk), and its lease is renewed as the body streams."""
+    received = 0
+    async for chunk in chunks:
+        received += len(chunk)
+        if received > reservation.reserved:
+            short = received - reservation.reserved
+            await run_in_threadpool(reservation.grow, short, short + keys.UPLOAD_STEP_BYTES)
+        elif reservation.renewal_due:
+            await run_in_threadpool(reservation.grow, 0)
+        yield chunk
 
 
 def within_quota(caller: ClientSettings, size: int) -> None:

@@ -54,6 +54,9 @@ class Job(BaseModel):
     # Why the previous attempt did not end it (its dispatcher died, the scheduler went away).
     last_error: str | None = None
     input_url: str | None = None
+    # The service stored the input for this job (an upload, not a URL the client named):
+    # deleted after the final write, unless the client asked to keep it (keep_input).
+    delete_input: bool | None = None
     progress: Progress | None = None
     error: str | None = None
     # Timings in seconds, filled in when the job ends (see docs/metrics.md).
@@ -61,8 +64,11 @@ class Job(BaseModel):
     exec_s: float | None = None
     lead_s: float | None = None
     task_compute_s: float | None = None
-    # Input bytes: known at submission, counted against the client's backlog quota.
+    # Input bytes as the run measured them (shown to the client; the timing record's).
     bytes: int | None = None
+    # Input bytes at submission, counted against the client's backlog quota: released by
+    # the final write exactly as admitted, whatever the run measured (issue 17).
+    admitted_bytes: int | None = None
     report_url: str | None = None
     timing_url: str | None = None
 

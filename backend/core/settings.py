@@ -117,6 +117,11 @@ class Settings(BaseSettings):
     # A running job with no Dask worker left for this long goes back to its queue.
     no_workers_grace_s: float = Field(60.0, gt=0)
 
+    # How often one dispatcher (whichever takes the lock) recomputes every counter of the
+    # queues and logs any drift (backend/jobs/doctor.py; 0: never). The check reads every
+    # live job's record in one Redis step, ~1 ms per thousand jobs: every 5 minutes is noise.
+    doctor_interval_s: float = Field(300.0, ge=0)
+
     # What a client gets unless `spacetime clients add` set its own (docs/clients.md).
     default_weight: int = Field(1, gt=0)
     default_max_running_bulk: int = Field(2, gt=0)
@@ -124,6 +129,18 @@ class Settings(BaseSettings):
     default_rate: float = Field(50.0, ge=0)
     # Input bytes of a client's jobs queued or running (0: no limit).
     default_max_backlog_bytes: int = Field(256 * 1024 * MiB, ge=0)
+    # Bytes a client may hold in Redis: inputs of its live jobs (images) and outputs kept
+    # for result_ttl_s (0: no limit; a registered client's `max_held_bytes` field overrides
+    # it). 1 GiB is ~25 jobs of 20 MiB images in and out: with the few clients a node of a
+    # few GiB serves, one client can never fill it (docs/security.md).
+    default_max_held_bytes: int = Field(1024 * MiB, ge=0)
+    # Uploads a client may stream to the uploads store at once, and direct uploads it may
+    # have pending (0: no limit). Their bytes are reserved against its backlog quota as they
+    # start (backend/jobs/reservations.py); these bound the connections and S3 multipart
+    # uploads one client holds. 4 streams fill a client's uplink; 8 direct uploads are 8
+    # large files being sent from anywhere at once.
+    default_max_uploads: int = Field(4, ge=0)
+    default_max_direct_uploads: int = Field(8, ge=0)
 
     # Print CloudWatch embedded-metric-format lines (backlog, in flight, job times) on
     # stdout, for scaling on AWS (infra/).

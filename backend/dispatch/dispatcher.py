@@ -17,8 +17,9 @@ import time
 from collections import Counter
 from typing import cast
 
+import fsspec
 from distributed import Client
-from redis import Redis, RedisError
+from redis import Redis, RedisError, ResponseError
 
 from backend.core.exceptions import AttemptLost, UnknownJobKind
 from backend.core.job import Job, Lane
@@ -30,6 +31,7 @@ from backend.dispatch.errors import USER_ERRORS, client_message
 from backend.dispatch.runners import BlocksInFlight, JobContext, Outcome
 from backend.jobs import keys
 from backend.jobs.connection import connect
+from backend.jobs.doctor import Doctor
 from backend.jobs.fairshare import FairShare
 from backend.jobs.queue import Claim, JobQueue, QueuePolicy, new_dispatcher_id
 from backend.jobs.store import EndResult, JobStore
@@ -55,6 +57,7 @@ class Dispatcher:
         share = FairShare(self.redis, lambda: self.cluster.threads(BULK_RESOURCE), settings.default_weight)
         self.context = JobContext(self.cluster, self.store, settings, share, BlocksInFlight())
         self.metrics = JobMetrics(self.redis, settings)
+        self.doctor = Doctor(self.redis)
         self.reports = ReportWriter(settings)
         # Idle pooled connections would each fail once after Redis is back: drop them.
         self.outage = Outage(
@@ -128,6 +131,22 @@ class Dispatcher:
                     log.warning("requeued %d job(s) of dead dispatchers", reaped)
                 self._requeue_strays()
                 self.metrics.publish_gauges()
+                self._check_counters()
+
+    def _check_counters(self) -> None:
+        """The doctor's periodic check (one dispatcher per ``doctor_interval_s``): drift
+        is logged, for `spacetime doctor --repair`; a counter off means a bug to find,
+        which an automatic repair would hide."""
+        interval = self.settings.doctor_interval_s
+        if not interval:
+            return
+        try:
+            drifts = self.doctor.try_periodic(self.id, interval)
+        except ResponseError:  # the check's own failure: never the heartbeat's, nor an outage
+            log.exception("the periodic counter check failed; the heartbeat goes on")
+            return
+        for drift in drifts or ():
+            log.warning("counter drift: %s (spacetime doctor --repair fixes it)", drift)
 
     def _job_loop(self, lane: Lane) -> None:
         while not self.stopping.is_set():
@@ -174,6 +193,7 @@ class Dispatcher:
     def _handle(self, claim: Claim) -> None:
         job = claim.job
         if claim.gave_up:  # the claim already failed it
+            self._drop_input(job)
             self._record(job, make_timing(job, "errored", 0.0, error=job.error), None)
             return
         if claim.unreadable:
@@ -203,7 +223,22 @@ class Dispatcher:
             )
             return
         if written is EndResult.ok:
+            self._drop_input(job)
             self._record(job, timing, started)
+
+    def _drop_input(self, job: Job) -> None:
+        """After the final write, delete the input file the service stored for the job
+        (an upload the client did not ask to keep). Best effort: a dispatcher that dies
+        between the two leaves the file, as the job's final state was already written."""
+        if not (job.delete_input and job.input_url):
+            return
+        try:
+            fs, path = fsspec.core.url_to_fs(job.input_url, **self.settings.storage_options(job.input_url))
+            fs.rm(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("job %s: could not delete its input: %s", job.token, exc)
 
     def _run_guarded(self, job: Job) -> tuple[Outcome | None, str | None]:
         """(outcome, None), (None, error), or (None, None) when the attempt was lost and the

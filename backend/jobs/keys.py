@@ -36,8 +36,17 @@ DEFICIT = "deficit:{lane}"
 RUNNING = "running:{lane}"
 # Hash client -> blocks of the lane queued or running (an image job is one block).
 BACKLOG_BLOCKS = "backlog-blocks:{lane}"
-# Hash client -> input bytes of the client's jobs queued or running (the backlog quota).
+# Hash client -> input bytes of the client's jobs queued or running (the backlog quota):
+# each job's `admitted_bytes`, added by submit.lua and subtracted once by its final write.
 BACKLOG_BYTES = "backlog-bytes"
+# Hash client -> bytes the client holds in Redis: inputs of its live jobs (added by
+# submit.lua, subtracted by the final write, which deletes them) and outputs kept for
+# their TTL (added by the final write, subtracted when HELD_OUTPUTS says they expired).
+HELD_BYTES = "held-bytes"
+# Sorted set "<token> <client> <bytes>" -> expiry (epoch s) of every output counted in
+# HELD_BYTES: submit.lua and doctor release the ones past their expiry, so an output
+# counts against its client exactly as long as Redis keeps it.
+HELD_OUTPUTS = "held-outputs"
 # Dispatchers BLPOP this to sleep until there may be work in the lane (a job arrived, or
 # a running job ended and a capped client may go on). A marker carries nothing: the pick
 # script is the truth, so lost or extra markers are harmless.
@@ -85,15 +94,35 @@ DIRECT_UPLOAD = "direct-upload:{upload_id}"
 # sweep of the uploads store must leave alone. Emptied by complete calls and by the sweep.
 DIRECT_UPLOADS = "direct-uploads"
 
+# -- uploads in flight (backend/jobs/reservations.py) -------------------------------------------
+# Sorted set "<upload id> <bytes>" -> lease expiry (epoch s): a client's uploads in flight
+# of one kind (`stream`: bodies being written to the uploads store; `direct`: pending
+# direct uploads), each with the bytes it reserved against the client's backlog quota.
+# upload_reserve.lua adds and grows a member (renewing its lease); the upload's end removes
+# it; a lapsed lease (an API that died mid-upload) stops counting at the next reservation.
+# The key expires with its longest lease.
+UPLOADS = "uploads:{kind}:{client}"
+
 # -- job endings (GET .../status?wait=) ------------------------------------------------------
 # A pub/sub channel, not a key (nothing is stored): the final write PUBLISHes the job's token
 # on it, and each API process's one subscription wakes the status requests waiting on that
 # job (backend/api/endings.py). An ending published while nobody listens is simply missed.
 ENDINGS = "endings"
 
+# -- the doctor (backend/jobs/doctor.py) ----------------------------------------------------
+# Held by the dispatcher whose heartbeat runs the periodic check, for doctor_interval_s:
+# one dispatcher checks per interval, however many there are.
+DOCTOR_LOCK = "doctor-lock"
+
 # -- metrics ---------------------------------------------------------------------------------
 # Hash of job counters and time sums written by dispatchers, read by GET /metrics.
 METRICS = "metrics"
+
+# Keys of a live job (queued or running) that have no TTL until its final write gives the
+# record one and deletes the input: a record that expired while its job waited would lose
+# the job and leak its client's counters (issue 17). tests/test_reliability.py checks that
+# every one left after the jobs end has a TTL.
+UNTIL_FINAL = (RESULT, INPUT)
 
 # Keys that live without a TTL, on purpose: configuration (clients and their keys), and the
 # reliable queue's own lists, which exist only while they hold tokens and are emptied by
@@ -108,6 +137,8 @@ WITHOUT_TTL = (
     "running:*",
     "backlog-blocks:*",
     BACKLOG_BYTES,
+    HELD_BYTES,
+    HELD_OUTPUTS,
     "wake:*",
     "processing:*",
     DISPATCHERS,
@@ -147,6 +178,20 @@ DIRECT_UPLOAD_COMPLETE_MAX_S = 600
 # A staged output is renamed or deleted by its attempt's final write milliseconds after the
 # worker wrote it; this only bounds what an attempt lost in between leaves behind.
 STAGED_TTL_S = 600
+# Expired outputs a script releases from HELD_BYTES per call: bounds its run time when a
+# busy hour's outputs expire together (the next calls release the rest).
+RELEASE_BATCH = 1000
+# Retry-After of a client over the bytes it may hold in Redis: its kept outputs free only
+# as they expire (result_ttl_s), its inputs as its jobs end.
+HELD_RETRY_AFTER_S = 60
+# A streamed upload's reservation lives this long unless renewed; the stream renews it at
+# least every quarter of it (a body that pauses body_grace_s is cut long before it lapses).
+UPLOAD_LEASE_S = 120
+# A body without a declared length reserves this much more each time it passes what it
+# reserved: one Redis call per 64 MiB, and at most 64 MiB reserved and not yet written.
+UPLOAD_STEP_BYTES = 64 * 1024 * 1024
+# Retry-After of a client at its count of uploads in flight: an upload takes seconds.
+UPLOADS_RETRY_AFTER_S = 5
 # Tokens the pick script routes from `tasks` per call: bounds one script's run time when
 # a producer dumps thousands at once (the rest are routed by the next calls).
 ROUTE_BATCH = 100
@@ -210,6 +255,10 @@ def client(name: str) -> str:
 
 def api_key(sha256: str) -> str:
     return API_KEY.format(sha256=sha256)
+
+
+def uploads(kind: str, client: str) -> str:
+    return UPLOADS.format(kind=kind, client=client)
 
 
 def direct_upload(upload_id: str) -> str:

@@ -31,6 +31,9 @@ CONSTANTS: dict[str, str | int] = {
     "RUNNING": _prefix(keys.RUNNING),
     "BACKLOG_BLOCKS": _prefix(keys.BACKLOG_BLOCKS),
     "BACKLOG_BYTES": keys.BACKLOG_BYTES,
+    "HELD_BYTES": keys.HELD_BYTES,
+    "HELD_OUTPUTS": keys.HELD_OUTPUTS,
+    "RELEASE_BATCH": keys.RELEASE_BATCH,
     "WAKE": _prefix(keys.WAKE),
     "WAKE_MAX": keys.WAKE_MAX,
     "PROCESSING": _prefix(keys.PROCESSING),
@@ -41,6 +44,7 @@ CONSTANTS: dict[str, str | int] = {
     "VFINISH": _prefix(keys.VFINISH),
     "CLIENT": _prefix(keys.CLIENT),
     "ROUTE_BATCH": keys.ROUTE_BATCH,
+    "UPLOADS": _prefix(keys.UPLOADS),
     "ENDINGS": keys.ENDINGS,
 }
 

@@ -22,7 +22,7 @@ from typing import Any, cast
 from pydantic import ValidationError
 from redis import Redis
 
-from backend.core.exceptions import JobNotFound, NotReplicated, OverQuota, problems
+from backend.core.exceptions import InputTooLarge, JobNotFound, NotReplicated, OverQuota, problems
 from backend.core.job import Job, JobStatus, new_token, now_s
 from backend.core.kinds import JobKind
 from backend.jobs import keys, scripts
@@ -50,10 +50,12 @@ class Submission:
     kind: JobKind
     client: str = "anonymous"
     cost: int = 1
-    client_id: str | None = None
     input_bytes: bytes | None = None
     input_url: str | None = None
     token: str | None = None
+    client_id: str | None = None
+    # The input is a file the service stored for this job: deleted once the job ends.
+    delete_input: bool = False
     # The input's size, as the record calls it (last: the name hides the type from here on).
     bytes: int = 0
 
@@ -74,12 +76,15 @@ class JobStore:
 
     # -- API side ---------------------------------------------------------------
 
-    def submit(self, job: Submission, max_backlog_bytes: int | None = None) -> Job:
+    def submit(self, job: Submission, max_backlog_bytes: int | None = None, max_held_bytes: int = 0) -> Job:
         """Store a `requested` record (and its input) and queue its token, atomically.
 
         Raises OverQuota, and stores nothing, when the job would take its client's
-        queued-or-running input bytes over ``max_backlog_bytes``; NotReplicated when
-        fewer than ``min_replicas`` replicas confirmed it (it is stored, and may run)."""
+        queued-or-running input bytes over ``max_backlog_bytes``, or the bytes it holds in
+        Redis (inputs and kept outputs) over ``max_held_bytes`` (0: no limit; a client's
+        own ``max_held_bytes`` field overrides it); InputTooLarge when the input alone is;
+        NotReplicated when fewer than ``min_replicas`` replicas confirmed it (it is stored,
+        and may run)."""
         record = Job(
             token=job.token or new_token(),
             kind=job.kind.name,
@@ -89,25 +94,38 @@ class JobStore:
             lane=job.kind.lane,
             cost=job.cost,
             bytes=job.bytes,
+            admitted_bytes=job.bytes,
             requested_at=now_s(),
             input_url=job.input_url,
+            delete_input=job.delete_input or None,
         )
-        accepted, backlog = self._submit_and_wait(
+        answer, figure = self._submit_and_wait(
             [
                 record.token,
                 record.model_dump_json(exclude_none=True),
                 int(job.input_bytes is not None),
                 job.input_bytes or b"",
-                self.ttl_s,
                 job.client,
                 job.bytes,
                 -1 if max_backlog_bytes is None else max_backlog_bytes,
                 job.kind.lane,
+                max_held_bytes,
             ]
         )
-        if not accepted:
+        stored = len(job.input_bytes or b"")
+        if answer == -2:
+            raise InputTooLarge(
+                f"the job's {stored} bytes are over the {figure} bytes client {job.client!r} may hold in Redis"
+            )
+        if answer == -1:
             raise OverQuota(
-                f"client {job.client!r} has {backlog} bytes of jobs queued or running; this job's {job.bytes} "
+                f"client {job.client!r} holds {figure} bytes in Redis (inputs of its jobs, and results kept for "
+                f"{self.ttl_s} s); this job's {stored} bytes would pass its limit: results free as they expire",
+                retry_after_s=keys.HELD_RETRY_AFTER_S,
+            )
+        if not answer:
+            raise OverQuota(
+                f"client {job.client!r} has {figure} bytes of jobs queued or running; this job's {job.bytes} "
                 f"bytes would pass its backlog quota of {max_backlog_bytes} bytes",
                 retry_after_s=keys.BACKLOG_RETRY_AFTER_S,
             )
@@ -123,13 +141,13 @@ class JobStore:
         with self.redis.pipeline(transaction=False) as pipe:
             self._submit(args=args, client=pipe)
             pipe.wait(self.min_replicas, keys.REPLICA_WAIT_MS)
-            (accepted, backlog), replicas = pipe.execute()
-        if accepted and replicas < self.min_replicas:
+            (answer, figure), replicas = pipe.execute()
+        if answer == 1 and replicas < self.min_replicas:
             raise NotReplicated(
                 f"the job store (Redis) did not confirm the job on {self.min_replicas} replica(s) within "
                 f"{keys.REPLICA_WAIT_MS} ms (failing over?); try again (this attempt may still run)"
             )
-        return accepted, backlog
+        return answer, figure
 
     def get(self, token: str) -> Job:
         raw = self._bytes(keys.result(token))

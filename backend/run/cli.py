@@ -5,6 +5,7 @@ spacetime api           the HTTP API (uvicorn)
 spacetime dispatcher    one dispatcher process
 spacetime submit ...    submit a job to a running API and wait for its result
 spacetime openapi       print the OpenAPI document as YAML
+spacetime doctor        check every counter of the queues (--repair: fix the drift)
 """
 
 import argparse
@@ -48,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("api", help="run the HTTP API").set_defaults(run=_api)
     commands.add_parser("dispatcher", help="run one dispatcher").set_defaults(run=_dispatcher)
     commands.add_parser("openapi", help="print the OpenAPI document (YAML)").set_defaults(run=_openapi)
+    doctor = commands.add_parser("doctor", help="recompute every counter and ring of the queues; report drift")
+    doctor.add_argument("--repair", action="store_true", help="write the recomputed values where they differ")
+    doctor.set_defaults(run=_doctor)
 
     submit = commands.add_parser("submit", help="submit a job and wait for its result")
     submit.add_argument("kind", choices=list(KINDS))
@@ -57,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--client-id", default="anonymous", help="sent as X-Client-Id (open mode)")
     submit.add_argument(
         "--timeout", type=float, help="give up waiting for the job after this many seconds (default: no limit)"
+    )
+    submit.add_argument(
+        "--keep-input", action="store_true", help="keep an uploaded file after the job (deleted by default)"
     )
     submit.set_defaults(run=_submit)
 
@@ -122,6 +129,21 @@ def openapi_yaml(app) -> str:
     return yaml.safe_dump(app.openapi(), sort_keys=False, allow_unicode=True)
 
 
+def _doctor(args) -> int:
+    """Exit 0 when nothing drifted (or all was repaired), 1 when drift is left."""
+    from redis import Redis
+
+    from backend.core.settings import get_settings
+    from backend.jobs.doctor import Doctor
+
+    drifts = Doctor(Redis.from_url(get_settings().redis_url, socket_timeout=30)).check(repair=args.repair)
+    for drift in drifts:
+        print(f"{'repaired' if args.repair else 'drift'}: {drift}")
+    if not drifts:
+        print("every counter and ring is at its recomputed value")
+    return 1 if drifts and not args.repair else 0
+
+
 def _submit(args) -> int:
     import httpx
 
@@ -132,7 +154,14 @@ def _submit(args) -> int:
     api = args.api or f"http://{settings.api_host}:{settings.api_port}"
     try:
         return submit_and_wait(
-            api, args.kind, args.input, args.output, args.client_id, os.environ.get(API_KEY_VARIABLE), args.timeout
+            api,
+            args.kind,
+            args.input,
+            args.output,
+            args.client_id,
+            os.environ.get(API_KEY_VARIABLE),
+            args.timeout,
+            args.keep_input,
         )
     except (OSError, httpx.HTTPError) as exc:  # a missing file, an API that is not there
         print(f"error: {exc}", file=sys.stderr)

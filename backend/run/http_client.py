@@ -53,15 +53,17 @@ def submit_and_wait(
     client_id: str,
     api_key: str | None = None,
     timeout_s: float | None = None,
+    keep_input: bool = False,
 ) -> int:
     """Submit ``source`` as a ``kind`` job, show progress, print or save the result.
 
     ``api_key`` (keys mode) goes as ``Authorization: Bearer``; ``client_id`` names the
     client in open mode. After ``timeout_s`` (None: no limit) of waiting for the job to
-    end, give up (1) and say how to ask for it later."""
+    end, give up (1) and say how to ask for it later. ``keep_input``: an uploaded file stays
+    in the uploads store after the job (by default the service deletes it)."""
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {"X-Client-Id": client_id}
     with httpx.Client(base_url=api, headers=headers, timeout=60) as http:
-        response = _submit(http, kind, source)
+        response = _submit(http, kind, source, keep_input)
         if response.status_code != 201:
             print(f"error {response.status_code}: {response.text}", file=sys.stderr)
             return 1
@@ -87,7 +89,7 @@ def submit_and_wait(
     return 0
 
 
-def _submit(http: httpx.Client, kind: str, source: str) -> httpx.Response:
+def _submit(http: httpx.Client, kind: str, source: str, keep_input: bool) -> httpx.Response:
     """POST the job: a file kind's URL as JSON, a large file straight to S3 where offered,
     anything else streamed as the body."""
     declared = KINDS[kind]
@@ -95,7 +97,7 @@ def _submit(http: httpx.Client, kind: str, source: str) -> httpx.Response:
         return http.post(f"/{kind}", json={"url": source})
     size = os.path.getsize(source)
     if declared.in_blocks and size >= DIRECT_UPLOAD_MIN_BYTES:
-        started = http.post(f"/{kind}/uploads", json={"size": size})
+        started = http.post(f"/{kind}/uploads", json={"size": size, "keep_input": keep_input})
         if started.status_code not in NOT_OFFERED:
             return _upload_direct(http, kind, started, source) if started.status_code == 201 else started
     content_type = declared.input.media_type
@@ -107,7 +109,8 @@ def _submit(http: httpx.Client, kind: str, source: str) -> httpx.Response:
                 yield chunk
 
         headers = {"Content-Type": content_type, "Content-Length": str(size)}
-        return http.post(f"/{kind}", content=chunks(), headers=headers, timeout=None)
+        params = {"keep_input": "true"} if keep_input else None
+        return http.post(f"/{kind}", content=chunks(), headers=headers, params=params, timeout=None)
 
 
 def _upload_direct(http: httpx.Client, kind: str, started: httpx.Response, source: str) -> httpx.Response:

@@ -4,7 +4,7 @@ files (``POST /<kind>/uploads``, then ``.../uploads/{upload_id}/complete``)."""
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel
 
 from backend.api.bodies import URL_BODY_MAX_BYTES, body_chunks, declared_length, read_model
@@ -12,6 +12,7 @@ from backend.api.deps import CallerDep, SettingsDep, SubmitterDep
 from backend.api.routes.kinds import add_door, status_operation
 from backend.api.schemas import (
     BAD_INPUT,
+    KEEP_INPUT,
     NO_DIRECT_UPLOAD,
     OVER_QUOTA,
     S3_DOWN,
@@ -50,7 +51,13 @@ def add_file_doors(router: APIRouter, kind: JobKind, file: File) -> None:
 def add_post(router: APIRouter, kind: JobKind, file: File) -> None:
     """``POST /<kind>``: the file as the raw body (streamed to the uploads store), or JSON naming it."""
 
-    async def submit(request: Request, caller: CallerDep, submitter: SubmitterDep, settings: SettingsDep):
+    async def submit(
+        request: Request,
+        caller: CallerDep,
+        submitter: SubmitterDep,
+        settings: SettingsDep,
+        keep_input: Annotated[bool, Query(description=KEEP_INPUT)] = False,
+    ):
         content_type = request.headers.get("content-type", "")
         if content_type.startswith("application/json"):
             named = await read_model(request, settings, EvenSumUrlIn, URL_BODY_MAX_BYTES, URL_EXAMPLE)
@@ -59,7 +66,7 @@ def add_post(router: APIRouter, kind: JobKind, file: File) -> None:
             raise InvalidInput("send the file as the raw body (curl -T FILE or --data-binary @FILE), not as a form")
         else:
             declared = declared_length(request, settings.max_upload_bytes)
-            job = await submitter.upload(caller, kind, body_chunks(request, settings), declared)
+            job = await submitter.upload(caller, kind, body_chunks(request, settings), declared, keep_input)
         return TokenOut(token=job.token)
 
     content = {
@@ -76,7 +83,7 @@ def add_direct_upload(router: APIRouter, kind: JobKind) -> None:
     async def start(request: Request, caller: CallerDep, submitter: SubmitterDep, settings: SettingsDep):
         submitter.require_direct_uploads()
         wanted = await read_model(request, settings, DirectUploadIn)
-        started = await submitter.start_direct_upload(caller, wanted.size, wanted.part_size)
+        started = await submitter.start_direct_upload(caller, wanted.size, wanted.part_size, wanted.keep_input)
         upload = started.upload
         parts = [
             PartUrlOut(part_number=n, size=upload.plan.part_size(n), url=url) for n, url in enumerate(started.urls, 1)

@@ -44,23 +44,27 @@ local function capped(client)
   return tonumber(redis.call('HGET', running, client) or '0') >= cap
 end
 
--- The head job of a client's queue, dropping tokens whose record expired or ended.
+local function drop_client(client)
+  redis.call('LREM', ring, 0, client)
+  redis.call('HDEL', deficits, client)
+  if redis.call('HGET', deficits, '@visit') == client then redis.call('HDEL', deficits, '@visit') end
+end
+
+-- The head job of a client's queue, dropping tokens whose record expired or ended. A queue
+-- it empties takes its client out of the ring, or the next enqueue would add a second entry.
 local function head(client)
   local queue = QUEUE .. lane .. ':' .. client
   while true do
     local token = redis.call('LINDEX', queue, 0)
-    if not token then return nil end
+    if not token then
+      drop_client(client)
+      return nil
+    end
     local rec = decode(redis.call('GET', RESULT .. token))
     if rec and not is_final(rec) then return token, rec end
     redis.call('LPOP', queue)
     if rec then count(BACKLOG_BLOCKS .. lane, client, -rec.cost) end
   end
-end
-
-local function drop_client(client)
-  redis.call('LREM', ring, 0, client)
-  redis.call('HDEL', deficits, client)
-  if redis.call('HGET', deficits, '@visit') == client then redis.call('HDEL', deficits, '@visit') end
 end
 
 -- Jump ahead: add the whole rounds in which nobody could be served at once, instead of
@@ -126,9 +130,7 @@ while guard > 0 do
   local client = redis.call('LINDEX', ring, 0)
   if not client then return nil end
   local token, rec = head(client)
-  if not token then
-    drop_client(client)
-  else
+  if token then
     if not capped(client) then
       if redis.call('HGET', deficits, '@visit') ~= client then
         redis.call('HINCRBY', deficits, client, setting(client, 'weight', default_weight))

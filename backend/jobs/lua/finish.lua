@@ -34,8 +34,7 @@ if staged and status == 'finished' and redis.call('EXISTS', staged) == 0 then
   fields.error = 'the result was lost before it could be stored; submit the job again'
 end
 leave(plist, token, rec)
-rec = rec or {}
-for k, v in pairs(fields) do rec[k] = v end
+rec = merge(rec or {}, fields)
 local output = ARGV[6]
 if staged then
   output = nil

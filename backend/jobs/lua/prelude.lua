@@ -32,7 +32,10 @@ end
 local function enqueue(token, rec, front)
   local queue = QUEUE .. rec.lane .. ':' .. rec.client
   if front then redis.call('LPUSH', queue, token) else redis.call('RPUSH', queue, token) end
-  if redis.call('LLEN', queue) == 1 then redis.call('RPUSH', RING .. rec.lane, rec.client) end
+  -- Once in the ring, however the queue was emptied: two entries would be a double share.
+  if redis.call('LLEN', queue) == 1 and not redis.call('LPOS', RING .. rec.lane, rec.client) then
+    redis.call('RPUSH', RING .. rec.lane, rec.client)
+  end
   count(BACKLOG_BLOCKS .. rec.lane, rec.client, rec.cost)
   wake(rec.lane)
 end
@@ -44,18 +47,57 @@ local function leave(plist, token, rec)
   return removed
 end
 
+-- Fields a run may not overwrite: who holds the job and what it was admitted at. The
+-- final write releases `admitted_bytes`, so a run that measured another size (a file that
+-- grew, a URL whose size was read again) cannot move its client's backlog (issue 17).
+local KEPT = {token = true, status = true, client = true, lane = true, cost = true,
+  admitted_bytes = true, dispatcher = true, attempts = true}
+
+local function merge(rec, fields)
+  for k, v in pairs(fields) do
+    if not KEPT[k] then rec[k] = v end
+  end
+  return rec
+end
+
+-- Epoch seconds by the Redis server's clock (scripts run with effects replication).
+local function clock()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+
+-- Kept outputs past their expiry stop counting against their clients (HELD_OUTPUTS), at
+-- most RELEASE_BATCH a call (so that a script's run time stays bounded).
+local function release_outputs(now)
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', HELD_OUTPUTS, '-inf', now, 'LIMIT', 0, RELEASE_BATCH)) do
+    local _, client, size = string.match(member, '^(%S+) (%S+) (%d+)$')
+    if client then count(HELD_BYTES, client, -tonumber(size)) end
+    redis.call('ZREM', HELD_OUTPUTS, member)
+  end
+end
+
 -- The final write, and the only one: every path that ends a job comes here. The caller
--- has checked that it may write; the input is dropped, the client's backlog bytes released,
--- bulk job loops woken (a capped client may go on), and the token published on ENDINGS for
--- the status requests waiting on it (backend/endings.py).
+-- has checked that it may write; the input is dropped, the client's backlog bytes released
+-- (exactly what submit admitted), its held bytes moved from the input to the output kept
+-- for `ttl`, bulk job loops woken (a capped client may go on), and the token published on
+-- ENDINGS for the status requests waiting on it (backend/endings.py).
 -- `output`: the result's bytes, or nil when the caller has put them in place (finish.lua).
 local function finalize(token, rec, status, output, ttl)
   rec.token = token
   rec.status = status
   redis.call('SET', RESULT .. token, cjson.encode(rec), 'EX', ttl)
-  if status == 'finished' and output then redis.call('SET', RESULT .. token .. ':output', output, 'EX', ttl) end
+  local output_key = RESULT .. token .. ':output'
+  if status == 'finished' and output then redis.call('SET', output_key, output, 'EX', ttl) end
+  if type(rec.client) == 'string' then
+    count(HELD_BYTES, rec.client, -redis.call('STRLEN', INPUT .. token))
+    local kept = redis.call('STRLEN', output_key)
+    if kept > 0 then
+      count(HELD_BYTES, rec.client, kept)
+      redis.call('ZADD', HELD_OUTPUTS, clock() + tonumber(ttl), token .. ' ' .. rec.client .. ' ' .. kept)
+    end
+    if tonumber(rec.admitted_bytes) then count(BACKLOG_BYTES, rec.client, -tonumber(rec.admitted_bytes)) end
+  end
   redis.call('DEL', INPUT .. token)
-  if rec.client and tonumber(rec.bytes) then count(BACKLOG_BYTES, rec.client, -tonumber(rec.bytes)) end
   if rec.lane then wake(rec.lane) end
   redis.call('PUBLISH', ENDINGS, token)
 end

@@ -1,14 +1,28 @@
--- Store a new job and queue its token on `tasks`, unless it would take its client over
--- the backlog quota. One step: a quota check and the enqueue cannot be split by a race.
--- ARGV: token, record JSON, has input (0/1), input bytes, ttl, client, input size,
---       max backlog bytes (-1: none), lane.
--- Returns {1, backlog after} or {0, backlog now} when refused.
-local token, record, has_input, input, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local client, size, limit, lane = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9]
+-- Store a new job and queue its token on `tasks`, unless it would take its client over its
+-- backlog quota (input bytes of jobs queued or running) or over the bytes it may hold in
+-- Redis (inputs and kept outputs). One step: a check and the enqueue cannot be split by a
+-- race. The record and the input get no TTL until the final write (keys.UNTIL_FINAL): a
+-- job that waits longer than the TTL must not vanish from under its counters.
+-- ARGV: token, record JSON (with `admitted_bytes`, released by the final write), has input
+--       (0/1), input bytes, client, input size, max backlog bytes (-1: none), lane,
+--       max held bytes unless the client's record sets `max_held_bytes` (0: none).
+-- Returns {1, backlog after}, or when refused {0, backlog now}, {-1, held bytes now}, or
+-- {-2, held limit} for an input larger than the whole limit (waiting would not help).
+local token, record, has_input, input = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local client, size, limit, lane = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8]
+local held_limit = tonumber(redis.call('HGET', CLIENT .. client, 'max_held_bytes') or ARGV[9])
 local backlog = tonumber(redis.call('HGET', BACKLOG_BYTES, client) or '0')
 if limit >= 0 and backlog + size > limit then return {0, backlog} end
-redis.call('SET', RESULT .. token, record, 'EX', ttl)
-if has_input == '1' then redis.call('SET', INPUT .. token, input, 'EX', ttl) end
+release_outputs(clock())
+local held = tonumber(redis.call('HGET', HELD_BYTES, client) or '0')
+local stored = has_input == '1' and #input or 0
+if held_limit > 0 and stored > held_limit then return {-2, held_limit} end
+if held_limit > 0 and held + stored > held_limit then return {-1, held} end
+redis.call('SET', RESULT .. token, record)
+if has_input == '1' then
+  redis.call('SET', INPUT .. token, input)
+  count(HELD_BYTES, client, stored)
+end
 redis.call('LPUSH', TASKS, token)
 count(BACKLOG_BYTES, client, size)
 wake(lane)

@@ -1,0 +1,121 @@
+"""Per-client bounds (issue 17): what one client may hold of a shared resource is refused
+to that client alone (429 with Retry-After, or 413 for one request too large), while
+another client submitting at the same time is served as if alone."""
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from backend.core.exceptions import OverQuota
+from backend.core.kinds import RANDOMIZE
+from backend.jobs import keys
+from backend.jobs.doctor import Doctor
+from backend.jobs.store import JobStore, Submission
+from tests.waiting import wait_status, wait_until
+
+
+def post_image(api: str, client: str, png: bytes) -> httpx.Response:
+    return httpx.post(f"{api}/randomize", content=png, headers={"X-Client-Id": client}, timeout=30)
+
+
+def at_once(*calls) -> list:
+    """Run the calls together; their answers, in order."""
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return [future.result() for future in [pool.submit(call) for call in calls]]
+
+
+def test_a_client_over_the_bytes_it_may_hold_in_redis_gets_429_while_another_is_served(
+    make_settings, start_api, redis, cat_png
+):
+    api = start_api(make_settings(default_max_held_bytes=int(3.5 * len(cat_png))))  # no dispatcher: inputs stay
+
+    def flood() -> list[int]:
+        return [post_image(api, "a", cat_png).status_code for _ in range(10)]
+
+    def steady() -> list[int]:
+        return [post_image(api, "b", cat_png).status_code for _ in range(3)]
+
+    a, b = at_once(flood, steady)
+    assert a == [201] * 3 + [429] * 7 and b == [201] * 3
+    refused = post_image(api, "a", cat_png)
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+    assert "holds" in refused.json()["error"]
+    assert int(redis.hget(keys.HELD_BYTES, "a")) == 3 * len(cat_png)
+    too_big = post_image(api, "c", cat_png * 4)
+    assert too_big.status_code == 413, too_big.text
+    assert Doctor(redis).check() == []
+
+
+def test_a_clients_own_max_held_bytes_overrides_the_default(redis, settings):
+    store = JobStore(redis, settings.result_ttl_s)
+    redis.hset(keys.client("big"), "max_held_bytes", 100)
+    image = Submission(RANDOMIZE, "big", input_bytes=b"x" * 60, bytes=60)
+    store.submit(image, max_held_bytes=1000)
+    with pytest.raises(OverQuota, match="holds 60 bytes"):
+        store.submit(image, max_held_bytes=1000)
+    store.submit(Submission(RANDOMIZE, "small", input_bytes=b"x" * 60, bytes=60), max_held_bytes=1000)
+
+
+def test_an_upload_is_deleted_when_its_job_ends_unless_kept_and_a_named_file_never_is(
+    api_url, settings, redis, dispatcher, tmp_path
+):
+    uploads = tmp_path / "uploads"
+
+    def upload(query: str = "") -> str:
+        response = httpx.post(f"{api_url}/even-sum{query}", content=b"2 4 5", headers={"Content-Type": "text/plain"})
+        token = response.json()["token"]
+        assert wait_status(api_url, "even-sum", token)[-1] == {"status": "finished"}
+        return token
+
+    dropped, kept = upload(), upload("?keep_input=true")
+    assert not (uploads / f"{dropped}.txt").exists()
+    assert (uploads / f"{kept}.txt").exists()
+    named = httpx.post(f"{api_url}/even-sum", json={"url": f"{settings.uploads_url}/{kept}.txt"}).json()["token"]
+    assert wait_status(api_url, "even-sum", named)[-1] == {"status": "finished"}
+    assert (uploads / f"{kept}.txt").exists()  # the service did not store it for this job
+    assert Doctor(redis).check() == []
+
+
+def send(api: str, client: str, body) -> httpx.Response:
+    headers = {"X-Client-Id": client, "Content-Type": "text/plain"}
+    return httpx.post(f"{api}/even-sum", content=body, headers=headers, timeout=60)
+
+
+def test_a_client_at_its_count_of_uploads_gets_429_while_another_uploads(make_settings, start_api, redis):
+    api = start_api(make_settings(default_max_uploads=2))
+    let_go = threading.Event()
+
+    def held_open():
+        yield b"2 " * 1000
+        let_go.wait(20)
+        yield b"4\n"
+
+    with ThreadPoolExecutor(2) as pool:
+        held = [pool.submit(send, api, "a", held_open()) for _ in range(2)]
+        wait_until(lambda: redis.zcard(keys.uploads("stream", "a")) == 2, what="a's two uploads to be reserved")
+        third, other = at_once(lambda: send(api, "a", b"2 4"), lambda: send(api, "b", b"2 4"))
+        let_go.set()
+        ended = [future.result().status_code for future in held]
+    assert third.status_code == 429 and int(third.headers["retry-after"]) >= 1
+    assert "uploads in progress" in third.json()["error"]
+    assert other.status_code == 201 and ended == [201, 201]
+    assert redis.zcard(keys.uploads("stream", "a")) == 0  # released as they ended
+
+
+def test_a_chunked_body_reserves_as_it_streams_and_is_cut_at_its_clients_quota(
+    make_settings, start_api, redis, tmp_path
+):
+    api = start_api(make_settings(default_max_backlog_bytes=300_000))
+
+    def chunked(chunks: int):
+        for _ in range(chunks):
+            yield b"2 " * 50_000
+
+    a, b = at_once(lambda: send(api, "a", chunked(10)), lambda: send(api, "b", chunked(2)))
+    assert a.status_code == 429 and "backlog quota" in a.json()["error"], a.text
+    assert b.status_code == 201
+    assert [p.name for p in (tmp_path / "uploads").iterdir()] == [f"{b.json()['token']}.txt"]  # a's cut, deleted
+    assert send(api, "a", b"2 " * 200_000).status_code == 413  # declared past the whole quota: unread
+    assert redis.keys("uploads:*") == []
