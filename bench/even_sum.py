@@ -200,12 +200,12 @@ def in_child(name: str, path: Path, shape: str, repeat: int) -> dict:
 # --- the kernel on each path, against the numba kernel and pread, one core -------------
 
 
-def chunk_ranges(path: Path) -> list[tuple[int, int]]:
-    """[start, end) of ~CHUNK_BYTES pieces of the file, each cut after whitespace."""
+def chunk_ranges(path: Path, chunk_bytes: int = CHUNK_BYTES) -> list[tuple[int, int]]:
+    """[start, end) of ~``chunk_bytes`` pieces of the file, each cut after whitespace."""
     size, ranges, start = path.stat().st_size, [], 0
     with open(path, "rb", buffering=0) as file:
         while start < size:
-            end = min(start + CHUNK_BYTES, size)
+            end = min(start + chunk_bytes, size)
             if end < size:
                 file.seek(end - 4096)
                 end = end - 4096 + last_space(np.frombuffer(file.read(4096), dtype=np.uint8)) + 1
@@ -227,9 +227,9 @@ def kernel_path(name: str):
 def kernel_jobs(path: Path) -> dict:
     """Jobs over the file's chunks from the page cache, each returning (wall seconds, CPU
     seconds, sum): pread alone; per path, the kernel alone (chunks read untimed) and
-    pread + kernel (what one block task does). One reused buffer, one core."""
-    ranges = chunk_ranges(path)
-    buffer = np.empty(max(end - start for start, end in ranges), dtype=np.uint8)
+    pread + kernel (what one block task does); and pread + kernel in 1 MiB steps, each
+    parsed as it is read (while it is still in the CPU's cache). One reused buffer, one core."""
+    buffer = np.empty(CHUNK_BYTES + 4096, dtype=np.uint8)
     fd = os.open(path, os.O_RDONLY)
 
     def pread(start: int, end: int) -> np.ndarray:
@@ -237,7 +237,9 @@ def kernel_jobs(path: Path) -> dict:
         assert got == end - start
         return buffer[:got]
 
-    def timed(read: bool, name: str | None):
+    chunks = chunk_ranges(path)
+
+    def timed(read: bool, name: str | None, ranges: list[tuple[int, int]] = chunks):
         def job() -> tuple[float, float, int | None]:
             wall = cpu = 0.0
             total = 0
@@ -261,6 +263,7 @@ def kernel_jobs(path: Path) -> dict:
         jobs[f"kernel {name}"] = timed(read=False, name=name)
     for name in reversed(kernel.available()):
         jobs[f"pread + kernel {name}"] = timed(read=True, name=name)
+    jobs[f"same, 1 MiB steps, {kernel.PATH}"] = timed(read=True, name=kernel.PATH, ranges=chunk_ranges(path, MiB))
     return jobs
 
 
