@@ -1,4 +1,5 @@
-/* The even-sum kernel in SIMD: AVX-512 and AVX2 paths, chosen at run time.
+/* The even-sum kernel in SIMD: AVX-512 (with VBMI and VNNI, or without) and AVX2 paths,
+ * chosen at run time.
  *
  * Each path is one function compiled with __attribute__((target(...))), so one build runs
  * on any x86-64 CPU: supported() asks the CPU (cpuid) and the OS (xgetbv: does it save
@@ -6,17 +7,19 @@
  * CPUs this module builds with no path and the numba kernel runs.
  *
  * scan_<path>(buf, pos, stop, state, longs) is compute/numba_kernel.py's scan: the same
- * arguments, state layout, stops, errors and long numbers. It works on 64-byte windows.
- * Bitmasks of a window (whitespace, digits, signs) give its tokens and validate them;
- * then no token is parsed on its own: every digit is added, with its token's sign, into
- * a byte counter for its exponent (its distance to its token's last digit), and only the
- * digits of even-ending tokens are added at all. The exponents come from one mask per
- * exponent: the last digits of even tokens, shifted one byte towards the tokens' starts
- * and kept on digits, again and again. Every 14 windows the counters (signed bytes, 9 at
- * most a window) are summed into 64-bit ones; the sum is sum(10**k * counter_k).
- * The token that runs on from one window into the next is parsed on its own (SWAR, as
- * the numba kernel does). A window with anything else (an invalid byte, a number of over
- * 18 digits...) is left to the careful byte-by-byte path, which is the numba kernel's.
+ * arguments, state layout, stops, errors and long numbers. It works on windows of 64
+ * bytes; a window takes its whole tokens and the next starts at the token that runs on,
+ * so no token spans two. Bitmasks of a window (whitespace, digits, signs) validate its
+ * tokens and find their digits, signs and last digits. No token is then parsed on its
+ * own: each digit of an even-ending token (the others need counting, not summing) is
+ * added, with its token's sign, by its exponent (its distance to its token's last digit):
+ * - avx512 and avx2: into a byte counter per exponent, one masked add per exponent;
+ *   every 14 windows the counters (signed bytes, 9 at most a window) go into 64-bit
+ *   sums, and the sum is sum(10**k * counter_k);
+ * - avx512vnni: the exponents as a vector, 10**exponent looked up byte by byte (vpermb)
+ *   and the digits weighed with vpdpbusd: the same work for any number of digits.
+ * A window with anything else (an invalid byte, a number of over 18 digits, leading
+ * zeros that make one) goes to the careful byte-by-byte path, the numba kernel's.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -281,6 +284,75 @@ AVX512 static stopped fast512(const uint8_t *buf, Py_ssize_t pos, Py_ssize_t sto
     return (stopped){w, careful_until > w ? careful_until : w};
 }
 
+/* --- AVX-512 with VBMI and VNNI: every digit's weight at once --- */
+
+/* Rather than one step per exponent, each digit's exponent is computed as a byte (how far
+ * its token's last digit is: a running minimum of the next boundary's position, 5 byte
+ * shifts), and 10**exponent is looked up (vpermb) byte by byte of its 8, each weighing
+ * the digits with vpdpbusd into 32-bit sums: the same work for 1 digit or 18. */
+#define AVX512VNNI __attribute__((target("avx512f,avx512bw,avx512vbmi,avx512vnni,bmi,bmi2,lzcnt,popcnt")))
+#define WEIGHT_BYTES 8 /* 10**17 < 2**64 */
+#define SUM_WINDOWS 4096 /* a 32-bit sum grows by 4 * 255 * 9 at most a window; 16 of them, 4096 windows: < 2**31 */
+
+/* WEIGHTS[j][e]: byte j of 10**e (e < 18), filled at import. */
+static uint8_t WEIGHTS[WEIGHT_BYTES][WINDOW] __attribute__((aligned(64)));
+
+static void fill_weights(void) {
+    for (int e = 0; e < MAX_DIGITS; e++)
+        for (int j = 0; j < WEIGHT_BYTES; j++) WEIGHTS[j][e] = (uint8_t)(POW10[e] >> (8 * j));
+}
+
+AVX512VNNI static stopped fast512vnni(const uint8_t *buf, Py_ssize_t pos, Py_ssize_t stop, Py_ssize_t size,
+                                      totals *t) {
+    __m512i weights[WEIGHT_BYTES], sums[WEIGHT_BYTES];
+    for (int j = 0; j < WEIGHT_BYTES; j++) {
+        weights[j] = _mm512_load_si512(WEIGHTS[j]);
+        sums[j] = _mm512_setzero_si512();
+    }
+    const __m512i index = _mm512_set_epi8(63, 62, 61, 60, 59, 58, 57, 56, 55, 54, 53, 52, 51, 50, 49, 48, 47, 46, 45,
+                                          44, 43, 42, 41, 40, 39, 38, 37, 36, 35, 34, 33, 32, 31, 30, 29, 28, 27, 26,
+                                          25, 24, 23, 22, 21, 20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6,
+                                          5, 4, 3, 2, 1, 0);
+    const __m512i past = _mm512_set1_epi8(WINDOW), one = _mm512_set1_epi8(1);
+    int64_t weighed[WEIGHT_BYTES] = {0}, count = 0, evens = 0;
+    Py_ssize_t w = pos, careful_until = pos;
+    for (int since_sum = 1; whole_window(w, stop, size); since_sum++) {
+        __m512i v = _mm512_loadu_si512(buf + w);
+        plan p;
+        if (!plan_window(classify512(buf + w), !is_space(buf[w + WINDOW]), &p)) {
+            careful_until = w + WINDOW;
+            break;
+        }
+        count += p.tokens;
+        evens += p.evens;
+        /* end[i]: the first byte at or after i that is no digit of a token (64: none) */
+        __m512i end = _mm512_mask_mov_epi8(past, ~p.digits, index);
+        for (int shift = 1; shift < 32; shift *= 2)
+            end = _mm512_min_epu8(end, _mm512_permutex2var_epi8(end, _mm512_add_epi8(index, _mm512_set1_epi8((char)shift)), past));
+        __m512i last = _mm512_sub_epi8(end, one); /* where each digit's token ends */
+        uint64_t even = p.digits & _mm512_testn_epi8_mask(_mm512_permutexvar_epi8(last, v), one);
+        __m512i exponent = _mm512_sub_epi8(last, index);
+        __m512i digits = _mm512_maskz_sub_epi8(even, v, _mm512_set1_epi8('0'));
+        digits = _mm512_mask_sub_epi8(digits, p.negative, _mm512_setzero_si512(), digits);
+        for (int j = 0; j < WEIGHT_BYTES; j++)
+            sums[j] = _mm512_dpbusd_epi32(sums[j], _mm512_permutexvar_epi8(exponent, weights[j]), digits);
+        if (since_sum == SUM_WINDOWS) {
+            for (int j = 0; j < WEIGHT_BYTES; j++) {
+                weighed[j] += _mm512_reduce_add_epi32(sums[j]);
+                sums[j] = _mm512_setzero_si512();
+            }
+            since_sum = 0;
+        }
+        w += p.length;
+    }
+    i128 sum = 0;
+    for (int j = WEIGHT_BYTES - 1; j >= 0; j--) sum = sum * 256 + weighed[j] + _mm512_reduce_add_epi32(sums[j]);
+    t->sum += sum;
+    t->count += count;
+    t->evens += evens;
+    return (stopped){w, careful_until > w ? careful_until : w};
+}
+
 /* --- AVX2: the same, a window as two 32-byte halves --- */
 
 #define AVX2 __attribute__((target("avx2,bmi,bmi2,lzcnt,popcnt")))
@@ -408,6 +480,12 @@ static bool cpu_has_avx512(void) {
     return os_saves(0xE6); /* and the opmask, ZMM0-15 upper halves, ZMM16-31 */
 }
 
+static bool cpu_has_avx512vnni(void) {
+    unsigned a, b, c, d;
+    return cpu_has_avx512() && __get_cpuid_count(7, 0, &a, &b, &c, &d) && (c & bit_AVX512VBMI) &&
+           (c & bit_AVX512VNNI);
+}
+
 #endif /* HAVE_X86 */
 
 /* --- Python --- */
@@ -451,6 +529,10 @@ static PyObject *scan_through(fast_windows fast, PyObject *const *args, Py_ssize
 }
 
 #ifdef HAVE_X86
+static PyObject *scan_avx512vnni(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    return scan_through(fast512vnni, args, nargs);
+}
+
 static PyObject *scan_avx512(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     return scan_through(fast512, args, nargs);
 }
@@ -462,6 +544,7 @@ static PyObject *scan_avx2(PyObject *self, PyObject *const *args, Py_ssize_t nar
 
 static PyObject *supported(PyObject *self, PyObject *unused) {
 #ifdef HAVE_X86
+    if (cpu_has_avx512vnni()) return Py_BuildValue("(sss)", "avx512vnni", "avx512", "avx2");
     if (cpu_has_avx512()) return Py_BuildValue("(ss)", "avx512", "avx2");
     if (cpu_has_avx2()) return Py_BuildValue("(s)", "avx2");
 #endif
@@ -470,6 +553,8 @@ static PyObject *supported(PyObject *self, PyObject *unused) {
 
 static PyMethodDef methods[] = {
 #ifdef HAVE_X86
+    {"scan_avx512vnni", (PyCFunction)(void (*)(void))scan_avx512vnni, METH_FASTCALL,
+     "compute.numba_kernel.scan with AVX-512 (F, BW, VBMI, VNNI); only where supported() names it."},
     {"scan_avx512", (PyCFunction)(void (*)(void))scan_avx512, METH_FASTCALL,
      "compute.numba_kernel.scan with AVX-512 (F, BW); only where supported() names it."},
     {"scan_avx2", (PyCFunction)(void (*)(void))scan_avx2, METH_FASTCALL,
@@ -484,4 +569,9 @@ static struct PyModuleDef module = {
     .m_methods = methods,
 };
 
-PyMODINIT_FUNC PyInit__simd(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__simd(void) {
+#ifdef HAVE_X86
+    fill_weights();
+#endif
+    return PyModule_Create(&module);
+}

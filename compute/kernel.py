@@ -1,14 +1,14 @@
 """The even-sum kernel: ``scan`` on the fastest path this CPU runs, chosen at import.
 
-Paths, fastest first: ``avx512`` and ``avx2`` (compute/_simd.c, a C extension) and
-``portable``, the numba kernel (compute/numba_kernel.py), for every other CPU (aarch64
-included) and for a build without a C compiler. The choice is made here at run time from
-the CPU and OS, never when the wheel or image is built, so one build runs everywhere.
-Every path takes the same arguments and fills the same state as the numba kernel: see
-``compute.numba_kernel.scan``.
+Paths, fastest first: ``avx512vnni`` (AVX-512 with VBMI and VNNI), ``avx512``, ``avx2``
+(compute/_simd.c, a C extension) and ``portable``, the numba kernel
+(compute/numba_kernel.py), for every other CPU (aarch64 included) and for a build without
+a C compiler. The choice is made here at run time from the CPU and OS, never when the
+wheel or image is built, so one build runs everywhere. Every path takes the same
+arguments and fills the same state as the numba kernel: see ``compute.numba_kernel.scan``.
 
-``SPACETIME_KERNEL=avx512|avx2|portable|auto`` forces a path (tests, benchmarks); a path
-this CPU lacks is an error at import, not an illegal instruction later.
+``SPACETIME_KERNEL=avx512vnni|avx512|avx2|portable|auto`` forces a path (tests,
+benchmarks); a path this CPU lacks is an error at import, not an illegal instruction later.
 """
 
 import os
@@ -56,7 +56,7 @@ __all__ = [
 ]
 
 PORTABLE = "portable"
-PATHS = ("avx512", "avx2", PORTABLE)  # fastest first
+PATHS = ("avx512vnni", "avx512", "avx2", PORTABLE)  # fastest first
 SETTING = "SPACETIME_KERNEL"
 
 
