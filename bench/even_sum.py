@@ -282,11 +282,11 @@ def kernel_rows(path: Path, answer: int, repeat: int) -> None:
     size = path.stat().st_size
     numba, pread = best[f"kernel {kernel.PORTABLE}"][1], best["pread only"][1]
     print(f"kernel per core, in turns, best of {repeat}; CPU: {cpu_model()}; auto path: {kernel.PATH}")
-    print(f"{'':26} {'wall s':>7} {'GB/s':>6} {'CPU s':>7} {'GB/s':>6} {'x numba':>8} {'x pread':>8}  exact")
+    print(f"{'':30} {'wall s':>7} {'GB/s':>6} {'CPU s':>7} {'GB/s':>6} {'x numba':>8} {'x pread':>8}  exact")
     for name, (wall, cpu, total) in best.items():
         exact = "-" if total is None else ("yes" if total == answer else f"NO ({total})")
         print(
-            f"{name:26} {wall:7.3f} {size / wall / 1e9:6.2f} {cpu:7.3f} {size / cpu / 1e9:6.2f} "
+            f"{name:30} {wall:7.3f} {size / wall / 1e9:6.2f} {cpu:7.3f} {size / cpu / 1e9:6.2f} "
             f"{numba / cpu:8.2f} {pread / cpu:8.2f}  {exact}"
         )
 
