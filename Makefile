@@ -71,7 +71,8 @@ redis-server:
 	$(call debian_package,redis-server,redis-server)
 
 # The even-sum kernel's C extension (compute/_simd.c) needs a C compiler and Python's
-# headers. Without them the install still succeeds, on the slower numba kernel.
+# headers; as root we install Debian's when missing. (pip without them still installs
+# the project, on the slower numba kernel.)
 PYTHON_H_OK := $(PYTHON) -c 'import os, sysconfig; os.stat(os.path.join(sysconfig.get_path("include"), "Python.h"))' 2>/dev/null
 c-compiler:
 	$(call debian_package,cc,build-essential)
