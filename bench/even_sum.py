@@ -546,13 +546,13 @@ def main() -> None:
 
     path, answer = ensure_file(args.size, args.shape)
     warm_page_cache(path)
-    kernel_rows(path, answer["sum"], args.repeat)
-    if args.kernels_only:
-        return
     print(
         f"{path.name}: {answer['bytes'] / 1e9:.3f} GB, {answer['count']} numbers; "
         f"block {args.block_bytes / MiB:.0f} MiB; best of {args.repeat}; {os.cpu_count()} CPUs"
     )
+    kernel_rows(path, answer["sum"], args.repeat)
+    if args.kernels_only:
+        return
     cores = max(os.cpu_count() or 1, 2)  # the CPU check runs two at once
     with plain_processes(cores) as pool:
         print(cpu_check(pool))
