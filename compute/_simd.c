@@ -13,11 +13,12 @@
  * tokens and find their digits, signs and last digits. No token is then parsed on its
  * own: each digit of an even-ending token (the others need counting, not summing) is
  * added, with its token's sign, by its exponent (its distance to its token's last digit):
- * - avx512 and avx2: into a byte counter per exponent, one masked add per exponent;
- *   every 14 windows the counters (signed bytes, 9 at most a window) go into 64-bit
- *   sums, and the sum is sum(10**k * counter_k);
- * - avx512vnni: the exponents as a vector, 10**exponent looked up byte by byte (vpermb)
- *   and the digits weighed with vpdpbusd: the same work for any number of digits.
+ * - avx512: into a byte counter per exponent, one masked add per exponent; every 14
+ *   windows the counters (signed bytes, 9 at most a window) go into 64-bit sums, and the
+ *   sum is sum(10**k * counter_k);
+ * - avx512vnni and avx2: the exponents as a vector, 10**exponent looked up byte by byte
+ *   (vpermb; vpshufb) and the digits weighed (vpdpbusd; vpmaddubsw): the same work for
+ *   any number of digits.
  * A window with anything else (an invalid byte, a number of over 18 digits, leading
  * zeros that make one) goes to the careful byte-by-byte path, the numba kernel's.
  */
@@ -195,12 +196,12 @@ static inline i128 weigh(const int64_t *counts, int64_t bias) {
     return sum;
 }
 
-/* Each path adds a window's digits by exponent: the digits of even tokens at exponent k
- * are the last digits, shifted k bytes towards the tokens' starts and kept on digits. Two
- * chains (k even, k odd), each a shift and an AND a step, so that one does not wait on
- * the other; 5 steps, or all 9 where a token has over 10 digits (a branch that follows
- * the file's shape, not each window's). Each path defines ADD_AT(k, where): add the
- * window's signed digits at ``where`` to counter k. */
+/* The avx512 path adds a window's digits by exponent: the digits of even tokens at
+ * exponent k are the last digits, shifted k bytes towards the tokens' starts and kept on
+ * digits. Two chains (k even, k odd), each a shift and an AND a step, so that one does
+ * not wait on the other; 5 steps, or all 9 where a token has over 10 digits (a branch
+ * that follows the file's shape, not each window's). ADD_AT(k, where): add the window's
+ * signed digits at ``where`` to counter k. */
 #define ADD_BY_EXPONENT(p)                                             \
     do {                                                               \
         uint64_t even = (p).even_ends, odd = (even >> 1) & (p).digits; \
@@ -353,8 +354,11 @@ AVX512VNNI static stopped fast512vnni(const uint8_t *buf, Py_ssize_t pos, Py_ssi
     return (stopped){w, careful_until > w ? careful_until : w};
 }
 
-/* --- AVX2: the same, a window as two 32-byte halves --- */
+/* --- AVX2: each digit's weight at once, a window as two 32-byte halves --- */
 
+/* As avx512vnni, with what AVX2 has: the exponents from a running minimum of keys (a
+ * boundary's position and its last digit's parity: 2 * position + odd), 10**exponent
+ * byte by byte from two 16-entry vpshufb tables, the digits weighed by vpmaddubsw. */
 #define AVX2 __attribute__((target("avx2,bmi,bmi2,lzcnt,popcnt")))
 
 typedef struct {
@@ -399,33 +403,29 @@ AVX2 static inline __m256i expand32(uint32_t bits) {
     return _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
 }
 
-AVX2 static inline pair expand64(uint64_t bits) { return (pair){expand32((uint32_t)bits), expand32(bits >> 32)}; }
+/* x's bytes from ``s`` on (0 < s <= 16), then ``after``'s: byte i is x[i + s]. */
+#define NEXT_BYTES(x, after, s) _mm256_alignr_epi8(_mm256_permute2x128_si256(x, after, 0x21), x, s)
 
-AVX2 static inline pair add_where(pair counter, uint64_t where, pair digits) {
-    pair keep = expand64(where);
-    return (pair){_mm256_add_epi8(counter.low, _mm256_and_si256(keep.low, digits.low)),
-                  _mm256_add_epi8(counter.high, _mm256_and_si256(keep.high, digits.high))};
-}
-
-AVX2 static inline __m256i byte_sums2(pair counter) { /* 4 int64 sums of the bytes + 128 */
-    const __m256i zero = _mm256_setzero_si256(), bias = _mm256_set1_epi8((char)0x80);
-    return _mm256_add_epi64(_mm256_sad_epu8(_mm256_xor_si256(counter.low, bias), zero),
-                            _mm256_sad_epu8(_mm256_xor_si256(counter.high, bias), zero));
-}
-
-AVX2 static inline int64_t reduce2(__m256i sums) {
-    __m128i half = _mm_add_epi64(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1));
-    return _mm_cvtsi128_si64(half) + _mm_extract_epi64(half, 1);
+AVX2 static inline int64_t reduce2(__m256i sums) { /* the 8 int32 of ``sums``, added */
+    __m128i half = _mm_add_epi32(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1));
+    half = _mm_add_epi32(half, _mm_shuffle_epi32(half, 0x4E));
+    return (int64_t)_mm_cvtsi128_si32(half) + _mm_extract_epi32(half, 1);
 }
 
 AVX2 static stopped fast2(const uint8_t *buf, Py_ssize_t pos, Py_ssize_t stop, Py_ssize_t size, totals *t) {
-#define DECLARE2(k) pair counter##k = {_mm256_setzero_si256(), _mm256_setzero_si256()}; __m256i wide##k = counter##k.low;
-    EACH_EXPONENT(DECLARE2)
-#define ADD_AT(k, where) counter##k = add_where(counter##k, where, digits)
-#define FLUSH2(k) wide##k = _mm256_add_epi64(wide##k, byte_sums2(counter##k)), counter##k.low = counter##k.high = _mm256_setzero_si256();
-    int64_t flushes = 0, count = 0, evens = 0;
+    const __m256i iota = _mm256_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20,
+                                          21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31);
+    const __m256i thirty_two = _mm256_set1_epi8(32), one = _mm256_set1_epi8(1), ascii0 = _mm256_set1_epi8('0');
+    pair index = {iota, _mm256_add_epi8(iota, thirty_two)};
+    __m256i low_weights[WEIGHT_BYTES], high_weights[WEIGHT_BYTES], sums[WEIGHT_BYTES];
+    for (int j = 0; j < WEIGHT_BYTES; j++) {
+        low_weights[j] = _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)WEIGHTS[j]));
+        high_weights[j] = _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)(WEIGHTS[j] + 16)));
+        sums[j] = _mm256_setzero_si256();
+    }
+    int64_t weighed[WEIGHT_BYTES] = {0}, count = 0, evens = 0;
     Py_ssize_t w = pos, careful_until = pos;
-    for (int since_flush = 1; whole_window(w, stop, size); since_flush++) {
+    for (int since_sum = 1; whole_window(w, stop, size); since_sum++) {
         plan p;
         if (!plan_window(classify2(buf + w), !is_space(buf[w + WINDOW]), &p)) {
             careful_until = w + WINDOW;
@@ -433,23 +433,61 @@ AVX2 static stopped fast2(const uint8_t *buf, Py_ssize_t pos, Py_ssize_t stop, P
         }
         count += p.tokens;
         evens += p.evens;
-        pair negative = expand64(p.negative), digits; /* (value ^ -1) + 1 = -value where negative */
-        digits.low = _mm256_sub_epi8(_mm256_loadu_si256((const __m256i *)(buf + w)), _mm256_set1_epi8('0'));
-        digits.high = _mm256_sub_epi8(_mm256_loadu_si256((const __m256i *)(buf + w + 32)), _mm256_set1_epi8('0'));
-        digits.low = _mm256_sub_epi8(_mm256_xor_si256(digits.low, negative.low), negative.low);
-        digits.high = _mm256_sub_epi8(_mm256_xor_si256(digits.high, negative.high), negative.high);
-        ADD_BY_EXPONENT(p);
-        if (since_flush == FLUSH_WINDOWS) {
-            EACH_EXPONENT(FLUSH2)
-            flushes++;
-            since_flush = 0;
+        pair v = {_mm256_loadu_si256((const __m256i *)(buf + w)), _mm256_loadu_si256((const __m256i *)(buf + w + 32))};
+        pair digit = {below_or_equal(_mm256_sub_epi8(v.low, ascii0), 9), below_or_equal(_mm256_sub_epi8(v.high, ascii0), 9)};
+        /* key[i] at a byte that ends a run of digits (at i - 1): 2 * i + (byte i - 1 is odd); 255 on digits */
+        pair before = {_mm256_alignr_epi8(v.low, _mm256_permute2x128_si256(v.low, v.low, 0x08), 15),
+                       _mm256_alignr_epi8(v.high, _mm256_permute2x128_si256(v.high, v.low, 0x03), 15)};
+        pair key = {
+            _mm256_blendv_epi8(_mm256_add_epi8(_mm256_add_epi8(index.low, index.low), _mm256_and_si256(before.low, one)),
+                               _mm256_set1_epi8((char)255), digit.low),
+            _mm256_blendv_epi8(_mm256_add_epi8(_mm256_add_epi8(index.high, index.high), _mm256_and_si256(before.high, one)),
+                               _mm256_set1_epi8((char)255), digit.high)};
+        const __m256i past = _mm256_set1_epi8((char)(2 * WINDOW + (buf[w + WINDOW - 1] & 1)));
+#define MIN_WITH_NEXT(s)                                                                         \
+        {                                                                                        \
+            __m256i low = NEXT_BYTES(key.low, key.high, s), high = NEXT_BYTES(key.high, past, s); \
+            key.low = _mm256_min_epu8(key.low, low);                                             \
+            key.high = _mm256_min_epu8(key.high, high);                                          \
+        }
+        MIN_WITH_NEXT(1) MIN_WITH_NEXT(2) MIN_WITH_NEXT(4) MIN_WITH_NEXT(8) MIN_WITH_NEXT(16)
+        __m256i in_tokens = _mm256_set1_epi8((char)p.length);
+        __m256i negative_low = expand32((uint32_t)p.negative), negative_high = expand32(p.negative >> 32);
+        __m256i digits[2], low_index[2], high_index[2];
+        for (int h = 0; h < 2; h++) {
+            __m256i k = h ? key.high : key.low, at = h ? index.high : index.low, n = h ? negative_high : negative_low;
+            __m256i exponent = _mm256_sub_epi8(_mm256_and_si256(_mm256_srli_epi16(k, 1), _mm256_set1_epi8(0x7F)),
+                                               _mm256_add_epi8(at, one));
+            __m256i keep = _mm256_and_si256(h ? digit.high : digit.low,
+                                            _mm256_cmpeq_epi8(_mm256_and_si256(k, one), _mm256_setzero_si256()));
+            keep = _mm256_and_si256(keep, _mm256_cmpgt_epi8(in_tokens, at)); /* not the token that runs on */
+            __m256i d = _mm256_and_si256(_mm256_sub_epi8(h ? v.high : v.low, ascii0), keep);
+            digits[h] = _mm256_sub_epi8(_mm256_xor_si256(d, n), n); /* (d ^ -1) + 1 = -d where negative */
+            low_index[h] = _mm256_or_si256(exponent, _mm256_cmpgt_epi8(exponent, _mm256_set1_epi8(15)));
+            high_index[h] = _mm256_sub_epi8(exponent, _mm256_set1_epi8(16)); /* below 16: bit 7, a zero */
+        }
+        int weight_bytes = over_10_digits(p.digits) ? WEIGHT_BYTES : 4; /* 10**9 < 2**32 */
+        for (int j = 0; j < WEIGHT_BYTES; j++) {
+            if (j == weight_bytes) break;
+            for (int h = 0; h < 2; h++) {
+                __m256i weight = _mm256_or_si256(_mm256_shuffle_epi8(low_weights[j], low_index[h]),
+                                                 _mm256_shuffle_epi8(high_weights[j], high_index[h]));
+                __m256i pairs = _mm256_maddubs_epi16(weight, digits[h]);
+                sums[j] = _mm256_add_epi32(sums[j], _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+            }
+        }
+        if (since_sum == SUM_WINDOWS) {
+            for (int j = 0; j < WEIGHT_BYTES; j++) {
+                weighed[j] += reduce2(sums[j]);
+                sums[j] = _mm256_setzero_si256();
+            }
+            since_sum = 0;
         }
         w += p.length;
     }
-    EACH_EXPONENT(FLUSH2)
-#define REDUCE2(k) reduce2(wide##k),
-    int64_t counts[MAX_DIGITS] = {EACH_EXPONENT(REDUCE2)};
-    t->sum += weigh(counts, (flushes + 1) * WINDOW * 128);
+    i128 sum = 0;
+    for (int j = WEIGHT_BYTES - 1; j >= 0; j--) sum = sum * 256 + weighed[j] + reduce2(sums[j]);
+    t->sum += sum;
     t->count += count;
     t->evens += evens;
     return (stopped){w, careful_until > w ? careful_until : w};
