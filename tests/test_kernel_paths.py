@@ -178,3 +178,25 @@ def test_the_setting_forces_a_path(setting, expected):
         assert "SPACETIME_KERNEL='sse9'" in done.stderr
     else:
         assert done.stdout.strip() == (expected or kernel.available()[0]), done.stderr
+
+
+def test_every_path_stops_and_fills_the_state_as_the_numba_kernel(path):
+    """scan itself, from and to any place, with a list of long numbers that fills up:
+    the same returned position, state and long numbers as the portable path."""
+    rng = random.Random(7)
+    for _ in range(300):
+        data = rng.choice(SHAPES)(rng)
+        if rng.random() < 0.3:
+            data = broken(rng, data)
+        buf = np.frombuffer(data, dtype=np.uint8)
+        starts = [i for i in range(len(data) + 1) if i == 0 or data[i - 1] in WHITESPACE]
+        pos = rng.choice(starts)
+        stop = rng.randrange(pos, len(data) + 2)
+        answers = []
+        for scan in (kernel.scan_on(kernel.PORTABLE), kernel.scan):
+            state = np.zeros(kernel.STATE_SIZE, dtype=np.int64)
+            state[kernel.ERROR_AT] = kernel.NO_ERROR
+            longs = np.zeros((3, 2), dtype=np.int64)
+            end = scan(buf, pos, stop, state, longs)
+            answers.append((end, state.tolist(), longs[: state[kernel.LONG_COUNT]].tolist()))
+        assert answers[0] == answers[1], (pos, stop, data[:200])
