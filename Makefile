@@ -7,7 +7,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format redis-server chromium node infra-check openapi clean
+.PHONY: run test lint format redis-server c-compiler chromium node infra-check openapi clean
 
 run: $(STAMP) redis-server
 	$(BIN)/spacetime up
@@ -34,8 +34,8 @@ define make-venv
 	$(1)/bin/pip install --quiet --upgrade pip
 endef
 
-# Reinstall whenever the project or its pins change.
-$(STAMP): pyproject.toml constraints.txt
+# Reinstall whenever the project, its C kernel or its pins change.
+$(STAMP): pyproject.toml setup.py compute/_simd.c constraints.txt | c-compiler
 	$(call make-venv,$(VENV))
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[test,bench]"
 	touch $@
@@ -69,6 +69,19 @@ endef
 
 redis-server:
 	$(call debian_package,redis-server,redis-server)
+
+# The even-sum kernel's C extension (compute/_simd.c) needs a C compiler and Python's
+# headers; as root we install Debian's when missing. (pip without them still installs
+# the project, on the slower numba kernel.)
+PYTHON_H_OK := $(PYTHON) -c 'import os, sysconfig; os.stat(os.path.join(sysconfig.get_path("include"), "Python.h"))' 2>/dev/null
+c-compiler:
+	$(call debian_package,cc,build-essential)
+	@$(PYTHON_H_OK) || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-dev >/dev/null; \
+	  else \
+	    echo "Python.h is missing: install it (e.g. sudo apt-get install python3-dev) for the fast kernel" >&2; \
+	  fi; }
 
 # The browser tests open reports and /docs in Debian's Chromium (headless, no sandbox).
 chromium:

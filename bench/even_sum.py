@@ -3,11 +3,15 @@ dask.dataframe.
 
     .venv/bin/python bench/even_sum.py --size 100MB|1GiB|5GiB --shape lines|wide
         [--repeat 3] [--block-bytes 64MiB] [--sweep 8MiB,32MiB] [--api URL] [--s3] [--ceiling-only]
+        [--kernels-only]
 
 The file comes from bench/datagen.py (made once, with its exact answer) and is read once
 first, so every contender reads it from the page cache. Prints one table: best seconds
 of ``--repeat`` runs, GB/s, time over ours (the Dask job), peak RSS of the busiest
-process, and whether the answer is exact. Rows:
+process, and whether the answer is exact. First, on one core and in turns, the kernel
+on each path this CPU runs (compute/kernel.py) against the numba kernel and against
+``pread`` of the same 64 MiB chunks: the kernel alone, the reads alone, and both, as a
+block task does them (``--kernels-only``: just that). Then the rows:
 - kernel, 1 core: ``sum_bytes`` over the file in 64 MiB chunks (the reads not timed);
   and the same with the reads timed, which is what one block task does;
 - numba byte loop, 1 core: the plain @njit loop the kernel replaces (no validation);
@@ -45,6 +49,7 @@ import numpy as np
 import shaped_s3
 from datagen import WIDE_PER_LINE, ensure_file, parse_size
 
+from compute import kernel
 from compute.defaults import MiB
 from compute.even_sum import (
     DEFAULT_BLOCK_BYTES,
@@ -190,6 +195,110 @@ def in_child(name: str, path: Path, shape: str, repeat: int) -> dict:
     ]
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.splitlines()[-1])
+
+
+# --- the kernel on each path, against the numba kernel and pread, one core -------------
+
+
+def chunk_ranges(path: Path, chunk_bytes: int = CHUNK_BYTES) -> list[tuple[int, int]]:
+    """[start, end) of ~``chunk_bytes`` pieces of the file, each cut after whitespace."""
+    size, ranges, start = path.stat().st_size, [], 0
+    with open(path, "rb", buffering=0) as file:
+        while start < size:
+            end = min(start + chunk_bytes, size)
+            if end < size:
+                file.seek(end - 4096)
+                end = end - 4096 + last_space(np.frombuffer(file.read(4096), dtype=np.uint8)) + 1
+            ranges.append((start, end))
+            start = end
+    return ranges
+
+
+@contextmanager
+def kernel_path(name: str):
+    """The even-sum code on kernel path ``name`` (it looks ``kernel.scan`` up per call)."""
+    chosen, kernel.scan = kernel.scan, kernel.scan_on(name)
+    try:
+        yield
+    finally:
+        kernel.scan = chosen
+
+
+def kernel_jobs(path: Path) -> dict:
+    """Jobs over the file's chunks from the page cache, each returning (wall seconds, CPU
+    seconds, sum): pread alone; per path, the kernel alone (chunks read untimed) and
+    pread + kernel (what one block task does); and pread + kernel in 1 MiB steps, each
+    parsed as it is read (while it is still in the CPU's cache). One reused buffer, one core."""
+    buffer = np.empty(CHUNK_BYTES + 4096, dtype=np.uint8)
+    fd = os.open(path, os.O_RDONLY)
+
+    def pread(start: int, end: int) -> np.ndarray:
+        got = os.preadv(fd, [memoryview(buffer)[: end - start]], start)
+        assert got == end - start
+        return buffer[:got]
+
+    chunks = chunk_ranges(path)
+
+    def timed(read: bool, name: str | None, ranges: list[tuple[int, int]] = chunks):
+        def job() -> tuple[float, float, int | None]:
+            wall = cpu = 0.0
+            total = 0
+            with kernel_path(name or kernel.PATH):
+                for start, end in ranges:
+                    if not read:
+                        chunk = pread(start, end)
+                    wall0, cpu0 = time.perf_counter(), time.thread_time()
+                    if read:
+                        chunk = pread(start, end)
+                    if name:
+                        total += sum_bytes(chunk)["sum"]
+                    wall += time.perf_counter() - wall0
+                    cpu += time.thread_time() - cpu0
+            return wall, cpu, total if name else None
+
+        return job
+
+    jobs = {"pread only": timed(read=True, name=None)}
+    for name in reversed(kernel.available()):  # the numba kernel first
+        jobs[f"kernel {name}"] = timed(read=False, name=name)
+    for name in reversed(kernel.available()):
+        jobs[f"pread + kernel {name}"] = timed(read=True, name=name)
+    jobs[f"same, 1 MiB steps, {kernel.PATH}"] = timed(read=True, name=kernel.PATH, ranges=chunk_ranges(path, MiB))
+    return jobs
+
+
+def kernel_rows(path: Path, answer: int, repeat: int) -> None:
+    """Print the kernel on each path against the numba kernel and pread, in turns: a round
+    of every job, ``repeat`` times, after a warm-up round; best wall and CPU seconds each.
+    Ratios are of CPU seconds (what a core gives; on a shared VM, wall time also holds
+    waits for the CPU)."""
+    warm_up()
+    jobs = kernel_jobs(path)
+    best = {name: [float("inf"), float("inf"), job()[2]] for name, job in jobs.items()}
+    for _ in range(repeat):
+        for name, job in jobs.items():
+            wall, cpu, _ = job()
+            best[name][0], best[name][1] = min(best[name][0], wall), min(best[name][1], cpu)
+    size = path.stat().st_size
+    numba, pread = best[f"kernel {kernel.PORTABLE}"][1], best["pread only"][1]
+    print(f"kernel per core, in turns, best of {repeat}; CPU: {cpu_model()}; auto path: {kernel.PATH}")
+    print(f"{'':30} {'wall s':>7} {'GB/s':>6} {'CPU s':>7} {'GB/s':>6} {'x numba':>8} {'x pread':>8}  exact")
+    for name, (wall, cpu, total) in best.items():
+        exact = "-" if total is None else ("yes" if total == answer else f"NO ({total})")
+        print(
+            f"{name:30} {wall:7.3f} {size / wall / 1e9:6.2f} {cpu:7.3f} {size / cpu / 1e9:6.2f} "
+            f"{numba / cpu:8.2f} {pread / cpu:8.2f}  {exact}"
+        )
+
+
+def cpu_model() -> str:
+    """The CPU's model name and its vector flags, from /proc/cpuinfo (Linux)."""
+    info = {}
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        key, _, value = line.partition(":")
+        info.setdefault(key.strip(), value.strip())
+    flags = [flag for flag in info.get("flags", "").split() if flag.startswith(("avx", "bmi"))]
+    return f"{info.get('model name', '?')} ({' '.join(flags)})"
 
 
 # --- peak RSS, Linux ------------------------------------------------------------------
@@ -424,6 +533,9 @@ def main() -> None:
         action="store_true",
         help="only the plain-process ceiling and our Dask job, in turns (and --api): no other contender",
     )
+    parser.add_argument(
+        "--kernels-only", action="store_true", help="only the kernel paths against numba and pread, one core"
+    )
     parser.add_argument("--api", help="also submit the job to this SpaceTime API")
     parser.add_argument("--s3", action="store_true", help="also run the job over S3 (a moto server)")
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
@@ -438,6 +550,9 @@ def main() -> None:
         f"{path.name}: {answer['bytes'] / 1e9:.3f} GB, {answer['count']} numbers; "
         f"block {args.block_bytes / MiB:.0f} MiB; best of {args.repeat}; {os.cpu_count()} CPUs"
     )
+    kernel_rows(path, answer["sum"], args.repeat)
+    if args.kernels_only:
+        return
     cores = max(os.cpu_count() or 1, 2)  # the CPU check runs two at once
     with plain_processes(cores) as pool:
         print(cpu_check(pool))
