@@ -147,7 +147,8 @@ def check_even_sum(api: str, key: dict) -> None:
     text = "\n".join(" ".join(map(str, numbers[i : i + 10])) for i in range(0, len(numbers), 10)) + "\n"
     body = text.encode()
     # curl -H 'Content-Type: text/plain' --data-binary @numbers.txt http://localhost:5000/even-sum
-    created = httpx.post(f"{api}/even-sum", content=body, headers={"Content-Type": "text/plain", **key})
+    # keep_input: the upload stays in the bucket once the job ends, where the test looks for it.
+    created = httpx.post(f"{api}/even-sum?keep_input=true", content=body, headers={"Content-Type": "text/plain", **key})
     assert created.status_code == 201, created.text
     token = created.json()["token"]
     statuses = wait_status(api, "even-sum", token, timeout_s=40, headers=key)
