@@ -16,3 +16,8 @@ class InvalidNumber(InvalidInput):
         self.offset = offset
         self.text = text
         super().__init__(f"invalid number at byte {offset}: {text!r}")
+
+
+class Cancelled(Exception):
+    """The caller of a run asked it to stop (a job cancelled by its client): its tasks are
+    cancelled on the cluster, and there is no result."""

@@ -24,7 +24,7 @@ from distributed import Client, Future
 
 from compute import kernel, ranged
 from compute.defaults import DEFAULT_BLOCK_BYTES, S3_CONCURRENCY, S3_PART_BYTES, MiB
-from compute.errors import InvalidNumber
+from compute.errors import Cancelled, InvalidNumber
 
 # Bytes read past a block's end at first to finish its last number; more when needed.
 LOOK_AHEAD_BYTES = 4096
@@ -290,6 +290,7 @@ class BlockSum:
         pacing: "Pacing | None" = None,
         on_progress: Callable[[int, int], None] | None = None,
         wait: Callable[[set[Future]], set[Future]] | None = None,
+        cancelled: Callable[[], bool] | None = None,
     ) -> dict:
         """Submit the blocks as ``pacing`` allows, wait for them, and return the result.
 
@@ -304,6 +305,10 @@ class BlockSum:
         wait
             ``wait(futures)`` returns some that are done; by default ``distributed.wait``
             (first completed). Pass one that gives up on a lost cluster to bound the wait.
+        cancelled
+            Asked before each submission and after each wait: once it says True, the
+            sum's tasks still on the cluster are cancelled and ``Cancelled`` is raised, so
+            a run stops within the time of one block.
 
         Returns
         -------
@@ -322,11 +327,14 @@ class BlockSum:
         wait = wait or _first_completed
         in_flight: dict[Future, float] = {}  # block -> its priority
         done = 0
+        cancelled = cancelled or _never
         while done < self.n_blocks:
+            self._stop_if(cancelled, in_flight)
             while self.submitted < self.n_blocks and len(in_flight) < max(1, pacing.window()):
                 priority = pacing.priority()
                 in_flight[self.submit_next(priority)] = priority
             finished = wait(set(in_flight))
+            self._stop_if(cancelled, in_flight)
             pacing.done([in_flight.pop(block) for block in finished])
             for block in finished:
                 if block.status == "error":
@@ -338,8 +346,18 @@ class BlockSum:
                 on_progress(done, len(in_flight))
         total = self.total()
         while total not in wait({total}):
-            pass
+            self._stop_if(cancelled, {})
+        self._stop_if(cancelled, {})
         return total.result()
+
+    def _stop_if(self, cancelled: Callable[[], bool], in_flight: dict[Future, float]) -> None:
+        """Raise Cancelled once ``cancelled()``, after cancelling every task of the sum the
+        cluster may still run: the blocks in flight and the combine tasks not yet under
+        another (those under one go with it: nothing else wants them)."""
+        if not cancelled():
+            return
+        self.client.cancel([*in_flight, *(future for level in self._levels for future in level)])
+        raise Cancelled(f"{self.key_prefix}: cancelled after {self.submitted} of {self.n_blocks} blocks")
 
     def _add(self, level: int, future: Future) -> None:
         self._levels[level].append(future)
@@ -392,6 +410,10 @@ class AllAtOnce:
 
     def done(self, priorities: list[float]) -> None:
         pass
+
+
+def _never() -> bool:
+    return False
 
 
 def _first_completed(futures: set[Future]) -> set[Future]:

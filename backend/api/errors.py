@@ -12,6 +12,7 @@ from backend.core.exceptions import (
     BodyTooSlow,
     DirectUploadsUnavailable,
     InputTooLarge,
+    JobEnded,
     JobNotFound,
     NotAuthenticated,
     OverQuota,
@@ -45,6 +46,7 @@ def invalid_request(request: Request, exc: Exception) -> JSONResponse:
 
 def add_handlers(app: FastAPI) -> None:
     app.add_exception_handler(JobNotFound, answer(404, {"message": "not found"}))
+    app.add_exception_handler(JobEnded, answer(409))
     app.add_exception_handler(UploadNotFound, answer(404))
     app.add_exception_handler(DirectUploadsUnavailable, answer(404, headers=lambda exc: CLOSE))
     app.add_exception_handler(UploadBusy, answer(409))

@@ -62,6 +62,37 @@ class CompleteUploadIn(BaseModel):
     parts: list[PartIn] = Field(min_length=1, max_length=S3_MAX_PARTS)
 
 
+class JobLinks(BaseModel):
+    record: str = Field(description="GET it for the whole record (while it lives: the result TTL)")
+    result: str | None = Field(None, description="GET it for the result, once `finished`")
+    report: str = Field(description="GET it for the performance report, once the job has ended")
+
+
+class JobEntry(BaseModel):
+    """One job in a list: what it is now, from its record, or from its summary once the
+    record has expired (then without progress)."""
+
+    token: str
+    kind: str
+    status: JobStatus
+    requested_at: float | None = None
+    received_at: float | None = None
+    finished_at: float | None = None
+    progress: Progress | None = None
+    error: str | None = None
+    cancelled: bool | None = None
+    queue_position: int | None = Field(None, description="While `requested`: jobs of yours ahead of it in its queue")
+    queue_wait_s: float | None = None
+    exec_s: float | None = None
+    lead_s: float | None = None
+    links: JobLinks
+
+
+class JobPageOut(BaseModel):
+    jobs: list[JobEntry] = Field(description="Newest first")
+    next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page; absent on the last")
+
+
 class ErrorOut(BaseModel):
     error: str
 
@@ -118,6 +149,7 @@ OVER_QUOTA: Responses = {
         "headers": {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}},
     }
 }
+ALREADY_ENDED: Responses = {409: {"model": ErrorOut, "description": "The job had ended on its own: nothing to cancel"}}
 TOO_SLOW: Responses = {408: {"model": ErrorOut, "description": "The body stalled, or came slower than the floor"}}
 STORE_DOWN: Responses = {
     503: {"model": ErrorOut, "description": "The job store (Redis) or the uploads store cannot be written; try again"},

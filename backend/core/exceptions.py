@@ -13,6 +13,10 @@ class JobNotFound(SpacetimeError):
     """No record for the token: never created, expired (TTL), or another client's."""
 
 
+class JobEnded(SpacetimeError):
+    """The job ended on its own before its client could cancel it: nothing to cancel."""
+
+
 class InputTooLarge(SpacetimeError):
     """The request body is over the configured limit."""
 

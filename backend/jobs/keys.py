@@ -90,6 +90,22 @@ DIRECT_UPLOADS = "direct-uploads"
 # job (backend/api/endings.py). An ending published while nobody listens is simply missed.
 ENDINGS = "endings"
 
+# -- job control (DELETE /tasks/<token>) -----------------------------------------------------
+# A pub/sub channel, not a key: the cancel script PUBLISHes the token of a job it ended while
+# a dispatcher ran it, so that the dispatcher stops its work on the cluster at once
+# (backend/dispatch/cancels.py; its heartbeat finds a missed message in the record).
+CANCELS = "cancels"
+
+# -- job history (GET /tasks) ----------------------------------------------------------------
+# Sorted set of a client's jobs, newest last: every score is 0 and each member is
+# "<requested_at in ms, 13 digits>:<token>", so members sort by submit time (then token)
+# and a page's cursor is a member (backend/jobs/history.py). Written by submit.lua, which
+# trims what is older than HISTORY_TTL_S; the key expires HISTORY_TTL_S after the last submit.
+JOBS = "jobs:{client}"
+# A job's compact summary (JSON: kind, status, times, error, timings), written at submit and
+# by the final write: what GET /tasks shows of a job whose record has expired.
+SUMMARY = "summary:{token}"
+
 # -- metrics ---------------------------------------------------------------------------------
 # Hash of job counters and time sums written by dispatchers, read by GET /metrics.
 METRICS = "metrics"
@@ -117,6 +133,9 @@ WITHOUT_TTL = (
 )
 
 # -- times -----------------------------------------------------------------------------------
+# A job stays listed (GET /tasks) this long after its submit, its summary as long after its
+# end: a week, so that last week's jobs, and their reports, can still be found.
+HISTORY_TTL_S = 7 * 24 * 3600
 # How long an idle job loop sleeps on its wake list before it looks again anyway (work
 # pushed straight on `tasks` by an old producer wakes nobody).
 CLAIM_TIMEOUT_S = 1.0
@@ -161,6 +180,14 @@ def input_(token: str) -> str:
 
 def staged(token: str, dispatcher: str, attempt: int) -> str:
     return STAGED.format(token=token, dispatcher=dispatcher, attempt=attempt)
+
+
+def jobs(client: str) -> str:
+    return JOBS.format(client=client)
+
+
+def summary(token: str) -> str:
+    return SUMMARY.format(token=token)
 
 
 def processing(dispatcher: str) -> str:

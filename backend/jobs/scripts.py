@@ -42,6 +42,10 @@ CONSTANTS: dict[str, str | int] = {
     "CLIENT": _prefix(keys.CLIENT),
     "ROUTE_BATCH": keys.ROUTE_BATCH,
     "ENDINGS": keys.ENDINGS,
+    "CANCELS": keys.CANCELS,
+    "JOBS": _prefix(keys.JOBS),
+    "SUMMARY": _prefix(keys.SUMMARY),
+    "HISTORY_TTL_S": keys.HISTORY_TTL_S,
 }
 
 

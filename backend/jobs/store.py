@@ -22,10 +22,10 @@ from typing import Any, cast
 from pydantic import ValidationError
 from redis import Redis
 
-from backend.core.exceptions import JobNotFound, OverQuota, problems
+from backend.core.exceptions import JobEnded, JobNotFound, OverQuota, problems
 from backend.core.job import Job, JobStatus, new_token, now_s
 from backend.core.kinds import JobKind
-from backend.jobs import keys, scripts
+from backend.jobs import history, keys, scripts
 
 
 class EndResult(StrEnum):
@@ -68,6 +68,7 @@ class JobStore:
         self._progress = scripts.register(redis, "progress")
         self._requeue = scripts.register(redis, "requeue")
         self._annotate = scripts.register(redis, "annotate")
+        self._cancel = scripts.register(redis, "cancel")
 
     # -- API side ---------------------------------------------------------------
 
@@ -98,6 +99,8 @@ class JobStore:
                 job.bytes,
                 -1 if max_backlog_bytes is None else max_backlog_bytes,
                 job.kind.lane,
+                history.member(record.requested_at or 0, record.token),
+                history.member(now_s() - keys.HISTORY_TTL_S, ""),
             ]
         )
         if not accepted:
@@ -113,6 +116,20 @@ class JobStore:
         if raw is None:
             raise JobNotFound(token)
         return parse_record(raw, token)
+
+    def cancel(self, token: str, client: str | None) -> Job:
+        """End the job `errored` and `cancelled`, releasing what it held, in one step; the
+        cancelled record (again, for a job cancelled before). ``client``: the caller, who
+        must own the job (None: anyone holding the token may). JobNotFound for an unknown
+        token or another client's; JobEnded for a job that had ended on its own."""
+        answer = self._cancel(args=[token, client or "", now_s(), self.ttl_s])
+        outcome = answer[0].decode()
+        if outcome == "missing":
+            raise JobNotFound(token)
+        job = parse_record(answer[1], token)
+        if outcome == "ended":
+            raise JobEnded(f"the job had already ended ({job.status}); there is nothing to cancel")
+        return job
 
     def output(self, token: str) -> bytes | None:
         return self._bytes(keys.output(token))

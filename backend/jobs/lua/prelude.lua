@@ -44,6 +44,15 @@ local function leave(plist, token, rec)
   return removed
 end
 
+-- A job's compact summary, kept HISTORY_TTL_S (past its record's TTL) for GET /tasks.
+local SUMMARY_FIELDS = {'kind', 'status', 'client', 'lane', 'requested_at', 'received_at', 'finished_at', 'error',
+  'cancelled', 'queue_wait_s', 'exec_s', 'lead_s', 'bytes', 'report_url'}
+local function summarize(token, rec)
+  local summary = {token = token}
+  for _, name in ipairs(SUMMARY_FIELDS) do summary[name] = rec[name] end
+  redis.call('SET', SUMMARY .. token, cjson.encode(summary), 'EX', HISTORY_TTL_S)
+end
+
 -- The final write, and the only one: every path that ends a job comes here. The caller
 -- has checked that it may write; the input is dropped, the client's backlog bytes released,
 -- bulk job loops woken (a capped client may go on), and the token published on ENDINGS for
@@ -53,6 +62,7 @@ local function finalize(token, rec, status, output, ttl)
   rec.token = token
   rec.status = status
   redis.call('SET', RESULT .. token, cjson.encode(rec), 'EX', ttl)
+  summarize(token, rec)
   if status == 'finished' and output then redis.call('SET', RESULT .. token .. ':output', output, 'EX', ttl) end
   redis.call('DEL', INPUT .. token)
   if rec.client and tonumber(rec.bytes) then count(BACKLOG_BYTES, rec.client, -tonumber(rec.bytes)) end

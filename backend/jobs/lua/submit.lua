@@ -1,7 +1,8 @@
 -- Store a new job and queue its token on `tasks`, unless it would take its client over
 -- the backlog quota. One step: a quota check and the enqueue cannot be split by a race.
 -- ARGV: token, record JSON, has input (0/1), input bytes, ttl, client, input size,
---       max backlog bytes (-1: none), lane.
+--       max backlog bytes (-1: none), lane, its member in the client's list of jobs,
+--       the oldest member to keep there.
 -- Returns {1, backlog after} or {0, backlog now} when refused.
 local token, record, has_input, input, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local client, size, limit, lane = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9]
@@ -12,4 +13,9 @@ if has_input == '1' then redis.call('SET', INPUT .. token, input, 'EX', ttl) end
 redis.call('LPUSH', TASKS, token)
 count(BACKLOG_BYTES, client, size)
 wake(lane)
+local jobs = JOBS .. client
+redis.call('ZADD', jobs, 0, ARGV[10])
+redis.call('ZREMRANGEBYLEX', jobs, '-', '(' .. ARGV[11])
+redis.call('EXPIRE', jobs, HISTORY_TTL_S)
+summarize(token, decode(record))
 return {1, backlog + size}
