@@ -1,6 +1,7 @@
-"""A small HTTP client of the API, behind ``spacetime submit``: upload, wait, print.
+"""The HTTP client of the API, ``SpaceTime``: what notebooks and ``spacetime submit`` and
+``spacetime jobs`` use (one copy of the HTTP logic).
 
-It waits with ``GET .../status?wait=``: each request is answered as soon as the job ends
+It waits with ``GET /tasks/{token}?wait=``: each request is answered as soon as the job ends
 (or after WAIT_S, when the bar's progress is refreshed), instead of a poll every 0.2 s.
 
 A large even-sum file goes straight to S3 when the API offers it (POST /even-sum/uploads):
@@ -16,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import cast
 
 import httpx
 from tqdm import tqdm
@@ -45,6 +47,102 @@ NOT_OFFERED = (404, 501)
 FINAL = ("finished", "errored")
 
 
+class ApiError(Exception):
+    """The API refused a request: ``status`` is its HTTP status, the message its answer."""
+
+    def __init__(self, response: httpx.Response):
+        super().__init__(f"error {response.status_code}: {response.text}")
+        self.status = response.status_code
+        self.response = response
+
+
+class SpaceTime:
+    """A client of the SpaceTime API, for notebooks and scripts (``spacetime`` uses it too).
+
+    ::
+
+        st = SpaceTime("http://127.0.0.1:8000", key=os.environ.get("SPACETIME_API_KEY"))
+        token = st.submit("even-sum", "numbers.txt")  # or an s3:// or file:// URL
+        st.wait(token)  # the record, once the job has ended
+        st.result(token)  # {"sum": ...} (a JSON result), or the bytes (an image)
+        st.cancel(token)
+        for job in st.jobs(status="errored"):  # newest first, page after page
+            print(job["token"], job["error"])
+
+    ``key`` (keys mode) goes as ``Authorization: Bearer``; without one, ``client_id`` names
+    the client (open mode). An answer that is not a success raises ApiError.
+    """
+
+    def __init__(self, api_url: str, key: str | None = None, client_id: str = "anonymous", timeout_s: float = 60):
+        headers = {"Authorization": f"Bearer {key}"} if key else {"X-Client-Id": client_id}
+        self.http = httpx.Client(base_url=api_url, headers=headers, timeout=timeout_s)
+
+    def __enter__(self) -> "SpaceTime":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.http.close()
+
+    def submit(self, kind: str, source: str) -> str:
+        """Submit ``source`` (a file, or for even-sum an s3:// or file:// URL) as a ``kind``
+        job; its token."""
+        return str(_checked(_submit(self.http, kind, source)).json()["token"])
+
+    def record(self, token: str, wait_s: float = 0) -> dict:
+        """The job's whole record, after waiting up to ``wait_s`` for it to end."""
+        params = {"wait": round(wait_s, 3)} if wait_s else None
+        return dict(_checked(self.http.get(f"/tasks/{token}", params=params, timeout=wait_s + REQUEST_MARGIN_S)).json())
+
+    def wait(self, token: str, timeout_s: float | None = None, on_progress=None) -> dict:
+        """The job's record once it ends, or once ``timeout_s`` has passed (None: no limit).
+        ``on_progress(done, total)`` is called with its block progress as it changes."""
+        deadline = math.inf if timeout_s is None else time.monotonic() + timeout_s
+        wait_s = WAIT_S
+        while True:
+            asked_s = max(0.0, min(wait_s, deadline - time.monotonic()))
+            start = time.monotonic()
+            try:
+                record = self.record(token, asked_s)
+            except ApiError as exc:
+                if exc.status == 400 and wait_s:  # a server whose longest wait is shorter: poll it
+                    wait_s = 0.0
+                    continue
+                raise
+            if (progress := record.get("progress")) and on_progress:
+                on_progress(progress["done"], progress["total"])
+            if record["status"] in FINAL or time.monotonic() >= deadline:
+                return record
+            if not asked_s or time.monotonic() - start < asked_s / 2:  # it did not wait: do not hammer it
+                time.sleep(POLL_S)
+
+    def result(self, token: str, kind: str | None = None, raw: bool = False) -> dict | bytes:
+        """The result of a finished job: a JSON result as a dict (its numbers exact), other
+        results (and any with ``raw``) as the bytes the server sent."""
+        kind = kind or self.record(token)["kind"]
+        response = _checked(self.http.get(f"/{kind}/{token}/result"))
+        return response.json() if KINDS[kind].result_model is not None and not raw else response.content
+
+    def cancel(self, token: str) -> dict:
+        """Cancel the job; its record, `errored` and `cancelled` (the same when cancelled before)."""
+        return dict(_checked(self.http.delete(f"/tasks/{token}")).json())
+
+    def jobs(
+        self, status: str | None = None, kind: str | None = None, since: float | None = None, page: int = 50
+    ) -> Iterator[dict]:
+        """Your jobs, newest first, that match; pages are fetched as the iteration goes."""
+        params: dict = {k: v for k, v in (("status", status), ("kind", kind), ("since", since)) if v is not None}
+        params["limit"] = page
+        while True:
+            answer = _checked(self.http.get("/tasks", params=params)).json()
+            yield from answer["jobs"]
+            if not answer.get("next_cursor"):
+                return
+            params["cursor"] = answer["next_cursor"]
+
+
 def submit_and_wait(
     api: str,
     kind: str,
@@ -59,32 +157,42 @@ def submit_and_wait(
     ``api_key`` (keys mode) goes as ``Authorization: Bearer``; ``client_id`` names the
     client in open mode. After ``timeout_s`` (None: no limit) of waiting for the job to
     end, give up (1) and say how to ask for it later."""
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {"X-Client-Id": client_id}
-    with httpx.Client(base_url=api, headers=headers, timeout=60) as http:
-        response = _submit(http, kind, source)
-        if response.status_code != 201:
-            print(f"error {response.status_code}: {response.text}", file=sys.stderr)
+    with SpaceTime(api, api_key, client_id) as st:
+        try:
+            token = st.submit(kind, source)
+        except ApiError as exc:
+            print(exc, file=sys.stderr)
             return 1
-        token = response.json()["token"]
         print(f"token {token}", file=sys.stderr)
-        status = _wait(http, kind, token, timeout_s)
-        if status["status"] not in FINAL:
-            still = f"still {status['status']} after {timeout_s:g} s"
+        with tqdm(desc=kind, unit="block") as bar:
+            record = st.wait(token, timeout_s, on_progress=lambda done, total: _show(bar, done, total))
+        if record["status"] not in FINAL:
+            still = f"still {record['status']} after {timeout_s:g} s"
             print(f"{still}; ask for it later: GET /{kind}/{token}/status", file=sys.stderr)
             return 1
-        if status["status"] == "errored":
-            print(f"errored: {status.get('error')}", file=sys.stderr)
+        if record["status"] == "errored":
+            print(f"errored: {record.get('error')}", file=sys.stderr)
             return 1
-        result = http.get(f"/{kind}/{token}/result")
-        result.raise_for_status()
+        result = st.result(token, kind, raw=True)
     if KINDS[kind].result_model is None:  # raw bytes: to a file
         path = output or f"out{mimetypes.guess_extension(KINDS[kind].result_media_type) or '.bin'}"
         with open(path, "wb") as f:
-            f.write(result.content)
+            f.write(cast(bytes, result))
         print(path)
     else:  # JSON as the server wrote it: a sum of any size stays exact (no float, no int() limit)
-        print(result.text)
+        print(cast(bytes, result).decode())
     return 0
+
+
+def _show(bar: tqdm, done: int, total: int) -> None:
+    bar.total = total
+    bar.update(done - bar.n)
+
+
+def _checked(response: httpx.Response) -> httpx.Response:
+    if response.is_success:
+        return response
+    raise ApiError(response)
 
 
 def _submit(http: httpx.Client, kind: str, source: str) -> httpx.Response:
@@ -165,29 +273,3 @@ def _put_part(s3: httpx.Client, source: str, offset: int, part: dict, progress) 
         if attempt < PART_ATTEMPTS:
             time.sleep(attempt)
     raise OSError(f"could not upload part {part['part_number']}: {error}")
-
-
-def _wait(http: httpx.Client, kind: str, token: str, timeout_s: float | None) -> dict:
-    """The job's status once it ends, or when ``timeout_s`` has passed; a bar follows the
-    job's block progress."""
-    deadline = math.inf if timeout_s is None else time.monotonic() + timeout_s
-    wait_s = WAIT_S
-    with tqdm(desc=kind, unit="block") as bar:
-        while True:
-            asked_s = max(0.0, min(wait_s, deadline - time.monotonic()))
-            start = time.monotonic()
-            response = http.get(
-                f"/{kind}/{token}/status", params={"wait": round(asked_s, 3)}, timeout=asked_s + REQUEST_MARGIN_S
-            )
-            if response.status_code == 400 and wait_s:  # a server whose longest wait is shorter: poll it
-                wait_s = 0.0
-                continue
-            response.raise_for_status()
-            status = response.json()
-            if progress := status.get("progress"):
-                bar.total = progress["total"]
-                bar.update(progress["done"] - bar.n)
-            if status["status"] in FINAL or time.monotonic() >= deadline:
-                return status
-            if not asked_s or time.monotonic() - start < asked_s / 2:  # it did not wait: do not hammer it
-                time.sleep(POLL_S)
