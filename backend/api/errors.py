@@ -11,11 +11,13 @@ from fastapi.responses import JSONResponse
 from backend.core.exceptions import (
     BodyTooSlow,
     DirectUploadsUnavailable,
+    IdempotencyKeyReused,
     InputTooLarge,
     JobEnded,
     JobNotFound,
     NotAuthenticated,
     OverQuota,
+    Replayed,
     StorageFull,
     StorageUnavailable,
     UploadBusy,
@@ -44,9 +46,17 @@ def invalid_request(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"error": problems(list(errors), "") or str(exc)}, status_code=400)
 
 
+def replayed(request: Request, exc: Exception) -> JSONResponse:
+    """A retried submission: the first request's answer, said to be a replay."""
+    token = exc.token if isinstance(exc, Replayed) else ""
+    return JSONResponse({"token": token}, status_code=201, headers={"Idempotent-Replayed": "true"})
+
+
 def add_handlers(app: FastAPI) -> None:
     app.add_exception_handler(JobNotFound, answer(404, {"message": "not found"}))
     app.add_exception_handler(JobEnded, answer(409))
+    app.add_exception_handler(IdempotencyKeyReused, answer(422))
+    app.add_exception_handler(Replayed, replayed)
     app.add_exception_handler(UploadNotFound, answer(404))
     app.add_exception_handler(DirectUploadsUnavailable, answer(404, headers=lambda exc: CLOSE))
     app.add_exception_handler(UploadBusy, answer(409))

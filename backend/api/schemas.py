@@ -48,6 +48,7 @@ class PartUrlOut(BaseModel):
 
 class DirectUploadOut(BaseModel):
     upload_id: str
+    token: str = Field(description="The job's token, from now on: the job exists once the upload is completed")
     part_size: int
     expires_at: float = Field(description="Epoch seconds: complete the upload before then; the URLs expire then too")
     parts: list[PartUrlOut]
@@ -142,6 +143,9 @@ NOT_AUTHENTICATED: Responses = {
     401: {"model": ErrorOut, "description": "No valid API key (keys mode)"},
     400: {"model": ErrorOut, "description": "A header or parameter is not valid (e.g. X-Client-Id)"},
 }
+KEY_REUSED: Responses = {
+    422: {"model": ErrorOut, "description": "The Idempotency-Key was used before for a different request"}
+}
 OVER_QUOTA: Responses = {
     429: {
         "model": ErrorOut,
@@ -181,7 +185,13 @@ def created(status_operation: str) -> Responses:
         "status": {"operationId": status_operation, "parameters": token},
         "record": {"operationId": RECORD_OPERATION, "parameters": token},
     }
-    return {201: {"description": "Accepted: the job's token", "links": links}}
+    replayed = {
+        "description": "`true` on the answer to a retry (an Idempotency-Key seen before)",
+        "schema": {"type": "string"},
+    }
+    return {
+        201: {"description": "Accepted: the job's token", "links": links, "headers": {"Idempotent-Replayed": replayed}}
+    }
 
 
 # An upload's body, as text or as bytes. Zero bytes is a 400; a file of whitespace is a job (its sum is 0).

@@ -5,6 +5,7 @@ The API's routes read and check the HTTP side; this decides whether the job may 
 blocks), and stores it. Blocking calls (Redis, the uploads store) run in threads.
 """
 
+import hashlib
 import logging
 import math
 from collections.abc import AsyncIterator
@@ -17,13 +18,13 @@ from starlette.concurrency import run_in_threadpool
 from backend.api.admission import RateLimiter
 from backend.api.direct_uploads import DirectUploads, StartedUpload, plan_parts
 from backend.api.uploads import check_allowed_url, discard, save_stream
-from backend.core.exceptions import DirectUploadsUnavailable, InputTooLarge, OverQuota
+from backend.core.exceptions import DirectUploadsUnavailable, InputTooLarge, OverQuota, UploadNotFound
 from backend.core.job import Job, new_token
 from backend.core.kinds import JobKind
 from backend.core.settings import Settings
 from backend.jobs import keys
 from backend.jobs.clients import ClientSettings
-from backend.jobs.store import JobStore, Submission
+from backend.jobs.store import Idempotency, JobStore, Submission
 
 log = logging.getLogger(__name__)
 
@@ -38,34 +39,51 @@ class Submitter:
         # Only where the uploads store is S3 (settings.direct_uploads_offered).
         self.direct = DirectUploads(settings, store.redis) if settings.direct_uploads_offered else None
 
-    async def body(self, caller: ClientSettings, kind: JobKind, data: bytes) -> Job:
-        """Queue a job whose whole input came as the request body (kept in Redis)."""
+    async def body(self, caller: ClientSettings, kind: JobKind, data: bytes, key: str | None = None) -> Job:
+        """Queue a job whose whole input came as the request body (kept in Redis). ``key``:
+        the request's Idempotency-Key (a retry answers the job the first request made)."""
+        idempotency = await self._idempotency(caller, key, kind.name.encode(), b"body", data)
         await run_in_threadpool(self.limiter.admit, caller)
-        job = Submission(kind, caller.name, bytes=len(data), input_bytes=data)
+        job = Submission(kind, caller.name, bytes=len(data), input_bytes=data, idempotency=idempotency)
         return await self._store(caller, job)
 
     async def upload(
-        self, caller: ClientSettings, kind: JobKind, chunks: AsyncIterator[bytes], declared: int | None
+        self,
+        caller: ClientSettings,
+        kind: JobKind,
+        chunks: AsyncIterator[bytes],
+        declared: int | None,
+        key: str | None = None,
     ) -> Job:
         """Stream a file into the uploads store, then queue its job. A body the client's
         backlog quota cannot take is refused before a byte is stored when its length is
-        declared, and deleted when it is not."""
+        declared, and deleted when it is not. With an Idempotency-Key, the body is hashed as
+        it streams: a retry's file is deleted once submit.lua answers the first job."""
         await run_in_threadpool(self.limiter.admit, caller)
         if declared is not None:
             await self._check_backlog(caller, declared)
         token = new_token()
         url = f"{self.settings.uploads_url}/{token}.txt"
         options = self.settings.storage_options(url)
-        size = await save_stream(chunks, url, self.settings.max_upload_bytes, options)
-        return await self._store_file(caller, kind, url, size, token)
+        digest = hashlib.sha256()
 
-    async def url(self, caller: ClientSettings, kind: JobKind, url: str) -> Job:
+        async def hashed() -> AsyncIterator[bytes]:
+            async for chunk in chunks:
+                digest.update(chunk)
+                yield chunk
+
+        size = await save_stream(hashed(), url, self.settings.max_upload_bytes, options)
+        idempotency = Idempotency.of(caller.name, key, kind.name.encode(), b"upload", digest.digest()) if key else None
+        return await self._store_file(caller, kind, url, size, token, idempotency)
+
+    async def url(self, caller: ClientSettings, kind: JobKind, url: str, key: str | None = None) -> Job:
         """Queue a job over a file already in an allowed store, named by URL."""
+        idempotency = await self._idempotency(caller, key, kind.name.encode(), b"url", url.encode())
         # In a thread: resolving file:// links lstat's each folder of the path.
         url = await run_in_threadpool(check_allowed_url, url, self.settings.allowed_url_prefixes)
         await run_in_threadpool(self.limiter.admit, caller)
         size = await run_in_threadpool(self._size, url)
-        job = Submission(kind, caller.name, self._cost(size), bytes=size, input_url=url)
+        job = Submission(kind, caller.name, self._cost(size), bytes=size, input_url=url, idempotency=idempotency)
         return await self._store(caller, job)
 
     async def start_direct_upload(self, caller: ClientSettings, size: int, part_bytes: int | None) -> StartedUpload:
@@ -87,9 +105,15 @@ class Submitter:
         Until S3 completes the upload, a refusal (parts not right, over the backlog quota)
         leaves it pending: the client may fix its parts, or wait, and call again. Once S3
         has completed it, the upload is done with whatever happens: a job refused then (a
-        quota race since the check just before) deletes the file."""
+        quota race since the check just before) deletes the file. The upload id is the
+        call's idempotency key: retried after it queued the job, it answers that job."""
         direct = self.require_direct_uploads()
-        upload = await run_in_threadpool(direct.claim, caller.name, upload_id)
+        completed = await self._idempotency(caller, f"complete:{upload_id}", b"complete")
+        try:
+            upload = await run_in_threadpool(direct.claim, caller.name, upload_id)
+        except UploadNotFound:  # a call that completed it since the check above: its job
+            await self._idempotency(caller, f"complete:{upload_id}", b"complete")
+            raise
         try:
             await self._check_backlog(caller, upload.size)
             await run_in_threadpool(direct.complete, upload, etags)
@@ -97,7 +121,7 @@ class Submitter:
             await run_in_threadpool(direct.release, upload)
             raise
         try:
-            return await self._store_file(caller, kind, upload.url, upload.size, upload.token)
+            return await self._store_file(caller, kind, upload.url, upload.size, upload.token, completed)
         finally:
             await run_in_threadpool(direct.finish, upload)
 
@@ -112,9 +136,20 @@ class Submitter:
             raise DirectUploadsUnavailable(f"{why}: send the file as the body of POST /even-sum instead")
         return self.direct
 
-    async def _store_file(self, caller: ClientSettings, kind: JobKind, url: str, size: int, token: str) -> Job:
-        """Queue the job of a file we stored at ``url``; delete the file if the job is refused."""
-        job = Submission(kind, caller.name, self._cost(size), bytes=size, input_url=url, token=token)
+    async def _store_file(
+        self,
+        caller: ClientSettings,
+        kind: JobKind,
+        url: str,
+        size: int,
+        token: str,
+        idempotency: Idempotency | None = None,
+    ) -> Job:
+        """Queue the job of a file we stored at ``url``; delete the file if the job is
+        refused (or a retry's, answered with the first request's job)."""
+        job = Submission(
+            kind, caller.name, self._cost(size), bytes=size, input_url=url, token=token, idempotency=idempotency
+        )
         try:
             return await self._store(caller, job)
         except BaseException:
@@ -124,6 +159,15 @@ class Submitter:
     async def _store(self, caller: ClientSettings, job: Submission) -> Job:
         within_quota(caller, job.bytes)
         return await run_in_threadpool(self.store.submit, job, caller.max_backlog_bytes or None)
+
+    async def _idempotency(self, caller: ClientSettings, key: str | None, *request: bytes) -> Idempotency | None:
+        """The request's idempotency, checked at once: a retry is answered before it costs
+        an admission (Replayed), a key reused for another request refused."""
+        if key is None:
+            return None
+        idempotency = Idempotency.of(caller.name, key, *request)
+        await run_in_threadpool(self.store.check_idempotency, idempotency)
+        return idempotency
 
     async def _check_backlog(self, caller: ClientSettings, size: int) -> None:
         within_quota(caller, size)

@@ -17,6 +17,19 @@ class JobEnded(SpacetimeError):
     """The job ended on its own before its client could cancel it: nothing to cancel."""
 
 
+class Replayed(SpacetimeError):
+    """A retried request (its Idempotency-Key seen before, with the same request): the answer
+    is the job the first one made, ``token``."""
+
+    def __init__(self, token: str):
+        super().__init__(token)
+        self.token = token
+
+
+class IdempotencyKeyReused(SpacetimeError):
+    """An Idempotency-Key seen before with a different request: nothing is made."""
+
+
 class InputTooLarge(SpacetimeError):
     """The request body is over the configured limit."""
 

@@ -96,6 +96,14 @@ ENDINGS = "endings"
 # (backend/dispatch/cancels.py; its heartbeat finds a missed message in the record).
 CANCELS = "cancels"
 
+# -- safe retries (the Idempotency-Key header) ----------------------------------------------
+# JSON {"fingerprint", "token"}: the job that the first request with this key made, and a
+# hash of what that request asked (kind and input), so that a retry answers the same job and
+# a different request with the key is refused. Written by submit.lua with the job, in its
+# step; <sha256> is the key's hash (any length and characters, one size in Redis). A direct
+# upload's complete call uses "complete:<upload_id>" as its key: a retry answers its job.
+IDEMPOTENCY = "idempotency:{client}:{sha256}"
+
 # -- job history (GET /tasks) ----------------------------------------------------------------
 # Sorted set of a client's jobs, newest last: every score is 0 and each member is
 # "<requested_at in ms, 13 digits>:<token>", so members sort by submit time (then token)
@@ -133,6 +141,9 @@ WITHOUT_TTL = (
 )
 
 # -- times -----------------------------------------------------------------------------------
+# A request retried within this long with the same Idempotency-Key answers the job the first
+# made: a day, as the job services clients know (Stripe's, for one).
+IDEMPOTENCY_TTL_S = 24 * 3600
 # A job stays listed (GET /tasks) this long after its submit, its summary as long after its
 # end: a week, so that last week's jobs, and their reports, can still be found.
 HISTORY_TTL_S = 7 * 24 * 3600
@@ -184,6 +195,10 @@ def staged(token: str, dispatcher: str, attempt: int) -> str:
 
 def jobs(client: str) -> str:
     return JOBS.format(client=client)
+
+
+def idempotency(client: str, sha256: str) -> str:
+    return IDEMPOTENCY.format(client=client, sha256=sha256)
 
 
 def summary(token: str) -> str:

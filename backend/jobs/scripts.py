@@ -46,6 +46,7 @@ CONSTANTS: dict[str, str | int] = {
     "JOBS": _prefix(keys.JOBS),
     "SUMMARY": _prefix(keys.SUMMARY),
     "HISTORY_TTL_S": keys.HISTORY_TTL_S,
+    "IDEMPOTENCY_TTL_S": keys.IDEMPOTENCY_TTL_S,
 }
 
 

@@ -14,6 +14,7 @@ epoch seconds with milliseconds; exact big integers (even-sum results) never pas
 through cjson because results are stored as raw bytes under their own key.
 """
 
+import hashlib
 import json
 from dataclasses import dataclass
 from enum import StrEnum
@@ -22,7 +23,7 @@ from typing import Any, cast
 from pydantic import ValidationError
 from redis import Redis
 
-from backend.core.exceptions import JobEnded, JobNotFound, OverQuota, problems
+from backend.core.exceptions import IdempotencyKeyReused, JobEnded, JobNotFound, OverQuota, Replayed, problems
 from backend.core.job import Job, JobStatus, new_token, now_s
 from backend.core.kinds import JobKind
 from backend.jobs import history, keys, scripts
@@ -53,8 +54,23 @@ class Submission:
     input_bytes: bytes | None = None
     input_url: str | None = None
     token: str | None = None
+    # Makes a retry of the request answer the job the first made (keys.IDEMPOTENCY).
+    idempotency: "Idempotency | None" = None
     # The input's size, as the record calls it (last: the name hides the type from here on).
     bytes: int = 0
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """A request's Idempotency-Key, and what it asked: its kind and input, hashed."""
+
+    key: str
+    fingerprint: str
+
+    @classmethod
+    def of(cls, client: str, header: str, *request: bytes) -> "Idempotency":
+        fingerprint = hashlib.sha256(b"\0".join(request)).hexdigest()
+        return cls(keys.idempotency(client, hashlib.sha256(header.encode()).hexdigest()), fingerprint)
 
 
 class JobStore:
@@ -76,7 +92,8 @@ class JobStore:
         """Store a `requested` record (and its input) and queue its token, atomically.
 
         Raises OverQuota, and stores nothing, when the job would take its client's
-        queued-or-running input bytes over ``max_backlog_bytes``."""
+        queued-or-running input bytes over ``max_backlog_bytes``; Replayed (the job a retry
+        answers) or IdempotencyKeyReused when its idempotency key was seen before."""
         record = Job(
             token=job.token or new_token(),
             kind=job.kind.name,
@@ -88,7 +105,8 @@ class JobStore:
             requested_at=now_s(),
             input_url=job.input_url,
         )
-        accepted, backlog = self._submit(
+        idempotency = job.idempotency or Idempotency("", "")
+        outcome, answer = self._submit(
             args=[
                 record.token,
                 record.model_dump_json(exclude_none=True),
@@ -101,15 +119,35 @@ class JobStore:
                 job.kind.lane,
                 history.member(record.requested_at or 0, record.token),
                 history.member(now_s() - keys.HISTORY_TTL_S, ""),
+                idempotency.key,
+                idempotency.fingerprint,
             ]
         )
-        if not accepted:
+        if outcome == 2:
+            raise Replayed(answer.decode())
+        if outcome == 3:
+            raise IdempotencyKeyReused(
+                f"this Idempotency-Key made job {answer.decode()} for a different request; use a new key"
+            )
+        backlog = answer
+        if not outcome:
             raise OverQuota(
                 f"client {job.client!r} has {backlog} bytes of jobs queued or running; this job's {job.bytes} "
                 f"bytes would pass its backlog quota of {max_backlog_bytes} bytes",
                 retry_after_s=keys.BACKLOG_RETRY_AFTER_S,
             )
         return record
+
+    def check_idempotency(self, idempotency: Idempotency) -> None:
+        """Raise what submit would for a key seen before (Replayed, IdempotencyKeyReused),
+        so that a retry costs no admission; submit.lua decides, in its step."""
+        seen = self._bytes(idempotency.key)
+        if seen is None:
+            return
+        first = json.loads(seen)
+        if first["fingerprint"] != idempotency.fingerprint:
+            raise IdempotencyKeyReused(f"this Idempotency-Key made job {first['token']} for a different request")
+        raise Replayed(first["token"])
 
     def get(self, token: str) -> Job:
         raw = self._bytes(keys.result(token))

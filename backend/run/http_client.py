@@ -15,6 +15,7 @@ import os
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import cast
@@ -45,6 +46,10 @@ PART_ATTEMPTS = 3
 # store, or an API from before them), or not implemented (501).
 NOT_OFFERED = (404, 501)
 FINAL = ("finished", "errored")
+# A submission whose connection fails is tried this many times in all, pausing this long
+# times the attempt's number between tries: long enough for an API restart.
+SUBMIT_ATTEMPTS = 5
+RETRY_PAUSE_S = 0.5
 
 
 class ApiError(Exception):
@@ -86,10 +91,18 @@ class SpaceTime:
     def close(self) -> None:
         self.http.close()
 
-    def submit(self, kind: str, source: str) -> str:
+    def submit(self, kind: str, source: str, idempotency_key: str | None = None) -> str:
         """Submit ``source`` (a file, or for even-sum an s3:// or file:// URL) as a ``kind``
-        job; its token."""
-        return str(_checked(_submit(self.http, kind, source)).json()["token"])
+        job; its token. A connection that fails is tried again, SUBMIT_ATTEMPTS times in
+        all, under one Idempotency-Key (``idempotency_key``, else a new one): however many
+        requests reach the API, one job is made."""
+        key = idempotency_key or uuid.uuid4().hex
+        for attempt in range(1, SUBMIT_ATTEMPTS):
+            try:
+                return str(_checked(_submit(self.http, kind, source, key)).json()["token"])
+            except httpx.TransportError:
+                time.sleep(RETRY_PAUSE_S * attempt)
+        return str(_checked(_submit(self.http, kind, source, key)).json()["token"])  # the last: its error is yours
 
     def record(self, token: str, wait_s: float = 0) -> dict:
         """The job's whole record, after waiting up to ``wait_s`` for it to end."""
@@ -195,12 +208,13 @@ def _checked(response: httpx.Response) -> httpx.Response:
     raise ApiError(response)
 
 
-def _submit(http: httpx.Client, kind: str, source: str) -> httpx.Response:
+def _submit(http: httpx.Client, kind: str, source: str, key: str) -> httpx.Response:
     """POST the job: a file kind's URL as JSON, a large file straight to S3 where offered,
-    anything else streamed as the body."""
+    anything else streamed as the body. ``key``: its Idempotency-Key (a direct upload's
+    complete call needs none: its upload id is one)."""
     declared = KINDS[kind]
     if declared.in_blocks and "://" in source:
-        return http.post(f"/{kind}", json={"url": source})
+        return http.post(f"/{kind}", json={"url": source}, headers={"Idempotency-Key": key})
     size = os.path.getsize(source)
     if declared.in_blocks and size >= DIRECT_UPLOAD_MIN_BYTES:
         started = http.post(f"/{kind}/uploads", json={"size": size})
@@ -214,7 +228,7 @@ def _submit(http: httpx.Client, kind: str, source: str) -> httpx.Response:
                 bar.update(len(chunk))
                 yield chunk
 
-        headers = {"Content-Type": content_type, "Content-Length": str(size)}
+        headers = {"Content-Type": content_type, "Content-Length": str(size), "Idempotency-Key": key}
         return http.post(f"/{kind}", content=chunks(), headers=headers, timeout=None)
 
 

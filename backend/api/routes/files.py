@@ -7,10 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request
 
 from backend.api.bodies import URL_BODY_MAX_BYTES, body_chunks, declared_length, read_model
-from backend.api.deps import CallerDep, SettingsDep, SubmitterDep
+from backend.api.deps import CallerDep, IdempotencyKeyDep, SettingsDep, SubmitterDep
 from backend.api.routes.kinds import status_operation
 from backend.api.schemas import (
     BAD_INPUT,
+    KEY_REUSED,
     NO_DIRECT_UPLOAD,
     OVER_QUOTA,
     S3_DOWN,
@@ -44,16 +45,22 @@ def add_file_doors(router: APIRouter, kind: JobKind, file: File) -> None:
 def add_post(router: APIRouter, kind: JobKind, file: File) -> None:
     """``POST /<kind>``: the file as the raw body (streamed to the uploads store), or JSON naming it."""
 
-    async def submit(request: Request, caller: CallerDep, submitter: SubmitterDep, settings: SettingsDep):
+    async def submit(
+        request: Request,
+        caller: CallerDep,
+        submitter: SubmitterDep,
+        settings: SettingsDep,
+        key: IdempotencyKeyDep = None,
+    ):
         content_type = request.headers.get("content-type", "")
         if content_type.startswith("application/json"):
             named = await read_model(request, settings, EvenSumUrlIn, URL_BODY_MAX_BYTES, URL_EXAMPLE)
-            job = await submitter.url(caller, kind, named.url)
+            job = await submitter.url(caller, kind, named.url, key)
         elif content_type.startswith("multipart/"):
             raise InvalidInput("send the file as the raw body (curl -T FILE or --data-binary @FILE), not as a form")
         else:
             declared = declared_length(request, settings.max_upload_bytes)
-            job = await submitter.upload(caller, kind, body_chunks(request, settings), declared)
+            job = await submitter.upload(caller, kind, body_chunks(request, settings), declared, key)
         return TokenOut(token=job.token)
 
     router.add_api_route(
@@ -68,6 +75,7 @@ def add_post(router: APIRouter, kind: JobKind, file: File) -> None:
             **BAD_INPUT,
             **TOO_SLOW,
             **TOO_LARGE,
+            **KEY_REUSED,
             **OVER_QUOTA,
             **STORE_DOWN,
         },
@@ -97,7 +105,11 @@ def add_direct_upload(router: APIRouter, kind: JobKind) -> None:
             PartUrlOut(part_number=n, size=upload.plan.part_size(n), url=url) for n, url in enumerate(started.urls, 1)
         ]
         return DirectUploadOut(
-            upload_id=upload.upload_id, part_size=upload.part_bytes, expires_at=upload.expires_at, parts=parts
+            upload_id=upload.upload_id,
+            token=upload.token,
+            part_size=upload.part_bytes,
+            expires_at=upload.expires_at,
+            parts=parts,
         )
 
     async def complete(
@@ -108,7 +120,8 @@ def add_direct_upload(router: APIRouter, kind: JobKind) -> None:
         settings: SettingsDep,
     ):
         """The parts are checked against S3's own listing, not the client's word: each one
-        uploaded, of its exact size, none extra, each ETag the one S3 holds."""
+        uploaded, of its exact size, none extra, each ETag the one S3 holds. Retried after
+        it queued the job, it answers the same token (the upload id is its idempotency key)."""
         submitter.require_direct_uploads()
         sent = await read_model(request, settings, CompleteUploadIn)
         etags: dict[int, str] = {}

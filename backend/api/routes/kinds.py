@@ -7,10 +7,11 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from backend.api.bodies import read_body
-from backend.api.deps import CallerDep, SettingsDep, StoreDep, SubmitterDep, WaitDep
+from backend.api.deps import CallerDep, IdempotencyKeyDep, SettingsDep, StoreDep, SubmitterDep, WaitDep
 from backend.api.lookup import finished_output, job_status, waited_job
 from backend.api.schemas import (
     BAD_INPUT,
+    KEY_REUSED,
     NOT_FOUND,
     OVER_QUOTA,
     TOO_LARGE,
@@ -30,11 +31,17 @@ def status_operation(kind: JobKind) -> str:
 def add_body_door(router: APIRouter, kind: JobKind, body: Body) -> None:
     """``POST /<kind>``: the whole input as the body, capped and checked at the door."""
 
-    async def submit(request: Request, caller: CallerDep, submitter: SubmitterDep, settings: SettingsDep):
+    async def submit(
+        request: Request,
+        caller: CallerDep,
+        submitter: SubmitterDep,
+        settings: SettingsDep,
+        key: IdempotencyKeyDep = None,
+    ):
         data = await read_body(request, settings, getattr(settings, body.max_bytes_setting))
         if body.check is not None:
             load(body.check)(data)
-        job = await submitter.body(caller, kind, data)
+        job = await submitter.body(caller, kind, data, key)
         return TokenOut(token=job.token)
 
     router.add_api_route(
@@ -44,7 +51,14 @@ def add_body_door(router: APIRouter, kind: JobKind, body: Body) -> None:
         name=f"post_{kind.slug}",
         status_code=201,
         response_model=TokenOut,
-        responses={**created(status_operation(kind)), **BAD_INPUT, **TOO_SLOW, **TOO_LARGE, **OVER_QUOTA},
+        responses={
+            **created(status_operation(kind)),
+            **BAD_INPUT,
+            **TOO_SLOW,
+            **TOO_LARGE,
+            **KEY_REUSED,
+            **OVER_QUOTA,
+        },
         openapi_extra={
             "requestBody": {
                 "required": True,
