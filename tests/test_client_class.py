@@ -7,6 +7,7 @@ import pytest
 
 from backend.run.http_client import ApiError, SpaceTime
 from tests.paths import FIXTURES
+from tests.test_cancel import MANY_BLOCKS
 
 
 def test_submit_wait_result_list_cancel(api_url, dispatcher, tmp_path):
@@ -27,8 +28,20 @@ def test_submit_wait_result_list_cancel(api_url, dispatcher, tmp_path):
         assert list(other.jobs()) == []
 
 
+def test_watch_follows_the_event_stream(api_url, dispatcher, tmp_path):
+    numbers = tmp_path / "numbers.txt"
+    numbers.write_bytes(MANY_BLOCKS[: 100 * 1024])
+    seen: list[tuple[int, int]] = []
+    with SpaceTime(api_url) as st:
+        token = st.submit("even-sum", str(numbers))
+        assert st.watch(token, on_progress=lambda done, total: seen.append((done, total))) == {"status": "finished"}
+        events = list(st.events(token))
+    assert seen == sorted(seen) and seen[-1][0] > 0
+    assert [e["event"] for e in events] == ["finished"]
+
+
 @pytest.mark.slow
-def test_jobs_list_and_cancel_from_the_command_line(api_url):
+def test_jobs_list_cancel_and_watch_from_the_command_line(api_url):
     def cli(*args: str) -> subprocess.CompletedProcess:
         command = [sys.executable, "-m", "backend.run.cli", "jobs", *args, "--api", api_url, "--client-id", "cli"]
         return subprocess.run(command, capture_output=True, text=True, timeout=60)
@@ -41,5 +54,7 @@ def test_jobs_list_and_cancel_from_the_command_line(api_url):
     cancelled = cli("cancel", tokens[0])
     assert cancelled.returncode == 0 and "errored" in cancelled.stdout and "cancelled by the client" in cancelled.stdout
     assert cli("list", "--status", "errored").stdout.split()[0] == tokens[0]
+    watched = cli("watch", tokens[0])
+    assert watched.returncode == 1 and "errored cancelled by the client" in watched.stdout
     missing = cli("cancel", "0" * 32)
     assert missing.returncode == 1 and "error 404" in missing.stderr

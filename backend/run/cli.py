@@ -4,7 +4,7 @@ spacetime up            everything on this machine (Redis, Dask, dispatchers, AP
 spacetime api           the HTTP API (uvicorn)
 spacetime dispatcher    one dispatcher process
 spacetime submit ...    submit a job to a running API and wait for its result
-spacetime jobs ...      your jobs on a running API: list, cancel
+spacetime jobs ...      your jobs on a running API: list, cancel, watch
 spacetime openapi       print the OpenAPI document as YAML
 """
 
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     submit.set_defaults(run=_submit)
 
-    jobs = commands.add_parser("jobs", help="your jobs on a running API: list, cancel").add_subparsers(
+    jobs = commands.add_parser("jobs", help="your jobs on a running API: list, cancel, watch").add_subparsers(
         dest="action", required=True
     )
     listing = jobs.add_parser("list", help="your jobs, newest first")
@@ -69,7 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     cancel = jobs.add_parser("cancel", help="cancel a job: it ends errored, its work stops")
     cancel.add_argument("token")
     cancel.set_defaults(run=_jobs_cancel)
-    for command in (submit, listing, cancel):
+    watch = jobs.add_parser("watch", help="a job's progress, live, until it ends")
+    watch.add_argument("token")
+    watch.set_defaults(run=_jobs_watch)
+    for command in (submit, listing, cancel, watch):
         command.add_argument("--api", default=None, help="API base URL (default from settings)")
         command.add_argument("--client-id", default="anonymous", help="sent as X-Client-Id (open mode)")
 
@@ -170,6 +173,20 @@ def _jobs_cancel(args) -> int:
         with _client(args) as st:
             print(describe_job(st.cancel(args.token)))
         return 0
+
+    return _talking(run)
+
+
+def _jobs_watch(args) -> int:
+    from tqdm import tqdm
+
+    from backend.run.http_client import show_progress
+
+    def run() -> int:
+        with _client(args) as st, tqdm(desc=args.token[:8], unit="block") as bar:
+            status = st.watch(args.token, on_progress=lambda done, total: show_progress(bar, done, total))
+        print(status.get("status"), status.get("error", ""))
+        return 0 if status.get("status") == "finished" else 1
 
     return _talking(run)
 

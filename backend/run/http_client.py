@@ -9,6 +9,7 @@ its parts are PUT in parallel on presigned URLs, then one complete call queues t
 Otherwise, and for small files, the file is streamed as the body of POST /even-sum.
 """
 
+import json
 import math
 import mimetypes
 import os
@@ -50,6 +51,10 @@ FINAL = ("finished", "errored")
 # times the attempt's number between tries: long enough for an API restart.
 SUBMIT_ATTEMPTS = 5
 RETRY_PAUSE_S = 0.5
+# An event stream that drops is resumed this many times in a row before giving up; one
+# silent for STREAM_READ_S (the server sends a keep-alive every 15 s) has dropped.
+STREAM_ATTEMPTS = 5
+STREAM_READ_S = 60.0
 
 
 class ApiError(Exception):
@@ -142,6 +147,45 @@ class SpaceTime:
         """Cancel the job; its record, `errored` and `cancelled` (the same when cancelled before)."""
         return dict(_checked(self.http.delete(f"/tasks/{token}")).json())
 
+    def events(self, token: str, last_event_id: str | None = None) -> Iterator[dict]:
+        """The job's server-sent events as they come, ``{"event", "id", "data"}`` (data: its
+        status), up to and with the one terminal event (``finished`` or ``errored``). A
+        dropped stream is resumed from the last event (``Last-Event-ID``), STREAM_ATTEMPTS
+        times in a row at most."""
+        failures = 0
+        while True:
+            headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+            try:
+                with self.http.stream(
+                    "GET", f"/tasks/{token}/events", headers=headers, timeout=STREAM_READ_S
+                ) as answer:
+                    if answer.status_code == 204:  # the terminal event came before
+                        return
+                    if not answer.is_success:
+                        answer.read()
+                        raise ApiError(answer)
+                    for event in _sse(answer.iter_lines()):
+                        failures = 0
+                        last_event_id = event.get("id", last_event_id)
+                        yield event
+                        if event.get("event") in FINAL:
+                            return
+            except httpx.TransportError:
+                failures += 1
+                if failures >= STREAM_ATTEMPTS:
+                    raise
+                time.sleep(RETRY_PAUSE_S * failures)
+
+    def watch(self, token: str, on_progress=None) -> dict:
+        """The job's status once it ends, from its event stream; ``on_progress(done, total)``
+        as blocks finish."""
+        status: dict = {}
+        for event in self.events(token):
+            status = event["data"]
+            if (progress := status.get("progress")) and on_progress:
+                on_progress(progress["done"], progress["total"])
+        return status
+
     def jobs(
         self, status: str | None = None, kind: str | None = None, since: float | None = None, page: int = 50
     ) -> Iterator[dict]:
@@ -178,7 +222,7 @@ def submit_and_wait(
             return 1
         print(f"token {token}", file=sys.stderr)
         with tqdm(desc=kind, unit="block") as bar:
-            record = st.wait(token, timeout_s, on_progress=lambda done, total: _show(bar, done, total))
+            record = st.wait(token, timeout_s, on_progress=lambda done, total: show_progress(bar, done, total))
         if record["status"] not in FINAL:
             still = f"still {record['status']} after {timeout_s:g} s"
             print(f"{still}; ask for it later: GET /{kind}/{token}/status", file=sys.stderr)
@@ -197,7 +241,22 @@ def submit_and_wait(
     return 0
 
 
-def _show(bar: tqdm, done: int, total: int) -> None:
+def _sse(lines: Iterator[str]) -> Iterator[dict]:
+    """Server-sent events from the stream's lines: each one's fields, its data as JSON."""
+    event: dict = {}
+    for line in lines:
+        if not line:
+            if "event" in event:
+                yield event
+            event = {}
+        elif not line.startswith(":"):  # a comment: the keep-alive
+            field, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            event[field] = json.loads(value) if field == "data" else value
+
+
+def show_progress(bar: tqdm, done: int, total: int) -> None:
+    """Move a progress bar to ``done`` of ``total`` blocks."""
     bar.total = total
     bar.update(done - bar.n)
 

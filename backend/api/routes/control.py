@@ -1,16 +1,27 @@
 """A client's control of its jobs: list them (``GET /tasks``), cancel one
-(``DELETE /tasks/{token}``).
+(``DELETE /tasks/{token}``), watch one live (``GET /tasks/{token}/events``).
 
 Routes only: the work is the store's and the history's (one Lua step per state change,
 backend/jobs/lua/)."""
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from backend.api.deps import CallerDep, StoreDep
-from backend.api.schemas import ALREADY_ENDED, BAD_INPUT, NOT_FOUND, JobEntry, JobLinks, JobPageOut
+from backend.api.events import Streams, ended_before, job_events
+from backend.api.lookup import owned_job
+from backend.api.schemas import (
+    ALREADY_ENDED,
+    BAD_INPUT,
+    NOT_FOUND,
+    OVER_QUOTA,
+    JobEntry,
+    JobLinks,
+    JobPageOut,
+)
 from backend.core.job import Job, JobStatus
 from backend.core.kinds import KINDS
 from backend.jobs import history
@@ -19,6 +30,17 @@ from backend.jobs import history
 PAGE = 20
 MAX_PAGE = 100
 CURSOR_PATTERN = rf"^[0-9]{{{history.MS_DIGITS}}}:[0-9A-Za-z_-]{{1,64}}$"
+
+# One server-sent event (OpenAPI 3.1: the schema of a text/event-stream is each event's).
+EVENT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "event": {"enum": ["progress", "finished", "errored"]},
+        "id": {"type": "string", "description": "Send as Last-Event-ID to resume after this event"},
+        "data": {"type": "string", "contentMediaType": "application/json", "description": "The job's status"},
+        "retry": {"type": "integer"},
+    },
+}
 
 router = APIRouter()
 
@@ -56,6 +78,46 @@ async def cancel_job(token: str, store: StoreDep, caller: CallerDep):
     even-sum stops within about one block's time; an image already running ends when its
     one task does (its result is dropped). Cancelling again answers the same record."""
     return await run_in_threadpool(store.cancel, token, caller.name if caller.authenticated else None)
+
+
+@router.get(
+    "/tasks/{token}/events",
+    name="job_events",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"text/event-stream": {"schema": EVENT_SCHEMA}},
+            "description": "Server-sent events: `progress` (data: the status, with progress) at each change, "
+            "then one `finished` or `errored` (data: the status, with error), and the stream ends",
+        },
+        204: {"description": "The Last-Event-ID was the terminal event's: nothing more will come"},
+        **NOT_FOUND,
+        **OVER_QUOTA,
+    },
+)
+async def watch_job(
+    token: str,
+    store: StoreDep,
+    caller: CallerDep,
+    request: Request,
+    last_event_id: Annotated[
+        str | None, Header(alias="Last-Event-ID", max_length=64, description="Resume after this event")
+    ] = None,
+):
+    """The job's life as server-sent events, for a progress bar without polling (curl -N,
+    or an EventSource in a browser). Reconnect with `Last-Event-ID` to resume where a
+    dropped stream stopped: only newer events come, and exactly one terminal event in all."""
+
+    async def read() -> Job:
+        return await run_in_threadpool(owned_job, store, token, caller)
+
+    await read()  # an unknown token, or another client's: a 404 before any stream
+    if ended_before(last_event_id):
+        return Response(status_code=204)
+    streams: Streams = request.app.state.event_streams
+    streams.check()
+    events = job_events(token, read, request.app.state.endings, last_event_id, streams)
+    return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
 def entry(job: Job, queue_position: int | None) -> JobEntry:
