@@ -15,6 +15,7 @@ from backend.core.exceptions import (
     BodyTooSlow,
     DirectUploadsUnavailable,
     IdempotencyKeyReused,
+    InputGone,
     InputTooLarge,
     JobEnded,
     JobNotFound,
@@ -73,6 +74,7 @@ def add_handlers(app: FastAPI) -> None:
     app.add_exception_handler(JobNotFound, answer(404, {"message": "not found"}))
     app.add_exception_handler(StarletteHTTPException, method_not_allowed)
     app.add_exception_handler(JobEnded, answer(409))
+    app.add_exception_handler(InputGone, answer(409))
     app.add_exception_handler(IdempotencyKeyReused, answer(422))
     app.add_exception_handler(Replayed, replayed)
     app.add_exception_handler(UploadNotFound, answer(404))

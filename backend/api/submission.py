@@ -18,9 +18,9 @@ from starlette.concurrency import run_in_threadpool
 from backend.api.admission import RateLimiter
 from backend.api.direct_uploads import DirectUploads, StartedUpload, plan_parts
 from backend.api.uploads import check_allowed_url, discard, save_stream
-from backend.core.exceptions import DirectUploadsUnavailable, InputTooLarge, OverQuota, UploadNotFound
+from backend.core.exceptions import DirectUploadsUnavailable, InputGone, InputTooLarge, OverQuota, UploadNotFound
 from backend.core.job import Job, new_token
-from backend.core.kinds import JobKind
+from backend.core.kinds import KINDS, JobKind
 from backend.core.settings import Settings
 from backend.jobs import keys
 from backend.jobs.clients import ClientSettings
@@ -85,6 +85,29 @@ class Submitter:
         size = await run_in_threadpool(self._size, url)
         job = Submission(kind, caller.name, self._cost(size), bytes=size, input_url=url, idempotency=idempotency)
         return await self._store(caller, job)
+
+    async def rerun(self, caller: ClientSettings, job: Job, key: str | None = None) -> Job:
+        """Queue the job's input again as a new job of its kind: the file its URL names, or
+        its bytes while they are kept (an image's go with its job's end). Admitted, costed
+        and quota-checked as a new submission is."""
+        kind = KINDS.get(job.kind)
+        if kind is None:
+            raise InputGone(f"job {job.token} is of an unknown kind ({job.kind!r}): it cannot run again")
+        idempotency = await self._idempotency(caller, key, b"rerun", job.token.encode())
+        if job.input_url is not None:
+            await run_in_threadpool(self.limiter.admit, caller)
+            size = await run_in_threadpool(self._size, job.input_url)
+            again = Submission(
+                kind, caller.name, self._cost(size), bytes=size, input_url=job.input_url, idempotency=idempotency
+            )
+            return await self._store(caller, again)
+        data = await run_in_threadpool(self.store.input, job.token)
+        if data is None:
+            raise InputGone(f"the input of job {job.token} is no longer kept (it ended); submit it again")
+        await run_in_threadpool(self.limiter.admit, caller)
+        return await self._store(
+            caller, Submission(kind, caller.name, bytes=len(data), input_bytes=data, idempotency=idempotency)
+        )
 
     async def start_direct_upload(self, caller: ClientSettings, size: int, part_bytes: int | None) -> StartedUpload:
         """Admit a direct upload of ``size`` bytes (the rate counts it as the submission; the

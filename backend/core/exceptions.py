@@ -30,6 +30,10 @@ class IdempotencyKeyReused(SpacetimeError):
     """An Idempotency-Key seen before with a different request: nothing is made."""
 
 
+class InputGone(SpacetimeError):
+    """A job cannot run again: its input is no longer kept (an image's ends with its job)."""
+
+
 class InputTooLarge(SpacetimeError):
     """The request body is over the configured limit."""
 

@@ -73,9 +73,10 @@ class SpaceTime:
 
         st = SpaceTime("http://127.0.0.1:8000", key=os.environ.get("SPACETIME_API_KEY"))
         token = st.submit("even-sum", "numbers.txt")  # or an s3:// or file:// URL
-        st.wait(token)  # the record, once the job has ended
+        st.watch(token, on_progress=print)  # live from its event stream (or st.wait: polls)
         st.result(token)  # {"sum": ...} (a JSON result), or the bytes (an image)
-        st.cancel(token)
+        again = st.rerun(token)  # the same input, a new job
+        st.cancel(again)  # it ends errored, "cancelled": true
         for job in st.jobs(status="errored"):  # newest first, page after page
             print(job["token"], job["error"])
 
@@ -146,6 +147,11 @@ class SpaceTime:
     def cancel(self, token: str) -> dict:
         """Cancel the job; its record, `errored` and `cancelled` (the same when cancelled before)."""
         return dict(_checked(self.http.delete(f"/tasks/{token}")).json())
+
+    def rerun(self, token: str, idempotency_key: str | None = None) -> str:
+        """Run the job's input again as a new job (while the input is kept); its token."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return str(_checked(self.http.post(f"/tasks/{token}/rerun", headers=headers)).json()["token"])
 
     def events(self, token: str, last_event_id: str | None = None) -> Iterator[dict]:
         """The job's server-sent events as they come, ``{"event", "id", "data"}`` (data: its

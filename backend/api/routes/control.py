@@ -1,5 +1,6 @@
 """A client's control of its jobs: list them (``GET /tasks``), cancel one
-(``DELETE /tasks/{token}``), watch one live (``GET /tasks/{token}/events``).
+(``DELETE /tasks/{token}``), watch one live (``GET /tasks/{token}/events``), run one
+again (``POST /tasks/{token}/rerun``).
 
 Routes only: the work is the store's and the history's (one Lua step per state change,
 backend/jobs/lua/)."""
@@ -10,17 +11,21 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from backend.api.deps import CallerDep, StoreDep
+from backend.api.deps import CallerDep, IdempotencyKeyDep, StoreDep, SubmitterDep
 from backend.api.events import Streams, ended_before, job_events
 from backend.api.lookup import owned_job
 from backend.api.schemas import (
     ALREADY_ENDED,
     BAD_INPUT,
+    KEY_REUSED,
     NOT_FOUND,
     OVER_QUOTA,
+    RECORD_OPERATION,
+    ErrorOut,
     JobEntry,
     JobLinks,
     JobPageOut,
+    TokenOut,
 )
 from backend.core.job import Job, JobStatus
 from backend.core.kinds import KINDS
@@ -118,6 +123,31 @@ async def watch_job(
     streams.check()
     events = job_events(token, read, request.app.state.endings, last_event_id, streams)
     return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+@router.post(
+    "/tasks/{token}/rerun",
+    name="rerun_job",
+    status_code=201,
+    response_model=TokenOut,
+    responses={
+        201: {
+            "description": "Accepted: the new job's token",
+            "links": {"record": {"operationId": RECORD_OPERATION, "parameters": {"token": "$response.body#/token"}}},
+        },
+        **NOT_FOUND,
+        409: {"model": ErrorOut, "description": "The job's input is no longer kept (an image's goes with its end)"},
+        **KEY_REUSED,
+        **OVER_QUOTA,
+    },
+)
+async def rerun_job(
+    token: str, store: StoreDep, caller: CallerDep, submitter: SubmitterDep, key: IdempotencyKeyDep = None
+):
+    """Run the job's input again, as a new job: an even-sum's file (its URL) as long as the
+    file is kept, an image's bytes while its job has not ended."""
+    job = await run_in_threadpool(owned_job, store, token, caller)
+    return TokenOut(token=(await submitter.rerun(caller, job, key)).token)
 
 
 def entry(job: Job, queue_position: int | None) -> JobEntry:
