@@ -10,7 +10,7 @@ from backend.jobs import keys
 from backend.jobs.clients import ClientRegistry
 from backend.jobs.queue import JobQueue, QueuePolicy
 from tests.test_clients import bearer
-from tests.waiting import wait_status
+from tests.waiting import wait_status, wait_until
 
 
 @pytest.fixture
@@ -89,13 +89,20 @@ def test_queue_positions_filters_and_summaries_past_the_record(keys_api, redis):
     assert redis.ttl(keys.jobs("alice")) > settings.result_ttl_s
 
 
-def test_a_finished_job_carries_its_timings(api_url, dispatcher):
+def test_a_finished_job_and_its_report_outlive_its_record(api_url, dispatcher, redis):
     token = submit(api_url, {"X-Client-Id": "dora"})
     wait_status(api_url, "even-sum", token)
     (job,) = listed(api_url, {"X-Client-Id": "dora"})["jobs"]
     assert job["status"] == "finished" and job["lead_s"] >= job["exec_s"] >= 0
     assert httpx.get(api_url + job["links"]["result"]).json()["sum"] == 6
     assert listed(api_url, {"X-Client-Id": "someone-else"})["jobs"] == []
+    wait_until(lambda: httpx.get(api_url + job["links"]["report"]).status_code == 200, what="the report")
+
+    redis.delete(keys.result(token))  # the result TTL passes: last week's job and its report
+    (past,) = listed(api_url, {"X-Client-Id": "dora"})["jobs"]
+    assert past["status"] == "finished" and past["lead_s"] == job["lead_s"] and "progress" not in past
+    assert httpx.get(api_url + job["links"]["report"]).text.startswith("<")
+    assert httpx.get(api_url + job["links"]["record"]).status_code == 404
 
 
 @pytest.mark.parametrize("params", [{"limit": 0}, {"limit": 101}, {"cursor": "nope"}, {"status": "done"}])

@@ -25,6 +25,15 @@ def owned_job(store: JobStore, token: str, caller: ClientSettings, kind: str | N
     return job
 
 
+def owned_past_job(store: JobStore, token: str, caller: ClientSettings) -> Job:
+    """owned_job, for a job whose record may have expired: its summary answers for it (the
+    routes of what outlives a record, such as its report)."""
+    job = store.summary(token)
+    if caller.authenticated and job.client != caller.name:
+        raise JobNotFound(token)
+    return job
+
+
 async def waited_job(
     request: Request, store: JobStore, token: str, caller: ClientSettings, wait_s: float, kind: str | None = None
 ) -> Job:

@@ -169,6 +169,14 @@ class JobStore:
             raise JobEnded(f"the job had already ended ({job.status}); there is nothing to cancel")
         return job
 
+    def summary(self, token: str) -> Job:
+        """The job's record, or once it expired its summary (kept days longer: GET /tasks);
+        JobNotFound when both are gone."""
+        raw = self._bytes(keys.result(token)) or self._bytes(keys.summary(token))
+        if raw is None:
+            raise JobNotFound(token)
+        return parse_record(raw, token)
+
     def output(self, token: str) -> bytes | None:
         return self._bytes(keys.output(token))
 

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from backend.api.deps import CallerDep, StoreDep, WaitDep
-from backend.api.lookup import owned_job, waited_job
+from backend.api.lookup import owned_past_job, waited_job
 from backend.api.schemas import NOT_FOUND, RECORD_OPERATION
 from backend.core.exceptions import JobNotFound
 from backend.core.job import Job
@@ -41,7 +41,7 @@ async def job_record(token: str, store: StoreDep, caller: CallerDep, wait: WaitD
 def job_report(token: str, store: StoreDep, caller: CallerDep, request: Request):
     """The job's performance report: its task stream, its workers' profile and its timing
     record, as one self-contained page (rendered on the first request, then kept)."""
-    owned_job(store, token, caller)
+    owned_past_job(store, token, caller)  # a report outlives its record, as the job's listing does
     reports: ReportWriter = request.app.state.reports
     try:
         page = reports.report(token)
