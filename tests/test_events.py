@@ -1,13 +1,18 @@
 """Watching a job live (GET /tasks/{token}/events) with a live API, Redis, dispatcher and
 Dask: progress events as blocks finish, exactly one terminal event, a resume by
-Last-Event-ID on another API process, and a bound on the streams of a process."""
+Last-Event-ID on another API process, a Redis restart mid-stream, and a bound on the
+streams of a process."""
 
 import json
+import threading
+import time
 from contextlib import ExitStack
 
 import httpx
+import pytest
+from redis import Redis
 
-from tests.servers import live_api
+from tests.servers import live_api, own_redis
 from tests.test_cancel import MANY_BLOCKS, cancel, even_sum, progress
 from tests.waiting import wait_until
 
@@ -81,3 +86,24 @@ def test_streams_are_bounded_per_process(make_settings, start_api, redis):
         second = httpx.get(f"{api}/tasks/{token}/events")
         assert second.status_code == 429 and second.headers["retry-after"] == "5"
     assert httpx.get(f"{api}/tasks/{'0' * 32}/events").status_code == 404
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_stream_outlives_a_redis_restart_with_one_terminal_event(make_settings, start_dispatcher, tmp_path):
+    with own_redis(tmp_path) as server:
+        settings = make_settings(redis_url=server.url)
+        start_dispatcher(settings)
+        with live_api(settings) as api:
+            token = even_sum(api, MANY_BLOCKS)
+            events: list[dict] = []
+            reader = threading.Thread(target=lambda: events.extend(read_events(api, token)), daemon=True)
+            reader.start()
+            wait_until(lambda: len(events) or progress(Redis.from_url(server.url), token) > 0.1, what="progress")
+            server.kill()
+            time.sleep(2)
+            server.start()  # same port, same AOF
+            reader.join(90)
+    assert not reader.is_alive(), "the stream did not end"
+    names = [e["event"] for e in events]
+    assert names[-1] == "finished" and names.count("finished") + names.count("errored") == 1
