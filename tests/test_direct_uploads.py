@@ -176,6 +176,18 @@ def test_a_wrong_etag_is_refused_and_the_right_one_then_accepted(s3_settings, st
     assert redis.zcard(keys.jobs("anonymous")) == 1
 
 
+def test_a_retried_start_answers_the_same_upload(s3_settings, start_api):
+    api = start_api(s3_settings())
+    first = httpx.post(f"{api}/even-sum/uploads", json={"size": 10}, headers={"Idempotency-Key": "start-1"})
+    again = httpx.post(f"{api}/even-sum/uploads", json={"size": 10}, headers={"Idempotency-Key": "start-1"})
+    assert first.status_code == again.status_code == 201 and again.json() == first.json()
+    assert again.headers["idempotent-replayed"] == "true" and "idempotent-replayed" not in first.headers
+    other = httpx.post(f"{api}/even-sum/uploads", json={"size": 11}, headers={"Idempotency-Key": "start-1"})
+    assert other.status_code == 422
+    etag = put(first.json()["parts"][0], SMALL[:10])
+    assert complete(api, first.json()["upload_id"], {1: etag}).json() == {"token": first.json()["token"]}
+
+
 def test_concurrent_complete_calls_make_one_job(s3_settings, start_api, redis):
     api = start_api(s3_settings())
     upload = start(api, len(SMALL))

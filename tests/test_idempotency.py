@@ -48,7 +48,7 @@ def test_a_retry_answers_the_same_job_on_every_door(api, redis, cat_png, setting
     again = post(api, "key-1")
     assert (again.status_code, again.json(), again.headers["idempotent-replayed"]) == (201, first.json(), "true")
     other = post(api, "key-1", b"1 3")
-    assert other.status_code == 422 and first.json()["token"] in other.json()["error"]
+    assert other.status_code == 422 and "Idempotency-Key" in other.json()["error"]
     assert post(api, "key-1", client="bob").headers.get("idempotent-replayed") is None  # keys are per client
 
     image = post(api, "key-2", cat_png, kind="randomize")

@@ -52,8 +52,8 @@ def invalid_request(request: Request, exc: Exception) -> JSONResponse:
 
 def replayed(request: Request, exc: Exception) -> JSONResponse:
     """A retried submission: the first request's answer, said to be a replay."""
-    token = exc.token if isinstance(exc, Replayed) else ""
-    return JSONResponse({"token": token}, status_code=201, headers={"Idempotent-Replayed": "true"})
+    answer = exc.answer if isinstance(exc, Replayed) else {}
+    return JSONResponse(answer, status_code=201, headers={"Idempotent-Replayed": "true"})
 
 
 async def method_not_allowed(request: Request, exc: Exception) -> Response:

@@ -174,6 +174,15 @@ NO_DIRECT_UPLOAD: Responses = {
 RECORD_OPERATION = "job_record"
 
 
+# The header of a 201 that answers a retry.
+REPLAYED = {
+    "Idempotent-Replayed": {
+        "description": "`true` on the answer to a retry (an Idempotency-Key seen before)",
+        "schema": {"type": "string"},
+    }
+}
+
+
 def created(status_operation: str) -> Responses:
     """The 201 of a submission, with OpenAPI links saying where its token goes next.
 
@@ -185,13 +194,7 @@ def created(status_operation: str) -> Responses:
         "status": {"operationId": status_operation, "parameters": token},
         "record": {"operationId": RECORD_OPERATION, "parameters": token},
     }
-    replayed = {
-        "description": "`true` on the answer to a retry (an Idempotency-Key seen before)",
-        "schema": {"type": "string"},
-    }
-    return {
-        201: {"description": "Accepted: the job's token", "links": links, "headers": {"Idempotent-Replayed": replayed}}
-    }
+    return {201: {"description": "Accepted: the job's token", "links": links, "headers": REPLAYED}}
 
 
 # An upload's body, as text or as bytes. Zero bytes is a 400; a file of whitespace is a job (its sum is 0).

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import cast
 
 import fsspec
+from pydantic import BaseModel
 from redis import Redis
 from starlette.concurrency import run_in_threadpool
 
@@ -109,10 +110,15 @@ class Submitter:
             caller, Submission(kind, caller.name, bytes=len(data), input_bytes=data, idempotency=idempotency)
         )
 
-    async def start_direct_upload(self, caller: ClientSettings, size: int, part_bytes: int | None) -> StartedUpload:
+    async def start_direct_upload(
+        self, caller: ClientSettings, size: int, part_bytes: int | None, idempotency: Idempotency | None = None
+    ) -> StartedUpload:
         """Admit a direct upload of ``size`` bytes (the rate counts it as the submission; the
-        backlog quota checks its size now, and again when it completes), and start it."""
+        backlog quota checks its size now, and again when it completes), and start it. A
+        retry of a start (``idempotency`` seen before) is Replayed with the first answer."""
         direct = self.require_direct_uploads()
+        if idempotency is not None:
+            await run_in_threadpool(self.store.check_idempotency, idempotency)
         if size > self.settings.max_upload_bytes:
             raise InputTooLarge(f"upload of {size} bytes is over the limit of {self.settings.max_upload_bytes} bytes")
         plan = plan_parts(size, part_bytes, self.settings.direct_upload_part_bytes)
@@ -182,6 +188,13 @@ class Submitter:
     async def _store(self, caller: ClientSettings, job: Submission) -> Job:
         within_quota(caller, job.bytes)
         return await run_in_threadpool(self.store.submit, job, caller.max_backlog_bytes or None)
+
+    async def remember(self, idempotency: Idempotency | None, answer: BaseModel) -> BaseModel:
+        """``answer``, kept for the retries of its request (or the answer a concurrent one
+        kept first, Replayed)."""
+        if idempotency is not None:
+            await run_in_threadpool(self.store.remember_answer, idempotency, answer.model_dump(mode="json"))
+        return answer
 
     async def _idempotency(self, caller: ClientSettings, key: str | None, *request: bytes) -> Idempotency | None:
         """The request's idempotency, checked at once: a retry is answered before it costs

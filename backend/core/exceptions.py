@@ -18,12 +18,12 @@ class JobEnded(SpacetimeError):
 
 
 class Replayed(SpacetimeError):
-    """A retried request (its Idempotency-Key seen before, with the same request): the answer
-    is the job the first one made, ``token``."""
+    """A retried request (its Idempotency-Key seen before, with the same request): ``answer``
+    is the first one's (a submission's: the token of the job it made)."""
 
-    def __init__(self, token: str):
-        super().__init__(token)
-        self.token = token
+    def __init__(self, answer: dict):
+        super().__init__(answer)
+        self.answer = answer
 
 
 class IdempotencyKeyReused(SpacetimeError):

@@ -124,7 +124,7 @@ class JobStore:
             ]
         )
         if outcome == 2:
-            raise Replayed(answer.decode())
+            raise Replayed({"token": answer.decode()})
         if outcome == 3:
             raise IdempotencyKeyReused(
                 f"this Idempotency-Key made job {answer.decode()} for a different request; use a new key"
@@ -140,14 +140,23 @@ class JobStore:
 
     def check_idempotency(self, idempotency: Idempotency) -> None:
         """Raise what submit would for a key seen before (Replayed, IdempotencyKeyReused),
-        so that a retry costs no admission; submit.lua decides, in its step."""
+        so that a retry costs no admission; submit.lua decides, in its step. A key kept
+        by remember_answer holds the whole answer instead of a token."""
         seen = self._bytes(idempotency.key)
         if seen is None:
             return
         first = json.loads(seen)
         if first["fingerprint"] != idempotency.fingerprint:
-            raise IdempotencyKeyReused(f"this Idempotency-Key made job {first['token']} for a different request")
-        raise Replayed(first["token"])
+            raise IdempotencyKeyReused("this Idempotency-Key was used before for a different request; use a new key")
+        raise Replayed(first["answer"] if "answer" in first else {"token": first["token"]})
+
+    def remember_answer(self, idempotency: Idempotency, answer: dict) -> None:
+        """Keep the answer of a request that makes no job (a direct upload's start) for its
+        retries, unless a concurrent request with the key kept one first: then that one is
+        the answer (Replayed), and what this request made is left to expire."""
+        value = json.dumps({"fingerprint": idempotency.fingerprint, "answer": answer})
+        if not self.redis.set(idempotency.key, value, ex=keys.IDEMPOTENCY_TTL_S, nx=True):
+            self.check_idempotency(idempotency)
 
     def get(self, token: str) -> Job:
         raw = self._bytes(keys.result(token))

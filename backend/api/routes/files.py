@@ -14,6 +14,7 @@ from backend.api.schemas import (
     KEY_REUSED,
     NO_DIRECT_UPLOAD,
     OVER_QUOTA,
+    REPLAYED,
     S3_DOWN,
     STORE_DOWN,
     TOO_LARGE,
@@ -32,6 +33,7 @@ from backend.api.schemas import (
     inline_schema,
 )
 from backend.core.kinds import File, JobKind
+from backend.jobs.store import Idempotency
 from compute.errors import InvalidInput
 
 URL_EXAMPLE = '{"url": "s3://bucket/key"}'
@@ -96,21 +98,29 @@ def add_post(router: APIRouter, kind: JobKind, file: File) -> None:
 def add_direct_upload(router: APIRouter, kind: JobKind) -> None:
     """Start and complete a direct upload; the completed file becomes a job of ``kind``."""
 
-    async def start(request: Request, caller: CallerDep, submitter: SubmitterDep, settings: SettingsDep):
+    async def start(
+        request: Request,
+        caller: CallerDep,
+        submitter: SubmitterDep,
+        settings: SettingsDep,
+        key: IdempotencyKeyDep = None,
+    ):
         submitter.require_direct_uploads()
         wanted = await read_model(request, settings, DirectUploadIn)
-        started = await submitter.start_direct_upload(caller, wanted.size, wanted.part_size)
+        asked = Idempotency.of(caller.name, key, b"start", wanted.model_dump_json().encode()) if key else None
+        started = await submitter.start_direct_upload(caller, wanted.size, wanted.part_size, asked)
         upload = started.upload
         parts = [
             PartUrlOut(part_number=n, size=upload.plan.part_size(n), url=url) for n, url in enumerate(started.urls, 1)
         ]
-        return DirectUploadOut(
+        answer = DirectUploadOut(
             upload_id=upload.upload_id,
             token=upload.token,
             part_size=upload.part_bytes,
             expires_at=upload.expires_at,
             parts=parts,
         )
+        return await submitter.remember(asked, answer)
 
     async def complete(
         upload_id: Annotated[str, Path(pattern=UPLOAD_ID_PATTERN)],
@@ -140,10 +150,14 @@ def add_direct_upload(router: APIRouter, kind: JobKind) -> None:
         status_code=201,
         response_model=DirectUploadOut,
         responses={
-            201: {"description": "Started: PUT each part to its URL, then call complete with the ETags"},
+            201: {
+                "description": "Started: PUT each part to its URL, then call complete with the ETags",
+                "headers": REPLAYED,
+            },
             **NO_DIRECT_UPLOAD,
             **BAD_INPUT,
             **TOO_LARGE,
+            **KEY_REUSED,
             **OVER_QUOTA,
             **S3_DOWN,
         },
