@@ -1,8 +1,9 @@
 """The HTTP client of the API, ``SpaceTime``: what notebooks and ``spacetime submit`` and
 ``spacetime jobs`` use (one copy of the HTTP logic).
 
-It waits with ``GET /tasks/{token}?wait=``: each request is answered as soon as the job ends
-(or after WAIT_S, when the bar's progress is refreshed), instead of a poll every 0.2 s.
+``spacetime submit`` follows its job on the job's event stream (``GET /tasks/{token}/events``):
+its bar moves as blocks finish, and the end comes at once. ``SpaceTime.wait`` waits with
+``GET /tasks/{token}?wait=`` instead (answered as soon as the job ends, or after WAIT_S).
 
 A large even-sum file goes straight to S3 when the API offers it (POST /even-sum/uploads):
 its parts are PUT in parallel on presigned URLs, then one complete call queues the job.
@@ -153,17 +154,21 @@ class SpaceTime:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         return str(_checked(self.http.post(f"/tasks/{token}/rerun", headers=headers)).json()["token"])
 
-    def events(self, token: str, last_event_id: str | None = None) -> Iterator[dict]:
+    def events(self, token: str, last_event_id: str | None = None, timeout_s: float | None = None) -> Iterator[dict]:
         """The job's server-sent events as they come, ``{"event", "id", "data"}`` (data: its
-        status), up to and with the one terminal event (``finished`` or ``errored``). A
-        dropped stream is resumed from the last event (``Last-Event-ID``), STREAM_ATTEMPTS
-        times in a row at most."""
+        status), up to and with the one terminal event (``finished`` or ``errored``), or
+        until ``timeout_s`` has passed (None: no limit). A dropped stream is resumed from the
+        last event (``Last-Event-ID``), STREAM_ATTEMPTS times in a row at most."""
+        deadline = math.inf if timeout_s is None else time.monotonic() + timeout_s
         failures = 0
         while True:
             headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+            read_s = min(STREAM_READ_S, deadline - time.monotonic())
+            if read_s <= 0:
+                return
             try:
                 with self.http.stream(
-                    "GET", f"/tasks/{token}/events", headers=headers, timeout=STREAM_READ_S
+                    "GET", f"/tasks/{token}/events", headers=headers, timeout=httpx.Timeout(STREAM_READ_S, read=read_s)
                 ) as answer:
                     if answer.status_code == 204:  # the terminal event came before
                         return
@@ -174,23 +179,25 @@ class SpaceTime:
                         failures = 0
                         last_event_id = event.get("id", last_event_id)
                         yield event
-                        if event.get("event") in FINAL:
+                        if event.get("event") in FINAL or time.monotonic() >= deadline:
                             return
             except httpx.TransportError:
+                if time.monotonic() >= deadline:  # a read that ran to the deadline
+                    return
                 failures += 1
                 if failures >= STREAM_ATTEMPTS:
                     raise
                 time.sleep(RETRY_PAUSE_S * failures)
 
-    def watch(self, token: str, on_progress=None) -> dict:
-        """The job's status once it ends, from its event stream; ``on_progress(done, total)``
-        as blocks finish."""
+    def watch(self, token: str, on_progress=None, timeout_s: float | None = None) -> dict:
+        """The job's status once it ends, or the latest after ``timeout_s``, from its event
+        stream; ``on_progress(done, total)`` as blocks finish."""
         status: dict = {}
-        for event in self.events(token):
+        for event in self.events(token, timeout_s=timeout_s):
             status = event["data"]
             if (progress := status.get("progress")) and on_progress:
                 on_progress(progress["done"], progress["total"])
-        return status
+        return status or {"status": self.record(token)["status"]}
 
     def jobs(
         self, status: str | None = None, kind: str | None = None, since: float | None = None, page: int = 50
@@ -228,13 +235,13 @@ def submit_and_wait(
             return 1
         print(f"token {token}", file=sys.stderr)
         with tqdm(desc=kind, unit="block") as bar:
-            record = st.wait(token, timeout_s, on_progress=lambda done, total: show_progress(bar, done, total))
-        if record["status"] not in FINAL:
-            still = f"still {record['status']} after {timeout_s:g} s"
+            status = st.watch(token, lambda done, total: show_progress(bar, done, total), timeout_s)
+        if status["status"] not in FINAL:
+            still = f"still {status['status']} after {timeout_s:g} s"
             print(f"{still}; ask for it later: GET /{kind}/{token}/status", file=sys.stderr)
             return 1
-        if record["status"] == "errored":
-            print(f"errored: {record.get('error')}", file=sys.stderr)
+        if status["status"] == "errored":
+            print(f"errored: {status.get('error')}", file=sys.stderr)
             return 1
         result = st.result(token, kind, raw=True)
     if KINDS[kind].result_model is None:  # raw bytes: to a file
