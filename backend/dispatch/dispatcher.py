@@ -8,7 +8,8 @@ stops claiming, lets running jobs end, and hands back what it still holds.
 
 Every claimed job reaches a final state or goes back to its queue: a run's errors fail
 it, a lost attempt (scheduler gone, no worker) requeues it, and what follows the final
-write (report, timing record, metrics) is best effort.
+write (report, timing record, metrics) is best effort. A job its client cancels is final
+already: its run hears of it (backend/dispatch/cancels.py), stops, and writes nothing.
 """
 
 import logging
