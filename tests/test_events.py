@@ -39,7 +39,7 @@ def read_events(api: str, token: str, last_event_id: str | None = None, stop_aft
 
 
 def test_progress_then_exactly_one_terminal_event(api_url, dispatcher, redis):
-    token = even_sum(api_url, MANY_BLOCKS[: 200 * 1024])
+    token = even_sum(api_url, MANY_BLOCKS[: 600 * 1024])  # seconds of blocks: several progress events
     events = read_events(api_url, token)
     names = [e["event"] for e in events]
     assert names[-1] == "finished" and names.count("finished") == 1 and set(names[:-1]) == {"progress"}
