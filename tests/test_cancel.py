@@ -3,6 +3,7 @@ queued and running jobs end `errored` and `cancelled` at once, their counters ar
 in the same step, their tasks leave the cluster within a block's time, and nothing brings
 them back (a reaper, a late final write, a second DELETE)."""
 
+import json
 import signal
 import time
 
@@ -10,6 +11,7 @@ import httpx
 import pytest
 
 from backend.core.job import Lane
+from backend.dispatch.cancels import Cancels
 from backend.jobs import keys
 from backend.jobs.queue import JobQueue, QueuePolicy
 from backend.jobs.store import EndResult, JobStore
@@ -130,3 +132,18 @@ def test_a_job_of_a_killed_dispatcher_stays_cancelled(api_url, redis, settings, 
     assert httpx.get(f"{api_url}/tasks/{token}").json() == record
     assert not counters(redis) and rescuer.id != dead
     wait_until(lambda: not job_tasks(cluster, token), timeout_s=10, what="the dead client's tasks to go")
+
+
+def test_a_missed_cancel_message_is_found_in_the_record_at_the_next_heartbeat(redis):
+    """Pub/sub loses what is published while a dispatcher's subscription is down: the
+    heartbeat's check reads the records of the jobs it runs."""
+    cancels = Cancels(redis)
+    redis.set(keys.result("running"), json.dumps({"token": "running", "status": "received"}))
+    with cancels.watch("running"):
+        cancelled = cancels.asker("running")
+        cancels.check()
+        assert not cancelled()
+        redis.set(keys.result("running"), json.dumps({"token": "running", "status": "errored", "cancelled": True}))
+        cancels.check()
+        assert cancelled()
+    assert not cancels.asker("running")()  # forgotten once no loop runs it
