@@ -38,3 +38,8 @@ class NumberTooLong(InvalidNumber):
 
     def __reduce__(self):
         return type(self), (self.offset, self.text, self.limit)
+
+
+class Cancelled(Exception):
+    """The caller of a run asked it to stop (a job cancelled by its client): its tasks are
+    cancelled on the cluster, and there is no result."""

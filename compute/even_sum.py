@@ -28,6 +28,7 @@ from distributed import Client, Future
 
 from compute import ranged
 from compute.defaults import DEFAULT_BLOCK_BYTES, MAX_TOKEN_BYTES, S3_CONCURRENCY, S3_PART_BYTES
+from compute.errors import Cancelled
 from compute.local_read import LOOK_AHEAD_BYTES, block_buffer, look_ahead, tally_file
 from compute.reduction import (
     BLOCK_PRIORITY,
@@ -297,6 +298,7 @@ class BlockSum:
         pacing: Pacing | None = None,
         on_progress: Callable[[int, int], None] | None = None,
         wait: Callable[[set[Future]], set[Future]] | None = None,
+        cancelled: Callable[[], bool] | None = None,
     ) -> dict:
         """Submit the blocks as ``pacing`` allows, wait for them, and return the result.
 
@@ -311,6 +313,10 @@ class BlockSum:
         wait
             ``wait(futures)`` returns some that are done; by default ``distributed.wait``
             (first completed). Pass one that gives up on a lost cluster to bound the wait.
+        cancelled
+            Asked before each submission and after each wait: once it says True, the
+            sum's tasks still on the cluster are cancelled and ``Cancelled`` is raised, so
+            a run stops within the time of one block.
 
         Returns
         -------
@@ -330,12 +336,15 @@ class BlockSum:
         in_flight: dict[Future, float] = {}  # block -> its priority
         order: dict[Future, int] = {}  # block -> its place in the file
         done = 0
+        cancelled = cancelled or never
         while done < self.n_blocks:
+            self._stop_if(cancelled, in_flight)
             while self.submitted < self.n_blocks and len(in_flight) < max(1, pacing.window()):
                 priority = pacing.priority()
                 block = self.submit_next(priority)
                 in_flight[block], order[block] = priority, self.submitted - 1
             finished = wait(set(in_flight))
+            self._stop_if(cancelled, in_flight)
             pacing.done([in_flight.pop(block) for block in finished])
             failed = [block for block in finished if block.status == "error"]
             if failed:
@@ -345,8 +354,18 @@ class BlockSum:
                 on_progress(done, len(in_flight))
         total = self.total()
         while total not in wait({total}):
-            pass
+            self._stop_if(cancelled, {})
+        self._stop_if(cancelled, {})
         return total.result()
+
+    def _stop_if(self, cancelled: Callable[[], bool], in_flight: dict[Future, float]) -> None:
+        """Raise Cancelled once ``cancelled()``, after cancelling every task of the sum the
+        cluster may still run: the blocks in flight and the combine tasks not yet under
+        another (those under one go with it: nothing else wants them)."""
+        if not cancelled():
+            return
+        self.client.cancel([*in_flight, *self._tree.pending()])
+        raise Cancelled(f"{self.key_prefix}: cancelled after {self.submitted} of {self.n_blocks} blocks")
 
     def _first_error(
         self,
@@ -400,3 +419,8 @@ def _readable_errors(url: str):
         raise FileNotFoundError(f"not found: {url}") from None
     except PermissionError as exc:
         raise PermissionError(f"access denied to {url} ({exc}): check the storage credentials") from None
+
+
+def never() -> bool:
+    """A run that is never cancelled (notebooks, benchmarks)."""
+    return False

@@ -57,6 +57,11 @@ class ReductionTree:
             level += 1
         return self._levels[level][0]
 
+    def pending(self) -> list[Future]:
+        """The futures not yet under a combine task: cancelling them (and the blocks in
+        flight) cancels every task of the sum still to run."""
+        return [future for level in self._levels for future in level]
+
     def _add(self, level: int, future: Future) -> None:
         self._levels[level].append(future)
         if len(self._levels[level]) == FAN_IN:

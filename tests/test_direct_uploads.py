@@ -167,10 +167,25 @@ def test_a_wrong_etag_is_refused_and_the_right_one_then_accepted(s3_settings, st
     right = complete(api, upload["upload_id"], {1: etag})  # a refused call leaves the upload pending
     assert right.status_code == 201, right.text
     token = right.json()["token"]
+    assert token == upload["token"]  # known from the start
     assert wait_status(api, "even-sum", token)[-1] == {"status": "finished"}
     assert httpx.get(f"{api}/even-sum/{token}/result").json()["sum"] == -4
-    again = complete(api, upload["upload_id"], {1: etag})  # done with: a second job is never made
-    assert again.status_code == 404 and "no pending upload" in again.json()["error"]
+    again = complete(api, upload["upload_id"], {1: etag})  # a retry: the same job, never a second one
+    assert again.status_code == 201 and again.json() == {"token": token}
+    assert again.headers["idempotent-replayed"] == "true"
+    assert redis.zcard(keys.jobs("anonymous")) == 1
+
+
+def test_a_retried_start_answers_the_same_upload(s3_settings, start_api):
+    api = start_api(s3_settings())
+    first = httpx.post(f"{api}/even-sum/uploads", json={"size": 10}, headers={"Idempotency-Key": "start-1"})
+    again = httpx.post(f"{api}/even-sum/uploads", json={"size": 10}, headers={"Idempotency-Key": "start-1"})
+    assert first.status_code == again.status_code == 201 and again.json() == first.json()
+    assert again.headers["idempotent-replayed"] == "true" and "idempotent-replayed" not in first.headers
+    other = httpx.post(f"{api}/even-sum/uploads", json={"size": 11}, headers={"Idempotency-Key": "start-1"})
+    assert other.status_code == 422
+    etag = put(first.json()["parts"][0], SMALL[:10])
+    assert complete(api, first.json()["upload_id"], {1: etag}).json() == {"token": first.json()["token"]}
 
 
 def test_concurrent_complete_calls_make_one_job(s3_settings, start_api, redis):
@@ -180,7 +195,9 @@ def test_concurrent_complete_calls_make_one_job(s3_settings, start_api, redis):
     with ThreadPoolExecutor(4) as pool:
         answers = list(pool.map(lambda _: complete(api, upload["upload_id"], {1: etag}), range(4)))
     statuses = sorted(a.status_code for a in answers)
-    assert statuses.count(201) == 1 and set(statuses) <= {201, 404, 409}, [a.text for a in answers]
+    assert 201 in statuses and set(statuses) <= {201, 409}, [a.text for a in answers]
+    made = [a for a in answers if a.status_code == 201 and "idempotent-replayed" not in a.headers]
+    assert len(made) == 1 and {a.json()["token"] for a in answers if a.status_code == 201} == {upload["token"]}
     assert redis.llen(keys.TASKS) == 1
 
 

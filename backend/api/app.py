@@ -18,7 +18,8 @@ from starlette.concurrency import run_in_threadpool
 from backend.api.admission import RateLimiter
 from backend.api.endings import Endings
 from backend.api.errors import add_handlers
-from backend.api.routes import service, tasks
+from backend.api.events import Streams
+from backend.api.routes import control, service, tasks
 from backend.api.routes.files import add_file_doors
 from backend.api.routes.kinds import add_body_door, add_status_and_result
 from backend.api.schemas import NOT_AUTHENTICATED, operation_id
@@ -56,6 +57,7 @@ def routes() -> APIRouter:
             add_file_doors(router, kind, kind.input)
         add_status_and_result(router, kind)
     router.include_router(tasks.router)
+    router.include_router(control.router)
     router.include_router(service.router)
     return router
 
@@ -78,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.metrics.register(RedisMetrics(client))
         endings = Endings(settings.redis_url, settings.max_status_waiters)
         app.state.endings = endings
+        app.state.event_streams = Streams(settings.max_event_streams)
         waiters = Gauge(
             "spacetime_status_waiters",
             "Status requests of this API process waiting for their job to end (?wait=)",

@@ -62,3 +62,15 @@ async def get_wait(  # async: a sync dependency would cost every status request 
 
 
 WaitDep = Annotated[float, Depends(get_wait)]
+
+IDEMPOTENCY_TEXT = (
+    "Any string of yours, new for each job (a UUID): the first request with it makes the job; "
+    "a retry within 24 h (the same request again, e.g. after a dropped connection) answers the "
+    "same job, with `Idempotent-Replayed: true`, and makes no other. The key with a different "
+    "request: 422."
+)
+# Printable ASCII without spaces, as HTTP header values go; long enough for any UUID or hash.
+IdempotencyKeyDep = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", min_length=1, max_length=255, pattern=r"^[!-~]+$", description=IDEMPOTENCY_TEXT),
+]

@@ -32,6 +32,15 @@ def _owns(caller: ClientSettings, job: Job) -> bool:
     return job.client_id == caller.client_id and job.client == caller.name
 
 
+def owned_past_job(store: JobStore, token: str, caller: ClientSettings) -> Job:
+    """owned_job, for a job whose record may have expired: its summary answers for it (the
+    routes of what outlives a record, such as its report)."""
+    job = store.summary(token)
+    if caller.authenticated and not _owns(caller, job):
+        raise JobNotFound(token)
+    return job
+
+
 async def waited_job(
     request: Request, store: JobStore, token: str, caller: ClientSettings, wait_s: float, kind: str | None = None
 ) -> Job:

@@ -47,6 +47,7 @@ class JobOut(BaseModel):
     input_url: str | None = Field(None, description="The input URL the client named (absent for an upload)")
     progress: Progress | None = None
     error: str | None = None
+    cancelled: bool | None = Field(None, description="True when its client cancelled it (it ended `errored`)")
     queue_wait_s: float | None = None
     exec_s: float | None = None
     lead_s: float | None = None
@@ -79,6 +80,7 @@ class PartUrlOut(BaseModel):
 
 class DirectUploadOut(BaseModel):
     upload_id: str
+    token: str = Field(description="The job's token, from now on: the job exists once the upload is completed")
     part_size: int
     expires_at: float = Field(description="Epoch seconds: complete the upload before then; the URLs expire then too")
     parts: list[PartUrlOut]
@@ -91,6 +93,37 @@ class PartIn(BaseModel):
 
 class CompleteUploadIn(BaseModel):
     parts: list[PartIn] = Field(min_length=1, max_length=S3_MAX_PARTS)
+
+
+class JobLinks(BaseModel):
+    record: str = Field(description="GET it for the whole record (while it lives: the result TTL)")
+    result: str | None = Field(None, description="GET it for the result, once `finished`")
+    report: str = Field(description="GET it for the performance report, once the job has ended")
+
+
+class JobEntry(BaseModel):
+    """One job in a list: what it is now, from its record, or from its summary once the
+    record has expired (then without progress)."""
+
+    token: str
+    kind: str
+    status: JobStatus
+    requested_at: float | None = None
+    received_at: float | None = None
+    finished_at: float | None = None
+    progress: Progress | None = None
+    error: str | None = None
+    cancelled: bool | None = None
+    queue_position: int | None = Field(None, description="While `requested`: jobs of yours ahead of it in its queue")
+    queue_wait_s: float | None = None
+    exec_s: float | None = None
+    lead_s: float | None = None
+    links: JobLinks
+
+
+class JobPageOut(BaseModel):
+    jobs: list[JobEntry] = Field(description="Newest first")
+    next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page; absent on the last")
 
 
 class ErrorOut(BaseModel):
@@ -151,6 +184,9 @@ NOT_AUTHENTICATED: Responses = {
     401: {"model": ErrorOut, "description": "No valid API key (keys mode)"},
     400: {"model": ErrorOut, "description": "A header or parameter is not valid (e.g. X-Client-Id)"},
 }
+KEY_REUSED: Responses = {
+    422: {"model": ErrorOut, "description": "The Idempotency-Key was used before for a different request"}
+}
 OVER_QUOTA: Responses = {
     429: {
         "model": ErrorOut,
@@ -158,6 +194,7 @@ OVER_QUOTA: Responses = {
         "headers": {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}},
     }
 }
+ALREADY_ENDED: Responses = {409: {"model": ErrorOut, "description": "The job had ended on its own: nothing to cancel"}}
 TOO_SLOW: Responses = {408: {"model": ErrorOut, "description": "The body stalled, or came slower than the floor"}}
 STORE_DOWN: Responses = {
     503: {"model": ErrorOut, "description": "The job store (Redis) or the uploads store cannot be written; try again"},
@@ -178,6 +215,15 @@ NO_DIRECT_UPLOAD: Responses = {
 RECORD_OPERATION = "job_record"
 
 
+# The header of a 201 that answers a retry.
+REPLAYED = {
+    "Idempotent-Replayed": {
+        "description": "`true` on the answer to a retry (an Idempotency-Key seen before)",
+        "schema": {"type": "string"},
+    }
+}
+
+
 def created(status_operation: str) -> Responses:
     """The 201 of a submission, with OpenAPI links saying where its token goes next.
 
@@ -189,7 +235,7 @@ def created(status_operation: str) -> Responses:
         "status": {"operationId": status_operation, "parameters": token},
         "record": {"operationId": RECORD_OPERATION, "parameters": token},
     }
-    return {201: {"description": "Accepted: the job's token", "links": links}}
+    return {201: {"description": "Accepted: the job's token", "links": links, "headers": REPLAYED}}
 
 
 # An upload's body, as text or as bytes. Zero bytes is a 400; a file of whitespace is a job (its sum is 0).

@@ -5,26 +5,35 @@ The API's routes read and check the HTTP side; this decides whether the job may 
 blocks), and stores it. Blocking calls (Redis, the uploads store) run in threads.
 """
 
+import hashlib
 import logging
 import math
 from collections.abc import AsyncIterator
 from typing import cast
 
 import fsspec
+from pydantic import BaseModel
 from redis import Redis
 from starlette.concurrency import run_in_threadpool
 
 from backend.api.admission import RateLimiter
 from backend.api.direct_uploads import DirectUploads, StartedUpload, plan_parts
 from backend.api.uploads import check_allowed_url, discard, save_stream
-from backend.core.exceptions import DirectUploadsUnavailable, InputTooLarge, NotReplicated, OverQuota
+from backend.core.exceptions import (
+    DirectUploadsUnavailable,
+    InputGone,
+    InputTooLarge,
+    NotReplicated,
+    OverQuota,
+    UploadNotFound,
+)
 from backend.core.job import Job, new_token
-from backend.core.kinds import JobKind
+from backend.core.kinds import KINDS, JobKind
 from backend.core.settings import Settings
 from backend.jobs import keys
 from backend.jobs.clients import ClientSettings
 from backend.jobs.reservations import Reservation, Reservations, UploadLimits
-from backend.jobs.store import JobStore, Submission
+from backend.jobs.store import Idempotency, JobStore, Submission
 from compute.errors import InvalidInput
 
 log = logging.getLogger(__name__)
@@ -41,10 +50,14 @@ class Submitter:
         # Only where the uploads store is S3 (settings.direct_uploads_offered).
         self.direct = DirectUploads(settings, store.redis) if settings.direct_uploads_offered else None
 
-    async def body(self, caller: ClientSettings, kind: JobKind, data: bytes) -> Job:
-        """Queue a job whose whole input came as the request body (kept in Redis)."""
+    async def body(self, caller: ClientSettings, kind: JobKind, data: bytes, key: str | None = None) -> Job:
+        """Queue a job whose whole input came as the request body (kept in Redis). ``key``:
+        the request's Idempotency-Key (a retry answers the job the first request made)."""
+        idempotency = await self._idempotency(caller, key, kind.name.encode(), b"body", data)
         await run_in_threadpool(self.limiter.admit, caller)
-        job = Submission(kind, caller.name, client_id=caller.client_id, bytes=len(data), input_bytes=data)
+        job = Submission(
+            kind, caller.name, client_id=caller.client_id, bytes=len(data), input_bytes=data, idempotency=idempotency
+        )
         return await self._store(caller, job)
 
     async def upload(
@@ -54,11 +67,13 @@ class Submitter:
         chunks: AsyncIterator[bytes],
         declared: int | None,
         keep_input: bool = False,
+        key: str | None = None,
     ) -> Job:
         """Stream a file into the uploads store, then queue its job. A body the client's
         backlog quota cannot take is refused before a byte is stored when its length is
         declared, and deleted when it is not. The file is deleted when the job ends,
-        unless ``keep_input``."""
+        unless ``keep_input``. With an Idempotency-Key, the body is hashed as it streams: a
+        retry's file is deleted once submit.lua answers the first job."""
         await run_in_threadpool(self.limiter.admit, caller)
         if declared is not None:
             within_quota(caller, declared)
@@ -70,27 +85,79 @@ class Submitter:
         try:
             url = f"{self.settings.uploads_url}/{token}.txt"
             options = self.settings.storage_options(url)
-            size = await save_stream(reserved(chunks, reservation), url, self.settings.max_upload_bytes, options)
-            return await self._store_file(caller, kind, url, size, token, keep_input)
+            digest = hashlib.sha256()
+            size = await save_stream(
+                hashed(reserved(chunks, reservation), digest), url, self.settings.max_upload_bytes, options
+            )
+            request = (kind.name.encode(), b"upload", digest.digest())
+            idempotency = Idempotency.of(caller.name, key, *request) if key else None
+            return await self._store_file(caller, kind, url, size, token, keep_input, idempotency)
         finally:
             await run_in_threadpool(reservation.release)
 
-    async def url(self, caller: ClientSettings, kind: JobKind, url: str) -> Job:
+    async def url(self, caller: ClientSettings, kind: JobKind, url: str, key: str | None = None) -> Job:
         """Queue a job over a file already in an allowed store, named by URL."""
+        idempotency = await self._idempotency(caller, key, kind.name.encode(), b"url", url.encode())
         # In a thread: resolving file:// links lstat's each folder of the path.
         url = await run_in_threadpool(check_allowed_url, url, self.settings.allowed_url_prefixes)
         await run_in_threadpool(self.limiter.admit, caller)
         size = await run_in_threadpool(self._size, url)
-        job = Submission(kind, caller.name, self._cost(size), client_id=caller.client_id, bytes=size, input_url=url)
+        job = Submission(
+            kind,
+            caller.name,
+            self._cost(size),
+            client_id=caller.client_id,
+            bytes=size,
+            input_url=url,
+            idempotency=idempotency,
+        )
         return await self._store(caller, job)
 
+    async def rerun(self, caller: ClientSettings, job: Job, key: str | None = None) -> Job:
+        """Queue the job's input again as a new job of its kind: the file its URL names, or
+        its bytes while they are kept (an image's go with its job's end). Admitted, costed
+        and quota-checked as a new submission is."""
+        kind = KINDS.get(job.kind)
+        if kind is None:
+            raise InputGone(f"job {job.token} is of an unknown kind ({job.kind!r}): it cannot run again")
+        idempotency = await self._idempotency(caller, key, b"rerun", job.token.encode())
+        if job.input_url is not None:
+            await run_in_threadpool(self.limiter.admit, caller)
+            size = await run_in_threadpool(self._size, job.input_url)
+            again = Submission(
+                kind,
+                caller.name,
+                self._cost(size),
+                client_id=caller.client_id,
+                bytes=size,
+                input_url=job.input_url,
+                idempotency=idempotency,
+            )
+            return await self._store(caller, again)
+        data = await run_in_threadpool(self.store.input, job.token)
+        if data is None:
+            raise InputGone(f"the input of job {job.token} is no longer kept (it ended); submit it again")
+        await run_in_threadpool(self.limiter.admit, caller)
+        again = Submission(
+            kind, caller.name, client_id=caller.client_id, bytes=len(data), input_bytes=data, idempotency=idempotency
+        )
+        return await self._store(caller, again)
+
     async def start_direct_upload(
-        self, caller: ClientSettings, size: int, part_bytes: int | None, keep_input: bool = False
+        self,
+        caller: ClientSettings,
+        size: int,
+        part_bytes: int | None,
+        keep_input: bool = False,
+        idempotency: Idempotency | None = None,
     ) -> StartedUpload:
         """Admit a direct upload of ``size`` bytes (the rate counts it as the submission; its
         bytes are reserved against the backlog quota now, and checked again when it
-        completes), and start it."""
+        completes), and start it. A retry of a start (``idempotency`` seen before) is
+        Replayed with the first answer."""
         direct = self.require_direct_uploads()
+        if idempotency is not None:
+            await run_in_threadpool(self.store.check_idempotency, idempotency)
         if size > self.settings.max_upload_bytes:
             raise InputTooLarge(f"upload of {size} bytes is over the limit of {self.settings.max_upload_bytes} bytes")
         plan = plan_parts(size, part_bytes, self.settings.direct_upload_part_bytes)
@@ -115,9 +182,15 @@ class Submitter:
         Until S3 completes the upload, a refusal (parts not right, over the backlog quota)
         leaves it pending: the client may fix its parts, or wait, and call again. Once S3
         has completed it, the upload is done with whatever happens: a job refused then (a
-        quota race since the check just before) deletes the file."""
+        quota race since the check just before) deletes the file. The upload id is the
+        call's idempotency key: retried after it queued the job, it answers that job."""
         direct = self.require_direct_uploads()
-        upload = await run_in_threadpool(direct.claim, caller.owner, upload_id)
+        completed = await self._idempotency(caller, f"complete:{upload_id}", b"complete")
+        try:
+            upload = await run_in_threadpool(direct.claim, caller.owner, upload_id)
+        except UploadNotFound:  # a call that completed it since the check above: its job
+            await self._idempotency(caller, f"complete:{upload_id}", b"complete")
+            raise
         try:
             await self._check_backlog(caller, upload.size)
             await run_in_threadpool(direct.complete, upload, etags)
@@ -125,7 +198,9 @@ class Submitter:
             await run_in_threadpool(direct.release, upload)
             raise
         try:
-            return await self._store_file(caller, kind, upload.url, upload.size, upload.token, upload.keep_input)
+            return await self._store_file(
+                caller, kind, upload.url, upload.size, upload.token, upload.keep_input, completed
+            )
         finally:
             await run_in_threadpool(direct.finish, upload)
 
@@ -141,10 +216,18 @@ class Submitter:
         return self.direct
 
     async def _store_file(
-        self, caller: ClientSettings, kind: JobKind, url: str, size: int, token: str, keep_input: bool
+        self,
+        caller: ClientSettings,
+        kind: JobKind,
+        url: str,
+        size: int,
+        token: str,
+        keep_input: bool,
+        idempotency: Idempotency | None = None,
     ) -> Job:
         """Queue the job of a file we stored at ``url``; delete the file if the job is refused
-        (and, unless ``keep_input``, when the job ends)."""
+        (or a retry's, answered with the first request's job) and, unless ``keep_input``,
+        when the job ends."""
         job = Submission(
             kind,
             caller.name,
@@ -154,6 +237,7 @@ class Submitter:
             input_url=url,
             token=token,
             delete_input=not keep_input,
+            idempotency=idempotency,
         )
         try:
             return await self._store(caller, job)
@@ -168,6 +252,22 @@ class Submitter:
         return await run_in_threadpool(
             self.store.submit, job, caller.max_backlog_bytes or None, self.settings.default_max_held_bytes
         )
+
+    async def remember(self, idempotency: Idempotency | None, answer: BaseModel) -> BaseModel:
+        """``answer``, kept for the retries of its request (or the answer a concurrent one
+        kept first, Replayed)."""
+        if idempotency is not None:
+            await run_in_threadpool(self.store.remember_answer, idempotency, answer.model_dump(mode="json"))
+        return answer
+
+    async def _idempotency(self, caller: ClientSettings, key: str | None, *request: bytes) -> Idempotency | None:
+        """The request's idempotency, checked at once: a retry is answered before it costs
+        an admission (Replayed), a key reused for another request refused."""
+        if key is None:
+            return None
+        idempotency = Idempotency.of(caller.name, key, *request)
+        await run_in_threadpool(self.store.check_idempotency, idempotency)
+        return idempotency
 
     async def _check_backlog(self, caller: ClientSettings, size: int) -> None:
         within_quota(caller, size)
@@ -227,3 +327,11 @@ def within_quota(caller: ClientSettings, size: int) -> None:
         raise InputTooLarge(
             f"the job's {size} bytes are over the backlog quota of {limit} bytes of client {caller.name!r}"
         )
+
+
+async def hashed(chunks: AsyncIterator[bytes], digest) -> AsyncIterator[bytes]:
+    """``chunks`` as they come, each added to ``digest`` (an Idempotency-Key's fingerprint of
+    a streamed body)."""
+    async for chunk in chunks:
+        digest.update(chunk)
+        yield chunk

@@ -13,6 +13,27 @@ class JobNotFound(SpacetimeError):
     """No record for the token: never created, expired (TTL), or another client's."""
 
 
+class JobEnded(SpacetimeError):
+    """The job ended on its own before its client could cancel it: nothing to cancel."""
+
+
+class Replayed(SpacetimeError):
+    """A retried request (its Idempotency-Key seen before, with the same request): ``answer``
+    is the first one's (a submission's: the token of the job it made)."""
+
+    def __init__(self, answer: dict):
+        super().__init__(answer)
+        self.answer = answer
+
+
+class IdempotencyKeyReused(SpacetimeError):
+    """An Idempotency-Key seen before with a different request: nothing is made."""
+
+
+class InputGone(SpacetimeError):
+    """A job cannot run again: its input is no longer kept (an image's ends with its job)."""
+
+
 class InputTooLarge(SpacetimeError):
     """The request body is over the configured limit."""
 

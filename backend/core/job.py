@@ -59,6 +59,8 @@ class Job(BaseModel):
     delete_input: bool | None = None
     progress: Progress | None = None
     error: str | None = None
+    # True once its client cancelled it (DELETE /tasks/<token>); it is `errored` then.
+    cancelled: bool | None = None
     # Timings in seconds, filled in when the job ends (see docs/metrics.md).
     queue_wait_s: float | None = None
     exec_s: float | None = None

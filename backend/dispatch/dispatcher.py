@@ -8,7 +8,8 @@ stops claiming, lets running jobs end, and hands back what it still holds.
 
 Every claimed job reaches a final state or goes back to its queue: a run's errors fail
 it, a lost attempt (scheduler gone, no worker) requeues it, and what follows the final
-write (report, timing record, metrics) is best effort.
+write (report, timing record, metrics) is best effort. A job its client cancels is final
+already: its run hears of it (backend/dispatch/cancels.py), stops, and writes nothing.
 """
 
 import logging
@@ -26,6 +27,7 @@ from backend.core.job import Job, Lane
 from backend.core.kinds import KINDS, load
 from backend.core.settings import Settings
 from backend.core.waiting import Outage, wait_for
+from backend.dispatch.cancels import Cancels
 from backend.dispatch.cluster import Cluster
 from backend.dispatch.errors import USER_ERRORS, client_message
 from backend.dispatch.runners import BlocksInFlight, JobContext, Outcome
@@ -39,6 +41,7 @@ from backend.telemetry.metrics import JobMetrics
 from backend.telemetry.reports import ReportWriter, report_store_url
 from backend.telemetry.timing import Stopwatch, Timing, make_timing
 from compute.defaults import BULK_RESOURCE
+from compute.errors import Cancelled
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +58,8 @@ class Dispatcher:
         self.store = JobStore(self.redis, settings.result_ttl_s)
         self.queue = JobQueue(self.redis, new_dispatcher_id(), settings.lease_s, QueuePolicy.of(settings))
         share = FairShare(self.redis, lambda: self.cluster.threads(BULK_RESOURCE), settings.default_weight)
-        self.context = JobContext(self.cluster, self.store, settings, share, BlocksInFlight())
+        self.cancels = Cancels(self.redis)
+        self.context = JobContext(self.cluster, self.store, settings, share, BlocksInFlight(), self.cancels)
         self.metrics = JobMetrics(self.redis, settings)
         self.doctor = Doctor(self.redis)
         self.reports = ReportWriter(settings)
@@ -81,6 +85,8 @@ class Dispatcher:
         """Start the heartbeat and the job loops of both lanes, each in its own thread."""
         self.queue.heartbeat({})
         self._heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
+        listener = threading.Thread(target=self.cancels.listen, args=(self._released,), name="cancels", daemon=True)
+        listener.start()
         loops = [Lane.interactive] * self.settings.interactive_concurrency + [
             Lane.bulk
         ] * self.settings.bulk_concurrency
@@ -130,6 +136,7 @@ class Dispatcher:
                 if reaped := self.queue.reap(scan=beats % SCAN_EVERY_BEATS == 0):
                     log.warning("requeued %d job(s) of dead dispatchers", reaped)
                 self._requeue_strays()
+                self.cancels.check()
                 self.metrics.publish_gauges()
                 self._check_counters()
 
@@ -183,7 +190,8 @@ class Dispatcher:
         with self._active_lock:
             self._active[claim.job.token] += 1
         try:
-            self._handle(claim)
+            with self.cancels.watch(claim.job.token):
+                self._handle(claim)
         finally:
             with self._active_lock:
                 self._active[claim.job.token] -= 1
@@ -202,7 +210,7 @@ class Dispatcher:
         started = time.time()
         with Stopwatch() as watch:
             outcome, error = self._run_guarded(job)
-        if outcome is None and error is None:  # lost attempt: back in its queue
+        if outcome is None and error is None:  # lost attempt (back in its queue), or cancelled
             return
         timing = make_timing(
             job,
@@ -242,13 +250,16 @@ class Dispatcher:
 
     def _run_guarded(self, job: Job) -> tuple[Outcome | None, str | None]:
         """(outcome, None), (None, error), or (None, None) when the attempt was lost and the
-        job handed back to its queue."""
+        job handed back to its queue, or the job was cancelled."""
         try:
             return self._run(job), None
         except USER_ERRORS as exc:
             return None, client_message(exc, job, self.settings.uploads_url)
         except RedisError:  # not the job's fault: the loop's outage handling takes it
             raise
+        except Cancelled:  # its record says so already: nothing to write
+            log.info("job %s: cancelled by its client; its tasks are cancelled", job.token)
+            return None, None
         except AttemptLost as exc:
             if self.store.requeue(job, str(exc)):
                 log.warning("job %s: attempt %d lost (%s); back in its queue", job.token, job.attempts, exc)

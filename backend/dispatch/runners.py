@@ -21,6 +21,7 @@ from redis import RedisError
 from backend.core.exceptions import AttemptLost
 from backend.core.job import Job
 from backend.core.settings import Settings
+from backend.dispatch.cancels import Cancels
 from backend.dispatch.cluster import Cluster
 from backend.jobs import keys
 from backend.jobs.fairshare import FairShare
@@ -65,6 +66,7 @@ class JobContext:
     settings: Settings
     share: FairShare
     in_flight: BlocksInFlight
+    cancels: Cancels
 
 
 @dataclass
@@ -111,7 +113,7 @@ def run_randomize(ctx: JobContext, job: Job) -> Outcome:
 
 def run_even_sum(ctx: JobContext, job: Job) -> Outcome:
     """Block tasks paced by the client's fair share (backend/jobs/fairshare.py), a tree
-    reduction, and progress as blocks complete."""
+    reduction, and progress as blocks complete; a cancel stops it between two waits."""
     url = job.input_url
     if url is None:
         raise InvalidInput("the job names no input file; submit it again")
@@ -132,7 +134,7 @@ def run_even_sum(ctx: JobContext, job: Job) -> Outcome:
         ctx.store.progress(job, done, blocks.n_blocks)
 
     try:
-        result = blocks.run(ctx.share.pacing(job), on_progress, ctx.cluster.wait_any)
+        result = blocks.run(ctx.share.pacing(job), on_progress, ctx.cluster.wait_any, ctx.cancels.asker(job.token))
     finally:
         ctx.in_flight.set(job, 0)
     # Digit for digit at any size: json.dumps stops at 4300 digits.

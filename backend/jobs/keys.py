@@ -114,6 +114,30 @@ ENDINGS = "endings"
 # one dispatcher checks per interval, however many there are.
 DOCTOR_LOCK = "doctor-lock"
 
+# -- job control (DELETE /tasks/<token>) -----------------------------------------------------
+# A pub/sub channel, not a key: the cancel script PUBLISHes the token of a job it ended while
+# a dispatcher ran it, so that the dispatcher stops its work on the cluster at once
+# (backend/dispatch/cancels.py; its heartbeat finds a missed message in the record).
+CANCELS = "cancels"
+
+# -- safe retries (the Idempotency-Key header) ----------------------------------------------
+# JSON {"fingerprint", "token"}: the job that the first request with this key made, and a
+# hash of what that request asked (kind and input), so that a retry answers the same job and
+# a different request with the key is refused. Written by submit.lua with the job, in its
+# step; <sha256> is the key's hash (any length and characters, one size in Redis). A direct
+# upload's complete call uses "complete:<upload_id>" as its key: a retry answers its job.
+IDEMPOTENCY = "idempotency:{client}:{sha256}"
+
+# -- job history (GET /tasks) ----------------------------------------------------------------
+# Sorted set of a client's jobs, newest last: every score is 0 and each member is
+# "<requested_at in ms, 13 digits>:<token>", so members sort by submit time (then token)
+# and a page's cursor is a member (backend/jobs/history.py). Written by submit.lua, which
+# trims what is older than HISTORY_TTL_S; the key expires HISTORY_TTL_S after the last submit.
+JOBS = "jobs:{client}"
+# A job's compact summary (JSON: kind, status, times, error, timings), written at submit and
+# by the final write: what GET /tasks shows of a job whose record has expired.
+SUMMARY = "summary:{token}"
+
 # -- metrics ---------------------------------------------------------------------------------
 # Hash of job counters and time sums written by dispatchers, read by GET /metrics.
 METRICS = "metrics"
@@ -149,6 +173,12 @@ WITHOUT_TTL = (
 )
 
 # -- times -----------------------------------------------------------------------------------
+# A request retried within this long with the same Idempotency-Key answers the job the first
+# made: a day, as the job services clients know (Stripe's, for one).
+IDEMPOTENCY_TTL_S = 24 * 3600
+# A job stays listed (GET /tasks) this long after its submit, its summary as long after its
+# end: a week, so that last week's jobs, and their reports, can still be found.
+HISTORY_TTL_S = 7 * 24 * 3600
 # How long an idle job loop sleeps on its wake list before it looks again anyway (work
 # pushed straight on `tasks` by an old producer wakes nobody).
 CLAIM_TIMEOUT_S = 1.0
@@ -211,6 +241,18 @@ def input_(token: str) -> str:
 
 def staged(token: str, dispatcher: str, attempt: int) -> str:
     return STAGED.format(token=token, dispatcher=dispatcher, attempt=attempt)
+
+
+def jobs(client: str) -> str:
+    return JOBS.format(client=client)
+
+
+def idempotency(client: str, sha256: str) -> str:
+    return IDEMPOTENCY.format(client=client, sha256=sha256)
+
+
+def summary(token: str) -> str:
+    return SUMMARY.format(token=token)
 
 
 def processing(dispatcher: str) -> str:

@@ -46,6 +46,11 @@ CONSTANTS: dict[str, str | int] = {
     "ROUTE_BATCH": keys.ROUTE_BATCH,
     "UPLOADS": _prefix(keys.UPLOADS),
     "ENDINGS": keys.ENDINGS,
+    "CANCELS": keys.CANCELS,
+    "JOBS": _prefix(keys.JOBS),
+    "SUMMARY": _prefix(keys.SUMMARY),
+    "HISTORY_TTL_S": keys.HISTORY_TTL_S,
+    "IDEMPOTENCY_TTL_S": keys.IDEMPOTENCY_TTL_S,
 }
 
 

@@ -14,6 +14,7 @@ epoch seconds with milliseconds; exact big integers (even-sum results) never pas
 through cjson because results are stored as raw bytes under their own key.
 """
 
+import hashlib
 import json
 from dataclasses import dataclass
 from enum import StrEnum
@@ -22,10 +23,19 @@ from typing import Any, cast
 from pydantic import ValidationError
 from redis import Redis
 
-from backend.core.exceptions import InputTooLarge, JobNotFound, NotReplicated, OverQuota, problems
+from backend.core.exceptions import (
+    IdempotencyKeyReused,
+    InputTooLarge,
+    JobEnded,
+    JobNotFound,
+    NotReplicated,
+    OverQuota,
+    Replayed,
+    problems,
+)
 from backend.core.job import Job, JobStatus, new_token, now_s
 from backend.core.kinds import JobKind
-from backend.jobs import keys, scripts
+from backend.jobs import history, keys, scripts
 
 
 class EndResult(StrEnum):
@@ -56,8 +66,23 @@ class Submission:
     client_id: str | None = None
     # The input is a file the service stored for this job: deleted once the job ends.
     delete_input: bool = False
+    # Makes a retry of the request answer the job the first made (keys.IDEMPOTENCY).
+    idempotency: "Idempotency | None" = None
     # The input's size, as the record calls it (last: the name hides the type from here on).
     bytes: int = 0
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """A request's Idempotency-Key, and what it asked: its kind and input, hashed."""
+
+    key: str
+    fingerprint: str
+
+    @classmethod
+    def of(cls, client: str, header: str, *request: bytes) -> "Idempotency":
+        fingerprint = hashlib.sha256(b"\0".join(request)).hexdigest()
+        return cls(keys.idempotency(client, hashlib.sha256(header.encode()).hexdigest()), fingerprint)
 
 
 class JobStore:
@@ -73,6 +98,7 @@ class JobStore:
         self._progress = scripts.register(redis, "progress")
         self._requeue = scripts.register(redis, "requeue")
         self._annotate = scripts.register(redis, "annotate")
+        self._cancel = scripts.register(redis, "cancel")
 
     # -- API side ---------------------------------------------------------------
 
@@ -83,8 +109,9 @@ class JobStore:
         queued-or-running input bytes over ``max_backlog_bytes``, or the bytes it holds in
         Redis (inputs and kept outputs) over ``max_held_bytes`` (0: no limit; a client's
         own ``max_held_bytes`` field overrides it); InputTooLarge when the input alone is;
-        NotReplicated when fewer than ``min_replicas`` replicas confirmed it (it is stored,
-        and may run)."""
+        Replayed (the job a retry answers) or IdempotencyKeyReused when its idempotency key
+        was seen before; NotReplicated when fewer than ``min_replicas`` replicas confirmed it
+        (it is stored, and may run)."""
         record = Job(
             token=job.token or new_token(),
             kind=job.kind.name,
@@ -99,7 +126,8 @@ class JobStore:
             input_url=job.input_url,
             delete_input=job.delete_input or None,
         )
-        answer, figure = self._submit_and_wait(
+        idempotency = job.idempotency or Idempotency("", "")
+        outcome, figure = self._submit_and_wait(
             [
                 record.token,
                 record.model_dump_json(exclude_none=True),
@@ -110,20 +138,30 @@ class JobStore:
                 -1 if max_backlog_bytes is None else max_backlog_bytes,
                 job.kind.lane,
                 max_held_bytes,
+                history.member(record.requested_at or 0, record.token),
+                history.member(now_s() - keys.HISTORY_TTL_S, ""),
+                idempotency.key,
+                idempotency.fingerprint,
             ]
         )
+        if outcome == 2:
+            raise Replayed({"token": figure.decode()})
+        if outcome == 3:
+            raise IdempotencyKeyReused(
+                f"this Idempotency-Key made job {figure.decode()} for a different request; use a new key"
+            )
         stored = len(job.input_bytes or b"")
-        if answer == -2:
+        if outcome == -2:
             raise InputTooLarge(
                 f"the job's {stored} bytes are over the {figure} bytes client {job.client!r} may hold in Redis"
             )
-        if answer == -1:
+        if outcome == -1:
             raise OverQuota(
                 f"client {job.client!r} holds {figure} bytes in Redis (inputs of its jobs, and results kept for "
                 f"{self.ttl_s} s); this job's {stored} bytes would pass its limit: results free as they expire",
                 retry_after_s=keys.HELD_RETRY_AFTER_S,
             )
-        if not answer:
+        if not outcome:
             raise OverQuota(
                 f"client {job.client!r} has {figure} bytes of jobs queued or running; this job's {job.bytes} "
                 f"bytes would pass its backlog quota of {max_backlog_bytes} bytes",
@@ -131,26 +169,68 @@ class JobStore:
             )
         return record
 
-    def _submit_and_wait(self, args: list) -> tuple[int, int]:
+    def _submit_and_wait(self, args: list) -> tuple[int, Any]:
         """The submit script, then, with ``min_replicas``, Redis `WAIT` for that many replicas
         to have it; NotReplicated past keys.REPLICA_WAIT_MS (the job is stored, not confirmed)."""
         if not self.min_replicas:
-            return cast(tuple[int, int], self._submit(args=args))
+            return cast(tuple[int, Any], self._submit(args=args))
         # A pipeline holds one connection for both: WAIT counts the replicas that have the
         # writes of the connection it runs on.
         with self.redis.pipeline(transaction=False) as pipe:
             self._submit(args=args, client=pipe)
             pipe.wait(self.min_replicas, keys.REPLICA_WAIT_MS)
-            (answer, figure), replicas = pipe.execute()
-        if answer == 1 and replicas < self.min_replicas:
+            (outcome, figure), replicas = pipe.execute()
+        if outcome == 1 and replicas < self.min_replicas:
             raise NotReplicated(
                 f"the job store (Redis) did not confirm the job on {self.min_replicas} replica(s) within "
                 f"{keys.REPLICA_WAIT_MS} ms (failing over?); try again (this attempt may still run)"
             )
-        return answer, figure
+        return outcome, figure
+
+    def check_idempotency(self, idempotency: Idempotency) -> None:
+        """Raise what submit would for a key seen before (Replayed, IdempotencyKeyReused),
+        so that a retry costs no admission; submit.lua decides, in its step. A key kept
+        by remember_answer holds the whole answer instead of a token."""
+        seen = self._bytes(idempotency.key)
+        if seen is None:
+            return
+        first = json.loads(seen)
+        if first["fingerprint"] != idempotency.fingerprint:
+            raise IdempotencyKeyReused("this Idempotency-Key was used before for a different request; use a new key")
+        raise Replayed(first["answer"] if "answer" in first else {"token": first["token"]})
+
+    def remember_answer(self, idempotency: Idempotency, answer: dict) -> None:
+        """Keep the answer of a request that makes no job (a direct upload's start) for its
+        retries, unless a concurrent request with the key kept one first: then that one is
+        the answer (Replayed), and what this request made is left to expire."""
+        value = json.dumps({"fingerprint": idempotency.fingerprint, "answer": answer})
+        if not self.redis.set(idempotency.key, value, ex=keys.IDEMPOTENCY_TTL_S, nx=True):
+            self.check_idempotency(idempotency)
 
     def get(self, token: str) -> Job:
         raw = self._bytes(keys.result(token))
+        if raw is None:
+            raise JobNotFound(token)
+        return parse_record(raw, token)
+
+    def cancel(self, token: str, client: str | None) -> Job:
+        """End the job `errored` and `cancelled`, releasing what it held, in one step; the
+        cancelled record (again, for a job cancelled before). ``client``: the caller, who
+        must own the job (None: anyone holding the token may). JobNotFound for an unknown
+        token or another client's; JobEnded for a job that had ended on its own."""
+        answer = self._cancel(args=[token, client or "", now_s(), self.ttl_s])
+        outcome = answer[0].decode()
+        if outcome == "missing":
+            raise JobNotFound(token)
+        job = parse_record(answer[1], token)
+        if outcome == "ended":
+            raise JobEnded(f"the job had already ended ({job.status}); there is nothing to cancel")
+        return job
+
+    def summary(self, token: str) -> Job:
+        """The job's record, or once it expired its summary (kept days longer: GET /tasks);
+        JobNotFound when both are gone."""
+        raw = self._bytes(keys.result(token)) or self._bytes(keys.summary(token))
         if raw is None:
             raise JobNotFound(token)
         return parse_record(raw, token)

@@ -4,6 +4,7 @@ spacetime up            everything on this machine (Redis, Dask, dispatchers, AP
 spacetime api           the HTTP API (uvicorn)
 spacetime dispatcher    one dispatcher process
 spacetime submit ...    submit a job to a running API and wait for its result
+spacetime jobs ...      your jobs on a running API: list, cancel, watch
 spacetime openapi       print the OpenAPI document as YAML
 spacetime doctor        check every counter of the queues (--repair: fix the drift)
 """
@@ -57,8 +58,6 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("kind", choices=list(KINDS))
     submit.add_argument("input", help="a file to upload, or (even-sum) an s3:// or file:// URL")
     submit.add_argument("-o", "--output", help="where to write a result that is not JSON (default out.<type>)")
-    submit.add_argument("--api", default=None, help="API base URL (default from settings)")
-    submit.add_argument("--client-id", default="anonymous", help="sent as X-Client-Id (open mode)")
     submit.add_argument(
         "--timeout", type=float, help="give up waiting for the job after this many seconds (default: no limit)"
     )
@@ -66,6 +65,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep-input", action="store_true", help="keep an uploaded file after the job (deleted by default)"
     )
     submit.set_defaults(run=_submit)
+
+    jobs = commands.add_parser("jobs", help="your jobs on a running API: list, cancel, watch").add_subparsers(
+        dest="action", required=True
+    )
+    listing = jobs.add_parser("list", help="your jobs, newest first")
+    listing.add_argument("--status", choices=["requested", "received", "finished", "errored"])
+    listing.add_argument("--kind", choices=list(KINDS))
+    listing.add_argument("--since", type=float, help="only jobs submitted at or after this time (epoch s)")
+    listing.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
+    listing.set_defaults(run=_jobs_list)
+    cancel = jobs.add_parser("cancel", help="cancel a job: it ends errored, its work stops")
+    cancel.add_argument("token")
+    cancel.set_defaults(run=_jobs_cancel)
+    watch = jobs.add_parser("watch", help="a job's progress, live, until it ends")
+    watch.add_argument("token")
+    watch.set_defaults(run=_jobs_watch)
+    for command in (submit, listing, cancel, watch):
+        command.add_argument("--api", default=None, help="API base URL (default from settings)")
+        command.add_argument("--client-id", default="anonymous", help="sent as X-Client-Id (open mode)")
 
     clients = commands.add_parser("clients", help="register clients: API keys, weights, quotas").add_subparsers(
         dest="action", required=True
@@ -144,17 +162,19 @@ def _doctor(args) -> int:
     return 1 if drifts and not args.repair else 0
 
 
-def _submit(args) -> int:
-    import httpx
-
+def _api_url(args) -> str:
     from backend.core.settings import get_settings
-    from backend.run.http_client import submit_and_wait
 
     settings = get_settings()
-    api = args.api or f"http://{settings.api_host}:{settings.api_port}"
-    try:
-        return submit_and_wait(
-            api,
+    return args.api or f"http://{settings.api_host}:{settings.api_port}"
+
+
+def _submit(args) -> int:
+    from backend.run.http_client import submit_and_wait
+
+    return _talking(
+        lambda: submit_and_wait(
+            _api_url(args),
             args.kind,
             args.input,
             args.output,
@@ -163,6 +183,77 @@ def _submit(args) -> int:
             args.timeout,
             args.keep_input,
         )
+    )
+
+
+def _jobs_list(args) -> int:
+    from itertools import islice
+
+    def run() -> int:
+        with _client(args) as st:
+            jobs = st.jobs(args.status, args.kind, args.since, page=min(args.limit, 100))
+            for job in islice(jobs, args.limit):
+                print(describe_job(job))
+        return 0
+
+    return _talking(run)
+
+
+def _jobs_cancel(args) -> int:
+    def run() -> int:
+        with _client(args) as st:
+            print(describe_job(st.cancel(args.token)))
+        return 0
+
+    return _talking(run)
+
+
+def _jobs_watch(args) -> int:
+    from tqdm import tqdm
+
+    from backend.run.http_client import show_progress
+
+    def run() -> int:
+        with _client(args) as st, tqdm(desc=args.token[:8], unit="block") as bar:
+            status = st.watch(args.token, on_progress=lambda done, total: show_progress(bar, done, total))
+        print(status.get("status"), status.get("error", ""))
+        return 0 if status.get("status") == "finished" else 1
+
+    return _talking(run)
+
+
+def describe_job(job: dict) -> str:
+    """One line of ``spacetime jobs``: token, status, kind, submit time, then what is known."""
+    from datetime import UTC, datetime
+
+    when = datetime.fromtimestamp(job.get("requested_at") or 0, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    line = f"{job['token']}  {job['status']:<9}  {job['kind']:<10}  {when}"
+    if progress := job.get("progress"):
+        line += f"  {progress['done']}/{progress['total']} blocks"
+    if job.get("queue_position") is not None:
+        line += f"  {job['queue_position']} ahead in the queue"
+    if job.get("error"):
+        line += f"  {job['error']}"
+    return line
+
+
+def _client(args):
+    from backend.run.http_client import SpaceTime
+
+    return SpaceTime(_api_url(args), os.environ.get(API_KEY_VARIABLE), args.client_id)
+
+
+def _talking(run) -> int:
+    """Run a command that talks to the API; its refusals and failures as one line and 1."""
+    import httpx
+
+    from backend.run.http_client import ApiError
+
+    try:
+        return int(run())
+    except ApiError as exc:
+        print(exc, file=sys.stderr)
+        return 1
     except (OSError, httpx.HTTPError) as exc:  # a missing file, an API that is not there
         print(f"error: {exc}", file=sys.stderr)
         return 1

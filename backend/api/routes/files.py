@@ -8,13 +8,15 @@ from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel
 
 from backend.api.bodies import URL_BODY_MAX_BYTES, body_chunks, declared_length, read_model
-from backend.api.deps import CallerDep, SettingsDep, SubmitterDep
+from backend.api.deps import CallerDep, IdempotencyKeyDep, SettingsDep, SubmitterDep
 from backend.api.routes.kinds import add_door, status_operation
 from backend.api.schemas import (
     BAD_INPUT,
     KEEP_INPUT,
+    KEY_REUSED,
     NO_DIRECT_UPLOAD,
     OVER_QUOTA,
+    REPLAYED,
     S3_DOWN,
     STORE_DOWN,
     TOO_LARGE,
@@ -33,6 +35,7 @@ from backend.api.schemas import (
     inline_schema,
 )
 from backend.core.kinds import File, JobKind
+from backend.jobs.store import Idempotency
 from compute.errors import InvalidInput
 
 URL_EXAMPLE = '{"url": "s3://bucket/key"}'
@@ -57,16 +60,17 @@ def add_post(router: APIRouter, kind: JobKind, file: File) -> None:
         submitter: SubmitterDep,
         settings: SettingsDep,
         keep_input: Annotated[bool, Query(description=KEEP_INPUT)] = False,
+        key: IdempotencyKeyDep = None,
     ):
         content_type = request.headers.get("content-type", "")
         if content_type.startswith("application/json"):
             named = await read_model(request, settings, EvenSumUrlIn, URL_BODY_MAX_BYTES, URL_EXAMPLE)
-            job = await submitter.url(caller, kind, named.url)
+            job = await submitter.url(caller, kind, named.url, key)
         elif content_type.startswith("multipart/"):
             raise InvalidInput("send the file as the raw body (curl -T FILE or --data-binary @FILE), not as a form")
         else:
             declared = declared_length(request, settings.max_upload_bytes)
-            job = await submitter.upload(caller, kind, body_chunks(request, settings), declared, keep_input)
+            job = await submitter.upload(caller, kind, body_chunks(request, settings), declared, keep_input, key)
         return TokenOut(token=job.token)
 
     content = {
@@ -74,23 +78,36 @@ def add_post(router: APIRouter, kind: JobKind, file: File) -> None:
         "application/octet-stream": {"schema": UPLOAD_BYTES},
         "application/json": {"schema": EvenSumUrlIn.model_json_schema()},
     }
-    add_door(router, kind, submit, {**BAD_INPUT, **TOO_SLOW, **TOO_LARGE, **OVER_QUOTA, **STORE_DOWN}, content)
+    responses = {**BAD_INPUT, **TOO_SLOW, **TOO_LARGE, **KEY_REUSED, **OVER_QUOTA, **STORE_DOWN}
+    add_door(router, kind, submit, responses, content)
 
 
 def add_direct_upload(router: APIRouter, kind: JobKind) -> None:
     """Start and complete a direct upload; the completed file becomes a job of ``kind``."""
 
-    async def start(request: Request, caller: CallerDep, submitter: SubmitterDep, settings: SettingsDep):
+    async def start(
+        request: Request,
+        caller: CallerDep,
+        submitter: SubmitterDep,
+        settings: SettingsDep,
+        key: IdempotencyKeyDep = None,
+    ):
         submitter.require_direct_uploads()
         wanted = await read_model(request, settings, DirectUploadIn)
-        started = await submitter.start_direct_upload(caller, wanted.size, wanted.part_size, wanted.keep_input)
+        asked = Idempotency.of(caller.name, key, b"start", wanted.model_dump_json().encode()) if key else None
+        started = await submitter.start_direct_upload(caller, wanted.size, wanted.part_size, wanted.keep_input, asked)
         upload = started.upload
         parts = [
             PartUrlOut(part_number=n, size=upload.plan.part_size(n), url=url) for n, url in enumerate(started.urls, 1)
         ]
-        return DirectUploadOut(
-            upload_id=upload.upload_id, part_size=upload.part_bytes, expires_at=upload.expires_at, parts=parts
+        answer = DirectUploadOut(
+            upload_id=upload.upload_id,
+            token=upload.token,
+            part_size=upload.part_bytes,
+            expires_at=upload.expires_at,
+            parts=parts,
         )
+        return await submitter.remember(asked, answer)
 
     async def complete(
         upload_id: Annotated[str, Path(pattern=UPLOAD_ID_PATTERN)],
@@ -100,7 +117,8 @@ def add_direct_upload(router: APIRouter, kind: JobKind) -> None:
         settings: SettingsDep,
     ):
         """The parts are checked against S3's own listing, not the client's word: each one
-        uploaded, of its exact size, none extra, each ETag the one S3 holds."""
+        uploaded, of its exact size, none extra, each ETag the one S3 holds. Retried after
+        it queued the job, it answers the same token (the upload id is its idempotency key)."""
         submitter.require_direct_uploads()
         sent = await read_model(request, settings, CompleteUploadIn)
         etags: dict[int, str] = {}
@@ -119,10 +137,14 @@ def add_direct_upload(router: APIRouter, kind: JobKind) -> None:
         status_code=201,
         response_model=DirectUploadOut,
         responses={
-            201: {"description": "Started: PUT each part to its URL, then call complete with the ETags"},
+            201: {
+                "description": "Started: PUT each part to its URL, then call complete with the ETags",
+                "headers": REPLAYED,
+            },
             **NO_DIRECT_UPLOAD,
             **BAD_INPUT,
             **TOO_LARGE,
+            **KEY_REUSED,
             **OVER_QUOTA,
             **S3_DOWN,
         },

@@ -10,10 +10,11 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from backend.api.bodies import read_body
-from backend.api.deps import CallerDep, SettingsDep, StoreDep, SubmitterDep, WaitDep
+from backend.api.deps import CallerDep, IdempotencyKeyDep, SettingsDep, StoreDep, SubmitterDep, WaitDep
 from backend.api.lookup import finished_output, job_status, waited_job
 from backend.api.schemas import (
     BAD_INPUT,
+    KEY_REUSED,
     NOT_FOUND,
     OVER_QUOTA,
     TOO_LARGE,
@@ -52,15 +53,21 @@ def add_door(
 def add_body_door(router: APIRouter, kind: JobKind, body: Body) -> None:
     """``POST /<kind>``: the whole input as the body, capped and checked at the door."""
 
-    async def submit(request: Request, caller: CallerDep, submitter: SubmitterDep, settings: SettingsDep):
+    async def submit(
+        request: Request,
+        caller: CallerDep,
+        submitter: SubmitterDep,
+        settings: SettingsDep,
+        key: IdempotencyKeyDep = None,
+    ):
         data = await read_body(request, settings, getattr(settings, body.max_bytes_setting))
         if body.check is not None:
             load(body.check)(data)
-        job = await submitter.body(caller, kind, data)
+        job = await submitter.body(caller, kind, data, key)
         return TokenOut(token=job.token)
 
     content = {body.media_type: {"schema": {"type": "string", "format": "binary"}}}
-    add_door(router, kind, submit, {**BAD_INPUT, **TOO_SLOW, **TOO_LARGE, **OVER_QUOTA}, content)
+    add_door(router, kind, submit, {**BAD_INPUT, **TOO_SLOW, **TOO_LARGE, **KEY_REUSED, **OVER_QUOTA}, content)
 
 
 def add_status_and_result(router: APIRouter, kind: JobKind) -> None:

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from backend.api.deps import CallerDep, SettingsDep, StoreDep, WaitDep
-from backend.api.lookup import client_record, owned_job, waited_job
+from backend.api.lookup import client_record, owned_past_job, waited_job
 from backend.api.schemas import NOT_FOUND, RECORD_OPERATION, JobOut
 from backend.core.exceptions import JobNotFound
 from backend.telemetry.reports import ReportWriter
@@ -43,7 +43,7 @@ async def job_record(
 def job_report(token: str, store: StoreDep, caller: CallerDep, request: Request):
     """The job's performance report: its task stream, its workers' profile and its timing
     record, as one self-contained page (rendered on the first request, then kept)."""
-    owned_job(store, token, caller)
+    owned_past_job(store, token, caller)  # a report outlives its record, as the job's listing does
     reports: ReportWriter = request.app.state.reports
     try:
         page = reports.report(token)

@@ -76,6 +76,15 @@ local function release_outputs(now)
   end
 end
 
+-- A job's compact summary, kept HISTORY_TTL_S (past its record's TTL) for GET /tasks.
+local SUMMARY_FIELDS = {'kind', 'status', 'client', 'client_id', 'lane', 'requested_at', 'received_at', 'finished_at', 'error',
+  'cancelled', 'queue_wait_s', 'exec_s', 'lead_s', 'bytes', 'report_url'}
+local function summarize(token, rec)
+  local summary = {token = token}
+  for _, name in ipairs(SUMMARY_FIELDS) do summary[name] = rec[name] end
+  redis.call('SET', SUMMARY .. token, cjson.encode(summary), 'EX', HISTORY_TTL_S)
+end
+
 -- The final write, and the only one: every path that ends a job comes here. The caller
 -- has checked that it may write; the input is dropped, the client's backlog bytes released
 -- (exactly what submit admitted), its held bytes moved from the input to the output kept
@@ -86,6 +95,7 @@ local function finalize(token, rec, status, output, ttl)
   rec.token = token
   rec.status = status
   redis.call('SET', RESULT .. token, cjson.encode(rec), 'EX', ttl)
+  summarize(token, rec)
   local output_key = RESULT .. token .. ':output'
   if status == 'finished' and output then redis.call('SET', output_key, output, 'EX', ttl) end
   if type(rec.client) == 'string' then

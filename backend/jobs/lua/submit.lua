@@ -5,12 +5,21 @@
 -- job that waits longer than the TTL must not vanish from under its counters.
 -- ARGV: token, record JSON (with `admitted_bytes`, released by the final write), has input
 --       (0/1), input bytes, client, input size, max backlog bytes (-1: none), lane,
---       max held bytes unless the client's record sets `max_held_bytes` (0: none).
+--       max held bytes unless the client's record sets `max_held_bytes` (0: none),
+--       its member in the client's list of jobs, the oldest member to keep there,
+--       its idempotency key ('': none), the request's fingerprint.
 -- Returns {1, backlog after}, or when refused {0, backlog now}, {-1, held bytes now}, or
--- {-2, held limit} for an input larger than the whole limit (waiting would not help).
+-- {-2, held limit} for an input larger than the whole limit (waiting would not help); with
+-- an idempotency key seen before, nothing is stored: {2, its token} (the same request: a
+-- retry) or {3, its token} (a different request with the same key).
 local token, record, has_input, input = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local client, size, limit, lane = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8]
 local held_limit = tonumber(redis.call('HGET', CLIENT .. client, 'max_held_bytes') or ARGV[9])
+local idempotency, fingerprint = ARGV[12], ARGV[13]
+if idempotency ~= '' then
+  local seen = decode(redis.call('GET', idempotency))
+  if seen then return {seen.fingerprint == fingerprint and 2 or 3, seen.token} end
+end
 local backlog = tonumber(redis.call('HGET', BACKLOG_BYTES, client) or '0')
 if limit >= 0 and backlog + size > limit then return {0, backlog} end
 release_outputs(clock())
@@ -26,4 +35,12 @@ end
 redis.call('LPUSH', TASKS, token)
 count(BACKLOG_BYTES, client, size)
 wake(lane)
+local jobs = JOBS .. client
+redis.call('ZADD', jobs, 0, ARGV[10])
+redis.call('ZREMRANGEBYLEX', jobs, '-', '(' .. ARGV[11])
+redis.call('EXPIRE', jobs, HISTORY_TTL_S)
+summarize(token, decode(record))
+if idempotency ~= '' then
+  redis.call('SET', idempotency, cjson.encode({fingerprint = fingerprint, token = token}), 'EX', IDEMPOTENCY_TTL_S)
+end
 return {1, backlog + size}
