@@ -2,16 +2,17 @@
 dask.dataframe.
 
     .venv/bin/python bench/even_sum.py --size 100MB|1GiB|5GiB --shape lines|wide
-        [--repeat 3] [--block-bytes 64MiB] [--sweep 8MiB,32MiB] [--api URL] [--s3] [--ceiling-only]
-        [--kernels-only]
+        [--repeat 3] [--block-bytes 64MiB] [--sweep 8MiB,32MiB] [--api URL|up] [--s3] [--ceiling-only]
+        [--kernels-only] [--jobs-only]
 
 The file comes from bench/datagen.py (made once, with its exact answer) and is read once
 first, so every contender reads it from the page cache. Prints one table: best seconds
 of ``--repeat`` runs, GB/s, time over ours (the Dask job), peak RSS of the busiest
 process, and whether the answer is exact. First, on one core and in turns, the kernel
 on each path this CPU runs (compute/kernel.py) against the numba kernel and against
-``pread`` of the same 64 MiB chunks: the kernel alone, the reads alone, and both, as a
-block task does them (``--kernels-only``: just that). Then the rows:
+``pread`` of the same 64 MiB chunks: the kernel alone, the reads alone, and both, one
+after the other, through a fresh ``mmap``, and as a block task does them, before and
+since its reads run beside the kernel (``--kernels-only``: just that). Then the rows:
 - kernel, 1 core: ``sum_bytes`` over the file in 64 MiB chunks (the reads not timed);
   and the same with the reads timed, which is what one block task does;
 - numba byte loop, 1 core: the plain @njit loop the kernel replaces (no validation);
@@ -22,19 +23,23 @@ block task does them (``--kernels-only``: just that). Then the rows:
   ``--ceiling-only`` runs just them (and ``--api``), no other contender;
 - ours, Dask: ``submit_even_sum`` on a warm LocalCluster of 2 worker processes, 1 thread
   each, the kernel preloaded;
-- DuckDB and Polars: their CSV readers, all cores (2 here);
+- DuckDB and Polars: their CSV readers, all cores (2 here), in turns with the ceiling
+  and ours, a child process each round (its own timing: not the child's start);
 - dask.dataframe.read_csv on the same cluster.
 Contenders that run in this process's place run in a child process each, so that peak
 RSS is theirs alone. Every run prints a CPU check before and after the rows: a
 pure-Python loop alone, then two at once, i.e. the speed-up the cores give today
 (neighbours on a shared VM change it). ``--api`` also submits the job to a running
-SpaceTime API (file:// URL); ``--s3`` puts the file in a moto server on loopback and
-runs the job over s3fs, next to what raw ranged s3fs reads of that server reach (moto
-unshaped: bench/even_sum_s3.py shapes it like S3).
+SpaceTime API (file:// URL), or with ``up`` to a `spacetime up` the run starts on free
+ports, in turns with the rest, and prints its ratio to the ceiling, DuckDB and Polars;
+``--jobs-only`` runs just the rows in turns. ``--s3`` puts the file in a moto server on
+loopback and runs the job over s3fs, next to what raw ranged s3fs reads of that server
+reach (moto unshaped: bench/even_sum_s3.py shapes it like S3).
 """
 
 import argparse
 import json
+import mmap
 import multiprocessing
 import os
 import subprocess
@@ -49,7 +54,7 @@ import numpy as np
 import shaped_s3
 from datagen import WIDE_PER_LINE, ensure_file, parse_size
 
-from compute import kernel
+from compute import kernel, local_read
 from compute.defaults import MiB
 from compute.even_sum import (
     DEFAULT_BLOCK_BYTES,
@@ -62,6 +67,9 @@ from compute.even_sum import (
 )
 
 CHUNK_BYTES = 64 * MiB
+# A block task's read path, before and since the reader thread (compute/local_read.py).
+TODAY = "block, read then kernel"
+NEW = "block, parts read beside kernel"
 S3_CREDENTIALS = {"key": "bench", "secret": "bench"}
 
 
@@ -171,6 +179,9 @@ CHILDREN = {
     "DuckDB read_csv": duckdb_sum,
     "Polars scan_csv": polars_sum,
 }
+SINGLE_CORE = list(CHILDREN)[:3]  # run one after another, before the rest
+OTHERS = list(CHILDREN)[3:]  # in turns with our jobs and the ceiling, a run each round
+API = "ours, through the SpaceTime API"
 
 
 def child_main(name: str, path: Path, shape: str, repeat: int) -> None:
@@ -226,9 +237,13 @@ def kernel_path(name: str):
 
 def kernel_jobs(path: Path) -> dict:
     """Jobs over the file's chunks from the page cache, each returning (wall seconds, CPU
-    seconds, sum): pread alone; per path, the kernel alone (chunks read untimed) and
-    pread + kernel (what one block task does); and pread + kernel in 1 MiB steps, each
-    parsed as it is read (while it is still in the CPU's cache). One reused buffer, one core."""
+    seconds of the process, all its threads, sum): pread alone; per path, the kernel alone
+    (chunks read untimed) and pread + kernel one after the other; pread + kernel in 1 MiB
+    steps, each parsed as it is read (while it is still in the CPU's cache); mmap + kernel
+    (no copy, page faults instead); and ``sum_block`` on each chunk, a block task: its
+    reads in one part, then the kernel (today's way before the reader thread), and in
+    READ_PART_BYTES parts read on a second thread beside the kernel (compute/local_read.py).
+    One reused buffer."""
     buffer = np.empty(CHUNK_BYTES + 4096, dtype=np.uint8)
     fd = os.open(path, os.O_RDONLY)
 
@@ -239,31 +254,54 @@ def kernel_jobs(path: Path) -> dict:
 
     chunks = chunk_ranges(path)
 
-    def timed(read: bool, name: str | None, ranges: list[tuple[int, int]] = chunks):
+    def timed(read, name: str | None, ranges: list[tuple[int, int]] = chunks, untimed_read=pread):
         def job() -> tuple[float, float, int | None]:
             wall = cpu = 0.0
             total = 0
             with kernel_path(name or kernel.PATH):
                 for start, end in ranges:
                     if not read:
-                        chunk = pread(start, end)
-                    wall0, cpu0 = time.perf_counter(), time.thread_time()
+                        chunk = untimed_read(start, end)
+                    wall0, cpu0 = time.perf_counter(), time.process_time()
                     if read:
-                        chunk = pread(start, end)
+                        chunk = read(start, end)
                     if name:
-                        total += sum_bytes(chunk)["sum"]
+                        total += chunk if isinstance(chunk, int) else sum_bytes(chunk)["sum"]
                     wall += time.perf_counter() - wall0
-                    cpu += time.thread_time() - cpu0
+                    cpu += time.process_time() - cpu0
             return wall, cpu, total if name else None
 
         return job
 
-    jobs = {"pread only": timed(read=True, name=None)}
+    def mapped(start: int, end: int) -> int:
+        """The chunk's sum through a fresh read-only mapping of its pages."""
+        skip = start % mmap.ALLOCATIONGRANULARITY
+        with mmap.mmap(fd, end - start + skip, offset=start - skip, access=mmap.ACCESS_READ) as pages:
+            view = np.frombuffer(pages, dtype=np.uint8)[skip:]
+            total = sum_bytes(view)["sum"]
+            del view  # before the mapping closes
+        return total
+
+    def block_task(part_bytes: int):
+        def read(start: int, end: int) -> int:
+            local_read.READ_PART_BYTES, chosen = part_bytes, local_read.READ_PART_BYTES
+            try:
+                return sum_block(str(path), start, end)["sum"]
+            finally:
+                local_read.READ_PART_BYTES = chosen
+
+        return read
+
+    auto = kernel.PATH
+    jobs = {"pread only": timed(pread, name=None)}
     for name in reversed(kernel.available()):  # the numba kernel first
-        jobs[f"kernel {name}"] = timed(read=False, name=name)
+        jobs[f"kernel {name}"] = timed(None, name=name)
     for name in reversed(kernel.available()):
-        jobs[f"pread + kernel {name}"] = timed(read=True, name=name)
-    jobs[f"same, 1 MiB steps, {kernel.PATH}"] = timed(read=True, name=kernel.PATH, ranges=chunk_ranges(path, MiB))
+        jobs[f"pread + kernel {name}"] = timed(pread, name=name)
+    jobs[f"same, 1 MiB steps, {auto}"] = timed(pread, name=auto, ranges=chunk_ranges(path, MiB))
+    jobs[f"mmap + kernel {auto}"] = timed(mapped, name=auto)
+    jobs[f"{TODAY}, {auto}"] = timed(block_task(2 * CHUNK_BYTES), name=auto)
+    jobs[f"{NEW}, {auto}"] = timed(block_task(local_read.READ_PART_BYTES), name=auto)
     return jobs
 
 
@@ -271,7 +309,8 @@ def kernel_rows(path: Path, answer: int, repeat: int) -> None:
     """Print the kernel on each path against the numba kernel and pread, in turns: a round
     of every job, ``repeat`` times, after a warm-up round; best wall and CPU seconds each.
     Ratios are of CPU seconds (what a core gives; on a shared VM, wall time also holds
-    waits for the CPU)."""
+    waits for the CPU); the block task's two read paths are compared in both, as the
+    reader thread buys wall time with a second core's CPU."""
     warm_up()
     jobs = kernel_jobs(path)
     best = {name: [float("inf"), float("inf"), job()[2]] for name, job in jobs.items()}
@@ -282,13 +321,20 @@ def kernel_rows(path: Path, answer: int, repeat: int) -> None:
     size = path.stat().st_size
     numba, pread = best[f"kernel {kernel.PORTABLE}"][1], best["pread only"][1]
     print(f"kernel per core, in turns, best of {repeat}; CPU: {cpu_model()}; auto path: {kernel.PATH}")
-    print(f"{'':30} {'wall s':>7} {'GB/s':>6} {'CPU s':>7} {'GB/s':>6} {'x numba':>8} {'x pread':>8}  exact")
+    print(f"{'':44} {'wall s':>7} {'GB/s':>6} {'CPU s':>7} {'GB/s':>6} {'x numba':>8} {'x pread':>8}  exact")
     for name, (wall, cpu, total) in best.items():
         exact = "-" if total is None else ("yes" if total == answer else f"NO ({total})")
         print(
-            f"{name:30} {wall:7.3f} {size / wall / 1e9:6.2f} {cpu:7.3f} {size / cpu / 1e9:6.2f} "
+            f"{name:44} {wall:7.3f} {size / wall / 1e9:6.2f} {cpu:7.3f} {size / cpu / 1e9:6.2f} "
             f"{numba / cpu:8.2f} {pread / cpu:8.2f}  {exact}"
         )
+    (today_wall, today_cpu, _), (new_wall, new_cpu, _) = best[f"{TODAY}, {kernel.PATH}"], best[f"{NEW}, {kernel.PATH}"]
+    kernel_cpu = best[f"kernel {kernel.PATH}"][1]
+    print(
+        f"block task, reads beside the kernel: {today_wall / new_wall:.2f}x today's speed in wall time, "
+        f"{today_cpu / new_cpu:.2f}x in CPU time; {kernel_cpu / new_wall:.2f}x the kernel alone in wall time "
+        f"(today {kernel_cpu / today_wall:.2f}x)"
+    )
 
 
 def cpu_model() -> str:
@@ -359,7 +405,8 @@ def dask_dataframe_job(path: Path, shape: str):
 
 
 def api_job(api: str, path: Path) -> dict:
-    """POST /even-sum {"url"}, poll until it ends, fetch the result; client-side seconds."""
+    """POST /even-sum {"url"}, wait for its end (``?wait=``: answered as the job ends, no
+    polling delay), fetch the result; client-side seconds."""
     import httpx
 
     with httpx.Client(base_url=api, timeout=60) as http:
@@ -367,12 +414,30 @@ def api_job(api: str, path: Path) -> dict:
         response = http.post("/even-sum", json={"url": path.as_uri()})
         response.raise_for_status()
         token = response.json()["token"]
-        while (status := http.get(f"/even-sum/{token}/status").json())["status"] not in ("finished", "errored"):
-            time.sleep(0.05)
+        while (status := http.get(f"/even-sum/{token}/status", params={"wait": 20}).json())["status"] not in (
+            "finished",
+            "errored",
+        ):
+            pass
         if status["status"] == "errored":
             raise RuntimeError(f"the API job failed: {status}")
         total = http.get(f"/even-sum/{token}/result").json()["sum"]
         return {"seconds": time.perf_counter() - start, "sum": total, "peak_rss": None}
+
+
+@contextmanager
+def api_for(api: str | None, data_dir: Path):
+    """The API to submit to: ``api`` itself, or for ``up`` a `spacetime up` of our own on
+    free ports (bench/system.py) that may read ``data_dir``; None without ``--api``."""
+    if api != "up":
+        yield api
+        return
+    import tempfile
+
+    from system import running_system
+
+    with tempfile.TemporaryDirectory() as tmp, running_system(Path(tmp), allowed=[data_dir]) as system:
+        yield system.api
 
 
 def raw_s3_reads(url: str, size: int, storage_options: dict, repeat: int) -> dict:
@@ -461,13 +526,15 @@ def in_turns(jobs: dict, repeat: int) -> dict:
     """Each job's best seconds of ``repeat`` runs after one warm-up run, the runs in turns
     (a round of all of them, then again): a neighbour that comes and goes on this shared VM
     then weighs on every contender alike, not on whichever ran during it. A job returns
-    {"sum": ... or None, "bytes": ... (optional)}; its row is the warm-up's, with "seconds"."""
+    {"sum": ... or None, "bytes": ... (optional), "seconds": ... (optional: a job that
+    times itself, e.g. in a child process, without the child's start)}; its row is the
+    warm-up's, with the best "seconds"."""
     rows = {name: {**job(), "seconds": float("inf")} for name, job in jobs.items()}
     for _ in range(repeat):
         for name, job in jobs.items():
             start = time.perf_counter()
-            job()
-            rows[name]["seconds"] = min(rows[name]["seconds"], time.perf_counter() - start)
+            seconds = job().get("seconds", time.perf_counter() - start)
+            rows[name]["seconds"] = min(rows[name]["seconds"], seconds)
     return rows
 
 
@@ -480,9 +547,44 @@ def warm_page_cache(path: Path) -> None:
             pass
 
 
-def cluster_rows(path: Path, shape: str, args, ceiling: dict) -> dict:
-    """Our job on a LocalCluster of 2 workers, in turns with the ``ceiling`` jobs, then the
-    contenders that run on the same cluster."""
+def where_the_time_goes(client, job, blocks: int, repeat: int) -> str:
+    """``repeat`` more runs of our job, the fastest's tasks' compute spans from the
+    scheduler's task stream: how much of the job's wall time the workers spent in its
+    tasks, how long a block took, and what is left to Dask (from submission to the first
+    task, between a worker's tasks, from the last task to the result)."""
+    from distributed import get_task_stream
+
+    runs = []
+    for _ in range(repeat):
+        with get_task_stream(client) as stream:
+            start = time.time()  # the task stream's clock; the workers share this machine's
+            job()
+            end = time.time()
+        runs.append((end - start, start, stream.data))
+    wall, start, tasks = min(runs, key=lambda run: run[0])
+    spans: dict[str, list[tuple[float, float]]] = {}  # worker -> its tasks' (start, stop)
+    block_seconds = []
+    for task in tasks:
+        for span in task["startstops"]:
+            if span["action"] == "compute":
+                spans.setdefault(task["worker"], []).append((span["start"], span["stop"]))
+                if "-reduce-" not in task["key"]:
+                    block_seconds.append(span["stop"] - span["start"])
+    busy = sum(stop - begin for worker in spans.values() for begin, stop in worker)
+    first = min(begin for worker in spans.values() for begin, _ in worker) - start
+    last = start + wall - max(stop for worker in spans.values() for _, stop in worker)
+    return (
+        f"where the time goes, the fastest of {repeat} more runs of ours: {wall:.3f} s, {len(block_seconds)} of "
+        f"{blocks} blocks at {1e3 * sum(block_seconds) / len(block_seconds):.0f} ms each (mean); the {len(spans)} "
+        f"workers compute {busy / (len(spans) * wall):.0%} of it; the first task starts {1e3 * first:.0f} ms in, the "
+        f"result comes {1e3 * last:.0f} ms after the last task; between a worker's tasks: "
+        f"{1e3 * (wall - first - last - busy / len(spans)):.0f} ms per worker"
+    )
+
+
+def cluster_rows(path: Path, shape: str, args, turns: dict) -> dict:
+    """Our job on a LocalCluster of 2 workers, in turns with the ``turns`` jobs (the
+    ceiling, DuckDB, Polars, the API), then the contenders that run on the same cluster."""
     from distributed import Client, LocalCluster
 
     with (
@@ -493,9 +595,11 @@ def cluster_rows(path: Path, shape: str, args, ceiling: dict) -> dict:
     ):
         client.run(reset_peak_rss)
         ours, ours_job = "ours, Dask, 2 workers", our_job(client, path.as_uri(), args.block_bytes)
-        rows = in_turns({**ceiling, ours: lambda: {"sum": ours_job()}}, args.repeat)
+        rows = in_turns({**turns, ours: lambda: {"sum": ours_job()}}, args.repeat)
         rows[ours]["peak_rss"] = max(client.run(peak_rss).values())
-        if args.ceiling_only:
+        blocks = len(plan_blocks(path.stat().st_size, args.block_bytes))
+        print(where_the_time_goes(client, ours_job, blocks, args.repeat))
+        if args.ceiling_only or args.jobs_only:
             return rows
         for block_bytes in args.sweep:
             job = our_job(client, path.as_uri(), block_bytes)
@@ -536,7 +640,14 @@ def main() -> None:
     parser.add_argument(
         "--kernels-only", action="store_true", help="only the kernel paths against numba and pread, one core"
     )
-    parser.add_argument("--api", help="also submit the job to this SpaceTime API")
+    parser.add_argument(
+        "--jobs-only",
+        action="store_true",
+        help="only the whole-file jobs that run in turns: DuckDB, Polars, the ceiling, ours (and --api)",
+    )
+    parser.add_argument(
+        "--api", help="also submit the job to this SpaceTime API URL, or to `spacetime up` of our own: up"
+    )
     parser.add_argument("--s3", action="store_true", help="also run the job over S3 (a moto server)")
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
@@ -550,20 +661,34 @@ def main() -> None:
         f"{path.name}: {answer['bytes'] / 1e9:.3f} GB, {answer['count']} numbers; "
         f"block {args.block_bytes / MiB:.0f} MiB; best of {args.repeat}; {os.cpu_count()} CPUs"
     )
-    kernel_rows(path, answer["sum"], args.repeat)
+    if not args.jobs_only:
+        kernel_rows(path, answer["sum"], args.repeat)
     if args.kernels_only:
         return
     cores = max(os.cpu_count() or 1, 2)  # the CPU check runs two at once
-    with plain_processes(cores) as pool:
+    with plain_processes(cores) as pool, api_for(args.api, path.parent) as api:
         print(cpu_check(pool))
-        rows = {} if args.ceiling_only else {name: in_child(name, path, args.shape, args.repeat) for name in CHILDREN}
-        rows.update(cluster_rows(path, args.shape, args, ceiling_jobs(pool, cores, path, args.block_bytes)))
-        if args.api:
-            rows["ours, through the SpaceTime API"] = api_job(args.api, path)
+        single = [] if args.ceiling_only or args.jobs_only else SINGLE_CORE
+        rows = {name: in_child(name, path, args.shape, args.repeat) for name in single}
+        turns = ceiling_jobs(pool, cores, path, args.block_bytes)
+        if not args.ceiling_only:
+            turns.update({name: lambda name=name: in_child(name, path, args.shape, 1) for name in OTHERS})
+        if api:
+            turns[API] = lambda: api_job(api, path)
+        rows.update(cluster_rows(path, args.shape, args, turns))
         print_table(rows, answer["bytes"], answer["sum"])
         print(f"{cpu_check(pool)} (again, after the runs)")
+    print_ratios(rows, cores)
+
+
+def print_ratios(rows: dict, cores: int) -> None:
+    """Our Dask job and the API's against the ceiling, and the API's against the others."""
     ceiling = rows[f"same blocks, {cores} plain processes"]["seconds"]
-    print(f"ours, Dask, 2 workers: {ceiling / rows['ours, Dask, 2 workers']['seconds']:.2f}x the plain-process ceiling")
+    seconds = {name: row["seconds"] for name, row in rows.items()}
+    print(f"ours, Dask, 2 workers: {ceiling / seconds['ours, Dask, 2 workers']:.2f}x the plain-process ceiling")
+    if API in seconds:
+        others = ", ".join(f"{seconds[name] / seconds[API]:.2f}x {name}" for name in OTHERS if name in seconds)
+        print(f"{API}: {ceiling / seconds[API]:.2f}x the plain-process ceiling; {others}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,13 @@
 """A block of a local file read into the worker thread's buffer, on past its end to
 finish its last number.
 
+The block is read in parts of READ_PART_BYTES, the next one on a reader thread while
+the kernel counts the last (both release the GIL): read then parse one after the other
+costs their sum (the page cache gives ~7 GB/s a core, the fastest kernel ~4.4), read
+beside the parse about the larger of the two where a core is free, and the part the
+kernel counts was just read, still in the CPU's cache. The parts fill the same buffer:
+memory is still the block and its look-ahead.
+
 The buffer is one per worker thread and reused from block to block: a fresh 64 MiB
 buffer per block would cost page faults on every block (slower than the parse), and
 memory stays one block. S3 reads (compute/s3_parts.py) fill the same buffer. A block
@@ -8,6 +15,7 @@ reads at most ``max_token_bytes`` past its end (a number that runs on further is
 long), and a buffer that grew for such a read is let go after the task (``block_buffer``).
 """
 
+import concurrent.futures
 import contextlib
 import threading
 from collections.abc import Iterator
@@ -15,12 +23,18 @@ from collections.abc import Iterator
 import numpy as np
 
 from compute import kernel
+from compute.defaults import MiB
 from compute.tokens import Tally, read_only
 
 # Bytes read past a block's end at first to finish its last number; more when needed.
 LOOK_AHEAD_BYTES = 4096
+# A local block is read in parts of this size, each counted while the next is read: a
+# few MiB stay in the CPU's cache (L3) from the read to the parse, and a 64 MiB block
+# makes 16 reads (docs/benchmarks.md, "Reading at the kernel's speed").
+READ_PART_BYTES = 4 * MiB
 
 _buffers = threading.local()  # .array: this thread's buffer, or None
+_readers = threading.local()  # .pool: this thread's reader, one thread, made on first use
 
 
 def look_ahead(max_token_bytes: int) -> int:
@@ -29,10 +43,44 @@ def look_ahead(max_token_bytes: int) -> int:
 
 
 def tally_file(fs, path: str, tally: Tally) -> None:
-    """Count the block of ``tally`` in the file ``path`` of ``fs``, read in one go."""
+    """Count the block of ``tally`` in the file ``path`` of ``fs``: its range and
+    look-ahead read in parts, each counted while the next is read (``read_in_parts``),
+    then on past the look-ahead if its last number runs on (``read_past``)."""
+    want = tally.own + look_ahead(tally.max_token_bytes)
     with fs.open(path, "rb", cache_type="none") as file:
         file.seek(tally.offset)
-        tally.take(read_past(file, tally.own, tally.max_token_bytes), hint=tally.own, final=True)
+        got = read_in_parts(file, buffer(want), want, tally)
+        tally.take(read_past(file, tally.own, tally.max_token_bytes, got=got), hint=tally.own, final=True)
+
+
+def read_in_parts(file, array: np.ndarray, want: int, tally: Tally) -> int:
+    """Fill ``array[:want]`` from ``file`` in parts of READ_PART_BYTES, each read on the
+    thread's reader while ``tally`` counts on in the bytes before it; the bytes read
+    (fewer than ``want`` only at the end of the file). No read is left running on
+    return, error or not: the buffer and the file are the caller's again."""
+    view, reader = memoryview(array.data), _reader()
+    bounds = [*range(0, want, READ_PART_BYTES), want]  # part k is [bounds[k], bounds[k + 1])
+    pending = reader.submit(read_into, file, view[: bounds[1]])
+    try:
+        for k in range(1, len(bounds)):
+            got = bounds[k - 1] + pending.result()
+            if got < bounds[k]:  # the end of the file
+                return got
+            if k + 1 < len(bounds):
+                pending = reader.submit(read_into, file, view[bounds[k] : bounds[k + 1]])
+            tally.take(read_only(array[:got]), hint=tally.seen, final=False)
+        return want
+    finally:
+        concurrent.futures.wait([pending])
+
+
+def _reader() -> concurrent.futures.ThreadPoolExecutor:
+    """This thread's reader thread: one per worker thread, as its buffer is; it ends
+    with the thread (the pool is let go with the thread's locals)."""
+    pool = getattr(_readers, "pool", None)
+    if pool is None:
+        pool = _readers.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="block-reader")
+    return pool
 
 
 @contextlib.contextmanager

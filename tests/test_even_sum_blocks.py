@@ -80,24 +80,25 @@ def test_a_number_longer_than_the_look_ahead_is_finished(tmp_path):
     assert sum_in_blocks(path, 3) == sum_in_blocks(path, 10**6) == reference(data)
 
 
-def bytes_read_by_this_thread() -> int:
-    """What this thread has passed to read() and pread() so far, files and all (Linux
-    counts it in /proc/thread-self/io); a local file is read in the calling thread."""
-    for line in Path("/proc/thread-self/io").read_text().splitlines():
+def bytes_read_by_this_process() -> int:
+    """What this process has passed to read() and pread() so far, files and all (Linux
+    counts it in /proc/self/io); a local file is read by the calling thread and its
+    reader thread (compute/local_read.py), and nothing else here reads meanwhile."""
+    for line in Path("/proc/self/io").read_text().splitlines():
         if line.startswith("rchar:"):
             return int(line.split()[1])
     raise KeyError("rchar")
 
 
-@pytest.mark.skipif(not Path("/proc/thread-self/io").exists(), reason="needs Linux /proc")
+@pytest.mark.skipif(not Path("/proc/self/io").exists(), reason="needs Linux /proc")
 def test_a_block_reads_only_its_range_and_a_little_more(tmp_path):
     path = tmp_path / "numbers.txt"
     path.write_bytes(b"22 " * 1_000_000)  # 3 MB: reading it whole is 10 to 1000 times a range here
     sum_block(path.as_uri(), 0, 3)  # first call: numba's compiled kernel is loaded from its cache files
     for start, end in [(1_500_000, 1_503_000), (300_000, 600_000)]:
-        before = bytes_read_by_this_thread()
+        before = bytes_read_by_this_process()
         partial = sum_block(path.as_uri(), start, end)
-        read = bytes_read_by_this_thread() - before
+        read = bytes_read_by_this_process() - before
         numbers = (end - start) // 3
         assert partial == {"sum": 22 * numbers, "even_count": numbers, "count": numbers, "bytes": end - start}
         # The range, the byte before it, the look-ahead, and what one buffered read may add.

@@ -53,6 +53,7 @@ def in_a_new_thread(call):
     out: dict = {}
 
     def run():
+        read_before = bytes_read_by_this_process()
         tracemalloc.start()
         try:
             out["result"] = call()
@@ -62,7 +63,7 @@ def in_a_new_thread(call):
             out["peak"] = tracemalloc.get_traced_memory()[1]
             tracemalloc.stop()
             out["buffer"] = local_read.buffer_bytes()
-            out["read"] = bytes_read_by_this_thread()
+            out["read"] = bytes_read_by_this_process() - read_before
 
     thread = threading.Thread(target=run)
     thread.start()
@@ -70,9 +71,10 @@ def in_a_new_thread(call):
     return out
 
 
-def bytes_read_by_this_thread() -> int:
-    """What this thread has passed to read() so far (Linux /proc/thread-self/io), 0 elsewhere."""
-    io_file = Path("/proc/thread-self/io")
+def bytes_read_by_this_process() -> int:
+    """What this process has passed to read() so far (Linux /proc/self/io), 0 elsewhere: a
+    local block is read by its thread and that thread's reader (compute/local_read.py)."""
+    io_file = Path("/proc/self/io")
     if not io_file.exists():
         return 0
     return next(int(line.split()[1]) for line in io_file.read_text().splitlines() if line.startswith("rchar:"))
