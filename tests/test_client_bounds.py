@@ -48,6 +48,18 @@ def test_a_client_over_the_bytes_it_may_hold_in_redis_gets_429_while_another_is_
     assert Doctor(redis).check() == []
 
 
+def test_a_client_at_its_held_bytes_limit_sends_no_refused_image_to_redis(make_settings, start_api, redis, cat_png):
+    """bench/hostile.py, scenario 1: each refused 20 MiB image reached Redis first (as the
+    submit script's argument), so a flood at its limit still filled Redis' client buffers.
+    Now the API asks first: a refused image costs Redis a few bytes, not the image."""
+    api = start_api(make_settings(default_max_held_bytes=int(1.5 * len(cat_png))))  # no dispatcher: inputs stay
+    assert post_image(api, "a", cat_png).status_code == 201
+    received = redis.info("stats")["total_net_input_bytes"]
+    assert [post_image(api, "a", cat_png).status_code for _ in range(3)] == [429] * 3
+    assert redis.info("stats")["total_net_input_bytes"] - received < len(cat_png) // 2
+    assert Doctor(redis).check() == []
+
+
 def test_a_clients_own_max_held_bytes_overrides_the_default(redis, settings):
     store = JobStore(redis, settings.result_ttl_s)
     redis.hset(keys.client("big"), "max_held_bytes", 100)

@@ -73,6 +73,7 @@ class JobStore:
         self._progress = scripts.register(redis, "progress")
         self._requeue = scripts.register(redis, "requeue")
         self._annotate = scripts.register(redis, "annotate")
+        self._held_room = scripts.register(redis, "held_room")
 
     # -- API side ---------------------------------------------------------------
 
@@ -99,6 +100,8 @@ class JobStore:
             input_url=job.input_url,
             delete_input=job.delete_input or None,
         )
+        if job.input_bytes is not None:  # ask first: a refused input never reaches Redis
+            self._refuse_held(*self._held_room(args=[job.client, len(job.input_bytes), max_held_bytes]), job)
         answer, figure = self._submit_and_wait(
             [
                 record.token,
@@ -112,6 +115,17 @@ class JobStore:
                 max_held_bytes,
             ]
         )
+        self._refuse_held(answer, figure, job)
+        if not answer:
+            raise OverQuota(
+                f"client {job.client!r} has {figure} bytes of jobs queued or running; this job's {job.bytes} "
+                f"bytes would pass its backlog quota of {max_backlog_bytes} bytes",
+                retry_after_s=keys.BACKLOG_RETRY_AFTER_S,
+            )
+        return record
+
+    def _refuse_held(self, answer: int, figure: int, job: Submission) -> None:
+        """Raise for held_room.lua's or submit.lua's refusal of the bytes a client holds."""
         stored = len(job.input_bytes or b"")
         if answer == -2:
             raise InputTooLarge(
@@ -123,13 +137,6 @@ class JobStore:
                 f"{self.ttl_s} s); this job's {stored} bytes would pass its limit: results free as they expire",
                 retry_after_s=keys.HELD_RETRY_AFTER_S,
             )
-        if not answer:
-            raise OverQuota(
-                f"client {job.client!r} has {figure} bytes of jobs queued or running; this job's {job.bytes} "
-                f"bytes would pass its backlog quota of {max_backlog_bytes} bytes",
-                retry_after_s=keys.BACKLOG_RETRY_AFTER_S,
-            )
-        return record
 
     def _submit_and_wait(self, args: list) -> tuple[int, int]:
         """The submit script, then, with ``min_replicas``, Redis `WAIT` for that many replicas
