@@ -2,6 +2,7 @@
 to that client alone (429 with Retry-After, or 413 for one request too large), while
 another client submitting at the same time is served as if alone."""
 
+import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -58,6 +59,19 @@ def test_a_client_at_its_held_bytes_limit_sends_no_refused_image_to_redis(make_s
     assert [post_image(api, "a", cat_png).status_code for _ in range(3)] == [429] * 3
     assert redis.info("stats")["total_net_input_bytes"] - received < len(cat_png) // 2
     assert Doctor(redis).check() == []
+
+
+def test_an_image_with_no_room_in_redis_is_refused_before_its_body_is_read(make_settings, start_api, cat_png):
+    """bench/hostile.py, scenario 1: the API read each refused 20 MiB body before it
+    answered 429. With the length declared and no room left, it answers at once: this
+    client sends the head and a few bytes, and the 429 comes without the rest."""
+    api = start_api(make_settings(default_max_held_bytes=int(1.5 * len(cat_png))))  # no dispatcher: inputs stay
+    assert post_image(api, "a", cat_png).status_code == 201
+    url = httpx.URL(api)
+    head = f"POST /randomize HTTP/1.1\r\nHost: {url.host}\r\nX-Client-Id: a\r\nContent-Length: {len(cat_png)}\r\n\r\n"
+    with socket.create_connection((url.host, url.port), timeout=10) as sock:
+        sock.sendall(head.encode() + cat_png[:100])
+        assert sock.recv(4096).startswith(b"HTTP/1.1 429 ")
 
 
 def test_a_clients_own_max_held_bytes_overrides_the_default(redis, settings):

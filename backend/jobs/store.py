@@ -101,7 +101,7 @@ class JobStore:
             delete_input=job.delete_input or None,
         )
         if job.input_bytes is not None:  # ask first: a refused input never reaches Redis
-            self._refuse_held(*self._held_room(args=[job.client, len(job.input_bytes), max_held_bytes]), job)
+            self.check_held_room(job.client, len(job.input_bytes), max_held_bytes)
         answer, figure = self._submit_and_wait(
             [
                 record.token,
@@ -115,7 +115,7 @@ class JobStore:
                 max_held_bytes,
             ]
         )
-        self._refuse_held(answer, figure, job)
+        self._refuse_held(answer, figure, job.client, len(job.input_bytes or b""))
         if not answer:
             raise OverQuota(
                 f"client {job.client!r} has {figure} bytes of jobs queued or running; this job's {job.bytes} "
@@ -124,16 +124,20 @@ class JobStore:
             )
         return record
 
-    def _refuse_held(self, answer: int, figure: int, job: Submission) -> None:
+    def check_held_room(self, client: str, size: int, max_held_bytes: int = 0) -> None:
+        """Raise as ``submit`` would if ``client`` has no room for ``size`` more bytes in
+        Redis now (``max_held_bytes`` as there): asked before an input is read or sent."""
+        self._refuse_held(*self._held_room(args=[client, size, max_held_bytes]), client, size)
+
+    def _refuse_held(self, answer: int, figure: int, client: str, stored: int) -> None:
         """Raise for held_room.lua's or submit.lua's refusal of the bytes a client holds."""
-        stored = len(job.input_bytes or b"")
         if answer == -2:
             raise InputTooLarge(
-                f"the job's {stored} bytes are over the {figure} bytes client {job.client!r} may hold in Redis"
+                f"the job's {stored} bytes are over the {figure} bytes client {client!r} may hold in Redis"
             )
         if answer == -1:
             raise OverQuota(
-                f"client {job.client!r} holds {figure} bytes in Redis (inputs of its jobs, and results kept for "
+                f"client {client!r} holds {figure} bytes in Redis (inputs of its jobs, and results kept for "
                 f"{self.ttl_s} s); this job's {stored} bytes would pass its limit: results free as they expire",
                 retry_after_s=keys.HELD_RETRY_AFTER_S,
             )

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from backend.api.bodies import read_body
+from backend.api.bodies import declared_length, read_body
 from backend.api.deps import CallerDep, SettingsDep, StoreDep, SubmitterDep, WaitDep
 from backend.api.lookup import finished_output, job_status, waited_job
 from backend.api.schemas import (
@@ -53,7 +53,11 @@ def add_body_door(router: APIRouter, kind: JobKind, body: Body) -> None:
     """``POST /<kind>``: the whole input as the body, capped and checked at the door."""
 
     async def submit(request: Request, caller: CallerDep, submitter: SubmitterDep, settings: SettingsDep):
-        data = await read_body(request, settings, getattr(settings, body.max_bytes_setting))
+        max_bytes = getattr(settings, body.max_bytes_setting)
+        declared = declared_length(request, max_bytes)
+        if declared:  # the input travels through Redis: no room there, no need to read it
+            await submitter.check_held_room(caller, declared)
+        data = await read_body(request, settings, max_bytes)
         if body.check is not None:
             load(body.check)(data)
         job = await submitter.body(caller, kind, data)
