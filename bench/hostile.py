@@ -337,7 +337,7 @@ def scenario_1(system: System, sizes: Sizes) -> str:
     memory_line = memory.end()
     return (
         f"1. A floods {len(body) / MiB:.1f} MiB noise PNGs ({FLOOD_THREADS} threads); B sends cat.png jobs\n"
-        f"  A's answers: {answers} ({len(body) * flood.answers.total() / MiB:.0f} MiB sent); "
+        f"  A's answers: {answers} ({len(body) * flood.answers.total() / MiB:.0f} MiB offered: bodies it started); "
         f"A's accepted jobs: {dict(ends)}\n"
         f"{memory_line}\n"
         f"  B's 5xx: 0 in {len(alone) + len(loaded)} jobs (any answer but 201 would have stopped the run)\n"
