@@ -163,6 +163,17 @@ def served_while_busy(
     return block_seconds(system.scheduler, owners, start, end)
 
 
+# T1's limit on B's p95 image lead time with a noisy neighbour (bench/hostile.py holds a
+# hostile one to it too): at most 1.5x and at most 100 ms over B's p95 alone.
+T1_TARGET = "p95 <= 1.5x idle and idle + 100 ms"
+
+
+def t1_met(idle95: float, loaded95: float) -> bool:
+    """Whether B's p95 lead time with the neighbour (``loaded95``) is within T1's limit of
+    its p95 alone (``idle95``), both in ms."""
+    return loaded95 <= 1.5 * idle95 and loaded95 <= idle95 + 100
+
+
 def line(name: str, figures: str, target: str, met: bool) -> str:
     return f"{name:4} {figures:70} target {target:32} {'met' if met else 'NOT MET'}"
 
@@ -191,9 +202,9 @@ def t1(system: System, files: Files, auth: str) -> str:
     figures = (
         f"B p50/p95 idle {p(idle, 50) * 1e3:.0f}/{idle95:.0f} ms, loaded {p(loaded, 50) * 1e3:.0f}/{loaded95:.0f} ms"
     )
-    met = loaded95 <= 1.5 * idle95 and loaded95 <= idle95 + 100
+    met = t1_met(idle95, loaded95)
     detail = f"\n     p95 parts (ms), idle: {where_p95(idle_records)}; loaded: {where_p95(loaded_records)}"
-    return line("T1", figures + f" ({loaded95 / idle95:.2f}x)", "p95 <= 1.5x idle and idle + 100 ms", met) + detail
+    return line("T1", figures + f" ({loaded95 / idle95:.2f}x)", T1_TARGET, met) + detail
 
 
 def t2(system: System, files: Files, auth: str) -> str:

@@ -2,6 +2,7 @@
 to that client alone (429 with Retry-After, or 413 for one request too large), while
 another client submitting at the same time is served as if alone."""
 
+import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -46,6 +47,31 @@ def test_a_client_over_the_bytes_it_may_hold_in_redis_gets_429_while_another_is_
     too_big = post_image(api, "c", cat_png * 4)
     assert too_big.status_code == 413, too_big.text
     assert Doctor(redis).check() == []
+
+
+def test_a_client_at_its_held_bytes_limit_sends_no_refused_image_to_redis(make_settings, start_api, redis, cat_png):
+    """bench/hostile.py, scenario 1: each refused 20 MiB image reached Redis first (as the
+    submit script's argument), so a flood at its limit still filled Redis' client buffers.
+    Now the API asks first: a refused image costs Redis a few bytes, not the image."""
+    api = start_api(make_settings(default_max_held_bytes=int(1.5 * len(cat_png))))  # no dispatcher: inputs stay
+    assert post_image(api, "a", cat_png).status_code == 201
+    received = redis.info("stats")["total_net_input_bytes"]
+    assert [post_image(api, "a", cat_png).status_code for _ in range(3)] == [429] * 3
+    assert redis.info("stats")["total_net_input_bytes"] - received < len(cat_png) // 2
+    assert Doctor(redis).check() == []
+
+
+def test_an_image_with_no_room_in_redis_is_refused_before_its_body_is_read(make_settings, start_api, cat_png):
+    """bench/hostile.py, scenario 1: the API read each refused 20 MiB body before it
+    answered 429. With the length declared and no room left, it answers at once: this
+    client sends the head and a few bytes, and the 429 comes without the rest."""
+    api = start_api(make_settings(default_max_held_bytes=int(1.5 * len(cat_png))))  # no dispatcher: inputs stay
+    assert post_image(api, "a", cat_png).status_code == 201
+    url = httpx.URL(api)
+    head = f"POST /randomize HTTP/1.1\r\nHost: {url.host}\r\nX-Client-Id: a\r\nContent-Length: {len(cat_png)}\r\n\r\n"
+    with socket.create_connection((url.host, url.port), timeout=10) as sock:
+        sock.sendall(head.encode() + cat_png[:100])
+        assert sock.recv(4096).startswith(b"HTTP/1.1 429 ")
 
 
 def test_a_clients_own_max_held_bytes_overrides_the_default(redis, settings):

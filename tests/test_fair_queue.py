@@ -1,5 +1,5 @@
 """The fair pick, claim by claim, on a real Redis: deficit round robin between clients,
-weights, costs in blocks, caps on running bulk jobs, and counters that return to zero."""
+weights, costs in blocks, caps on running jobs, and counters that return to zero."""
 
 from collections import Counter
 
@@ -80,6 +80,26 @@ def test_a_client_at_its_cap_of_running_bulk_jobs_is_skipped(store, queue, redis
     assert queue.claim(Lane.bulk) is None  # "capped" has one running: its second waits
     store.finish(held[0].job, b"done")
     assert queue.claim(Lane.bulk).job.token == second
+
+
+def test_a_client_at_its_cap_of_running_images_is_skipped(store, queue):
+    """Issue 17, bench/hostile.py scenario 1: a client flooding large images held every
+    interactive worker, and another client's image waited seconds behind them. At its cap
+    (default 1) its next image waits and the other client's is claimed."""
+    first, second = images(store, "flood", 2)
+    other = images(store, "other", 1)[0]
+    held = [queue.claim(Lane.interactive), queue.claim(Lane.interactive)]
+    assert [c.job.token for c in held] == [first, other]
+    assert queue.claim(Lane.interactive) is None  # "flood" has one running: its second waits
+    store.finish(held[0].job, b"done")
+    assert queue.claim(Lane.interactive).job.token == second
+
+
+def test_a_clients_own_cap_of_running_images_overrides_the_default(store, queue, redis):
+    """A registered client's `max_running_interactive` field wins; 0 is no cap."""
+    redis.hset(keys.client("wide"), "max_running_interactive", 0)
+    tokens = images(store, "wide", 3)
+    assert [queue.claim(Lane.interactive).job.token for _ in tokens] == tokens
 
 
 def test_counters_return_to_zero(store, queue, redis):

@@ -207,7 +207,9 @@ def test_every_final_write_publishes_its_token(redis, settings):
     """finish.lua (finished and errored), claim.lua's give-up after max attempts and its
     failing of an unreadable record: each PUBLISHes on the endings channel; a requeue does not."""
     store = JobStore(redis, settings.result_ttl_s)
-    queue = JobQueue(redis, "d1", settings.lease_s, QueuePolicy.of(settings))
+    # One client holds all four jobs at once: no cap on its running images here.
+    policy = QueuePolicy.of(settings.model_copy(update={"default_max_running_interactive": 0}))
+    queue = JobQueue(redis, "d1", settings.lease_s, policy)
     pubsub = redis.pubsub()
     pubsub.subscribe(keys.ENDINGS)
 

@@ -60,6 +60,11 @@ class Submitter:
         )
         return await self._store(caller, job)
 
+    async def check_held_room(self, caller: ClientSettings, size: int) -> None:
+        """Refuse a body kind's input of a declared ``size`` before it is read, when its
+        client has no room for it in Redis: a flood at its limit costs no body read."""
+        await run_in_threadpool(self.store.check_held_room, caller.name, size, self.settings.default_max_held_bytes)
+
     async def upload(
         self,
         caller: ClientSettings,

@@ -128,6 +128,12 @@ class Settings(BaseSettings):
     # What a client gets unless `spacetime clients add` set its own (docs/clients.md).
     default_weight: int = Field(1, gt=0)
     default_max_running_bulk: int = Field(2, gt=0)
+    # Image jobs a client may have running at once (0: no limit; a registered client's
+    # `max_running_interactive` field in `client:<name>` overrides it). Without it one client
+    # with large images holds every interactive worker, and another's 30 ms image waits
+    # seconds behind them (bench/hostile.py, scenario 1). 1 leaves the other interactive
+    # workers to other clients; a lone client's images then run one at a time.
+    default_max_running_interactive: int = Field(1, ge=0)
     # Job submissions per second per client (0: no limit).
     default_rate: float = Field(50.0, ge=0)
     # Input bytes of a client's jobs queued or running (0: no limit).

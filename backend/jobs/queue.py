@@ -36,6 +36,7 @@ class QueuePolicy:
     ttl_s: int
     default_weight: int
     default_max_running_bulk: int
+    default_max_running_interactive: int  # 0: no limit
 
     @classmethod
     def of(cls, settings: Settings) -> "QueuePolicy":
@@ -44,6 +45,7 @@ class QueuePolicy:
             ttl_s=settings.result_ttl_s,
             default_weight=settings.default_weight,
             default_max_running_bulk=settings.default_max_running_bulk,
+            default_max_running_interactive=settings.default_max_running_interactive,
         )
 
 
@@ -86,6 +88,7 @@ class JobQueue:
                 self.policy.ttl_s,
                 self.policy.default_weight,
                 self.policy.default_max_running_bulk,
+                self.policy.default_max_running_interactive,
             ],
         )
         if answer is None:

@@ -99,6 +99,7 @@ class JobStore:
         self._requeue = scripts.register(redis, "requeue")
         self._annotate = scripts.register(redis, "annotate")
         self._cancel = scripts.register(redis, "cancel")
+        self._held_room = scripts.register(redis, "held_room")
 
     # -- API side ---------------------------------------------------------------
 
@@ -126,6 +127,8 @@ class JobStore:
             input_url=job.input_url,
             delete_input=job.delete_input or None,
         )
+        if job.input_bytes is not None:  # ask first: a refused input never reaches Redis
+            self.check_held_room(job.client, len(job.input_bytes), max_held_bytes)
         idempotency = job.idempotency or Idempotency("", "")
         outcome, figure = self._submit_and_wait(
             [
@@ -150,17 +153,7 @@ class JobStore:
             raise IdempotencyKeyReused(
                 f"this Idempotency-Key made job {figure.decode()} for a different request; use a new key"
             )
-        stored = len(job.input_bytes or b"")
-        if outcome == -2:
-            raise InputTooLarge(
-                f"the job's {stored} bytes are over the {figure} bytes client {job.client!r} may hold in Redis"
-            )
-        if outcome == -1:
-            raise OverQuota(
-                f"client {job.client!r} holds {figure} bytes in Redis (inputs of its jobs, and results kept for "
-                f"{self.ttl_s} s); this job's {stored} bytes would pass its limit: results free as they expire",
-                retry_after_s=keys.HELD_RETRY_AFTER_S,
-            )
+        self._refuse_held(outcome, figure, job.client, len(job.input_bytes or b""))
         if not outcome:
             raise OverQuota(
                 f"client {job.client!r} has {figure} bytes of jobs queued or running; this job's {job.bytes} "
@@ -168,6 +161,25 @@ class JobStore:
                 retry_after_s=keys.BACKLOG_RETRY_AFTER_S,
             )
         return record
+
+    def check_held_room(self, client: str, size: int, max_held_bytes: int = 0) -> None:
+        """Raise as ``submit`` would if ``client`` has no room for ``size`` more bytes in
+        Redis now (``max_held_bytes`` as there): asked before an input is read or sent."""
+        answer, figure = self._held_room(args=[client, size, max_held_bytes])
+        self._refuse_held(answer, figure, client, size)
+
+    def _refuse_held(self, answer: int, figure: int, client: str, stored: int) -> None:
+        """Raise for held_room.lua's or submit.lua's refusal of the bytes a client holds."""
+        if answer == -2:
+            raise InputTooLarge(
+                f"the job's {stored} bytes are over the {figure} bytes client {client!r} may hold in Redis"
+            )
+        if answer == -1:
+            raise OverQuota(
+                f"client {client!r} holds {figure} bytes in Redis (inputs of its jobs, and results kept for "
+                f"{self.ttl_s} s); this job's {stored} bytes would pass its limit: results free as they expire",
+                retry_after_s=keys.HELD_RETRY_AFTER_S,
+            )
 
     def _submit_and_wait(self, args: list) -> tuple[int, Any]:
         """The submit script, then, with ``min_replicas``, Redis `WAIT` for that many replicas

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from backend.api.bodies import read_body
+from backend.api.bodies import declared_length, read_body
 from backend.api.deps import CallerDep, IdempotencyKeyDep, SettingsDep, StoreDep, SubmitterDep, WaitDep
 from backend.api.lookup import finished_output, job_status, waited_job
 from backend.api.schemas import (
@@ -60,7 +60,11 @@ def add_body_door(router: APIRouter, kind: JobKind, body: Body) -> None:
         settings: SettingsDep,
         key: IdempotencyKeyDep = None,
     ):
-        data = await read_body(request, settings, getattr(settings, body.max_bytes_setting))
+        max_bytes = getattr(settings, body.max_bytes_setting)
+        declared = declared_length(request, max_bytes)
+        if declared:  # the input travels through Redis: no room there, no need to read it
+            await submitter.check_held_room(caller, declared)
+        data = await read_body(request, settings, max_bytes)
         if body.check is not None:
             load(body.check)(data)
         job = await submitter.body(caller, kind, data, key)

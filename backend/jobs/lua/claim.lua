@@ -1,17 +1,18 @@
 -- Claim the next job of a lane for a dispatcher, in one step:
 --   1. route new tokens from `tasks` into their clients' queues;
 --   2. pick a client by weighted deficit round robin (cost = the job's blocks), skipping
---      clients at their cap of running bulk jobs;
+--      clients at their cap of running jobs in the lane;
 --   3. move the job's token into the dispatcher's processing list and mark it `received`,
 --      or fail it when it has used up its attempts (a poison job never loops).
 -- KEYS: the dispatcher's processing list.
 -- ARGV: lane, dispatcher id, now (epoch s), max attempts, ttl, default weight,
---       default max running bulk jobs.
+--       default max running bulk jobs, default max running interactive jobs (0: no limit).
 -- Returns nil (nothing to run), {'run', record JSON} or {'gave-up', record JSON}.
 local plist = KEYS[1]
 local lane, dispatcher, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local max_attempts, ttl = tonumber(ARGV[4]), ARGV[5]
 local default_weight, default_cap = tonumber(ARGV[6]), tonumber(ARGV[7])
+local default_interactive_cap = tonumber(ARGV[8]) or 0
 local ring, deficits, running = RING .. lane, DEFICIT .. lane, RUNNING .. lane
 
 -- 1. Route. Records are normalised here once (lane, client, cost), so that every later
@@ -38,9 +39,16 @@ local function setting(client, name, default)
   return tonumber(redis.call('HGET', CLIENT .. client, name) or '') or default
 end
 
+-- A client at its cap of running jobs in this lane is skipped, not waited for. In the
+-- interactive lane the cap keeps workers free for other clients' images (0: no cap).
 local function capped(client)
-  if lane ~= 'bulk' then return false end
-  local cap = setting(client, 'max_running_bulk', default_cap)
+  local cap
+  if lane == 'bulk' then
+    cap = setting(client, 'max_running_bulk', default_cap)
+  else
+    cap = setting(client, 'max_running_interactive', default_interactive_cap)
+    if cap <= 0 then return false end
+  end
   return tonumber(redis.call('HGET', running, client) or '0') >= cap
 end
 
