@@ -107,16 +107,7 @@ class Submitter:
         url = await run_in_threadpool(check_allowed_url, url, self.settings.allowed_url_prefixes)
         await run_in_threadpool(self.limiter.admit, caller)
         size = await run_in_threadpool(self._size, url)
-        job = Submission(
-            kind,
-            caller.name,
-            self._cost(size),
-            client_id=caller.client_id,
-            bytes=size,
-            input_url=url,
-            idempotency=idempotency,
-        )
-        return await self._store(caller, job)
+        return await self._store(caller, self._file_job(caller, kind, url, size, idempotency=idempotency))
 
     async def rerun(self, caller: ClientSettings, job: Job, key: str | None = None) -> Job:
         """Queue the job's input again as a new job of its kind: the file its URL names, or
@@ -129,15 +120,7 @@ class Submitter:
         if job.input_url is not None:
             await run_in_threadpool(self.limiter.admit, caller)
             size = await run_in_threadpool(self._size, job.input_url)
-            again = Submission(
-                kind,
-                caller.name,
-                self._cost(size),
-                client_id=caller.client_id,
-                bytes=size,
-                input_url=job.input_url,
-                idempotency=idempotency,
-            )
+            again = self._file_job(caller, kind, job.input_url, size, idempotency=idempotency)
             return await self._store(caller, again)
         data = await run_in_threadpool(self.store.input, job.token)
         if data is None:
@@ -233,17 +216,7 @@ class Submitter:
         """Queue the job of a file we stored at ``url``; delete the file if the job is refused
         (or a retry's, answered with the first request's job) and, unless ``keep_input``,
         when the job ends."""
-        job = Submission(
-            kind,
-            caller.name,
-            self._cost(size),
-            client_id=caller.client_id,
-            bytes=size,
-            input_url=url,
-            token=token,
-            delete_input=not keep_input,
-            idempotency=idempotency,
-        )
+        job = self._file_job(caller, kind, url, size, token=token, delete_input=not keep_input, idempotency=idempotency)
         try:
             return await self._store(caller, job)
         except NotReplicated:
@@ -290,6 +263,13 @@ class Submitter:
     def backlog_bytes(self, client: str) -> int:
         redis: Redis = self.store.redis
         return int(cast(bytes | None, redis.hget(keys.BACKLOG_BYTES, client)) or 0)
+
+    def _file_job(self, caller: ClientSettings, kind: JobKind, url: str, size: int, **given) -> Submission:
+        """The submission of a job over the file at ``url``: costed by its blocks, the
+        caller's (by name and registration); ``given``: the other Submission fields."""
+        return Submission(
+            kind, caller.name, self._cost(size), client_id=caller.client_id, bytes=size, input_url=url, **given
+        )
 
     def _cost(self, size: int) -> int:
         """Blocks of a file of ``size`` bytes: what the job costs in the fair queue."""
