@@ -149,12 +149,11 @@ def openapi_yaml(app) -> str:
 
 def _doctor(args) -> int:
     """Exit 0 when nothing drifted (or all was repaired), 1 when drift is left."""
-    from redis import Redis
-
     from backend.core.settings import get_settings
+    from backend.jobs.connection import connect
     from backend.jobs.doctor import Doctor
 
-    drifts = Doctor(Redis.from_url(get_settings().redis_url, socket_timeout=30)).check(repair=args.repair)
+    drifts = Doctor(connect(get_settings().redis_url, socket_timeout=30)).check(repair=args.repair)
     for drift in drifts:
         print(f"{'repaired' if args.repair else 'drift'}: {drift}")
     if not drifts:
