@@ -19,7 +19,7 @@ from backend.api.admission import RateLimiter
 from backend.api.endings import Endings
 from backend.api.errors import add_handlers
 from backend.api.events import Streams
-from backend.api.routes import control, service, tasks
+from backend.api.routes import console, control, service, tasks
 from backend.api.routes.files import add_file_doors
 from backend.api.routes.kinds import add_body_door, add_status_and_result
 from backend.api.schemas import NOT_AUTHENTICATED, operation_id
@@ -59,6 +59,7 @@ def routes() -> APIRouter:
     router.include_router(tasks.router)
     router.include_router(control.router)
     router.include_router(service.router)
+    router.include_router(console.router)
     return router
 
 
@@ -107,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         generate_unique_id_function=operation_id,
     )
     app.include_router(routes())
+    app.mount("/ui/static", console.static, name="console_static")
     app.openapi = lambda: openapi(app, settings)  # type: ignore[method-assign]
     add_handlers(app)
     return app

@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Query, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from backend.api import session
 from backend.api.auth import identify
 from backend.api.submission import Submitter
 from backend.core.settings import Settings
@@ -40,9 +41,13 @@ def get_caller(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None,
     x_client_id: Annotated[str | None, Header(alias="X-Client-Id", pattern=f"^{NAME.pattern}$")] = None,
 ) -> ClientSettings:
-    """The client the request comes from (backend.api.auth), with its settings."""
+    """The client the request comes from (backend.api.auth), with its settings. Headers
+    first; a browser signed in to the console sends its cookie instead (backend.api.session)."""
+    mode = request.app.state.settings.auth
     authorization = f"{credentials.scheme} {credentials.credentials}" if credentials else None
-    return identify(request.app.state.registry, request.app.state.settings.auth, authorization, x_client_id)
+    if authorization is None and x_client_id is None:
+        authorization, x_client_id = session.signed_in(request, mode) or (None, None)
+    return identify(request.app.state.registry, mode, authorization, x_client_id)
 
 
 StoreDep = Annotated[JobStore, Depends(get_store)]

@@ -42,6 +42,11 @@ class NotAuthenticated(SpacetimeError):
     """No API key, or one that no client holds (keys mode)."""
 
 
+class Forbidden(SpacetimeError):
+    """The caller is known but may not do this: a console write without its CSRF token, a
+    page only operators see."""
+
+
 class OverQuota(SpacetimeError):
     """The client is over its rate or backlog quota; it may try again after ``retry_after_s``."""
 

@@ -56,6 +56,8 @@ class ClientSettings:
     registered: bool = False
     # Proven by an API key (keys mode), not just named by a header (open mode).
     authenticated: bool = False
+    # An operator (`clients add --admin`): sees every client in the console and GET /overview.
+    admin: bool = False
     # The registration's random id (None: unregistered, or a key made before ids were).
     client_id: str | None = None
 
@@ -187,4 +189,6 @@ class ClientRegistry:
 def describe(client: ClientSettings) -> dict[str, str | int | float]:
     """A client's settings as shown by `spacetime clients list` (and stored by ``add``)."""
     hidden = ("registered", "authenticated")
-    return {k: v for k, v in asdict(client).items() if k not in hidden and v is not None}
+    return {
+        k: int(v) if isinstance(v, bool) else v for k, v in asdict(client).items() if k not in hidden and v is not None
+    }

@@ -116,7 +116,7 @@ def _run(
     except TimeoutError:
         raise TimeoutError(f"the API at {api} did not answer within {API_START_TIMEOUT_S:.0f} s") from None
     print(
-        f"SpaceTime Analytics is up.\n  API        {api}\n  API docs   {api}/docs\n"
+        f"SpaceTime Analytics is up.\n  API        {api}\n  Console    {api}/ui\n  API docs   {api}/docs\n"
         f"  Dashboard  {cluster.dashboard_link}\n  Redis      {redact(redis_url)}\nCtrl-C stops everything.",
         flush=True,
     )
