@@ -20,7 +20,9 @@ import pytest
 from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
+from backend.api.direct_uploads import S3_MIN_PART_BYTES
 from compute.defaults import MiB
+from tests.moto_s3 import REGION, moto_server, new_bucket, s3_client
 from tests.paths import FIXTURES, REPO
 from tests.up import Up, read_banner, start_up, up_env
 from tests.waiting import wait_status
@@ -274,4 +276,47 @@ def test_in_open_mode_a_new_user_submits_cat_png_and_watches_it_finish(browser, 
     expect(page.locator("#client-name")).to_have_text("carol")
     expect(page.locator("#jobs-empty")).to_be_visible()
     assert all(url.startswith((api_url, "data:", "blob:")) for url in requested), requested
+    context.close()
+
+
+@pytest.fixture
+def s3_system(make_settings, start_api, start_dispatcher, monkeypatch):
+    """An API and a dispatcher whose uploads store is a bucket on a moto server, with the
+    CORS rule of infra/spacetime_infra/storage.py (the browser PUTs parts there)."""
+    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")):
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    with moto_server() as endpoint:
+        bucket = new_bucket(endpoint)
+        rule = {"AllowedMethods": ["PUT"], "AllowedOrigins": ["*"], "AllowedHeaders": ["*"], "ExposeHeaders": ["ETag"]}
+        s3_client(endpoint).put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": [rule]})
+        settings = make_settings(
+            uploads_url=f"s3://{bucket}/uploads",
+            s3_endpoint_url=endpoint,
+            direct_upload_part_bytes=S3_MIN_PART_BYTES,
+            even_sum_block_bytes=4 * MiB,  # the tests' default blocks are tiny: thousands here
+        )
+        start_dispatcher(settings)
+        yield start_api(settings), endpoint
+
+
+def test_a_text_file_goes_from_the_page_straight_to_s3_where_offered(browser, s3_system, tmp_path):
+    api_url, endpoint = s3_system
+    numbers = tmp_path / "numbers.txt"
+    numbers.write_bytes(b"2 " * (3 * S3_MIN_PART_BYTES // 4))  # two parts, the second short
+    context = browser.new_context()
+    page = context.new_page()
+    requested: list[tuple[str, str]] = []
+    page.on("request", lambda request: requested.append((request.method, request.url)))
+    page.goto(f"{api_url}/ui")
+    page.locator("#file").set_input_files(numbers)
+    page.get_by_role("button", name="Upload and run").click()
+    expect(page.locator("#upload-state")).to_contain_text("Submitted numbers.txt as job", timeout=30_000)
+    token = page.locator("#jobs tbody tr").first.get_attribute("id").removeprefix("job-")
+    expect(row(page, token)).to_have_attribute("data-status", "finished", timeout=60_000)
+    assert httpx.get(f"{api_url}/even-sum/{token}/result").json()["sum"] == 2 * (3 * S3_MIN_PART_BYTES // 4)
+    # The body never went through the API: two PUTs to S3, and nothing posted to /even-sum itself.
+    assert [method for method, url in requested if url.startswith(endpoint)] == ["PUT", "PUT"]
+    assert ("POST", f"{api_url}/even-sum?keep_input=false") not in requested
+    assert all(url.startswith((api_url, endpoint)) for _, url in requested), requested
     context.close()

@@ -41,6 +41,18 @@ class Storage(Construct):
             object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
             server_access_logs_bucket=self.logs,
             server_access_logs_prefix="s3/",
+            # The web console PUTs a direct upload's parts from the browser, and reads each
+            # part's ETag. Any origin: a presigned URL is the permission (it allows one part
+            # of one upload, for an hour), and CORS only says which pages may read S3's answer.
+            cors=[
+                s3.CorsRule(
+                    allowed_methods=[s3.HttpMethods.PUT],
+                    allowed_origins=["*"],
+                    allowed_headers=["*"],
+                    exposed_headers=["ETag"],
+                    max_age=3600,
+                )
+            ],
             lifecycle_rules=[
                 s3.LifecycleRule(
                     id="uploads-expire",

@@ -8,6 +8,7 @@ the API: no CDN, no build step, and a Content-Security-Policy that says so.
 """
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -23,16 +24,20 @@ from backend.api.lookup import owned_job
 from backend.core.exceptions import JobNotFound, NotAuthenticated
 from backend.core.job import JobStatus
 from backend.core.kinds import KINDS
+from backend.core.settings import Settings
 from backend.jobs.clients import NAME, ClientSettings
 
 ASSETS = Path(__file__).resolve().parent.parent / "console"
 templates = Jinja2Templates(directory=ASSETS)
 static = StaticFiles(directory=ASSETS / "static")
-# Only what the API itself serves: scripts, styles, images, fetches and event streams.
+# Only what the API itself serves: scripts, styles, images, fetches and event streams;
+# and S3, where the page sends a file straight there (a direct upload's presigned PUTs).
 POLICY = (
     "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; "
-    "form-action 'self'; frame-ancestors 'none'"
+    "form-action 'self'; frame-ancestors 'none'; connect-src 'self'"
 )
+# Where presigned URLs point on AWS (virtual-hosted buckets, any region).
+AWS_S3 = "https://*.amazonaws.com"
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
@@ -130,6 +135,13 @@ def page(
         "csrf_token": session.csrf_token(request),
     }
     response = templates.TemplateResponse(request, template, context, status_code=status_code)
-    response.headers["Content-Security-Policy"] = POLICY
+    response.headers["Content-Security-Policy"] = policy(request.app.state.settings)
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def policy(settings: Settings) -> str:
+    if not settings.direct_uploads_offered:
+        return POLICY
+    endpoint = urlsplit(settings.s3_endpoint_url) if settings.s3_endpoint_url else None
+    return f"{POLICY} {f'{endpoint.scheme}://{endpoint.netloc}' if endpoint else AWS_S3}"

@@ -20,7 +20,11 @@ async function api(method, url, body) {
   }
   const response = await fetch(url, init);
   const data = response.status === 204 ? null : await response.json().catch(() => null);
-  if (!response.ok) throw new Error((data && (data.error || data.message)) || `HTTP ${response.status}`);
+  if (!response.ok) {
+    const error = new Error((data && (data.error || data.message)) || `HTTP ${response.status}`);
+    error.status = response.status;
+    throw error;
+  }
   return data;
 }
 
@@ -233,22 +237,55 @@ async function isPng(file) {
   return [137, 80, 78, 71, 13, 10, 26, 10].every((byte, i) => head[i] === byte);
 }
 
-// Streams the file to the API with XMLHttpRequest: fetch reports no upload progress.
-function upload(url, file, type, onProgress) {
+// Sends a body with XMLHttpRequest, the one browser API that reports upload progress
+// (`onProgress` gets the bytes sent so far); resolves with the answer once it is `expected`.
+function send(method, url, body, headers, expected, onProgress) {
   return new Promise((resolve, reject) => {
     const request = new XMLHttpRequest();
-    request.open("POST", url);
-    request.setRequestHeader("Content-Type", type);
-    request.setRequestHeader("X-CSRF-Token", csrf());
-    request.upload.onprogress = (event) => event.lengthComputable && onProgress(event.loaded / event.total);
+    request.open(method, url);
+    for (const [name, value] of Object.entries(headers)) request.setRequestHeader(name, value);
+    request.upload.onprogress = (event) => onProgress(event.loaded);
     request.onload = () => {
-      const data = JSON.parse(request.responseText || "null");
-      if (request.status === 201) resolve(data);
-      else reject(new Error((data && data.error) || `HTTP ${request.status}`));
+      if (request.status === expected) return resolve(request);
+      let data = null;
+      try {
+        data = JSON.parse(request.responseText);
+      } catch {}
+      reject(new Error((data && data.error) || `HTTP ${request.status}`));
     };
     request.onerror = () => reject(new Error("the upload was cut off"));
-    request.send(file);
+    request.send(body);
   });
+}
+
+// Streams the file to the API as the body of its job's POST.
+async function upload(url, file, type, onProgress) {
+  const headers = { "Content-Type": type, "X-CSRF-Token": csrf() };
+  const answer = await send("POST", url, file, headers, 201, (sent) => onProgress(sent / file.size));
+  return JSON.parse(answer.responseText);
+}
+
+// Sends a text file straight to S3 where the server offers it (POST /even-sum/uploads):
+// a part at a time on its presigned URL, then the complete call queues the job. Null
+// where the server offers no direct uploads (its uploads store is a local folder).
+async function directUpload(file, keepInput, onProgress) {
+  let plan;
+  try {
+    plan = await api("POST", "/even-sum/uploads", { size: file.size, keep_input: keepInput });
+  } catch (error) {
+    if (error.status === 404) return null;
+    throw error;
+  }
+  const parts = [];
+  let done = 0;
+  for (const part of plan.parts) {
+    const start = (part.part_number - 1) * plan.part_size;
+    const body = file.slice(start, start + part.size);
+    const answer = await send("PUT", part.url, body, {}, 200, (sent) => onProgress((done + sent) / file.size));
+    done += part.size;
+    parts.push({ part_number: part.part_number, etag: answer.getResponseHeader("ETag") });
+  }
+  return api("POST", `/even-sum/uploads/${plan.upload_id}/complete`, { parts });
 }
 
 async function submit(event) {
@@ -259,12 +296,15 @@ async function submit(event) {
   const bar = document.getElementById("upload-progress");
   const state = document.getElementById("upload-state");
   const png = await isPng(file);
-  const url = png ? "/randomize" : `/even-sum?keep_input=${form.elements.keep_input.checked}`;
+  const keep = form.elements.keep_input.checked;
+  const progress = (fraction) => (bar.value = fraction);
   bar.hidden = false;
   bar.value = 0;
   state.textContent = `Uploading ${file.name}…`;
   try {
-    const { token } = await upload(url, file, png ? "image/png" : "text/plain", (f) => (bar.value = f));
+    const { token } = png
+      ? await upload("/randomize", file, "image/png", progress)
+      : (await directUpload(file, keep, progress)) || (await upload(`/even-sum?keep_input=${keep}`, file, "text/plain", progress));
     state.textContent = `Submitted ${file.name} as job ${token.slice(0, 12)}.`;
     form.reset();
   } catch (error) {
