@@ -14,6 +14,7 @@ from starlette.routing import Route
 from backend.core.exceptions import (
     BodyTooSlow,
     DirectUploadsUnavailable,
+    Forbidden,
     IdempotencyKeyReused,
     InputGone,
     InputTooLarge,
@@ -84,6 +85,7 @@ def add_handlers(app: FastAPI) -> None:
     app.add_exception_handler(InvalidInput, answer(400))
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(NotAuthenticated, answer(401, headers=lambda exc: {"WWW-Authenticate": "Bearer"}))
+    app.add_exception_handler(Forbidden, answer(403))
     app.add_exception_handler(InputTooLarge, answer(413, headers=lambda exc: CLOSE))
     app.add_exception_handler(BodyTooSlow, answer(408, headers=lambda exc: CLOSE))
     app.add_exception_handler(StorageUnavailable, answer(503, headers=lambda exc: CLOSE))

@@ -42,6 +42,11 @@ class NotAuthenticated(SpacetimeError):
     """No API key, or one that no client holds (keys mode)."""
 
 
+class Forbidden(SpacetimeError):
+    """The client is known but may not do this: an operator's route asked by a client
+    that is not one (keys mode)."""
+
+
 class OverQuota(SpacetimeError):
     """The client is over its rate or backlog quota; it may try again after ``retry_after_s``."""
 
