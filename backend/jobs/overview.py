@@ -24,7 +24,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 from redis import Redis
 
@@ -105,70 +105,48 @@ def add_block_seconds(redis: Redis, lane: str, client: str, spans: Iterable[tupl
 
 
 def read_overview(redis: Redis, settings: Settings) -> Overview:
-    """Everything ``GET /overview`` shows, read in three round trips."""
+    """Everything ``GET /overview`` shows: a few pipelined reads a section, by Redis's clock
+    (the clock the final write scores lead times by)."""
     seconds, micros = redis.time()
     now = seconds + micros / 1e6
-    lanes = list(Lane)
-    with redis.pipeline(transaction=False) as pipe:
-        for lane in lanes:
-            pipe.lrange(keys.ring(lane), 0, -1)
-            pipe.hgetall(keys.running(lane))
-            for minute in _window_minutes(now):
-                pipe.hgetall(keys.block_seconds(lane, minute))
-        pipe.zrange(keys.DISPATCHERS, 0, -1, withscores=True)
-        pipe.lrange(keys.FAILURES, 0, -1)
-        pipe.zrangebyscore(keys.LEAD_TIME_CLIENTS, now - keys.LEAD_TIMES_WINDOW_S, "+inf")
-        first = pipe.execute()
-    per_lane = 2 + len(_window_minutes(now))
-    lane_reads = [first[i * per_lane : (i + 1) * per_lane] for i in range(len(lanes))]
-    dispatchers_raw, failures_raw, lead_clients_raw = first[len(lanes) * per_lane :]
-    lane_usage = [_lane_usage(reads) for reads in lane_reads]
-    dispatcher_scores = [(member.decode(), score) for member, score in dispatchers_raw]
-    lead_clients = [name.decode() for name in lead_clients_raw]
-
-    with redis.pipeline(transaction=False) as pipe:
-        for lane, (clients, _, _) in zip(lanes, lane_usage, strict=True):
-            for client in clients:
-                pipe.llen(keys.queue(lane, client))
-                pipe.hget(keys.client(client), "weight")
-        for dispatcher, _ in dispatcher_scores:
-            pipe.exists(keys.lease(dispatcher))
-            pipe.llen(keys.processing(dispatcher))
-        for client in lead_clients:
-            pipe.zrangebyscore(keys.lead_times(client), now - keys.LEAD_TIMES_WINDOW_S, "+inf")
-        second = iter(pipe.execute())
-
-    views = []
-    for lane, (clients, running, used) in zip(lanes, lane_usage, strict=True):
-        total = sum(used.values())
-        rows = []
-        for client in sorted(clients):
-            queued, weight = next(second), next(second)
-            share = used.get(client, 0.0) / total if total else 0.0
-            rows.append(
-                LaneClient(
-                    client,
-                    int(weight) if weight else settings.default_weight,
-                    int(queued),
-                    running.get(client, 0),
-                    round(used.get(client, 0.0), 6),
-                    round(share, 6),
-                )
-            )
-        views.append(LaneView(lane, rows))
-    dispatchers = [
-        DispatcherView(dispatcher, bool(next(second)), round(max(0.0, now - score / 1000), 3), int(next(second)))
-        for dispatcher, score in dispatcher_scores
-    ]
-    lead_times = [_lead_times(client, cast(list[bytes], next(second))) for client in lead_clients]
     return Overview(
         window_s=keys.OVERVIEW_WINDOW_S,
-        lanes=views,
-        dispatchers=dispatchers,
+        lanes=[_lane(redis, lane, now, settings.default_weight) for lane in Lane],
+        dispatchers=_dispatchers(redis, now),
         dashboard_url=settings.dashboard_url,
-        failures=[_failure(raw) for raw in failures_raw],
-        lead_times=[row for row in lead_times if row.jobs],
+        failures=[_failure(raw) for raw in cast(list[bytes], redis.lrange(keys.FAILURES, 0, -1))],
+        lead_times=_lead_times(redis, now),
     )
+
+
+def _lane(redis: Redis, lane: Lane, now: float, default_weight: int) -> LaneView:
+    """The lane's clients: those with jobs waiting (its ring), running, or block-seconds in the window."""
+    with redis.pipeline(transaction=False) as pipe:
+        pipe.lrange(keys.ring(lane), 0, -1)
+        pipe.hgetall(keys.running(lane))
+        for minute in _window_minutes(now):
+            pipe.hgetall(keys.block_seconds(lane, minute))
+        ring, running_raw, *minutes = pipe.execute()
+    running = {name.decode(): int(count) for name, count in running_raw.items()}
+    used: defaultdict[str, float] = defaultdict(float)
+    for bucket in minutes:
+        for name, seconds in bucket.items():
+            used[name.decode()] += float(seconds)
+    clients = sorted({name.decode() for name in ring} | set(running) | set(used))
+    with redis.pipeline(transaction=False) as pipe:
+        for client in clients:
+            pipe.llen(keys.queue(lane, client))
+            pipe.hget(keys.client(client), "weight")
+        answers = iter(pipe.execute())
+    total = sum(used.values())
+    rows = []
+    for client in clients:
+        queued, weight = next(answers), next(answers)
+        seconds = used.get(client, 0.0)
+        share = seconds / total if total else 0.0
+        weight = int(weight) if weight else default_weight
+        rows.append(LaneClient(client, weight, int(queued), running.get(client, 0), round(seconds, 6), round(share, 6)))
+    return LaneView(lane, rows)
 
 
 def _window_minutes(now: float) -> range:
@@ -177,16 +155,31 @@ def _window_minutes(now: float) -> range:
     return range(current - keys.OVERVIEW_WINDOW_S // 60 + 1, current + 1)
 
 
-def _lane_usage(reads: list[Any]) -> tuple[set[str], dict[str, int], dict[str, float]]:
-    """(clients to show, running jobs by client, block-seconds by client) of one lane."""
-    ring, running_raw, *minutes = reads
-    running = {name.decode(): int(count) for name, count in running_raw.items()}
-    used: defaultdict[str, float] = defaultdict(float)
-    for bucket in minutes:
-        for name, seconds in bucket.items():
-            used[name.decode()] += float(seconds)
-    clients = {name.decode() for name in ring} | set(running) | set(used)
-    return clients, running, dict(used)
+def _dispatchers(redis: Redis, now: float) -> list[DispatcherView]:
+    found = cast(list[tuple[bytes, float]], redis.zrange(keys.DISPATCHERS, 0, -1, withscores=True))
+    beats = [(member.decode(), score) for member, score in found]
+    with redis.pipeline(transaction=False) as pipe:
+        for dispatcher, _ in beats:
+            pipe.exists(keys.lease(dispatcher))
+            pipe.llen(keys.processing(dispatcher))
+        answers = iter(pipe.execute())
+    return [
+        DispatcherView(dispatcher, bool(next(answers)), round(max(0.0, now - score / 1000), 3), int(next(answers)))
+        for dispatcher, score in beats
+    ]
+
+
+def _lead_times(redis: Redis, now: float) -> list[LeadTimes]:
+    """A row per client with jobs finished in the last LEAD_TIMES_WINDOW_S."""
+    since = now - keys.LEAD_TIMES_WINDOW_S
+    found = cast(list[bytes], redis.zrangebyscore(keys.LEAD_TIME_CLIENTS, since, "+inf"))
+    clients = [name.decode() for name in found]
+    with redis.pipeline(transaction=False) as pipe:
+        for client in clients:
+            pipe.zrangebyscore(keys.lead_times(client), since, "+inf")
+        members = pipe.execute()
+    rows = [_percentiles(client, found) for client, found in zip(clients, members, strict=True)]
+    return [row for row in rows if row.jobs]
 
 
 def _failure(raw: bytes) -> Failure:
@@ -194,7 +187,7 @@ def _failure(raw: bytes) -> Failure:
     return Failure(entry["token"], entry.get("client"), entry.get("kind"), entry.get("error"), entry.get("ended_at"))
 
 
-def _lead_times(client: str, members: list[bytes]) -> LeadTimes:
+def _percentiles(client: str, members: list[bytes]) -> LeadTimes:
     """A client's row: its jobs' count and lead-time percentiles (nearest rank)."""
     leads = sorted(float(member.decode().rsplit(" ", 1)[1]) for member in members)
     if not leads:
