@@ -4,11 +4,10 @@ operator's view of the whole service (``GET /overview``).
 Routes only: the figures are read by backend/jobs/usage.py and backend/jobs/overview.py
 from the counters the service runs on."""
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
-from backend.api.admission import RateLimiter
-from backend.api.deps import CallerDep, OperatorDep, SettingsDep, StoreDep, is_operator
+from backend.api.deps import CallerDep, OperatorDep, SettingsDep, StoreDep, SubmitterDep, is_operator
 from backend.api.schemas import FORBIDDEN, AccountOut, OverviewOut
 from backend.jobs import overview, usage
 
@@ -16,11 +15,10 @@ router = APIRouter()
 
 
 @router.get("/me", name="me", response_model=AccountOut)
-async def me(caller: CallerDep, store: StoreDep, settings: SettingsDep, request: Request):
+async def me(caller: CallerDep, store: StoreDep, settings: SettingsDep, submitter: SubmitterDep):
     """Who you are to this server, and what you take now of each of your bounds: the rate,
     the backlog quota, running jobs per lane, the bytes you hold in Redis, uploads in flight."""
-    limiter: RateLimiter = request.app.state.submitter.limiter
-    rate = await run_in_threadpool(limiter.usage, caller)
+    rate = await run_in_threadpool(submitter.limiter.usage, caller)
     quotas = await run_in_threadpool(usage.quotas, store.redis, settings, caller, rate)
     return AccountOut(client=caller.name, admin=is_operator(caller, settings), mode=settings.auth, quotas=quotas)
 
