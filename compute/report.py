@@ -93,10 +93,20 @@ def task_compute_s(trace: dict[str, Any]) -> float:
     return _compute_s(trace["tasks"])
 
 
+def compute_spans(trace: dict[str, Any]) -> list[tuple[float, float]]:
+    """The (start, stop) of every compute interval of the trace's tasks, in epoch seconds
+    by the workers' clocks: when the job used the cluster, for accounting by the minute."""
+    return _spans(trace["tasks"])
+
+
 def _compute_s(tasks: list[dict[str, Any]]) -> float:
-    return sum(
-        span["stop"] - span["start"] for task in tasks for span in task["startstops"] if span["action"] == "compute"
-    )
+    return sum(stop - start for start, stop in _spans(tasks))
+
+
+def _spans(tasks: list[dict[str, Any]]) -> list[tuple[float, float]]:
+    return [
+        (span["start"], span["stop"]) for task in tasks for span in task["startstops"] if span["action"] == "compute"
+    ]
 
 
 def render_report(trace: dict[str, Any], timing: dict[str, Any], title: str) -> str:

@@ -19,6 +19,7 @@ from redis import ConnectionPool
 from backend.core.exceptions import OverQuota
 from backend.jobs import keys
 from backend.jobs.clients import ClientSettings
+from backend.jobs.usage import Quota
 
 
 def rate_item(rate: float) -> RateLimitItem:
@@ -47,3 +48,13 @@ class RateLimiter:
             f"client {client.name!r} is over its rate of {client.rate:g} job submissions a second",
             retry_after_s=max(1, math.ceil(reset_at - time.time())),
         )
+
+    def usage(self, client: ClientSettings) -> Quota:
+        """``client``'s submissions in its moving window now, against its rate (GET /me).
+        A client without a rate is not counted: 0 of no limit."""
+        if client.rate <= 0:
+            return Quota("rate", "submissions", 0, None, "per second")
+        item = rate_item(client.rate)
+        remaining = self.limiter.get_window_stats(item, client.name).remaining
+        unit = "per second" if item.multiples == 1 else f"per {item.multiples} seconds"
+        return Quota("rate", "submissions", item.amount - remaining, item.amount, unit)

@@ -19,7 +19,7 @@ from backend.api.admission import RateLimiter
 from backend.api.endings import Endings
 from backend.api.errors import add_handlers
 from backend.api.events import Streams
-from backend.api.routes import console, control, service, tasks
+from backend.api.routes import account, console, control, service, tasks
 from backend.api.routes.files import add_file_doors
 from backend.api.routes.kinds import add_body_door, add_status_and_result
 from backend.api.schemas import NOT_AUTHENTICATED, operation_id
@@ -58,6 +58,7 @@ def routes() -> APIRouter:
         add_status_and_result(router, kind)
     router.include_router(tasks.router)
     router.include_router(control.router)
+    router.include_router(account.router)
     router.include_router(service.router)
     router.include_router(console.router)
     return router

@@ -8,6 +8,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from backend.api import session
 from backend.api.auth import identify
 from backend.api.submission import Submitter
+from backend.core.exceptions import Forbidden
 from backend.core.settings import Settings
 from backend.jobs.clients import NAME, ClientSettings
 from backend.jobs.store import JobStore
@@ -54,6 +55,22 @@ StoreDep = Annotated[JobStore, Depends(get_store)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 SubmitterDep = Annotated[Submitter, Depends(get_submitter)]
 CallerDep = Annotated[ClientSettings, Depends(get_caller)]
+
+
+def is_operator(caller: ClientSettings, settings: Settings) -> bool:
+    """Whether ``caller`` may read every client's state: an admin key's holder in keys mode;
+    anyone in open mode, where a name is not proven and jobs are not hidden between clients."""
+    return settings.auth == "open" or caller.admin
+
+
+def get_operator(caller: CallerDep, settings: SettingsDep) -> ClientSettings:
+    """The caller, if an operator; Forbidden (403) for any other client."""
+    if not is_operator(caller, settings):
+        raise Forbidden(f"client {caller.name!r} is not an operator (`spacetime clients add NAME --admin`)")
+    return caller
+
+
+OperatorDep = Annotated[ClientSettings, Depends(get_operator)]
 
 
 async def get_wait(  # async: a sync dependency would cost every status request a thread hop

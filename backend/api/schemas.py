@@ -4,7 +4,7 @@ responses that /openapi.json is made of, and the one rule for operation ids."""
 from typing import Any, Literal
 
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from backend.api.direct_uploads import S3_MAX_PART_BYTES, S3_MAX_PARTS, S3_MIN_PART_BYTES
 from backend.api.uploads import URL_MAX_CHARS, URL_PATTERN, URL_RULES
@@ -150,6 +150,87 @@ class ReadyOut(BaseModel):
     redis: bool
 
 
+class QuotaOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str = Field(description="rate, backlog_bytes, running_bulk, running_interactive, held_bytes, uploads...")
+    label: str = Field(description="What it bounds, for people")
+    used: int = Field(description="What the client takes now")
+    limit: int | None = Field(description="Its bound; null: no limit")
+    unit: str
+
+
+class AccountOut(BaseModel):
+    """The calling client, and its usage against each of its bounds."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    client: str
+    admin: bool = Field(description="Whether it may read GET /overview (every caller in open mode)")
+    mode: Literal["open", "keys"] = Field(description="How the server tells clients apart (SPACETIME_AUTH)")
+    quotas: list[QuotaOut]
+
+
+class LaneClientOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    client: str
+    weight: int
+    queued: int = Field(description="Jobs waiting in its queue of the lane")
+    running: int = Field(description="Jobs of the lane held by dispatchers")
+    block_seconds: float = Field(description="Seconds its tasks computed in the lane within the window")
+    share: float = Field(description="Its block-seconds over the lane's, 0 to 1 (0 when nobody computed)")
+
+
+class LaneOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    lane: Lane
+    clients: list[LaneClientOut]
+
+
+class DispatcherOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    alive: bool = Field(description="Its lease is current; a dead one's jobs go back to their queues")
+    heartbeat_age_s: float
+    jobs_held: int = Field(description="Jobs in its processing list")
+
+
+class FailureOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    token: str
+    client: str | None
+    kind: str | None
+    error: str | None = Field(description="The error its client reads")
+    ended_at: float | None = Field(description="Epoch seconds")
+
+
+class LeadTimesOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    client: str
+    jobs: int = Field(description="Its jobs that finished in the last hour")
+    p50_s: float
+    p90_s: float
+    p99_s: float
+
+
+class OverviewOut(BaseModel):
+    """The operator's view of the whole service."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    window_s: int = Field(description="The window of block_seconds and share")
+    lanes: list[LaneOut]
+    dispatchers: list[DispatcherOut]
+    dashboard_url: str
+    failures: list[FailureOut] = Field(description="The last errored jobs, newest first (cancelled ones left out)")
+    lead_times: list[LeadTimesOut] = Field(description="Per client, of its jobs finished in the last hour")
+
+
 def operation_id(route: APIRoute) -> str:
     """Every route's operation id is its name (the function's, or the one given to a
     route built per kind): short, stable, and what OpenAPI links point at."""
@@ -194,6 +275,7 @@ OVER_QUOTA: Responses = {
         "headers": {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}},
     }
 }
+FORBIDDEN: Responses = {403: {"model": ErrorOut, "description": "Not an operator (keys mode: a key without --admin)"}}
 ALREADY_ENDED: Responses = {409: {"model": ErrorOut, "description": "The job had ended on its own: nothing to cancel"}}
 TOO_SLOW: Responses = {408: {"model": ErrorOut, "description": "The body stalled, or came slower than the floor"}}
 STORE_DOWN: Responses = {

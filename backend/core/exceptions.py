@@ -43,8 +43,8 @@ class NotAuthenticated(SpacetimeError):
 
 
 class Forbidden(SpacetimeError):
-    """The caller is known but may not do this: a console write without its CSRF token, a
-    page only operators see."""
+    """The caller is known but may not do this: an operator's route or page asked by a
+    client that is not one (keys mode), a console write without its CSRF token."""
 
 
 class OverQuota(SpacetimeError):

@@ -35,6 +35,7 @@ from backend.jobs import keys
 from backend.jobs.connection import connect
 from backend.jobs.doctor import Doctor
 from backend.jobs.fairshare import FairShare
+from backend.jobs.overview import add_block_seconds
 from backend.jobs.queue import Claim, JobQueue, QueuePolicy, new_dispatcher_id
 from backend.jobs.store import EndResult, JobStore
 from backend.telemetry.metrics import JobMetrics
@@ -42,6 +43,7 @@ from backend.telemetry.reports import ReportWriter, report_store_url
 from backend.telemetry.timing import Stopwatch, Timing, make_timing
 from compute.defaults import BULK_RESOURCE
 from compute.errors import Cancelled
+from compute.report import compute_spans, task_compute_s
 
 log = logging.getLogger(__name__)
 
@@ -278,12 +280,16 @@ class Dispatcher:
         return load(kind.runner)(self.context, job)
 
     def _record(self, job: Job, timing: Timing, started: float | None) -> None:
-        """After the final write, best effort: the report's trace, then the timing record and
-        metrics, each on its own (a worker that died with the job must not cost its timing)."""
+        """After the final write, best effort: the report's trace (its tasks' compute time on
+        the record and in the lane's block-seconds), then the timing record and metrics, each
+        on its own (a worker that died with the job must not cost its timing)."""
         if started is not None:
             try:
-                timing.task_compute_s = self.reports.capture(self.cluster.client, job, started, timing)
+                trace = self.reports.capture(self.cluster.client, job, started, timing)
+                timing.task_compute_s = round(task_compute_s(trace), 6)
                 self.store.annotate(job.token, task_compute_s=timing.task_compute_s)
+                if job.lane is not None:
+                    add_block_seconds(self.redis, job.lane, job.client, compute_spans(trace), time.time())
             except (RedisError, OSError, AttemptLost) as exc:
                 log.warning("job %s: no report: %s", job.token, exc)
         try:

@@ -15,6 +15,8 @@ a name and adding it again makes a new identity with no access to the old one's 
 A registered client's settings override the defaults of backend/core/settings.py for it: its
 weight in the fair queue, its cap of running bulk jobs, its submission rate and its
 backlog quota. Unregistered clients (open mode's X-Client-Id names) get the defaults.
+``--admin`` registers an operator: in keys mode only operators read the whole service's
+state (``GET /overview``); in open mode, where names are not proven, every caller is one.
 """
 
 import hashlib
@@ -56,10 +58,10 @@ class ClientSettings:
     registered: bool = False
     # Proven by an API key (keys mode), not just named by a header (open mode).
     authenticated: bool = False
-    # An operator (`clients add --admin`): sees every client in the console and GET /overview.
-    admin: bool = False
     # The registration's random id (None: unregistered, or a key made before ids were).
     client_id: str | None = None
+    # An operator (`clients add --admin`): may read every client's state (GET /overview).
+    admin: bool = False
 
     @property
     def owner(self) -> str:
@@ -100,10 +102,11 @@ class ClientRegistry:
         max_running_bulk: int | None = None,
         rate: float | None = None,
         max_backlog_bytes: int | None = None,
+        admin: bool = False,
     ) -> str:
         """Register ``name`` with a new API key and return it (shown once, never stored)."""
         key = KEY_PREFIX + secrets.token_urlsafe(32)
-        self.add_hashed(name, key_hash(key), weight, max_running_bulk, rate, max_backlog_bytes)
+        self.add_hashed(name, key_hash(key), weight, max_running_bulk, rate, max_backlog_bytes, admin)
         return key
 
     def add_hashed(
@@ -114,6 +117,7 @@ class ClientRegistry:
         max_running_bulk: int | None = None,
         rate: float | None = None,
         max_backlog_bytes: int | None = None,
+        admin: bool = False,
     ) -> None:
         """Register ``name`` as the holder of the key whose SHA-256 is ``digest``: the key
         itself never reaches this process. A quota left None takes the default."""
@@ -127,10 +131,12 @@ class ClientRegistry:
             rate=defaults.default_rate if rate is None else rate,
             max_backlog_bytes=defaults.default_max_backlog_bytes if max_backlog_bytes is None else max_backlog_bytes,
             client_id=secrets.token_hex(16),
+            admin=admin,
         )
         if client.weight < 1 or client.max_running_bulk < 1 or client.rate < 0 or client.max_backlog_bytes < 0:
             raise InvalidInput("weight and max-running-bulk must be at least 1; rate and max-backlog-bytes at least 0")
-        fields = {**describe(client), "key_sha256": check_key_sha256(digest)}
+        # Redis stores no booleans: the flag is 1 or 0.
+        fields = {**describe(client), "admin": int(admin), "key_sha256": check_key_sha256(digest)}
         del fields["name"]
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.watch(keys.client(name))
@@ -169,6 +175,7 @@ class ClientRegistry:
             max_backlog_bytes=int(fields.get("max_backlog_bytes", defaults.default_max_backlog_bytes)),
             registered=bool(fields),
             client_id=fields.get("client_id"),
+            admin=fields.get("admin") == "1",
         )
 
     def fingerprint(self, name: str) -> str:
@@ -189,6 +196,4 @@ class ClientRegistry:
 def describe(client: ClientSettings) -> dict[str, str | int | float]:
     """A client's settings as shown by `spacetime clients list` (and stored by ``add``)."""
     hidden = ("registered", "authenticated")
-    return {
-        k: int(v) if isinstance(v, bool) else v for k, v in asdict(client).items() if k not in hidden and v is not None
-    }
+    return {k: v for k, v in asdict(client).items() if k not in hidden and v is not None}

@@ -80,7 +80,7 @@ CLIENTS = "clients"
 # a list "rate:LIMITER/<client>/<n>/<seconds>/second" per client, expiring with its window.
 RATE = "rate"
 # Hash of one registered client: weight, max_running_bulk, rate, max_backlog_bytes, client_id
-# (its registration's random id), key_sha256.
+# (its registration's random id), admin (1: an operator), key_sha256.
 CLIENT = "client:{name}"
 # String sha256(api key) -> "<client name> <registration id>" (the name alone for keys made before ids).
 API_KEY = "api-key:{sha256}"
@@ -137,6 +137,23 @@ JOBS = "jobs:{client}"
 # A job's compact summary (JSON: kind, status, times, error, timings), written at submit and
 # by the final write: what GET /tasks shows of a job whose record has expired.
 SUMMARY = "summary:{token}"
+
+# -- the operator's overview (GET /overview, backend/jobs/overview.py) -------------------------
+# Hash client -> seconds its tasks of the lane computed, in the minute (epoch s // 60) their
+# compute ended: the dispatcher adds a job's tasks (its trace, the tasks' own start and stop
+# from Dask) after the job ends. Per minute, so that a window's share is a sum of buckets and
+# old minutes expire by themselves.
+BLOCK_SECONDS = "block-seconds:{lane}:{minute}"
+# The last errored jobs, newest first, JSON {"token", "client", "kind", "error", "ended_at"}:
+# written by the final write (prelude.lua `finalize`), trimmed to FAILURES_MAX. A cancelled
+# job is not a failure and is left out.
+FAILURES = "failures"
+# Sorted set "<token> <lead_s>" -> ended_at (epoch s, Redis clock) of a client's jobs that
+# finished in the last LEAD_TIMES_WINDOW_S, at most LEAD_TIMES_MAX: written by the final
+# write of a finished job, trimmed by each write, expiring with the window.
+LEAD_TIMES = "lead-times:{client}"
+# Sorted set client -> its latest finish (epoch s): whose LEAD_TIMES to read, without a SCAN.
+LEAD_TIME_CLIENTS = "lead-time-clients"
 
 # -- metrics ---------------------------------------------------------------------------------
 # Hash of job counters and time sums written by dispatchers, read by GET /metrics.
@@ -222,6 +239,21 @@ UPLOAD_LEASE_S = 120
 UPLOAD_STEP_BYTES = 64 * 1024 * 1024
 # Retry-After of a client at its count of uploads in flight: an upload takes seconds.
 UPLOADS_RETRY_AFTER_S = 5
+# The overview's window: a client's share of a lane is its block-seconds over the last 5
+# minutes, long enough to hold a few jobs, short enough to show who uses the cluster now.
+OVERVIEW_WINDOW_S = 300
+# A minute's block-seconds outlive the window three times over: a job's tasks are counted
+# when it ends, in the minutes they ran, so a job of up to 10 minutes still lands in time.
+BLOCK_SECONDS_TTL_S = 15 * 60
+# Errored jobs the overview keeps: a screenful, enough to see what goes wrong now.
+FAILURES_MAX = 50
+# The failures list outlives a quiet weekend, so that Monday's operator still sees Friday's.
+FAILURES_TTL_S = 7 * 24 * 3600
+# The overview's lead times are of the last hour: recent enough to be today's service.
+LEAD_TIMES_WINDOW_S = 3600
+# Lead times kept per client: a busy client's thousands of jobs an hour cost Redis and the
+# percentiles no more than this; the newest are kept (p99 of 1,000 is still a real figure).
+LEAD_TIMES_MAX = 1000
 # Tokens the pick script routes from `tasks` per call: bounds one script's run time when
 # a producer dumps thousands at once (the rest are routed by the next calls).
 ROUTE_BATCH = 100
@@ -241,6 +273,14 @@ def input_(token: str) -> str:
 
 def staged(token: str, dispatcher: str, attempt: int) -> str:
     return STAGED.format(token=token, dispatcher=dispatcher, attempt=attempt)
+
+
+def block_seconds(lane: str, minute: int) -> str:
+    return BLOCK_SECONDS.format(lane=lane, minute=minute)
+
+
+def lead_times(client: str) -> str:
+    return LEAD_TIMES.format(client=client)
 
 
 def jobs(client: str) -> str:

@@ -51,6 +51,13 @@ CONSTANTS: dict[str, str | int] = {
     "SUMMARY": _prefix(keys.SUMMARY),
     "HISTORY_TTL_S": keys.HISTORY_TTL_S,
     "IDEMPOTENCY_TTL_S": keys.IDEMPOTENCY_TTL_S,
+    "FAILURES": keys.FAILURES,
+    "FAILURES_MAX": keys.FAILURES_MAX,
+    "FAILURES_TTL_S": keys.FAILURES_TTL_S,
+    "LEAD_TIMES": _prefix(keys.LEAD_TIMES),
+    "LEAD_TIME_CLIENTS": keys.LEAD_TIME_CLIENTS,
+    "LEAD_TIMES_MAX": keys.LEAD_TIMES_MAX,
+    "LEAD_TIMES_WINDOW_S": keys.LEAD_TIMES_WINDOW_S,
 }
 
 

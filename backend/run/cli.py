@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--rate", type=float, help="job submissions a second (0: no limit)")
     add.add_argument("--max-backlog-bytes", type=int, help="input bytes of its jobs queued or running (0: no limit)")
     add.add_argument(
+        "--admin", action="store_true", help="an operator: may read every client's state (GET /overview, keys mode)"
+    )
+    add.add_argument(
         "--key-sha256",
         help="register the SHA-256 (64 hex digits) of a key made elsewhere, and print no key (for logged consoles)",
     )
@@ -275,6 +278,7 @@ def _clients_add(args) -> int:
         "max_running_bulk": args.max_running_bulk,
         "rate": args.rate,
         "max_backlog_bytes": args.max_backlog_bytes,
+        "admin": args.admin,
     }
     try:
         if args.key_sha256 is not None:

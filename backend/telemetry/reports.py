@@ -19,7 +19,7 @@ from distributed import Client
 from backend.core.job import Job
 from backend.core.settings import Settings
 from backend.telemetry.timing import Timing
-from compute.report import capture_trace, render_report, task_compute_s
+from compute.report import capture_trace, render_report
 
 log = logging.getLogger("spacetime.timing")
 
@@ -40,13 +40,14 @@ class ReportWriter:
         log.info(line)
         self._write(report_store_url(self.settings, timing.token, "json"), line)
 
-    def capture(self, client: Client, job: Job, started: float, timing: Timing) -> float:
-        """Capture and store the job's trace; return its tasks' compute seconds."""
+    def capture(self, client: Client, job: Job, started: float, timing: Timing) -> dict[str, Any]:
+        """Capture and store the job's trace, and return it (compute.report reads it:
+        ``task_compute_s``, ``compute_spans``)."""
         trace = capture_trace(
             client, f"{job.kind}-{job.token}", started, timing.finished_at, self.settings.report_profile_min_s
         )
         self._write(report_store_url(self.settings, job.token, "trace.json"), json.dumps(trace))
-        return round(task_compute_s(trace), 6)
+        return trace
 
     def report(self, token: str) -> str | None:
         """The job's performance report (HTML): the stored one, or rendered now from its

@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from backend.api import session
 from backend.api.auth import identify
-from backend.api.deps import StoreDep
+from backend.api.deps import StoreDep, is_operator
 from backend.api.lookup import owned_job
 from backend.core.exceptions import JobNotFound, NotAuthenticated
 from backend.core.job import JobStatus
@@ -78,7 +78,7 @@ async def operator_page(request: Request) -> Response:
     caller = await signed_in_caller(request)
     if caller is None:
         return page(request, "signin.html", None)
-    if not is_operator(request, caller):
+    if not is_operator(caller, request.app.state.settings):
         return page(request, "error.html", caller, status_code=403, message="This page is for operators.")
     return page(request, "operator.html", caller, dashboard_url=request.app.state.settings.dashboard_url)
 
@@ -107,11 +107,6 @@ async def sign_out(request: Request) -> Response:
     return response
 
 
-def is_operator(request: Request, caller: ClientSettings) -> bool:
-    """In open mode names are not proven, so everyone sees everything anyway."""
-    return caller.admin or request.app.state.settings.auth == "open"
-
-
 async def signed_in_caller(request: Request) -> ClientSettings | None:
     """The browser's client, from its cookie; None when it must sign in (keys mode, with no
     cookie or a key that no longer works). In open mode a browser with no cookie is the
@@ -131,7 +126,7 @@ def page(
         "status_code": status_code,
         "caller": caller,
         "mode": request.app.state.settings.auth,
-        "operator": caller is not None and is_operator(request, caller),
+        "operator": caller is not None and is_operator(caller, request.app.state.settings),
         "csrf_token": session.csrf_token(request),
     }
     response = templates.TemplateResponse(request, template, context, status_code=status_code)

@@ -85,6 +85,32 @@ local function summarize(token, rec)
   redis.call('SET', SUMMARY .. token, cjson.encode(summary), 'EX', HISTORY_TTL_S)
 end
 
+-- What the operator's overview reads of a job's end (backend/jobs/overview.py): an errored
+-- job (not a cancelled one: its client chose it) in FAILURES, with the error its client
+-- reads; a finished job's lead time (the timing record's `lead_s`: requested -> finished)
+-- in its client's LEAD_TIMES. Both bounded: the list to FAILURES_MAX, the lead times to
+-- the last LEAD_TIMES_WINDOW_S and LEAD_TIMES_MAX a client.
+local function remember_end(token, rec, status)
+  local now = clock()
+  if status == 'errored' and not rec.cancelled then
+    local failure = {token = token, client = rec.client, kind = rec.kind, error = rec.error,
+      ended_at = tonumber(rec.finished_at) or now}
+    redis.call('LPUSH', FAILURES, cjson.encode(failure))
+    redis.call('LTRIM', FAILURES, 0, FAILURES_MAX - 1)
+    redis.call('EXPIRE', FAILURES, FAILURES_TTL_S)
+  elseif status == 'finished' and type(rec.client) == 'string' and tonumber(rec.lead_s) then
+    local key = LEAD_TIMES .. rec.client
+    local since = now - LEAD_TIMES_WINDOW_S
+    redis.call('ZADD', key, now, token .. ' ' .. rec.lead_s)
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', since)
+    redis.call('ZREMRANGEBYRANK', key, 0, -LEAD_TIMES_MAX - 1)
+    redis.call('EXPIRE', key, LEAD_TIMES_WINDOW_S)
+    redis.call('ZADD', LEAD_TIME_CLIENTS, now, rec.client)
+    redis.call('ZREMRANGEBYSCORE', LEAD_TIME_CLIENTS, '-inf', since)
+    redis.call('EXPIRE', LEAD_TIME_CLIENTS, LEAD_TIMES_WINDOW_S)
+  end
+end
+
 -- The final write, and the only one: every path that ends a job comes here. The caller
 -- has checked that it may write; the input is dropped, the client's backlog bytes released
 -- (exactly what submit admitted), its held bytes moved from the input to the output kept
@@ -108,6 +134,7 @@ local function finalize(token, rec, status, output, ttl)
     if tonumber(rec.admitted_bytes) then count(BACKLOG_BYTES, rec.client, -tonumber(rec.admitted_bytes)) end
   end
   redis.call('DEL', INPUT .. token)
+  remember_end(token, rec, status)
   if rec.lane then wake(rec.lane) end
   redis.call('PUBLISH', ENDINGS, token)
 end
