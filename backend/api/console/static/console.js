@@ -159,6 +159,7 @@ function showStatus(row, status) {
   bar.hidden = status.status !== "received" || fraction === null;
   if (fraction !== null) bar.value = fraction;
   if (status.status === "finished") bar.value = 1;
+  row.dataset.progress = bar.value;
   const state = row.querySelector(".status");
   state.textContent = status.status + (status.error ? `: ${status.error}` : "");
   row.dataset.status = status.status;
