@@ -339,3 +339,16 @@ def test_a_text_file_goes_from_the_page_straight_to_s3_where_offered(browser, s3
     assert ("POST", f"{api_url}/even-sum?keep_input=false") not in requested
     assert all(url.startswith((api_url, endpoint)) for _, url in requested), requested
     context.close()
+
+
+def test_signing_in_behind_a_tls_load_balancer_makes_secure_cookies_and_other_sites_cannot(api_url):
+    """The ALB ends TLS: the page is https, the API sees http with X-Forwarded-Proto."""
+    host = api_url.removeprefix("http://")
+    behind = {"X-Forwarded-Proto": "https", "Origin": f"https://{host}"}
+    answer = httpx.post(f"{api_url}/ui/session", json={"client": "carol"}, headers=behind)
+    assert answer.status_code == 200 and answer.json() == {"client": "carol"}
+    cookies = answer.headers.get_list("set-cookie")
+    assert len(cookies) == 2 and all("Secure" in c and "HttpOnly" in c and "SameSite=strict" in c for c in cookies)
+    elsewhere = httpx.post(f"{api_url}/ui/session", json={"client": "carol"}, headers={"Origin": "https://127.0.0.1:9"})
+    assert elsewhere.status_code == 403 and "own page" in elsewhere.json()["error"]
+    assert "set-cookie" not in elsewhere.headers

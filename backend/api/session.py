@@ -17,6 +17,7 @@ as someone else (login CSRF).
 
 import secrets
 from typing import NamedTuple
+from urllib.parse import urlsplit
 
 from fastapi import Request, Response
 
@@ -59,8 +60,8 @@ def check_same_origin(request: Request) -> None:
     """A sign-in must come from the console's own page: a browser names the page's origin
     in ``Origin`` on every POST (a script like curl sends none, and needs no cookie)."""
     origin = request.headers.get("origin")
-    own = f"{request.url.scheme}://{request.url.netloc}"
-    if origin is not None and origin != own:
+    # The host alone: behind a load balancer that ends TLS the page is https and we are http.
+    if origin is not None and urlsplit(origin).netloc != request.url.netloc:
         raise Forbidden("sign in from the console's own page")
 
 
@@ -71,7 +72,9 @@ def csrf_token(request: Request) -> str:
 
 def start(response: Response, request: Request, credential: str) -> None:
     """Sign the browser in: the credential and a fresh CSRF token, both in cookies."""
-    secure = request.url.scheme == "https"
+    # Behind a load balancer that ends TLS, its X-Forwarded-Proto says what the browser used.
+    # Trusting it is safe here: a wrong "https" only keeps the cookie off plain HTTP.
+    secure = "https" in (request.url.scheme, request.headers.get("x-forwarded-proto"))
     for name, value in ((CREDENTIAL_COOKIE, credential), (CSRF_COOKIE, secrets.token_urlsafe(32))):
         response.set_cookie(name, value, max_age=SESSION_S, httponly=True, samesite="strict", secure=secure)
 
