@@ -453,7 +453,7 @@ function leadChart(leads) {
   const height = Math.max(1, leads.length) * rowHeight + 30;
   const top = Math.max(1e-3, ...leads.map((lead) => lead.p99_s));
   const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-labelledby": "lead-title" });
-  const x = (seconds) => left + (seconds / top) * (width - left - 70);
+  const x = (seconds) => left + (seconds / top) * (width - left - 100); // room for a label
   const percentiles = [["p50_s", "p50", "bar-p50"], ["p90_s", "p90", "bar-p90"], ["p99_s", "p99", "bar-p99"]];
   leads.forEach((lead, i) => {
     const y = i * rowHeight + 10;
@@ -490,7 +490,8 @@ function renderOverview(overview) {
     el("td", {}, el("code", { text: f.token.slice(0, 12) })),
     el("td", { text: f.error }),
   ));
-  document.querySelector("#failures tbody").replaceChildren(...failures);
+  const none = el("tr", {}, el("td", { colspan: "5", text: "None in the last 7 days." }));
+  document.querySelector("#failures tbody").replaceChildren(...(failures.length ? failures : [none]));
   leadChart(overview.lead_times);
 }
 
