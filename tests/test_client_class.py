@@ -30,7 +30,7 @@ def test_submit_wait_result_list_cancel(api_url, dispatcher, tmp_path):
 
 def test_watch_follows_the_event_stream(api_url, dispatcher, tmp_path):
     numbers = tmp_path / "numbers.txt"
-    numbers.write_bytes(MANY_BLOCKS[: 100 * 1024])
+    numbers.write_bytes(MANY_BLOCKS[: 512 * 1024])  # ~500 blocks: it runs long enough to watch
     seen: list[tuple[int, int]] = []
     with SpaceTime(api_url) as st:
         token = st.submit("even-sum", str(numbers))
