@@ -14,6 +14,9 @@ from redis import Redis
 
 from tests.servers import live_api, own_redis
 from tests.test_cancel import MANY_BLOCKS, cancel, even_sum, progress
+
+# Half of test_cancel's file: it still runs for seconds, past what these tests do to it.
+LONG_JOB = MANY_BLOCKS[: len(MANY_BLOCKS) // 2]
 from tests.waiting import wait_until
 
 
@@ -54,7 +57,7 @@ def test_progress_then_exactly_one_terminal_event(api_url, dispatcher, redis):
 def test_a_stream_resumes_on_another_api_process(settings, dispatcher, redis):
     with ExitStack() as stack:
         first = stack.enter_context(live_api(settings))
-        token = even_sum(first, MANY_BLOCKS)
+        token = even_sum(first, LONG_JOB)
         wait_until(lambda: progress(redis, token) > 0.05, what="some blocks")
         before = read_events(first, token, stop_after=2)
         stack.close()  # the API goes away mid-stream
@@ -95,7 +98,7 @@ def test_a_stream_outlives_a_redis_restart_with_one_terminal_event(make_settings
         settings = make_settings(redis_url=server.url)
         start_dispatcher(settings)
         with live_api(settings) as api:
-            token = even_sum(api, MANY_BLOCKS)
+            token = even_sum(api, LONG_JOB)
             events: list[dict] = []
             reader = threading.Thread(target=lambda: events.extend(read_events(api, token)), daemon=True)
             reader.start()
