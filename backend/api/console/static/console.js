@@ -8,6 +8,8 @@ const FINAL = new Set(["finished", "errored"]);
 // leave the rest for the page's other requests. Further running jobs wait their turn.
 const MAX_STREAMS = 3;
 const OVERVIEW_EVERY_MS = 3000;
+// The newest page is read again this often, so jobs sent from elsewhere (curl, the CLI) appear.
+const JOBS_EVERY_MS = 10000;
 const QUOTAS_EVERY_MS = 5000;
 
 const csrf = () => document.querySelector('meta[name="csrf-token"]').content;
@@ -330,6 +332,7 @@ function jobsPage() {
   refreshJobs().catch((error) => notice(`Cannot list the jobs: ${error.message}`));
   refreshQuotas().catch((error) => notice(`Cannot read the quotas: ${error.message}`));
   setInterval(() => refreshQuotas().catch(() => {}), QUOTAS_EVERY_MS);
+  if (!query.get("cursor")) setInterval(() => refreshJobs().catch(() => {}), JOBS_EVERY_MS);
 }
 
 // -- one job ----------------------------------------------------------------------------------
