@@ -14,10 +14,10 @@ from redis import Redis
 
 from tests.servers import live_api, own_redis
 from tests.test_cancel import MANY_BLOCKS, cancel, even_sum, progress
+from tests.waiting import wait_until
 
 # Half of test_cancel's file: it still runs for seconds, past what these tests do to it.
 LONG_JOB = MANY_BLOCKS[: len(MANY_BLOCKS) // 2]
-from tests.waiting import wait_until
 
 
 def read_events(api: str, token: str, last_event_id: str | None = None, stop_after: int | None = None) -> list[dict]:
