@@ -91,6 +91,19 @@ def test_streams_are_bounded_per_process(make_settings, start_api, redis):
     assert httpx.get(f"{api}/tasks/{'0' * 32}/events").status_code == 404
 
 
+def test_a_client_at_its_bound_of_streams_takes_none_from_another(make_settings, start_api, redis):
+    api = start_api(make_settings(max_event_streams_per_client=1))
+    a, b = {"X-Client-Id": "a"}, {"X-Client-Id": "b"}
+    token = even_sum(api, b"2 4")
+    with httpx.stream("GET", f"{api}/tasks/{token}/events", headers=a, timeout=30) as first:
+        lines = first.iter_lines()  # held: a dropped iterator closes the stream
+        assert next(lines) == "retry: 1000"
+        second = httpx.get(f"{api}/tasks/{token}/events", headers=a)
+        assert second.status_code == 429 and "client 'a' holds 1 already" in second.json()["error"]
+        with httpx.stream("GET", f"{api}/tasks/{token}/events", headers=b, timeout=30) as theirs:
+            assert theirs.status_code == 200 and next(theirs.iter_lines()) == "retry: 1000"
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_a_stream_outlives_a_redis_restart_with_one_terminal_event(make_settings, start_dispatcher, tmp_path):

@@ -152,6 +152,22 @@ def test_past_the_bound_of_waiters_a_wait_is_answered_at_once(make_settings, sta
     assert first().json() == {"status": "finished"}
 
 
+def test_a_client_at_its_bound_of_waiters_takes_none_from_another(make_settings, start_api, start_dispatcher, cat_png):
+    settings = make_settings(max_status_waiters_per_client=1)
+    api_url = start_api(settings)
+    a, b = {"X-Client-Id": "a"}, {"X-Client-Id": "b"}
+    mine, theirs = (httpx.post(f"{api_url}/randomize", content=cat_png, headers=h).json()["token"] for h in (a, b))
+    first = in_background(lambda: wait_for(api_url, f"/randomize/{mine}/status", headers=a))
+    wait_until(lambda: waiters(api_url) == 1, what="a's first request to wait")
+    # a's second wait is answered at once (no dispatcher: the job is still queued) ...
+    assert wait_for(api_url, f"/randomize/{mine}/status", headers=a).json() == {"status": "requested"}
+    # ... while b still gets a waiter of its own.
+    other = in_background(lambda: wait_for(api_url, f"/randomize/{theirs}/status", headers=b))
+    wait_until(lambda: waiters(api_url) == 2, what="b's request to wait")
+    start_dispatcher(settings)
+    assert first().json() == other().json() == {"status": "finished"}
+
+
 def test_a_client_that_hangs_up_leaves_no_waiter(api_url, cat_png):
     token = httpx.post(f"{api_url}/randomize", content=cat_png).json()["token"]  # no dispatcher
     with pytest.raises(httpx.ReadTimeout):
@@ -175,22 +191,22 @@ def test_the_waiter_map_is_empty_after_every_kind_of_wait(redis, redis_url, sett
         await asyncio.sleep(0.05)
 
     async def scenario() -> list[str]:
-        endings = Endings(redis_url, max_waiters=1)
+        endings = Endings(redis_url, max_waiters=1, max_waiters_per_client=1)
         endings.start()
         try:
             await asyncio.to_thread(wait_until, lambda: subscribers(redis) == 1, 10, "the subscription")
             seen = []
-            woken = asyncio.create_task(endings.read_when_final(token, read, LONG_WAIT_S, never))
+            woken = asyncio.create_task(endings.read_when_final(token, read, LONG_WAIT_S, never, "c"))
             while endings.waiting < 1:
                 await asyncio.sleep(0.01)
-            full = await endings.read_when_final(token, read, LONG_WAIT_S, never)  # over the bound: at once
+            full = await endings.read_when_final(token, read, LONG_WAIT_S, never, "c")  # over the bound: at once
             assert endings.tokens == 1
             redis.publish(keys.ENDINGS, token)  # as the final write does; the record is still `requested`
             seen += [(await woken).status, full.status]
-            seen.append((await endings.read_when_final(token, read, 0.1, never)).status)
-            seen.append((await endings.read_when_final(token, read, LONG_WAIT_S, soon)).status)
+            seen.append((await endings.read_when_final(token, read, 0.1, never, "c")).status)
+            seen.append((await endings.read_when_final(token, read, LONG_WAIT_S, soon, "c")).status)
             with pytest.raises(JobNotFound):
-                await endings.read_when_final(token, lambda: read("0123"), LONG_WAIT_S, never)
+                await endings.read_when_final(token, lambda: read("0123"), LONG_WAIT_S, never, "c")
             assert (endings.tokens, endings.waiting) == (0, 0)
             return seen
         finally:

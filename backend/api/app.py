@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from backend.api.admission import RateLimiter
 from backend.api.endings import Endings
 from backend.api.errors import add_handlers
-from backend.api.events import Streams
+from backend.api.holds import Holds
 from backend.api.routes import account, console, control, service, tasks
 from backend.api.routes.files import add_file_doors
 from backend.api.routes.kinds import add_body_door, add_status_and_result
@@ -80,9 +80,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.reports = ReportWriter(settings)
         app.state.metrics = CollectorRegistry(auto_describe=False)
         app.state.metrics.register(RedisMetrics(client))
-        endings = Endings(settings.redis_url, settings.max_status_waiters)
+        endings = Endings(settings.redis_url, settings.max_status_waiters, settings.max_status_waiters_per_client)
         app.state.endings = endings
-        app.state.event_streams = Streams(settings.max_event_streams)
+        app.state.event_streams = Holds(settings.max_event_streams, settings.max_event_streams_per_client)
         waiters = Gauge(
             "spacetime_status_waiters",
             "Status requests of this API process waiting for their job to end (?wait=)",

@@ -26,6 +26,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
+from backend.api.holds import Holds
 from backend.core.job import FINAL, Job
 from backend.core.waiting import FIRST_DELAY_S, MAX_DELAY_S, Outage
 from backend.jobs import keys
@@ -43,11 +44,10 @@ STOP_WAIT_S = 2.0
 class Endings:
     """One API process's subscription to job endings, and the requests waiting on them."""
 
-    def __init__(self, redis_url: str, max_waiters: int):
+    def __init__(self, redis_url: str, max_waiters: int, max_waiters_per_client: int):
         self.redis_url = redis_url
-        self.max_waiters = max_waiters
-        # Requests waiting now. Counted apart from the map: /metrics reads it from a thread.
-        self.waiting = 0
+        # Requests waiting now, in all and per client. The total is read by /metrics from a thread.
+        self.holds = Holds(max_waiters, max_waiters_per_client)
         # {token: events of the requests waiting on that job}; a token leaves with its last waiter.
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self._outage = Outage(log, "Redis (the channel of job endings)", errors=(RedisError, OSError))
@@ -70,15 +70,26 @@ class Endings:
         """Jobs waited on now."""
         return len(self._waiters)
 
+    @property
+    def waiting(self) -> int:
+        """Requests waiting now."""
+        return self.holds.total
+
     async def read_when_final(
-        self, token: str, read: Callable[[], Awaitable[Job]], timeout_s: float, gone: Callable[[], Awaitable]
+        self,
+        token: str,
+        read: Callable[[], Awaitable[Job]],
+        timeout_s: float,
+        gone: Callable[[], Awaitable],
+        client: str,
     ) -> Job:
         """``read()`` once the job is final, or after ``timeout_s``, whichever comes first.
 
-        Answers at once when the job is final already, or when this process has
-        ``max_waiters`` waiting (as without a wait). ``gone()`` ends the wait early: the
-        client hung up. Errors of ``read`` (an unknown token, Redis down) go to the caller."""
-        with self._waiter(token) as ended:
+        Answers at once when the job is final already, or when this process has all the
+        waiters it may, in all or of ``client`` (as without a wait). ``gone()`` ends the wait
+        early: the client hung up. Errors of ``read`` (an unknown token, Redis down) go to
+        the caller."""
+        with self._waiter(token, client) as ended:
             job = await read()
             if ended is None or job.status in FINAL:
                 return job
@@ -86,18 +97,17 @@ class Endings:
             return await read()
 
     @contextlib.contextmanager
-    def _waiter(self, token: str) -> Iterator[asyncio.Event | None]:
+    def _waiter(self, token: str, client: str) -> Iterator[asyncio.Event | None]:
         """An event set when ``token``'s job ends, registered for the block; None when full."""
-        if self.waiting >= self.max_waiters:
+        if self.holds.refusal(client) is not None:
             yield None
             return
         event = asyncio.Event()
         self._waiters.setdefault(token, set()).add(event)
-        self.waiting += 1
         try:
-            yield event
+            with self.holds.hold(client):
+                yield event
         finally:
-            self.waiting -= 1
             events = self._waiters[token]
             events.discard(event)
             if not events:

@@ -8,8 +8,9 @@ within POLL_S. Each event's id orders the states a job passes through (``Positio
 client that reconnects with ``Last-Event-ID`` (another API process will do: the state is
 in Redis) gets only what is newer, and one that already had the terminal event gets a
 204, which tells an EventSource to stop. Redis away mid-stream: the stream waits for it
-and goes on. Streams are bounded per process (settings.max_event_streams): past the bound
-a 429, as for an over-quota client.
+and goes on. Streams are bounded per process and per client on it
+(settings.max_event_streams, max_event_streams_per_client): past a bound a 429, as for an
+over-quota client.
 """
 
 import asyncio
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from redis import RedisError
 
 from backend.api.endings import Endings
+from backend.api.holds import Holds
 from backend.api.lookup import job_status
 from backend.core.exceptions import JobNotFound, OverQuota
 from backend.core.job import FINAL, Job, JobStatus
@@ -67,18 +69,11 @@ class Position:
         return f"{self.attempt}.{self.phase}.{self.done}"
 
 
-class Streams:
-    """Counts the event streams of this process against its bound. A route checks the bound
-    before it answers; a stream counts itself while its body runs (a stream whose client
-    left before its body began never counts), so a burst may pass the bound by a few."""
-
-    def __init__(self, limit: int):
-        self.limit = limit
-        self.open = 0
-
-    def check(self) -> None:
-        if self.open >= self.limit:
-            raise OverQuota(f"this API process serves {self.limit} event streams already; try again", RETRY_AFTER_S)
+def check_room(streams: Holds, client: str) -> None:
+    """OverQuota (429) when the process, or this client on it, has all the streams it may."""
+    refusal = streams.refusal(client)
+    if refusal is not None:
+        raise OverQuota(f"event streams: {refusal}; try again", RETRY_AFTER_S)
 
 
 def ended_before(last_event_id: str | None) -> bool:
@@ -87,18 +82,24 @@ def ended_before(last_event_id: str | None) -> bool:
 
 
 async def job_events(
-    token: str, read: Callable[[], Awaitable[Job]], endings: Endings, last_event_id: str | None, streams: Streams
+    token: str,
+    read: Callable[[], Awaitable[Job]],
+    endings: Endings,
+    last_event_id: str | None,
+    streams: Holds,
+    client: str,
 ) -> AsyncIterator[str]:
-    """The stream's text, event by event, until the terminal event (or the job is gone)."""
-    streams.open += 1
-    try:
+    """The stream's text, event by event, until the terminal event (or the job is gone). A
+    stream counts itself while its body runs (one whose client left before its body began
+    never counts), so a burst may pass the bounds by a few."""
+    with streams.hold(client):
         sent = Position.parse(last_event_id)
         quiet_since = time.monotonic()
         yield f"retry: {RETRY_MS}\n\n"
         while True:
             started = time.monotonic()
             try:
-                job = await endings.read_when_final(token, read, POLL_S, gone=asyncio.Event().wait)
+                job = await endings.read_when_final(token, read, POLL_S, asyncio.Event().wait, client)
             except JobNotFound:  # expired meanwhile: nothing more will come
                 return
             except RedisError as exc:  # Redis away: wait for it, the client keeps its stream
@@ -117,8 +118,6 @@ async def job_events(
                 quiet_since = time.monotonic()
             # A wait answered early without an ending (every waiter of Endings taken): pace the reads.
             await asyncio.sleep(max(0.0, POLL_S - (time.monotonic() - started)))
-    finally:
-        streams.open -= 1
 
 
 def _event(event_id: str, name: str, data: str) -> str:

@@ -55,7 +55,7 @@ async def waited_job(
     if wait_s <= 0:
         return await read()
     endings: Endings = request.app.state.endings
-    return await endings.read_when_final(token, read, wait_s, gone=partial(client_gone, request))
+    return await endings.read_when_final(token, read, wait_s, partial(client_gone, request), caller.name)
 
 
 async def client_gone(request: Request) -> None:

@@ -97,9 +97,13 @@ class Settings(BaseSettings):
     # Status requests one API process keeps waiting at once; past this a wait is answered at
     # once, as without ?wait= (each waiter holds a connection, and the clients poll instead).
     max_status_waiters: int = Field(1000, ge=0)
+    # ... and of one client, so that one client cannot take them all from the others.
+    max_status_waiters_per_client: int = Field(100, ge=0)
     # Event streams (GET /tasks/{token}/events) one API process serves at once; past this a
     # new one is a 429 with Retry-After (each holds a connection, as a waiter does).
     max_event_streams: int = Field(1000, ge=0)
+    # ... and of one client (a browser console opens at most 3 at once).
+    max_event_streams_per_client: int = Field(20, ge=0)
 
     # Who a request comes from: `open` trusts X-Client-Id (local use; the default of
     # `spacetime up`), `keys` requires `Authorization: Bearer <key>` (see `spacetime clients`).

@@ -12,7 +12,8 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from backend.api.deps import CallerDep, IdempotencyKeyDep, SettingsDep, StoreDep, SubmitterDep
-from backend.api.events import Streams, ended_before, job_events
+from backend.api.events import check_room, ended_before, job_events
+from backend.api.holds import Holds
 from backend.api.lookup import client_record, owned_job
 from backend.api.schemas import (
     ALREADY_ENDED,
@@ -122,9 +123,9 @@ async def watch_job(
     await read()  # an unknown token, or another client's: a 404 before any stream
     if ended_before(last_event_id):
         return Response(status_code=204)
-    streams: Streams = request.app.state.event_streams
-    streams.check()
-    events = job_events(token, read, request.app.state.endings, last_event_id, streams)
+    streams: Holds = request.app.state.event_streams
+    check_room(streams, caller.name)
+    events = job_events(token, read, request.app.state.endings, last_event_id, streams, caller.name)
     return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
