@@ -6,6 +6,7 @@ them back (a reaper, a late final write, a second DELETE)."""
 import json
 import signal
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -96,11 +97,28 @@ def test_only_its_client_may_cancel_and_an_ended_job_is_a_409(make_settings, sta
     assert cancel(api, "0" * 32, alice).json() == {"message": "not found"}
 
 
-def test_a_running_even_sum_stops_within_a_block_and_leaves_nothing(api_url, redis, dispatcher, cluster):
+def uploads(settings) -> list[str]:
+    folder = Path(settings.uploads_url.removeprefix("file://"))
+    return sorted(path.name for path in folder.iterdir()) if folder.exists() else []
+
+
+def test_a_cancelled_jobs_upload_goes_with_it_unless_kept(api_url, settings):
+    """No dispatcher ever takes a job cancelled while queued: the cancel deletes its file."""
+    dropped = even_sum(api_url, b"2 4")
+    kept = httpx.post(f"{api_url}/even-sum?keep_input=true", content=b"6 8", headers={"Content-Type": "text/plain"})
+    assert uploads(settings) == sorted([f"{dropped}.txt", f"{kept.json()['token']}.txt"])
+    for token in (dropped, kept.json()["token"]):
+        assert_cancelled(cancel(api_url, token))
+    assert uploads(settings) == [f"{kept.json()['token']}.txt"]
+    assert_cancelled(cancel(api_url, dropped))  # again: the same record, nothing left to delete
+
+
+def test_a_running_even_sum_stops_within_a_block_and_leaves_nothing(api_url, redis, settings, dispatcher, cluster):
     token = even_sum(api_url, MANY_BLOCKS)
     wait_until(lambda: progress(redis, token) >= 0.3, what="30% of the blocks")
     record = assert_cancelled(cancel(api_url, token))
     assert 0.3 <= record["progress"]["done"] / record["progress"]["total"] < 1
+    assert uploads(settings) == []  # its upload went with it
     # A bound, not a timing: on a quiet machine they leave within a block's time (docs/clients.md).
     wait_until(lambda: not job_tasks(cluster, token), timeout_s=30, what="the job's tasks to leave the scheduler")
     assert not counters(redis)

@@ -29,6 +29,7 @@ from backend.api.schemas import (
     JobPageOut,
     TokenOut,
 )
+from backend.api.uploads import drop_input
 from backend.core.job import Job, JobStatus
 from backend.core.kinds import KINDS
 from backend.jobs import history
@@ -83,9 +84,11 @@ async def cancel_job(token: str, store: StoreDep, caller: CallerDep, settings: S
     """Cancel the job: it ends `errored`, with `"cancelled": true` and `"error": "cancelled
     by the client"`, and its record is the answer. A queued job ends at once; a running
     even-sum stops within about one block's time; an image already running ends when its
-    one task does (its result is dropped). Cancelling again answers the same record."""
+    one task does (its result is dropped). Its uploaded file goes with it, unless it was
+    kept (`keep_input`). Cancelling again answers the same record."""
     await run_in_threadpool(owned_job, store, token, caller)  # another registration's job: 404
     job = await run_in_threadpool(store.cancel, token, caller.name if caller.authenticated else None)
+    await run_in_threadpool(drop_input, job, settings)
     return client_record(job, settings.uploads_url)
 
 
