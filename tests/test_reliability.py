@@ -150,7 +150,7 @@ def test_a_job_that_keeps_losing_its_attempts_gives_up(settings, redis, cat_png)
     assert last is not None and last.gave_up
     job = store.get(token)
     assert job.status == "errored"
-    assert job.error.startswith(f"gave up after {settings.max_attempts} attempts: its dispatcher doomed-")
+    assert job.error.startswith(f"gave up after {settings.max_attempts} attempts: its dispatcher stopped renewing")
     assert not counters(redis)
 
 

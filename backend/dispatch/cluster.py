@@ -28,6 +28,7 @@ CHECK_S = 1.0
 # scheduler more than the image task's own scheduling.
 WORKERS_KNOWN_S = 1.0
 LOST_SCHEDULER = "the connection to the Dask scheduler was lost while the job ran"
+UNREACHABLE = "the Dask scheduler is unreachable"
 
 
 class Cluster:
@@ -55,7 +56,8 @@ class Cluster:
             deadline = time.monotonic() + self.connect_timeout_s
             while self._client is not None and self._client.status == "connecting":
                 if time.monotonic() > deadline:
-                    raise AttemptLost(f"the Dask scheduler at {self.address} is unreachable")
+                    log.warning("the Dask scheduler at %s is unreachable", self.address)
+                    raise AttemptLost(UNREACHABLE)
                 time.sleep(0.1)
             if self._client is None or self._client.status in ("closed", "closing"):
                 self._client = self._connect()
@@ -65,7 +67,8 @@ class Cluster:
         try:
             client = Client(self.address, timeout=self.connect_timeout_s)
         except (OSError, TimeoutError) as exc:
-            raise AttemptLost(f"the Dask scheduler at {self.address} is unreachable: {exc}") from None
+            log.warning("the Dask scheduler at %s is unreachable: %s", self.address, exc)
+            raise AttemptLost(UNREACHABLE) from None
         record_tasks(client)
         self._owns_client = True
         log.info("connected to the Dask scheduler at %s", self.address)
@@ -110,7 +113,8 @@ class Cluster:
     def _check_health(self) -> None:
         client = self.client
         if client.status != "running":
-            raise AttemptLost(f"lost the connection to the Dask scheduler at {self.address}")
+            log.warning("lost the connection to the Dask scheduler at %s", self.address)
+            raise AttemptLost(LOST_SCHEDULER)
         if self._known_workers(fresh=True):
             self._no_workers_since = None
             return

@@ -203,6 +203,9 @@ class Dispatcher:
     def _handle(self, claim: Claim) -> None:
         job = claim.job
         if claim.gave_up:  # the claim already failed it
+            log.warning(
+                "job %s: gave up after %d attempts; the last was lost: %s", job.token, job.attempts - 1, job.last_error
+            )
             self._drop_input(job)
             self._record(job, make_timing(job, "errored", 0.0, error=job.error), None)
             return

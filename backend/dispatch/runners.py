@@ -11,6 +11,7 @@ Each kind names its runner in its declaration (backend/core/kinds.py), by dotted
 Adding a kind: docs/architecture.md, "How to add a job kind".
 """
 
+import logging
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ from compute.errors import InvalidInput
 from compute.even_sum import BlockSum
 from compute.image import IMAGE_PRIORITY
 from compute.stored import randomize_stored
+
+log = logging.getLogger(__name__)
 
 
 class BlocksInFlight:
@@ -107,7 +110,8 @@ def run_randomize(ctx: JobContext, job: Job) -> Outcome:
     try:
         ctx.cluster.finished(future)
     except RedisError as exc:  # the worker's, not ours: say so, and let another attempt try
-        raise AttemptLost(f"a worker could not reach Redis: {exc}") from None
+        log.warning("job %s: its worker could not reach Redis: %s", job.token, exc)
+        raise AttemptLost("a worker could not reach Redis") from None
     return Outcome(Staged(staged), {"bytes": job.bytes})
 
 

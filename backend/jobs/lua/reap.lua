@@ -6,7 +6,7 @@ local moved = 0
 for _, id in ipairs(ARGV) do
   if redis.call('EXISTS', LEASE .. id) == 0 then
     moved = moved + requeue_all(PROCESSING .. id,
-      'its dispatcher ' .. id .. ' stopped renewing its lease (killed or stalled)', false)
+      'its dispatcher stopped renewing its lease (killed or stalled)', false)
     redis.call('ZREM', DISPATCHERS, id)
     redis.call('DEL', IN_FLIGHT .. id)
   end
