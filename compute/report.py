@@ -20,6 +20,7 @@ import asyncio
 import html
 import json
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from dask.utils import key_split
@@ -185,10 +186,31 @@ async def _worker_profiles(client: "Client", workers: Iterable[str], group: str 
 
 def _timing_table(timing: dict[str, Any]) -> str:
     rows = "".join(
-        f"<tr><th style='text-align:left'>{html.escape(str(name))}</th><td>{html.escape(json.dumps(value))}</td></tr>"
+        f"<tr><th style='text-align:left'>{html.escape(str(name))}</th><td>{_shown(str(name), value)}</td></tr>"
         for name, value in timing.items()
     )
     return f"<h2>Timing record</h2><table class='timing'>{rows}</table>"
+
+
+def _shown(name: str, value: Any) -> str:
+    """A field as a person reads it: instants (``*_at``, epoch s) as UTC times, durations
+    (``*_s``) in units that fit; the stored number stays in the tooltip."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if name.endswith("_at"):
+            instant = datetime.fromtimestamp(value, UTC).isoformat(sep=" ", timespec="milliseconds")
+            return f"<time datetime='{instant}' title='{value}'>{instant.removesuffix('+00:00')} UTC</time>"
+        if name.endswith("_s"):
+            return f"<span title='{value} s'>{duration(value)}</span>"
+    return html.escape(json.dumps(value))
+
+
+def duration(seconds: float) -> str:
+    """``seconds`` in ms below a second, s below a minute, then min and s."""
+    if seconds < 1:
+        return f"{seconds * 1000:.1f} ms"
+    if seconds < 60:
+        return f"{seconds:.2f} s"
+    return f"{int(seconds // 60)} min {seconds % 60:.0f} s"
 
 
 def _task_stream_figure(tasks: list[dict[str, Any]]):

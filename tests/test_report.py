@@ -32,8 +32,10 @@ def test_the_trace_holds_the_jobs_tasks_and_their_workers_profile(two_workers):
     assert [task["key"] for task in trace["tasks"]] == ["randomize-mine-0"]
     assert 0 < task_compute_s(trace) < time.time() - started
     assert trace["profile"]["count"] >= 0 and "children" in trace["profile"]
-    page = render_report(trace, {"token": "mine", "lead_s": 0.1}, "randomize job mine")
+    page = render_report(trace, {"token": "mine", "lead_s": 0.1, "requested_at": 1796227200.25}, "randomize job mine")
     assert "randomize-mine-0" in page and "randomize-other-0" not in page
+    # The timing record as a person reads it, not as epoch seconds.
+    assert "2026-12-02 16:00:00.250 UTC" in page and "100.0 ms" in page
     assert "<script src=" not in page  # BokehJS inline
 
 
