@@ -100,6 +100,10 @@ DIRECT_UPLOADS = "direct-uploads"
 # direct uploads), each with the bytes it reserved against the client's backlog quota.
 # upload_reserve.lua adds and grows a member (renewing its lease); the upload's end removes
 # it; a lapsed lease (an API that died mid-upload) stops counting at the next reservation.
+# Kind `image`: images on their way into Redis (the id is the job's token), reserved by
+# held_reserve.lua against the bytes the client may hold there, turned into held bytes or
+# dropped by submit.lua; so a client's concurrent submits cannot all push their image into
+# Redis' buffers (issue 17). The doctor drops lapsed leases of every kind.
 # The key expires with its longest lease.
 UPLOADS = "uploads:{kind}:{client}"
 
@@ -237,6 +241,10 @@ UPLOAD_LEASE_S = 120
 # A body without a declared length reserves this much more each time it passes what it
 # reserved: one Redis call per 64 MiB, and at most 64 MiB reserved and not yet written.
 UPLOAD_STEP_BYTES = 64 * 1024 * 1024
+# An image's reservation of room in Redis lives this long: its body read at the API's pace
+# floor (body_min_bytes_per_s) could take longer, so the API reserves again just before it
+# sends the image; a dead API's reservation holds its client's room no longer than this.
+IMAGE_LEASE_S = 60
 # Retry-After of a client at its count of uploads in flight: an upload takes seconds.
 UPLOADS_RETRY_AFTER_S = 5
 # The overview's window: a client's share of a lane is its block-seconds over the last 5
