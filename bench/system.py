@@ -101,6 +101,25 @@ def _spin(n: int) -> float:
     return time.perf_counter() - start
 
 
+def _burn() -> None:
+    while True:
+        pass
+
+
+@contextmanager
+def one_core_taken() -> Iterator[None]:
+    """A plain Python loop in a process of its own (nothing of our system) takes one core
+    while the block runs: what a neighbour gets when a core is simply gone."""
+    burner = multiprocessing.get_context("spawn").Process(target=_burn, daemon=True)
+    burner.start()
+    time.sleep(1)  # started and spinning (a spawned interpreter takes a moment)
+    try:
+        yield
+    finally:
+        burner.terminate()
+        burner.join(10)
+
+
 def core_check(loops: int = 20_000_000) -> str:
     """What the cores give now: a pure-Python loop alone, then one per core at once. On a
     shared VM this moves from day to day; a result is read against it."""
