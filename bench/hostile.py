@@ -17,6 +17,7 @@ counters it checked. Every scenario is bounded in jobs and seconds and stops by 
 """
 
 import argparse
+import contextlib
 import json
 import os
 import select
@@ -199,6 +200,45 @@ def sums_under_fire(tenant: Tenant, path: Path, answer: dict, n: int) -> Callabl
     return work
 
 
+# -- where the CPU went ----------------------------------------------------------------------
+
+
+def part_of(cmdline: list[str]) -> str:
+    """Which part of `up` a process is, by its command line."""
+    line = " ".join(cmdline)
+    for part, mark in (("redis", "redis-server"), ("dispatchers", "dispatcher"), ("workers", "spawn_main")):
+        if mark in line:
+            return part
+    return "API" if cmdline[-1:] == ["api"] else "other"
+
+
+def cpu_seconds(system: System) -> Counter:
+    """CPU seconds so far of this bench process (A's flood threads and B's client), of `up`
+    itself (the Dask scheduler and nannies) and of each part it runs."""
+    used: Counter = Counter({"bench (A's and B's clients)": sum(psutil.Process().cpu_times()[:2])})
+    up = psutil.Process(system.process.pid)
+    used["up (scheduler)"] = sum(up.cpu_times()[:2])
+    for child in up.children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):  # ended meanwhile
+            used[part_of(child.cmdline())] += sum(child.cpu_times()[:2])
+    return used
+
+
+def cpu_line(label: str, system: System, before: Counter, wall_s: float) -> str:
+    """The cores each part used since ``before``, over ``wall_s`` seconds."""
+    used = cpu_seconds(system)
+    used.subtract(before)
+    shares = ", ".join(f"{part} {seconds / wall_s:.2f}" for part, seconds in used.most_common() if seconds > 0)
+    return f"  cores used {label} ({wall_s:.1f} s): {shares}"
+
+
+def measured(system: System, label: str, measure: Callable[[], list[dict]]) -> tuple[list[dict], str]:
+    """``measure``'s records, and the cores each part used while it ran."""
+    before, start = cpu_seconds(system), time.monotonic()
+    records = measure()
+    return records, cpu_line(label, system, before, time.monotonic() - start)
+
+
 # -- the doctor ------------------------------------------------------------------------------
 
 COUNTERS = ("running:*", "backlog-blocks:*", "backlog-bytes", "held-bytes")
@@ -348,14 +388,14 @@ class PeakMemory:
 def scenario_1(system: System, sizes: Sizes) -> str:
     a, b = Tenant(system, "hostile1-a", "keys"), Tenant(system, "hostile1-b", "keys")
     image_records(b, 5)  # warm up
-    alone = image_records(b, sizes.images)
+    alone, alone_cpu = measured(system, "alone", lambda: image_records(b, sizes.images))
     with one_core_taken():
-        taken = image_records(b, sizes.images)
+        taken, taken_cpu = measured(system, "with one core taken", lambda: image_records(b, sizes.images))
     body = noise_png()
     memory = PeakMemory(system.redis_url, a.name)
     flood = Flood(a, body)
     time.sleep(2)  # the flood is under way
-    loaded = image_records(b, sizes.images)
+    loaded, loaded_cpu = measured(system, "with A", lambda: image_records(b, sizes.images))
     kills = under_fire(system, lambda: f"{len(image_records(b, 5))}/5 of B's images finished", "interactive")
     answers = flood.end()
     ends = Counter(ended(a, token)["status"] for token in flood.tokens)
@@ -366,7 +406,8 @@ def scenario_1(system: System, sizes: Sizes) -> str:
         f"A's accepted jobs: {dict(ends)}\n"
         f"{memory_line}\n"
         f"  B's 5xx: 0 in {len(alone) + len(taken) + len(loaded)} jobs (any answer but 201 stops the run)\n"
-        f"{t1_line(alone, loaded)}\n{ceiling_line(alone, taken, loaded)}\n{kills}"
+        f"{t1_line(alone, loaded)}\n{ceiling_line(alone, taken, loaded)}\n"
+        f"{alone_cpu}\n{taken_cpu}\n{loaded_cpu}\n{kills}"
     )
 
 
