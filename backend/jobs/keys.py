@@ -22,6 +22,10 @@ INPUT = "input:{token}"
 # Raw result bytes that a worker task wrote to Redis itself (the image job,
 # compute/stored.py), one key per attempt: the final write of the attempt that holds the
 # job renames it to OUTPUT; a stale attempt's is deleted, so it can never land.
+# Not counted in HELD_BYTES until that final write: the worker stores it with a plain SET
+# (its ACL on AWS allows no script), its size is unknown until then, and it is bounded
+# anyway: about max_image_bytes (20 MiB) x a client's running images (1 by default), from
+# the worker's write to the final write (milliseconds, STAGED_TTL_S at most).
 STAGED = "staged:{token}:{dispatcher}:{attempt}"
 
 # -- fair queues (one per lane and client) ---------------------------------------------------
