@@ -75,10 +75,14 @@ def test_an_image_with_no_room_in_redis_is_refused_before_its_body_is_read(make_
         assert sock.recv(4096).startswith(b"HTTP/1.1 429 ")
 
 
-def test_concurrent_images_of_one_client_reach_redis_only_as_far_as_its_bound(make_settings, start_api, redis, cat_png):
+def test_concurrent_images_of_one_client_reach_redis_only_as_far_as_its_bound(
+    make_settings, start_api, redis, cat_png, monkeypatch
+):
     """bench/hostile.py, scenario 1: the room check let each of a client's concurrent
     submits pass and push its image into Redis, for submit.lua to refuse the extras. Now
-    the room is reserved: with room for 2 images, 2 of 8 sent at once reach Redis."""
+    the room is reserved: with room for 2 images, 2 of 8 sent at once reach Redis, and in
+    pieces (of 64 KiB here), so that no connection keeps an image-sized buffer after."""
+    monkeypatch.setattr(keys, "INPUT_PIECE_BYTES", 64 * 1024)
     api = start_api(make_settings(default_max_held_bytes=int(2.5 * len(cat_png))))  # no dispatcher: inputs stay
     received = redis.info("stats")["total_net_input_bytes"]
     answers = at_once(*[lambda: post_image(api, "a", cat_png) for _ in range(8)], lambda: post_image(api, "b", cat_png))
@@ -88,6 +92,7 @@ def test_concurrent_images_of_one_client_reach_redis_only_as_far_as_its_bound(ma
     assert redis.info("stats")["total_net_input_bytes"] - received < 3.5 * len(cat_png)  # a's 2 and b's 1
     assert int(redis.hget(keys.HELD_BYTES, "a")) == 2 * len(cat_png)
     assert redis.keys("uploads:*") == []  # every reservation ended: stored, or dropped
+    assert max(int(c["qbuf"]) + int(c["qbuf-free"]) for c in redis.client_list()) < len(cat_png) // 2
     assert Doctor(redis).check() == []
 
 

@@ -17,7 +17,9 @@ TASKS = "tasks"
 RESULT = "result:{token}"
 # Raw result bytes (a PNG, or the even-sum JSON): kept apart so the record stays small.
 OUTPUT = "result:{token}:output"
-# Raw input bytes of jobs small enough to travel through Redis (images).
+# Raw input bytes of jobs small enough to travel through Redis (images). Sent by the API
+# before its job's record, with its reservation's lease as TTL; submit.lua keeps it (no TTL
+# while the job lives: UNTIL_FINAL) or deletes it.
 INPUT = "input:{token}"
 # Raw result bytes that a worker task wrote to Redis itself (the image job,
 # compute/stored.py), one key per attempt: the final write of the attempt that holds the
@@ -249,6 +251,11 @@ UPLOAD_STEP_BYTES = 64 * 1024 * 1024
 # floor (body_min_bytes_per_s) could take longer, so the API reserves again just before it
 # sends the image; a dead API's reservation holds its client's room no longer than this.
 IMAGE_LEASE_S = 60
+# An image goes to Redis in pieces of this size (SET, then APPENDs, pipelined): Redis keeps
+# a connection's query buffer at the size of its largest command until the connection has
+# been idle 2 s, so a 20 MiB command left 24 MiB on each pooled connection that carried an
+# image; a piece leaves 1 MiB, and the image needs no second copy in a script's arguments.
+INPUT_PIECE_BYTES = 1024 * 1024
 # Retry-After of a client at its count of uploads in flight: an upload takes seconds.
 UPLOADS_RETRY_AFTER_S = 5
 # The overview's window: a client's share of a lane is its block-seconds over the last 5

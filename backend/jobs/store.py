@@ -132,7 +132,6 @@ class JobStore:
             record.token,
             record.model_dump_json(exclude_none=True),
             int(job.input_bytes is not None),
-            job.input_bytes or b"",
             job.client,
             job.bytes,
             -1 if max_backlog_bytes is None else max_backlog_bytes,
@@ -167,10 +166,23 @@ class JobStore:
         never reaches Redis, and a client's inputs in flight never pass what it may hold."""
         self.reserve_held(client, token, len(data), max_held_bytes)
         try:
+            self._send_input(token, data)
             return self._submit_and_wait(args)
         except BaseException:  # submit.lua may not have run, so not ended the reservation
             self.release_held(client, token, len(data))
+            self.redis.delete(keys.input_(token))
             raise
+
+    def _send_input(self, token: str, data: bytes) -> None:
+        """The input to its key in pieces of INPUT_PIECE_BYTES, with its reservation's lease as
+        TTL (submit.lua keeps it, or deletes it): one command carrying the whole image would
+        leave an image-sized query buffer on its connection after it (keys.INPUT_PIECE_BYTES)."""
+        key, piece = keys.input_(token), keys.INPUT_PIECE_BYTES
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(key, data[:piece], ex=keys.IMAGE_LEASE_S)
+            for start in range(piece, len(data), piece):
+                pipe.append(key, data[start : start + piece])
+            pipe.execute()
 
     def reserve_held(self, client: str, token: str, size: int, max_held_bytes: int = 0) -> None:
         """Reserve room in Redis for job ``token``'s input of ``size`` bytes before it is read
