@@ -115,6 +115,7 @@ def test_the_reservation_of_a_dead_api_lapses_with_its_lease(redis, settings, mo
     store = JobStore(redis, settings.result_ttl_s)
     store.reserve_held("a", "dead-api-1", 60, max_held_bytes=100)  # the API dies here
     store.reserve_held("a", "dead-api-2", 30, max_held_bytes=100)
+    assert Doctor(redis).check() == [] and redis.zcard(keys.uploads("image", "a")) == 2  # live: no drift
     image = Submission(RANDOMIZE, "a", input_bytes=b"x" * 60, bytes=60)
     with pytest.raises(OverQuota, match="holds 90 bytes"):
         store.submit(image, max_held_bytes=100)
