@@ -10,7 +10,8 @@ starts (free loopback ports), with bounds small enough for A to reach them.
 4. A dispatcher and a worker are SIGKILLed while A's and B's jobs run.
 
 B's figures with A are printed against B alone, measured first in the same run (in
-scenario 1 also against B with one core taken by a plain loop: the machine's ceiling). Every
+scenario 1 also against B with one core taken by plain loops, one steady or 4 pulsing:
+the machine's ceiling, for two shapes of the same load). Every
 scenario ends with a dispatcher and a worker SIGKILLed under a last batch of jobs (`up`
 restarts them), then `spacetime doctor`, whose output and exit code are printed with the
 counters it checked. Every scenario is bounded in jobs and seconds and stops by itself.
@@ -50,6 +51,9 @@ MAX_HELD_BYTES = 256 * MiB
 MAX_IMAGE_BYTES = 24 * MiB  # room for a 20 MiB noise PNG and its headers
 MAX_UPLOADS = 4
 NOISE_BYTES = 20 * MiB
+# The second ceiling: one core's worth of CPU taken by this many loops, each spinning a
+# quarter of the time in short pulses (bench/system.py: one_core_taken).
+PULSING_LOOPS = 4
 # A's flood: threads and requests at most (each request carries 20 MiB).
 FLOOD_THREADS = 4
 FLOOD_MAX_REQUESTS = 3000
@@ -113,15 +117,15 @@ def t1_line(alone: list[dict], loaded: list[dict]) -> str:
     )
 
 
-def ceiling_line(alone: list[dict], taken: list[dict], loaded: list[dict]) -> str:
-    """B's image lead times with one core taken by a plain loop (not our system), beside
+def ceiling_line(how: str, alone: list[dict], taken: list[dict], loaded: list[dict]) -> str:
+    """B's image lead times with one core taken by plain loops (not our system), beside
     alone and with A: whether B with A is at what the machine gives with a core gone."""
     idle, core, busy = ([r["lead_s"] for r in records] for records in (alone, taken, loaded))
     core95, busy95 = p(core, 95) * 1e3, p(busy, 95) * 1e3
     return (
-        f"  B p50/p95 lead with one core taken by a plain loop {ms(core, 50)}/{core95:.0f} ms "
+        f"  B p50/p95 lead with one core {how} {ms(core, 50)}/{core95:.0f} ms "
         f"({core95 / (p(idle, 95) * 1e3):.2f}x alone); with A {busy95 / core95:.2f}x that ceiling\n"
-        f"  p95 parts (ms), one core taken: {where_p95(taken)}"
+        f"  p95 parts (ms), one core {how}: {where_p95(taken)}"
     )
 
 
@@ -385,12 +389,23 @@ class PeakMemory:
         )
 
 
+def b_without_a(system: System, b: Tenant, n: int) -> tuple[list[dict], list[tuple[str, list[dict]]], list[str]]:
+    """B's image records alone, then with one core taken (by one steady loop, then by
+    PULSING_LOOPS pulsing ones), one after the other; and the cores each part used meanwhile."""
+    alone, cpu = measured(system, "alone", lambda: image_records(b, n))
+    ceilings, used = [], [cpu]
+    for how, loops in (("taken by a plain loop", 1), (f"pulsed by {PULSING_LOOPS} loops", PULSING_LOOPS)):
+        with one_core_taken(loops):
+            records, cpu = measured(system, f"with one core {how}", lambda: image_records(b, n))
+        ceilings.append((how, records))
+        used.append(cpu)
+    return alone, ceilings, used
+
+
 def scenario_1(system: System, sizes: Sizes) -> str:
     a, b = Tenant(system, "hostile1-a", "keys"), Tenant(system, "hostile1-b", "keys")
     image_records(b, 5)  # warm up
-    alone, alone_cpu = measured(system, "alone", lambda: image_records(b, sizes.images))
-    with one_core_taken():
-        taken, taken_cpu = measured(system, "with one core taken", lambda: image_records(b, sizes.images))
+    alone, ceilings, cpu = b_without_a(system, b, sizes.images)
     body = noise_png()
     memory = PeakMemory(system.redis_url, a.name)
     flood = Flood(a, body)
@@ -400,14 +415,16 @@ def scenario_1(system: System, sizes: Sizes) -> str:
     answers = flood.end()
     ends = Counter(ended(a, token)["status"] for token in flood.tokens)
     memory_line = memory.end()
+    b_jobs = len(alone) + sum(len(records) for _, records in ceilings) + len(loaded)
     return (
         f"1. A floods {len(body) / MiB:.1f} MiB noise PNGs ({FLOOD_THREADS} threads); B sends cat.png jobs\n"
         f"  A's answers: {answers} ({len(body) * flood.answers.total() / MiB:.0f} MiB offered: bodies it started); "
         f"A's accepted jobs: {dict(ends)}\n"
         f"{memory_line}\n"
-        f"  B's 5xx: 0 in {len(alone) + len(taken) + len(loaded)} jobs (any answer but 201 stops the run)\n"
-        f"{t1_line(alone, loaded)}\n{ceiling_line(alone, taken, loaded)}\n"
-        f"{alone_cpu}\n{taken_cpu}\n{loaded_cpu}\n{kills}"
+        f"  B's 5xx: 0 in {b_jobs} jobs (any answer but 201 stops the run)\n"
+        f"{t1_line(alone, loaded)}\n"
+        + "".join(ceiling_line(how, alone, records, loaded) + "\n" for how, records in ceilings)
+        + "\n".join([*cpu, loaded_cpu, kills])
     )
 
 
