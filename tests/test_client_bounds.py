@@ -12,7 +12,7 @@ import pytest
 
 from backend.core.exceptions import OverQuota
 from backend.core.kinds import RANDOMIZE
-from backend.jobs import keys
+from backend.jobs import keys, scripts
 from backend.jobs.doctor import Doctor
 from backend.jobs.store import JobStore, Submission
 from tests.waiting import wait_status, wait_until
@@ -126,6 +126,22 @@ def test_the_reservation_of_a_dead_api_lapses_with_its_lease(redis, settings, mo
     store.reserve_held("a", "dead-api-3", 40, max_held_bytes=100)
     time.sleep(1.1)
     assert Doctor(redis).check() == [] and redis.keys("uploads:*") == []  # the doctor dropped the lapsed one
+
+
+def test_a_client_has_at_most_its_count_of_images_in_flight(redis, settings, monkeypatch):
+    """Each reservation reads its client's others: a client holding many bodies open
+    (declared, never sent) is refused past IMAGES_IN_FLIGHT, not made slow for everyone."""
+    monkeypatch.setattr(scripts, "CONSTANTS", {**scripts.CONSTANTS, "IMAGES_IN_FLIGHT": 2})
+    store = JobStore(redis, settings.result_ttl_s)
+    store.reserve_held("a", "open-1", 10)
+    store.reserve_held("a", "open-2", 10)
+    with pytest.raises(OverQuota, match="2 images on their way") as refused:
+        store.reserve_held("a", "open-3", 10)
+    assert refused.value.retry_after_s >= 1
+    store.reserve_held("a", "open-2", 10)  # a renewal is not a new one
+    store.reserve_held("b", "other-1", 10)
+    store.submit(Submission(RANDOMIZE, "a", token="open-1", input_bytes=b"x" * 10, bytes=10))
+    store.reserve_held("a", "open-3", 10)  # room again once one is stored
 
 
 def test_a_clients_own_max_held_bytes_overrides_the_default(redis, settings):

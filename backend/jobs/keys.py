@@ -251,6 +251,11 @@ UPLOAD_STEP_BYTES = 64 * 1024 * 1024
 # floor (body_min_bytes_per_s) could take longer, so the API reserves again just before it
 # sends the image; a dead API's reservation holds its client's room no longer than this.
 IMAGE_LEASE_S = 60
+# A client's images on their way into Redis at once (reserved, not yet stored; a body of
+# declared length from before it is read): each reservation reads the client's others, so
+# their count is bounded, or a client holding thousands of bodies open would make every
+# call slow for everyone. More than a client sends at once in earnest; past it, 429.
+IMAGES_IN_FLIGHT = 32
 # An image goes to Redis in pieces of this size (SET, then APPENDs, pipelined): Redis keeps
 # a connection's query buffer at the size of its largest command until the connection has
 # been idle 2 s, so a 20 MiB command left 24 MiB on each pooled connection that carried an

@@ -197,6 +197,12 @@ class JobStore:
 
     def _refuse_held(self, answer: int, figure: int, client: str, stored: int) -> None:
         """Raise for held_reserve.lua's or submit.lua's refusal of the bytes a client holds."""
+        if answer == -3:
+            raise OverQuota(
+                f"client {client!r} has {figure} images on their way into the job store, its limit; "
+                "send another when one is stored",
+                retry_after_s=keys.UPLOADS_RETRY_AFTER_S,
+            )
         if answer == -2:
             raise InputTooLarge(
                 f"the job's {stored} bytes are over the {figure} bytes client {client!r} may hold in Redis"
