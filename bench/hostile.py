@@ -9,13 +9,16 @@ starts (free loopback ports), with bounds small enough for A to reach them.
 3. A starts 50 chunked uploads at once (no length, slow bodies); B uploads small files.
 4. A dispatcher and a worker are SIGKILLed while A's and B's jobs run.
 
-B's figures with A are printed against B alone, measured first in the same run. Every
+B's figures with A are printed against B alone, measured first in the same run (in
+scenario 1 also against B with one core taken by plain loops, one steady or 4 pulsing:
+the machine's ceiling, for two shapes of the same load). Every
 scenario ends with a dispatcher and a worker SIGKILLed under a last batch of jobs (`up`
 restarts them), then `spacetime doctor`, whose output and exit code are printed with the
 counters it checked. Every scenario is bounded in jobs and seconds and stops by itself.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import select
@@ -39,7 +42,7 @@ from redis import Redis
 
 from bench.datagen import DATA_DIR, ensure_file, parse_size
 from bench.fairness import T1_TARGET, Tenant, image_records, p, t1_met, where_p95
-from bench.system import System, core_check, running_system
+from bench.system import System, core_check, one_core_taken, running_system
 from compute.defaults import MAX_TOKEN_BYTES
 
 MiB, MB = 2**20, 10**6
@@ -48,6 +51,9 @@ MAX_HELD_BYTES = 256 * MiB
 MAX_IMAGE_BYTES = 24 * MiB  # room for a 20 MiB noise PNG and its headers
 MAX_UPLOADS = 4
 NOISE_BYTES = 20 * MiB
+# The second ceiling: one core's worth of CPU taken by this many loops, each spinning a
+# quarter of the time in short pulses (bench/system.py: one_core_taken).
+PULSING_LOOPS = 4
 # A's flood: threads and requests at most (each request carries 20 MiB).
 FLOOD_THREADS = 4
 FLOOD_MAX_REQUESTS = 3000
@@ -108,6 +114,18 @@ def t1_line(alone: list[dict], loaded: list[dict]) -> str:
         f"  B p50/p95 lead alone {ms(idle, 50)}/{idle95:.0f} ms, with A {ms(busy, 50)}/{busy95:.0f} ms "
         f"({busy95 / idle95:.2f}x): T1 limit ({T1_TARGET}) {verdict}\n"
         f"  p95 parts (ms), alone: {where_p95(alone)}; with A: {where_p95(loaded)}"
+    )
+
+
+def ceiling_line(how: str, alone: list[dict], taken: list[dict], loaded: list[dict]) -> str:
+    """B's image lead times with one core taken by plain loops (not our system), beside
+    alone and with A: whether B with A is at what the machine gives with a core gone."""
+    idle, core, busy = ([r["lead_s"] for r in records] for records in (alone, taken, loaded))
+    core95, busy95 = p(core, 95) * 1e3, p(busy, 95) * 1e3
+    return (
+        f"  B p50/p95 lead with one core {how} {ms(core, 50)}/{core95:.0f} ms "
+        f"({core95 / (p(idle, 95) * 1e3):.2f}x alone); with A {busy95 / core95:.2f}x that ceiling\n"
+        f"  p95 parts (ms), one core {how}: {where_p95(taken)}"
     )
 
 
@@ -184,6 +202,45 @@ def sums_under_fire(tenant: Tenant, path: Path, answer: dict, n: int) -> Callabl
         return f"{good}/{n} even-sums finished exact ({retried} retried)"
 
     return work
+
+
+# -- where the CPU went ----------------------------------------------------------------------
+
+
+def part_of(cmdline: list[str]) -> str:
+    """Which part of `up` a process is, by its command line."""
+    line = " ".join(cmdline)
+    for part, mark in (("redis", "redis-server"), ("dispatchers", "dispatcher"), ("workers", "spawn_main")):
+        if mark in line:
+            return part
+    return "API" if cmdline[-1:] == ["api"] else "other"
+
+
+def cpu_seconds(system: System) -> Counter:
+    """CPU seconds so far of this bench process (A's flood threads and B's client), of `up`
+    itself (the Dask scheduler and nannies) and of each part it runs."""
+    used: Counter = Counter({"bench (A's and B's clients)": sum(psutil.Process().cpu_times()[:2])})
+    up = psutil.Process(system.process.pid)
+    used["up (scheduler)"] = sum(up.cpu_times()[:2])
+    for child in up.children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):  # ended meanwhile
+            used[part_of(child.cmdline())] += sum(child.cpu_times()[:2])
+    return used
+
+
+def cpu_line(label: str, system: System, before: Counter, wall_s: float) -> str:
+    """The cores each part used since ``before``, over ``wall_s`` seconds."""
+    used = cpu_seconds(system)
+    used.subtract(before)
+    shares = ", ".join(f"{part} {seconds / wall_s:.2f}" for part, seconds in used.most_common() if seconds > 0)
+    return f"  cores used {label} ({wall_s:.1f} s): {shares}"
+
+
+def measured(system: System, label: str, measure: Callable[[], list[dict]]) -> tuple[list[dict], str]:
+    """``measure``'s records, and the cores each part used while it ran."""
+    before, start = cpu_seconds(system), time.monotonic()
+    records = measure()
+    return records, cpu_line(label, system, before, time.monotonic() - start)
 
 
 # -- the doctor ------------------------------------------------------------------------------
@@ -281,8 +338,9 @@ class Flood:
 
 class PeakMemory:
     """Redis' used_memory (INFO memory), sampled every 0.1 s: the sample where it was
-    highest, whose parts say what took the memory (data, or clients' buffers); the most
-    ``client`` held by its own counter; and the bytes Redis received meanwhile (a refused
+    highest, whose parts say what took the memory (data, or clients' buffers; ``client``'s
+    held and reserved bytes, the others' held); the most ``client`` held and reserved by
+    its own counter and reservations; and the bytes Redis received meanwhile (a refused
     image should not reach it)."""
 
     def __init__(self, redis_url: str, client: str):
@@ -292,6 +350,9 @@ class PeakMemory:
         self.received = self.redis.info("stats")["total_net_input_bytes"]
         self.peak = {"used_memory": 0}
         self.held = 0
+        self.at_peak = (0, 0)  # at the peak sample: client's held + reserved bytes, the others' held
+        held = [int(v) for k, v in self.redis.hgetall("held-bytes").items() if k.decode() != client]
+        self.others_before = sum(held)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._sample, daemon=True)
         self.thread.start()
@@ -299,9 +360,12 @@ class PeakMemory:
     def _sample(self) -> None:
         while not self.stop.is_set():
             info = self.redis.info("memory")
+            held = {k.decode(): int(v) for k, v in self.redis.hgetall("held-bytes").items()}
+            reserved = sum(int(m.rsplit(b" ", 1)[1]) for m in self.redis.zrange(f"uploads:image:{self.client}", 0, -1))
+            mine = held.get(self.client, 0) + reserved
             if info["used_memory"] > self.peak["used_memory"]:
-                self.peak = info
-            self.held = max(self.held, int(self.redis.hget("held-bytes", self.client) or 0))
+                self.peak, self.at_peak = info, (mine, sum(held.values()) - held.get(self.client, 0))
+            self.held = max(self.held, mine)
             time.sleep(0.1)
 
     def end(self) -> str:
@@ -311,37 +375,56 @@ class PeakMemory:
         self.redis.close()
         peak = self.peak
         met = peak["used_memory"] - self.before <= MAX_HELD_BYTES
+        mine, others = self.at_peak[0], self.at_peak[1] - self.others_before
         return (
             f"  Redis used_memory: {self.before / MiB:.0f} MiB before, peak {peak['used_memory'] / MiB:.0f} MiB "
             f"(dataset {peak['used_memory_dataset'] / MiB:.0f}, clients' buffers "
             f"{peak['mem_clients_normal'] / MiB:.0f}, AOF buffer {peak['mem_aof_buffer'] / MiB:.0f}); "
             f"A's held-bytes bound {MAX_HELD_BYTES / MiB:.0f} MiB: peak - before within it: "
             f"{'met' if met else 'MISSED'}\n"
-            f"  A's held-bytes counter: at most {self.held / MiB:.0f} MiB: within the bound: "
+            f"  peak - before: A held + reserved {mine / MiB:.0f} MiB, the others' held grew {others / MiB:.0f} MiB, "
+            f"the rest (buffers, staged outputs) {(peak['used_memory'] - self.before - mine - others) / MiB:.0f} MiB\n"
+            f"  A's held-bytes counter + reservations: at most {self.held / MiB:.0f} MiB: within the bound: "
             f"{'met' if self.held <= MAX_HELD_BYTES else 'MISSED'}; Redis received {received / MiB:.0f} MiB meanwhile"
         )
+
+
+def b_without_a(system: System, b: Tenant, n: int) -> tuple[list[dict], list[tuple[str, list[dict]]], list[str]]:
+    """B's image records alone, then with one core taken (by one steady loop, then by
+    PULSING_LOOPS pulsing ones), one after the other; and the cores each part used meanwhile."""
+    alone, cpu = measured(system, "alone", lambda: image_records(b, n))
+    ceilings, used = [], [cpu]
+    for how, loops in (("taken by a plain loop", 1), (f"pulsed by {PULSING_LOOPS} loops", PULSING_LOOPS)):
+        with one_core_taken(loops):
+            records, cpu = measured(system, f"with one core {how}", lambda: image_records(b, n))
+        ceilings.append((how, records))
+        used.append(cpu)
+    return alone, ceilings, used
 
 
 def scenario_1(system: System, sizes: Sizes) -> str:
     a, b = Tenant(system, "hostile1-a", "keys"), Tenant(system, "hostile1-b", "keys")
     image_records(b, 5)  # warm up
-    alone = image_records(b, sizes.images)
+    alone, ceilings, cpu = b_without_a(system, b, sizes.images)
     body = noise_png()
     memory = PeakMemory(system.redis_url, a.name)
     flood = Flood(a, body)
     time.sleep(2)  # the flood is under way
-    loaded = image_records(b, sizes.images)
+    loaded, loaded_cpu = measured(system, "with A", lambda: image_records(b, sizes.images))
     kills = under_fire(system, lambda: f"{len(image_records(b, 5))}/5 of B's images finished", "interactive")
     answers = flood.end()
     ends = Counter(ended(a, token)["status"] for token in flood.tokens)
     memory_line = memory.end()
+    b_jobs = len(alone) + sum(len(records) for _, records in ceilings) + len(loaded)
     return (
         f"1. A floods {len(body) / MiB:.1f} MiB noise PNGs ({FLOOD_THREADS} threads); B sends cat.png jobs\n"
         f"  A's answers: {answers} ({len(body) * flood.answers.total() / MiB:.0f} MiB offered: bodies it started); "
         f"A's accepted jobs: {dict(ends)}\n"
         f"{memory_line}\n"
-        f"  B's 5xx: 0 in {len(alone) + len(loaded)} jobs (any answer but 201 would have stopped the run)\n"
-        f"{t1_line(alone, loaded)}\n{kills}"
+        f"  B's 5xx: 0 in {b_jobs} jobs (any answer but 201 stops the run)\n"
+        f"{t1_line(alone, loaded)}\n"
+        + "".join(ceiling_line(how, alone, records, loaded) + "\n" for how, records in ceilings)
+        + "\n".join([*cpu, loaded_cpu, kills])
     )
 
 

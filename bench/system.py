@@ -101,6 +101,40 @@ def _spin(n: int) -> float:
     return time.perf_counter() - start
 
 
+# A pulsing loop's period: a few scheduler ticks, so that it sleeps and wakes often.
+PULSE_PERIOD_S = 0.02
+
+
+def _burn(share: float) -> None:
+    """Spin ``share`` of every PULSE_PERIOD_S and sleep the rest (1: spin for ever)."""
+    while True:
+        end = time.perf_counter() + share * PULSE_PERIOD_S
+        while time.perf_counter() < end:
+            pass
+        if share < 1:
+            time.sleep((1 - share) * PULSE_PERIOD_S)
+
+
+@contextmanager
+def one_core_taken(loops: int = 1) -> Iterator[None]:
+    """Plain Python loops in processes of their own (nothing of our system) take one core
+    between them while the block runs: one loop spinning steadily, or ``loops`` loops each
+    spinning 1/``loops`` of every PULSE_PERIOD_S. The same average, shaped differently: a
+    loop that wakes often is let on a core ahead of a task that has been running, so the
+    pulses cost a neighbour more than the steady loop does (docs/benchmarks.md)."""
+    context = multiprocessing.get_context("spawn")
+    burners = [context.Process(target=_burn, args=(1 / loops,), daemon=True) for _ in range(loops)]
+    for burner in burners:
+        burner.start()
+    time.sleep(1.5)  # started and spinning (a spawned interpreter takes a moment)
+    try:
+        yield
+    finally:
+        for burner in burners:
+            burner.terminate()
+            burner.join(10)
+
+
 def core_check(loops: int = 20_000_000) -> str:
     """What the cores give now: a pure-Python loop alone, then one per core at once. On a
     shared VM this moves from day to day; a result is read against it."""

@@ -4,6 +4,7 @@ another client submitting at the same time is served as if alone."""
 
 import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -11,7 +12,7 @@ import pytest
 
 from backend.core.exceptions import OverQuota
 from backend.core.kinds import RANDOMIZE
-from backend.jobs import keys
+from backend.jobs import keys, scripts
 from backend.jobs.doctor import Doctor
 from backend.jobs.store import JobStore, Submission
 from tests.waiting import wait_status, wait_until
@@ -72,6 +73,75 @@ def test_an_image_with_no_room_in_redis_is_refused_before_its_body_is_read(make_
     with socket.create_connection((url.host, url.port), timeout=10) as sock:
         sock.sendall(head.encode() + cat_png[:100])
         assert sock.recv(4096).startswith(b"HTTP/1.1 429 ")
+
+
+def test_concurrent_images_of_one_client_reach_redis_only_as_far_as_its_bound(
+    make_settings, start_api, redis, cat_png, monkeypatch
+):
+    """bench/hostile.py, scenario 1: the room check let each of a client's concurrent
+    submits pass and push its image into Redis, for submit.lua to refuse the extras. Now
+    the room is reserved: with room for 2 images, 2 of 8 sent at once reach Redis, and in
+    pieces (of 64 KiB here), so that no connection keeps an image-sized buffer after."""
+    monkeypatch.setattr(keys, "INPUT_PIECE_BYTES", 64 * 1024)
+    api = start_api(make_settings(default_max_held_bytes=int(2.5 * len(cat_png))))  # no dispatcher: inputs stay
+    received = redis.info("stats")["total_net_input_bytes"]
+    answers = at_once(*[lambda: post_image(api, "a", cat_png) for _ in range(8)], lambda: post_image(api, "b", cat_png))
+    *a, b = answers
+    assert sorted(r.status_code for r in a) == [201] * 2 + [429] * 6 and b.status_code == 201
+    assert all(int(r.headers["retry-after"]) >= 1 for r in a if r.status_code == 429)
+    assert redis.info("stats")["total_net_input_bytes"] - received < 3.5 * len(cat_png)  # a's 2 and b's 1
+    assert int(redis.hget(keys.HELD_BYTES, "a")) == 2 * len(cat_png)
+    assert redis.keys("uploads:*") == []  # every reservation ended: stored, or dropped
+    assert max(int(c["qbuf"]) + int(c["qbuf-free"]) for c in redis.client_list()) < len(cat_png) // 2
+    assert Doctor(redis).check() == []
+
+
+def test_an_image_cut_off_mid_body_releases_its_reservation(make_settings, start_api, redis, cat_png):
+    api = start_api(make_settings(default_max_held_bytes=int(1.5 * len(cat_png))))
+    url = httpx.URL(api)
+    head = f"POST /randomize HTTP/1.1\r\nHost: {url.host}\r\nX-Client-Id: a\r\nContent-Length: {len(cat_png)}\r\n\r\n"
+    with socket.create_connection((url.host, url.port), timeout=10) as sock:
+        sock.sendall(head.encode() + cat_png[:100])
+        wait_until(lambda: redis.zcard(keys.uploads("image", "a")) == 1, what="the image's room to be reserved")
+    wait_until(lambda: redis.zcard(keys.uploads("image", "a")) == 0, what="the reservation to be released")
+    assert post_image(api, "a", cat_png).status_code == 201  # the room is back
+    assert Doctor(redis).check() == []
+
+
+def test_the_reservation_of_a_dead_api_lapses_with_its_lease(redis, settings, monkeypatch):
+    """An API that died between reserving an image's room and storing it cannot release
+    the reservation: its lease lapses, and the room is the client's again."""
+    monkeypatch.setattr(keys, "IMAGE_LEASE_S", 1)
+    store = JobStore(redis, settings.result_ttl_s)
+    store.reserve_held("a", "dead-api-1", 60, max_held_bytes=100)  # the API dies here
+    store.reserve_held("a", "dead-api-2", 30, max_held_bytes=100)
+    assert Doctor(redis).check() == [] and redis.zcard(keys.uploads("image", "a")) == 2  # live: no drift
+    image = Submission(RANDOMIZE, "a", input_bytes=b"x" * 60, bytes=60)
+    with pytest.raises(OverQuota, match="holds 90 bytes"):
+        store.submit(image, max_held_bytes=100)
+    assert redis.ttl(keys.uploads("image", "a")) >= 1
+    time.sleep(1.1)
+    store.submit(image, max_held_bytes=100)
+    assert int(redis.hget(keys.HELD_BYTES, "a")) == 60
+    store.reserve_held("a", "dead-api-3", 40, max_held_bytes=100)
+    time.sleep(1.1)
+    assert Doctor(redis).check() == [] and redis.keys("uploads:*") == []  # the doctor dropped the lapsed one
+
+
+def test_a_client_has_at_most_its_count_of_images_in_flight(redis, settings, monkeypatch):
+    """Each reservation reads its client's others: a client holding many bodies open
+    (declared, never sent) is refused past IMAGES_IN_FLIGHT, not made slow for everyone."""
+    monkeypatch.setattr(scripts, "CONSTANTS", {**scripts.CONSTANTS, "IMAGES_IN_FLIGHT": 2})
+    store = JobStore(redis, settings.result_ttl_s)
+    store.reserve_held("a", "open-1", 10)
+    store.reserve_held("a", "open-2", 10)
+    with pytest.raises(OverQuota, match="2 images on their way") as refused:
+        store.reserve_held("a", "open-3", 10)
+    assert refused.value.retry_after_s >= 1
+    store.reserve_held("a", "open-2", 10)  # a renewal is not a new one
+    store.reserve_held("b", "other-1", 10)
+    store.submit(Submission(RANDOMIZE, "a", token="open-1", input_bytes=b"x" * 10, bytes=10))
+    store.reserve_held("a", "open-3", 10)  # room again once one is stored
 
 
 def test_a_clients_own_max_held_bytes_overrides_the_default(redis, settings):

@@ -50,20 +50,35 @@ class Submitter:
         # Only where the uploads store is S3 (settings.direct_uploads_offered).
         self.direct = DirectUploads(settings, store.redis) if settings.direct_uploads_offered else None
 
-    async def body(self, caller: ClientSettings, kind: JobKind, data: bytes, key: str | None = None) -> Job:
+    async def body(
+        self, caller: ClientSettings, kind: JobKind, data: bytes, key: str | None = None, token: str | None = None
+    ) -> Job:
         """Queue a job whose whole input came as the request body (kept in Redis). ``key``:
-        the request's Idempotency-Key (a retry answers the job the first request made)."""
+        the request's Idempotency-Key (a retry answers the job the first request made);
+        ``token``: the job's, when its room was reserved before the body was read."""
         idempotency = await self._idempotency(caller, key, kind.name.encode(), b"body", data)
         await run_in_threadpool(self.limiter.admit, caller)
         job = Submission(
-            kind, caller.name, client_id=caller.client_id, bytes=len(data), input_bytes=data, idempotency=idempotency
+            kind,
+            caller.name,
+            token=token,
+            client_id=caller.client_id,
+            bytes=len(data),
+            input_bytes=data,
+            idempotency=idempotency,
         )
         return await self._store(caller, job)
 
-    async def check_held_room(self, caller: ClientSettings, size: int) -> None:
-        """Refuse a body kind's input of a declared ``size`` before it is read, when its
-        client has no room for it in Redis: a flood at its limit costs no body read."""
-        await run_in_threadpool(self.store.check_held_room, caller.name, size, self.settings.default_max_held_bytes)
+    async def reserve_held(self, caller: ClientSettings, token: str, size: int) -> None:
+        """Reserve room in Redis for job ``token``'s input of a declared ``size`` before it is
+        read (OverQuota when its client has none): a flood at its limit costs no body read,
+        and a client's bodies read at once never pass what it may hold there."""
+        max_held = self.settings.default_max_held_bytes
+        await run_in_threadpool(self.store.reserve_held, caller.name, token, size, max_held)
+
+    async def release_held(self, caller: ClientSettings, token: str, size: int) -> None:
+        """Drop job ``token``'s reservation: its request failed before the job was stored."""
+        await run_in_threadpool(self.store.release_held, caller.name, token, size)
 
     async def upload(
         self,

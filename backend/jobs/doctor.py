@@ -6,7 +6,10 @@ the same atomic step as the move, so they should never drift. The doctor checks 
 they do not: doctor.lua recomputes them all in one step from the lists (``tasks``, the
 queues, the processing lists), the job records and the kept outputs, reports each
 difference, and with ``repair`` writes the recomputed values. Being one step, it cannot
-race a dispatcher or the API: what it writes is exact at the moment it runs.
+race a dispatcher or the API: what it writes is exact at the moment it runs. Reservations
+(``uploads:<kind>:<client>``: uploads, and images on their way into Redis) are leases kept
+apart from the counters, so a request in flight is no drift; the doctor drops the lapsed
+ones (a dead API's), as the next reservation of their client would.
 
 ``spacetime doctor`` runs it by hand; each dispatcher's heartbeat tries every
 ``doctor_interval_s``, and the one that takes the lock key runs it and logs any drift.
@@ -47,6 +50,7 @@ class Doctor:
         found = {
             "queues": self._scan(keys.QUEUE),
             "processing": [name[len(keys.processing("")) :] for name in self._scan(keys.PROCESSING)],
+            "reservations": self._scan(keys.UPLOADS),
         }
         answer = json.loads(self._doctor(args=[int(repair), json.dumps(found)]))
         return [Drift(**{k: _listed(v) for k, v in drift.items()}) for drift in _listed(answer)]

@@ -17,11 +17,17 @@ TASKS = "tasks"
 RESULT = "result:{token}"
 # Raw result bytes (a PNG, or the even-sum JSON): kept apart so the record stays small.
 OUTPUT = "result:{token}:output"
-# Raw input bytes of jobs small enough to travel through Redis (images).
+# Raw input bytes of jobs small enough to travel through Redis (images). Sent by the API
+# before its job's record, with its reservation's lease as TTL; submit.lua keeps it (no TTL
+# while the job lives: UNTIL_FINAL) or deletes it.
 INPUT = "input:{token}"
 # Raw result bytes that a worker task wrote to Redis itself (the image job,
 # compute/stored.py), one key per attempt: the final write of the attempt that holds the
 # job renames it to OUTPUT; a stale attempt's is deleted, so it can never land.
+# Not counted in HELD_BYTES until that final write: the worker stores it with a plain SET
+# (its ACL on AWS allows no script), its size is unknown until then, and it is bounded
+# anyway: about max_image_bytes (20 MiB) x a client's running images (1 by default), from
+# the worker's write to the final write (milliseconds, STAGED_TTL_S at most).
 STAGED = "staged:{token}:{dispatcher}:{attempt}"
 
 # -- fair queues (one per lane and client) ---------------------------------------------------
@@ -100,6 +106,10 @@ DIRECT_UPLOADS = "direct-uploads"
 # direct uploads), each with the bytes it reserved against the client's backlog quota.
 # upload_reserve.lua adds and grows a member (renewing its lease); the upload's end removes
 # it; a lapsed lease (an API that died mid-upload) stops counting at the next reservation.
+# Kind `image`: images on their way into Redis (the id is the job's token), reserved by
+# held_reserve.lua against the bytes the client may hold there, turned into held bytes or
+# dropped by submit.lua; so a client's concurrent submits cannot all push their image into
+# Redis' buffers (issue 17). The doctor drops lapsed leases of every kind.
 # The key expires with its longest lease.
 UPLOADS = "uploads:{kind}:{client}"
 
@@ -237,6 +247,20 @@ UPLOAD_LEASE_S = 120
 # A body without a declared length reserves this much more each time it passes what it
 # reserved: one Redis call per 64 MiB, and at most 64 MiB reserved and not yet written.
 UPLOAD_STEP_BYTES = 64 * 1024 * 1024
+# An image's reservation of room in Redis lives this long: its body read at the API's pace
+# floor (body_min_bytes_per_s) could take longer, so the API reserves again just before it
+# sends the image; a dead API's reservation holds its client's room no longer than this.
+IMAGE_LEASE_S = 60
+# A client's images on their way into Redis at once (reserved, not yet stored; a body of
+# declared length from before it is read): each reservation reads the client's others, so
+# their count is bounded, or a client holding thousands of bodies open would make every
+# call slow for everyone. More than a client sends at once in earnest; past it, 429.
+IMAGES_IN_FLIGHT = 32
+# An image goes to Redis in pieces of this size (SET, then APPENDs, pipelined): Redis keeps
+# a connection's query buffer at the size of its largest command until the connection has
+# been idle 2 s, so a 20 MiB command left 24 MiB on each pooled connection that carried an
+# image; a piece leaves 1 MiB, and the image needs no second copy in a script's arguments.
+INPUT_PIECE_BYTES = 1024 * 1024
 # Retry-After of a client at its count of uploads in flight: an upload takes seconds.
 UPLOADS_RETRY_AFTER_S = 5
 # The overview's window: a client's share of a lane is its block-seconds over the last 5

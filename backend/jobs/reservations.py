@@ -10,7 +10,10 @@ quota, and a client may have only so many uploads of each kind at once (429 past
 
 A reservation is a lease in ``uploads:<kind>:<client>`` (backend/jobs/keys.py), renewed
 by each call: the upload's end removes it, and an upload whose API died stops counting
-when its lease lapses, with nothing to release by hand and no counter to drift.
+when its lease lapses, with nothing to release by hand and no counter to drift. Images on
+their way into Redis reserve the same way, as kind ``image``, against the bytes their
+client may hold there rather than its backlog quota (``JobStore.reserve_held``,
+held_reserve.lua).
 """
 
 import time

@@ -45,6 +45,7 @@ CONSTANTS: dict[str, str | int] = {
     "CLIENT": _prefix(keys.CLIENT),
     "ROUTE_BATCH": keys.ROUTE_BATCH,
     "UPLOADS": _prefix(keys.UPLOADS),
+    "IMAGES_IN_FLIGHT": keys.IMAGES_IN_FLIGHT,
     "ENDINGS": keys.ENDINGS,
     "CANCELS": keys.CANCELS,
     "JOBS": _prefix(keys.JOBS),

@@ -99,7 +99,7 @@ class JobStore:
         self._requeue = scripts.register(redis, "requeue")
         self._annotate = scripts.register(redis, "annotate")
         self._cancel = scripts.register(redis, "cancel")
-        self._held_room = scripts.register(redis, "held_room")
+        self._held_reserve = scripts.register(redis, "held_reserve")
 
     # -- API side ---------------------------------------------------------------
 
@@ -127,26 +127,25 @@ class JobStore:
             input_url=job.input_url,
             delete_input=job.delete_input or None,
         )
-        if job.input_bytes is not None:  # ask first: a refused input never reaches Redis
-            self.check_held_room(job.client, len(job.input_bytes), max_held_bytes)
         idempotency = job.idempotency or Idempotency("", "")
-        outcome, figure = self._submit_and_wait(
-            [
-                record.token,
-                record.model_dump_json(exclude_none=True),
-                int(job.input_bytes is not None),
-                job.input_bytes or b"",
-                job.client,
-                job.bytes,
-                -1 if max_backlog_bytes is None else max_backlog_bytes,
-                job.kind.lane,
-                max_held_bytes,
-                history.member(record.requested_at or 0, record.token),
-                history.member(now_s() - keys.HISTORY_TTL_S, ""),
-                idempotency.key,
-                idempotency.fingerprint,
-            ]
-        )
+        args = [
+            record.token,
+            record.model_dump_json(exclude_none=True),
+            int(job.input_bytes is not None),
+            job.client,
+            job.bytes,
+            -1 if max_backlog_bytes is None else max_backlog_bytes,
+            job.kind.lane,
+            max_held_bytes,
+            history.member(record.requested_at or 0, record.token),
+            history.member(now_s() - keys.HISTORY_TTL_S, ""),
+            idempotency.key,
+            idempotency.fingerprint,
+        ]
+        if job.input_bytes is None:
+            outcome, figure = self._submit_and_wait(args)
+        else:
+            outcome, figure = self._submit_reserved(job.client, record.token, job.input_bytes, args, max_held_bytes)
         if outcome == 2:
             raise Replayed({"token": figure.decode()})
         if outcome == 3:
@@ -162,22 +161,57 @@ class JobStore:
             )
         return record
 
-    def check_held_room(self, client: str, size: int, max_held_bytes: int = 0) -> None:
-        """Raise as ``submit`` would if ``client`` has no room for ``size`` more bytes in
-        Redis now (``max_held_bytes`` as there): asked before an input is read or sent."""
-        answer, figure = self._held_room(args=[client, size, max_held_bytes])
+    def _submit_reserved(self, client: str, token: str, data: bytes, args: list, max_held_bytes: int):
+        """submit.lua with an input, sent only once room for it is reserved: a refused input
+        never reaches Redis, and a client's inputs in flight never pass what it may hold."""
+        self.reserve_held(client, token, len(data), max_held_bytes)
+        try:
+            self._send_input(token, data)
+            return self._submit_and_wait(args)
+        except BaseException:  # submit.lua may not have run, so not ended the reservation
+            self.release_held(client, token, len(data))
+            self.redis.delete(keys.input_(token))
+            raise
+
+    def _send_input(self, token: str, data: bytes) -> None:
+        """The input to its key in pieces of INPUT_PIECE_BYTES, with its reservation's lease as
+        TTL (submit.lua keeps it, or deletes it): one command carrying the whole image would
+        leave an image-sized query buffer on its connection after it (keys.INPUT_PIECE_BYTES)."""
+        key, piece = keys.input_(token), keys.INPUT_PIECE_BYTES
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(key, data[:piece], ex=keys.IMAGE_LEASE_S)
+            for start in range(piece, len(data), piece):
+                pipe.append(key, data[start : start + piece])
+            pipe.execute()
+
+    def reserve_held(self, client: str, token: str, size: int, max_held_bytes: int = 0) -> None:
+        """Reserve room in Redis for job ``token``'s input of ``size`` bytes before it is read
+        or sent, or raise as ``submit`` would (``max_held_bytes`` as there). Asked again with
+        the same token, it renews the reservation; ``submit`` ends it (held_reserve.lua)."""
+        answer, figure = self._held_reserve(args=[client, token, size, max_held_bytes, keys.IMAGE_LEASE_S])
         self._refuse_held(answer, figure, client, size)
 
+    def release_held(self, client: str, token: str, size: int) -> None:
+        """Drop job ``token``'s reservation: its request failed before ``submit`` stored it."""
+        self.redis.zrem(keys.uploads("image", client), f"{token} {size}")
+
     def _refuse_held(self, answer: int, figure: int, client: str, stored: int) -> None:
-        """Raise for held_room.lua's or submit.lua's refusal of the bytes a client holds."""
+        """Raise for held_reserve.lua's or submit.lua's refusal of the bytes a client holds."""
+        if answer == -3:
+            raise OverQuota(
+                f"client {client!r} has {figure} images on their way into the job store, its limit; "
+                "send another when one is stored",
+                retry_after_s=keys.UPLOADS_RETRY_AFTER_S,
+            )
         if answer == -2:
             raise InputTooLarge(
                 f"the job's {stored} bytes are over the {figure} bytes client {client!r} may hold in Redis"
             )
         if answer == -1:
             raise OverQuota(
-                f"client {client!r} holds {figure} bytes in Redis (inputs of its jobs, and results kept for "
-                f"{self.ttl_s} s); this job's {stored} bytes would pass its limit: results free as they expire",
+                f"client {client!r} holds {figure} bytes in Redis (inputs of its jobs, results kept for "
+                f"{self.ttl_s} s, and images being sent); this job's {stored} bytes would pass its limit: "
+                "results free as they expire",
                 retry_after_s=keys.HELD_RETRY_AFTER_S,
             )
 

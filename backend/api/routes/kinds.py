@@ -24,6 +24,7 @@ from backend.api.schemas import (
     TokenOut,
     created,
 )
+from backend.core.job import new_token
 from backend.core.kinds import Body, JobKind, load
 
 
@@ -62,12 +63,18 @@ def add_body_door(router: APIRouter, kind: JobKind, body: Body) -> None:
     ):
         max_bytes = getattr(settings, body.max_bytes_setting)
         declared = declared_length(request, max_bytes)
+        token = new_token()
         if declared:  # the input travels through Redis: no room there, no need to read it
-            await submitter.check_held_room(caller, declared)
-        data = await read_body(request, settings, max_bytes)
-        if body.check is not None:
-            load(body.check)(data)
-        job = await submitter.body(caller, kind, data, key)
+            await submitter.reserve_held(caller, token, declared)
+        try:
+            data = await read_body(request, settings, max_bytes)
+            if body.check is not None:
+                load(body.check)(data)
+            job = await submitter.body(caller, kind, data, key, token)
+        except BaseException:  # refused, cut or disconnected before the job was stored
+            if declared:
+                await submitter.release_held(caller, token, declared)
+            raise
         return TokenOut(token=job.token)
 
     content = {body.media_type: {"schema": {"type": "string", "format": "binary"}}}

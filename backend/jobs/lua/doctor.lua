@@ -6,11 +6,16 @@
 -- appears later also has a ring entry and a backlog-blocks field (enqueue writes the three
 -- together), and a dispatcher is in `dispatchers` from before its first claim until its
 -- processing list has been emptied by reap.lua or release.lua.
--- ARGV: repair (0/1), JSON {"queues": [queue keys], "processing": [dispatcher ids]} (a SCAN's).
+-- Reservations (keys.UPLOADS) are leases counted apart from every counter here: a request
+-- in flight is no drift. Lapsed ones (their API died) are dropped, a due release.
+-- ARGV: repair (0/1), JSON {"queues": [queue keys], "processing": [dispatcher ids],
+--       "reservations": [reservation keys]} (a SCAN's).
 -- Returns JSON [{"key", "field", "stored", "recomputed"}...]; a ring's entries are lists.
 local repair = ARGV[1] == '1'
 local found = cjson.decode(ARGV[2])
-release_outputs(clock())  -- outputs past their expiry: a due release, not drift
+local now = clock()
+release_outputs(now)  -- outputs past their expiry: a due release, not drift
+for _, key in ipairs(found.reservations or {}) do redis.call('ZREMRANGEBYSCORE', key, '-inf', now) end
 
 local want = {}  -- counter key -> {field -> recomputed value}
 local function add(key, field, by)

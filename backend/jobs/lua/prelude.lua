@@ -76,6 +76,20 @@ local function release_outputs(now)
   end
 end
 
+-- A client's images on their way into Redis (keys.UPLOADS, kind `image`, held_reserve.lua):
+-- lapsed leases and `id`'s own reservation are dropped (it is being renewed, or stored
+-- now); the key and the bytes the others reserve are returned.
+local function reserved_but(client, id, now)
+  local key = UPLOADS .. 'image:' .. client
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  local others = 0
+  for _, member in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+    local owner, size = string.match(member, '^(%S+) (%d+)$')
+    if owner == id then redis.call('ZREM', key, member) else others = others + tonumber(size) end
+  end
+  return key, others
+end
+
 -- A job's compact summary, kept HISTORY_TTL_S (past its record's TTL) for GET /tasks.
 local SUMMARY_FIELDS = {'kind', 'status', 'client', 'client_id', 'lane', 'requested_at', 'received_at', 'finished_at', 'error',
   'cancelled', 'queue_wait_s', 'exec_s', 'lead_s', 'bytes', 'report_url'}

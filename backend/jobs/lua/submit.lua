@@ -2,42 +2,52 @@
 -- backlog quota (input bytes of jobs queued or running) or over the bytes it may hold in
 -- Redis (inputs and kept outputs). One step: a check and the enqueue cannot be split by a
 -- race. The record and the input get no TTL until the final write (keys.UNTIL_FINAL): a
--- job that waits longer than the TTL must not vanish from under its counters.
+-- job that waits longer than the TTL must not vanish from under its counters. An input was
+-- sent before, in pieces, to its key with a lease as its TTL (JobStore.submit: a 20 MiB
+-- argument would hold a 20 MiB query buffer on its connection for seconds after); the
+-- job's reservation of room for it (held_reserve.lua, by its token) ends here, whatever
+-- the answer: stored, the input is kept (no TTL) and counts as held; refused, it is deleted.
 -- ARGV: token, record JSON (with `admitted_bytes`, released by the final write), has input
---       (0/1), input bytes, client, input size, max backlog bytes (-1: none), lane,
+--       (0/1: sent to its key), client, input size, max backlog bytes (-1: none), lane,
 --       max held bytes unless the client's record sets `max_held_bytes` (0: none),
 --       its member in the client's list of jobs, the oldest member to keep there,
 --       its idempotency key ('': none), the request's fingerprint.
--- Returns {1, backlog after}, or when refused {0, backlog now}, {-1, held bytes now}, or
--- {-2, held limit} for an input larger than the whole limit (waiting would not help); with
--- an idempotency key seen before, nothing is stored: {2, its token} (the same request: a
--- retry) or {3, its token} (a different request with the same key).
-local token, record, has_input, input = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local client, size, limit, lane = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8]
-local held_limit = tonumber(redis.call('HGET', CLIENT .. client, 'max_held_bytes') or ARGV[9])
-local idempotency, fingerprint = ARGV[12], ARGV[13]
+-- Returns {1, backlog after}, or when refused {0, backlog now}, {-1, bytes held and reserved
+-- by its other images now}, or {-2, held limit} for an input larger than the whole limit
+-- (waiting would not help); with an idempotency key seen before, nothing is stored:
+-- {2, its token} (the same request: a retry) or {3, its token} (another request, same key).
+local token, record, has_input = ARGV[1], ARGV[2], ARGV[3]
+local client, size, limit, lane = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
+local held_limit = tonumber(redis.call('HGET', CLIENT .. client, 'max_held_bytes') or ARGV[8])
+local idempotency, fingerprint = ARGV[11], ARGV[12]
+local now = clock()
+local _, reserved = reserved_but(client, token, now)
+local function refuse(answer, figure)
+  redis.call('DEL', INPUT .. token)
+  return {answer, figure}
+end
 if idempotency ~= '' then
   local seen = decode(redis.call('GET', idempotency))
-  if seen then return {seen.fingerprint == fingerprint and 2 or 3, seen.token} end
+  if seen then return refuse(seen.fingerprint == fingerprint and 2 or 3, seen.token) end
 end
 local backlog = tonumber(redis.call('HGET', BACKLOG_BYTES, client) or '0')
-if limit >= 0 and backlog + size > limit then return {0, backlog} end
-release_outputs(clock())
-local held = tonumber(redis.call('HGET', HELD_BYTES, client) or '0')
-local stored = has_input == '1' and #input or 0
-if held_limit > 0 and stored > held_limit then return {-2, held_limit} end
-if held_limit > 0 and held + stored > held_limit then return {-1, held} end
+if limit >= 0 and backlog + size > limit then return refuse(0, backlog) end
+release_outputs(now)
+local held = tonumber(redis.call('HGET', HELD_BYTES, client) or '0') + reserved
+local stored = has_input == '1' and redis.call('STRLEN', INPUT .. token) or 0
+if held_limit > 0 and stored > held_limit then return refuse(-2, held_limit) end
+if held_limit > 0 and held + stored > held_limit then return refuse(-1, held) end
 redis.call('SET', RESULT .. token, record)
 if has_input == '1' then
-  redis.call('SET', INPUT .. token, input)
+  redis.call('PERSIST', INPUT .. token)
   count(HELD_BYTES, client, stored)
 end
 redis.call('LPUSH', TASKS, token)
 count(BACKLOG_BYTES, client, size)
 wake(lane)
 local jobs = JOBS .. client
-redis.call('ZADD', jobs, 0, ARGV[10])
-redis.call('ZREMRANGEBYLEX', jobs, '-', '(' .. ARGV[11])
+redis.call('ZADD', jobs, 0, ARGV[9])
+redis.call('ZREMRANGEBYLEX', jobs, '-', '(' .. ARGV[10])
 redis.call('EXPIRE', jobs, HISTORY_TTL_S)
 summarize(token, decode(record))
 if idempotency ~= '' then
