@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from backend.api import session
 from backend.api.auth import identify
-from backend.api.deps import StoreDep, is_operator
+from backend.api.deps import StoreDep, get_caller, is_operator
 from backend.api.lookup import owned_job
 from backend.core.exceptions import JobNotFound, NotAuthenticated
 from backend.core.job import JobStatus
@@ -108,13 +108,12 @@ async def sign_out(request: Request) -> Response:
 
 
 async def signed_in_caller(request: Request) -> ClientSettings | None:
-    """The browser's client, from its cookie; None when it must sign in (keys mode, with no
-    cookie or a key that no longer works). In open mode a browser with no cookie is the
-    client ``anonymous``, as curl with no header is."""
-    mode = request.app.state.settings.auth
-    credential = session.signed_in(request, mode) or session.Credential(None, None)
+    """The browser's client, found as every route finds its caller (a page request carries
+    the cookie, no headers); None when it must sign in (keys mode, with no cookie or a key
+    that no longer works). In open mode a browser with no cookie is the client
+    ``anonymous``, as curl with no header is."""
     try:
-        return await run_in_threadpool(identify, request.app.state.registry, mode, *credential)
+        return await run_in_threadpool(get_caller, request)
     except NotAuthenticated:
         return None
 
