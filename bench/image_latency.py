@@ -12,17 +12,22 @@ Prints, for cat.png, after the machine check (what the cores give today):
   fetch the result (as before ``?wait=``), the ratio of
   the two, the HTTP requests per job, and the CPU each job cost each part of the
   system (API, dispatchers, scheduler, workers, Redis, these clients) in each phase;
-- the compute-only time of ``randomize_image`` in this process, for comparison.
+- the compute-only time of ``randomize_image`` in this process, for comparison;
+- the bare shuffle's throughput, one process per core calling ``randomize_image`` on
+  cat.png in a loop, measured before and after the concurrent phases, and the system's
+  throughput as a fraction of it (issue 20's target: at least 0.5x).
 What a performance report costs the scheduler: bench/report_cost.py.
 """
 
 import argparse
 import contextlib
+import os
 import statistics
 import tempfile
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -41,6 +46,8 @@ WAIT_S = 30
 # measure the API answering polls.
 CONCURRENT_POLL_S = 0.05
 FINAL = ("finished", "errored")
+# How long each process of the bare shuffle loops.
+BARE_S = 10.0
 
 
 @dataclass
@@ -158,6 +165,25 @@ def compute_only(png: bytes, repeats: int = 50) -> None:
     print(f"randomize_image alone (this process): p50 {statistics.median(times) * 1e3:.1f} ms")
 
 
+def shuffles_for(seconds: float) -> int:
+    """How many times one process shuffles cat.png in ``seconds`` (after one warm-up)."""
+    png = CAT.read_bytes()
+    randomize_image(png)
+    done, deadline = 0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        randomize_image(png)
+        done += 1
+    return done
+
+
+def bare_shuffle(seconds: float = BARE_S) -> float:
+    """Jobs/s of the shuffle alone, one process per core: the ceiling of the system's throughput."""
+    cores = len(os.sched_getaffinity(0))
+    with ProcessPoolExecutor(cores) as pool:
+        done = sum(pool.map(shuffles_for, [seconds] * cores))
+    return done / seconds
+
+
 def roles(root: psutil.Process) -> dict[str, list[psutil.Process]]:
     """The processes of a `spacetime up`, by what they are."""
     found: dict[str, list[psutil.Process]] = {"up (scheduler)": [root]}
@@ -202,11 +228,18 @@ def main() -> None:
             up = psutil.Process(system.process.pid)
         sequential(api, png, args.jobs)
         processes = roles(up) if args.api is None else {}
+        bare = [bare_shuffle()]
         print(f"concurrent, {args.clients} clients x {args.per_client} jobs, in each phase", flush=True)
         waiting = measured(api, png, args.clients, args.per_client, Phase(f"?wait={WAIT_S}", None), processes)
         polling = measured(api, png, args.clients, args.per_client, Phase("poll 50 ms", CONCURRENT_POLL_S), processes)
         compare(waiting, polling)
+        bare.append(bare_shuffle())
     compute_only(png)
+    through = waiting.jobs / waiting.elapsed_s
+    print(
+        f"bare shuffle, one process per core: {bare[0]:.1f} jobs/s before, {bare[1]:.1f} after; "
+        f"the system (?wait=) {through:.1f} jobs/s: {through / statistics.mean(bare):.2f}x the bare shuffle"
+    )
 
 
 if __name__ == "__main__":
