@@ -235,17 +235,18 @@ def test_uploads_from_the_page_finish_with_the_right_result(console, visit, tmp_
     page = alice.page
     numbers = tmp_path / "numbers.txt"
     numbers.write_text("1 2 3 4 5 6 -8 10000000000000000000000\n")
+    submitted = []  # each job's row, found by the token the page said it got
     for path in (numbers, FIXTURES / "cat.png"):
         page.locator("#file").set_input_files(path)
         page.get_by_role("button", name="Upload and run").click()
-        expect(page.locator("#upload-state")).to_contain_text(f"Submitted {path.name} as job")
-    tokens = [
-        t.removeprefix("job-") for t in page.locator("#jobs tbody tr").evaluate_all("rows => rows.map(r => r.id)")
-    ]
-    for token in tokens[:2]:
-        expect(row(page, token)).to_have_attribute("data-status", "finished", timeout=60_000)
+        state = page.locator("#upload-state")
+        expect(state).to_contain_text(f"Submitted {path.name} as job")
+        prefix = re.search(r"as job (\w+)\.", state.inner_text()).group(1)
+        submitted.append(page.locator(f'#jobs tbody tr[id^="job-{prefix}"]'))
+    for job_row in submitted:
+        expect(job_row).to_have_attribute("data-status", "finished", timeout=60_000)
     page.screenshot(path=str(SCREENSHOT))
-    even_sum = next(t for t in tokens[:2] if "even-sum" in row(page, t).inner_text())
+    even_sum = submitted[0].get_attribute("id").removeprefix("job-")
     page.goto(f"{console.api}/ui/jobs/{even_sum}")
     expect(page.locator("#result-value")).to_contain_text(str(2 + 4 + 6 - 8 + 10**22))
     # Her quotas: what she uses of each, beside its limit.
