@@ -46,6 +46,11 @@ def signed_in(request: Request, mode: str) -> Credential | None:
         return None
     if request.method not in SAFE_METHODS:
         check_csrf(request)
+    return credential(value, mode)
+
+
+def credential(value: str, mode: str) -> Credential:
+    """What the cookie's ``value`` stands for: an API key in keys mode, a name in open mode."""
     return Credential(f"Bearer {value}", None) if mode == "keys" else Credential(None, value)
 
 

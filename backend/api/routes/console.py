@@ -92,8 +92,7 @@ async def sign_in(body: SignIn, request: Request) -> Response:
     if not credential:
         field = "key" if mode == "keys" else "client"
         return JSONResponse({"error": f"{field}: required to sign in"}, status_code=400)
-    authorization, client_id = (f"Bearer {credential}", None) if mode == "keys" else (None, credential)
-    caller = await run_in_threadpool(identify, request.app.state.registry, mode, authorization, client_id)
+    caller = await run_in_threadpool(identify, request.app.state.registry, mode, *session.credential(credential, mode))
     response = JSONResponse({"client": caller.name})
     session.start(response, request, credential)
     return response

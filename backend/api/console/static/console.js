@@ -155,12 +155,17 @@ function button(text, label, onclick) {
   return node;
 }
 
-function showStatus(row, status) {
+// A progress bar shows a running job's blocks done; it is full once the job finished.
+function showProgress(bar, status) {
   const fraction = progressOf(status);
-  const bar = row.querySelector("progress");
   bar.hidden = status.status !== "received" || fraction === null;
   if (fraction !== null) bar.value = fraction;
   if (status.status === "finished") bar.value = 1;
+}
+
+function showStatus(row, status) {
+  const bar = row.querySelector("progress");
+  showProgress(bar, status);
   row.dataset.progress = bar.value;
   const state = row.querySelector(".status");
   state.textContent = status.status + (status.error ? `: ${status.error}` : "");
@@ -342,11 +347,8 @@ async function jobPage() {
   const token = section.dataset.token;
   const render = (job) => {
     document.getElementById("status").textContent = job.status;
-    const fraction = progressOf(job);
-    const bar = document.getElementById("progress");
-    bar.hidden = job.status !== "received" || fraction === null;
-    if (fraction !== null) {
-      bar.value = fraction;
+    showProgress(document.getElementById("progress"), job);
+    if (progressOf(job) !== null) {
       document.getElementById("progress-text").textContent = `${job.progress.done} of ${job.progress.total} blocks`;
     }
     const error = document.getElementById("error");
