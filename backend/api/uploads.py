@@ -22,8 +22,6 @@ from fsspec.spec import AbstractBufferedFile
 from starlette.concurrency import run_in_threadpool
 
 from backend.core.exceptions import BodyTooSlow, InputTooLarge, StorageFull, StorageUnavailable
-from backend.core.job import Job
-from backend.core.settings import Settings
 from compute.defaults import MiB
 from compute.errors import InvalidInput
 
@@ -191,19 +189,6 @@ def discard(url: str, storage_options: dict) -> None:
     fs, path = fsspec.core.url_to_fs(url, **storage_options)
     if fs.exists(path):
         fs.rm(path)
-
-
-def drop_input(job: Job, settings: Settings) -> None:
-    """Delete the upload of a job cancelled by its client, unless it was kept. No dispatcher
-    ends a job cancelled while queued, so the file would otherwise stay; a running job's
-    workers may still be reading it, and its result is dropped anyway. Best effort: the job
-    is cancelled whatever the store says (a file left is the sweep's, and logged)."""
-    if not (job.delete_input and job.input_url):
-        return
-    try:
-        discard(job.input_url, settings.storage_options(job.input_url))
-    except OSError as exc:
-        log.warning("job %s: could not delete its input: %s", job.token, exc)
 
 
 def check_allowed_url(url: str, prefixes: list[str]) -> str:

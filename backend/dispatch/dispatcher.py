@@ -18,11 +18,11 @@ import time
 from collections import Counter
 from typing import cast
 
-import fsspec
 from distributed import Client
 from redis import Redis, RedisError, ResponseError
 
 from backend.core.exceptions import AttemptLost, UnknownJobKind
+from backend.core.inputs import drop_input
 from backend.core.job import Job, Lane
 from backend.core.kinds import KINDS, load
 from backend.core.settings import Settings
@@ -206,7 +206,7 @@ class Dispatcher:
             log.warning(
                 "job %s: gave up after %d attempts; the last was lost: %s", job.token, job.attempts - 1, job.last_error
             )
-            self._drop_input(job)
+            drop_input(job, self.settings)
             self._record(job, make_timing(job, "errored", 0.0, error=job.error), None)
             return
         if claim.unreadable:
@@ -236,22 +236,8 @@ class Dispatcher:
             )
             return
         if written is EndResult.ok:
-            self._drop_input(job)
+            drop_input(job, self.settings)
             self._record(job, timing, started)
-
-    def _drop_input(self, job: Job) -> None:
-        """After the final write, delete the input file the service stored for the job
-        (an upload the client did not ask to keep). Best effort: a dispatcher that dies
-        between the two leaves the file, as the job's final state was already written."""
-        if not (job.delete_input and job.input_url):
-            return
-        try:
-            fs, path = fsspec.core.url_to_fs(job.input_url, **self.settings.storage_options(job.input_url))
-            fs.rm(path)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            log.warning("job %s: could not delete its input: %s", job.token, exc)
 
     def _run_guarded(self, job: Job) -> tuple[Outcome | None, str | None]:
         """(outcome, None), (None, error), or (None, None) when the attempt was lost and the

@@ -29,7 +29,7 @@ from backend.api.schemas import (
     JobPageOut,
     TokenOut,
 )
-from backend.api.uploads import drop_input
+from backend.core.inputs import drop_input
 from backend.core.job import Job, JobStatus
 from backend.core.kinds import KINDS
 from backend.jobs import history

@@ -1,0 +1,28 @@
+"""A job's input file, once the job has ended: the one rule for deleting it, shared by the
+dispatcher (after a job's final write) and the API (after a cancel, since no dispatcher
+ever ends a job cancelled while queued)."""
+
+import logging
+
+import fsspec
+
+from backend.core.job import Job
+from backend.core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def drop_input(job: Job, settings: Settings) -> None:
+    """Delete the input file the service stored for ``job`` (an upload the client did not
+    ask to keep); files named by URL are never deleted. Best effort: the job has ended
+    whatever the store says, so a failure is logged, not raised (a running job's workers
+    may still be reading the file: its result is dropped anyway)."""
+    if not (job.delete_input and job.input_url):
+        return
+    try:
+        fs, path = fsspec.core.url_to_fs(job.input_url, **settings.storage_options(job.input_url))
+        fs.rm(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("job %s: could not delete its input: %s", job.token, exc)
