@@ -19,6 +19,7 @@ from backend.jobs import keys
 from backend.jobs.doctor import Doctor
 from backend.jobs.queue import JobQueue, QueuePolicy
 from backend.jobs.store import JobStore, Submission
+from tests.held_bytes import held_for
 from tests.waiting import wait_status, wait_until
 
 
@@ -111,12 +112,13 @@ def test_the_doctor_reports_and_repairs_every_kind_of_drift(redis, settings, que
     redis.rpush(keys.ring(Lane.bulk), "a", "ghost")  # a double share, and a client with no work
     redis.hincrby(keys.HELD_BYTES, "b", 10)
     drift = {(d.key, d.field): (d.stored, d.recomputed) for d in doctor.check()}
+    png_held = held_for(redis, b"png")
     assert drift == {
         (keys.running(Lane.bulk), "a"): (2, 1),
         (keys.BACKLOG_BYTES, "a"): (1, 2000),
         (keys.backlog_blocks(Lane.bulk), "ghost"): (7, 0),
         (keys.ring(Lane.bulk), None): (["a", "a", "ghost"], ["a"]),
-        (keys.HELD_BYTES, "b"): (13, 3),
+        (keys.HELD_BYTES, "b"): (png_held + 10, png_held),
     }
     assert len(doctor.check(repair=True)) == 5
     assert doctor.check() == []
@@ -128,9 +130,11 @@ def test_the_doctor_reports_and_repairs_every_kind_of_drift(redis, settings, que
 def test_kept_outputs_count_until_they_expire(redis, settings, queue, doctor):
     store = JobStore(redis, ttl_s=1)
     store.submit(Submission(RANDOMIZE, "a", input_bytes=b"x" * 100, bytes=100))
-    assert redis.hget(keys.HELD_BYTES, "a") == b"100"
-    store.finish(queue.claim(Lane.interactive).job, b"y" * 40)
-    assert redis.hget(keys.HELD_BYTES, "a") == b"40" and doctor.check() == []
+    assert int(redis.hget(keys.HELD_BYTES, "a")) == held_for(redis, b"x" * 100)
+    job = queue.claim(Lane.interactive).job
+    store.finish(job, b"y" * 40)
+    assert int(redis.hget(keys.HELD_BYTES, "a")) == redis.memory_usage(keys.output(job.token))
+    assert doctor.check() == []
     time.sleep(1.2)
     assert doctor.check() == [] and not redis.hexists(keys.HELD_BYTES, "a")
 

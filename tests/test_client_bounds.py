@@ -15,6 +15,7 @@ from backend.core.kinds import RANDOMIZE
 from backend.jobs import keys, scripts
 from backend.jobs.doctor import Doctor
 from backend.jobs.store import JobStore, Submission
+from tests.held_bytes import held_for
 from tests.waiting import wait_status, wait_until
 
 
@@ -31,7 +32,8 @@ def at_once(*calls) -> list:
 def test_a_client_over_the_bytes_it_may_hold_in_redis_gets_429_while_another_is_served(
     make_settings, start_api, redis, cat_png
 ):
-    api = start_api(make_settings(default_max_held_bytes=int(3.5 * len(cat_png))))  # no dispatcher: inputs stay
+    held = held_for(redis, cat_png)  # more than the image: what Redis spends, with room for the output
+    api = start_api(make_settings(default_max_held_bytes=int(3.5 * held)))  # no dispatcher: inputs stay
 
     def flood() -> list[int]:
         return [post_image(api, "a", cat_png).status_code for _ in range(10)]
@@ -44,7 +46,7 @@ def test_a_client_over_the_bytes_it_may_hold_in_redis_gets_429_while_another_is_
     refused = post_image(api, "a", cat_png)
     assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
     assert "holds" in refused.json()["error"]
-    assert int(redis.hget(keys.HELD_BYTES, "a")) == 3 * len(cat_png)
+    assert int(redis.hget(keys.HELD_BYTES, "a")) == 3 * held
     too_big = post_image(api, "c", cat_png * 4)
     assert too_big.status_code == 413, too_big.text
     assert Doctor(redis).check() == []
@@ -54,7 +56,8 @@ def test_a_client_at_its_held_bytes_limit_sends_no_refused_image_to_redis(make_s
     """bench/hostile.py, scenario 1: each refused 20 MiB image reached Redis first (as the
     submit script's argument), so a flood at its limit still filled Redis' client buffers.
     Now the API asks first: a refused image costs Redis a few bytes, not the image."""
-    api = start_api(make_settings(default_max_held_bytes=int(1.5 * len(cat_png))))  # no dispatcher: inputs stay
+    room = int(1.5 * held_for(redis, cat_png))  # for one image
+    api = start_api(make_settings(default_max_held_bytes=room))  # no dispatcher: inputs stay
     assert post_image(api, "a", cat_png).status_code == 201
     received = redis.info("stats")["total_net_input_bytes"]
     assert [post_image(api, "a", cat_png).status_code for _ in range(3)] == [429] * 3
@@ -62,11 +65,12 @@ def test_a_client_at_its_held_bytes_limit_sends_no_refused_image_to_redis(make_s
     assert Doctor(redis).check() == []
 
 
-def test_an_image_with_no_room_in_redis_is_refused_before_its_body_is_read(make_settings, start_api, cat_png):
+def test_an_image_with_no_room_in_redis_is_refused_before_its_body_is_read(make_settings, start_api, redis, cat_png):
     """bench/hostile.py, scenario 1: the API read each refused 20 MiB body before it
     answered 429. With the length declared and no room left, it answers at once: this
     client sends the head and a few bytes, and the 429 comes without the rest."""
-    api = start_api(make_settings(default_max_held_bytes=int(1.5 * len(cat_png))))  # no dispatcher: inputs stay
+    room = int(1.5 * held_for(redis, cat_png))  # for one image
+    api = start_api(make_settings(default_max_held_bytes=room))  # no dispatcher: inputs stay
     assert post_image(api, "a", cat_png).status_code == 201
     url = httpx.URL(api)
     head = f"POST /randomize HTTP/1.1\r\nHost: {url.host}\r\nX-Client-Id: a\r\nContent-Length: {len(cat_png)}\r\n\r\n"
@@ -83,21 +87,22 @@ def test_concurrent_images_of_one_client_reach_redis_only_as_far_as_its_bound(
     the room is reserved: with room for 2 images, 2 of 8 sent at once reach Redis, and in
     pieces (of 64 KiB here), so that no connection keeps an image-sized buffer after."""
     monkeypatch.setattr(keys, "INPUT_PIECE_BYTES", 64 * 1024)
-    api = start_api(make_settings(default_max_held_bytes=int(2.5 * len(cat_png))))  # no dispatcher: inputs stay
+    held = held_for(redis, cat_png)
+    api = start_api(make_settings(default_max_held_bytes=int(2.5 * held)))  # no dispatcher: inputs stay
     received = redis.info("stats")["total_net_input_bytes"]
     answers = at_once(*[lambda: post_image(api, "a", cat_png) for _ in range(8)], lambda: post_image(api, "b", cat_png))
     *a, b = answers
     assert sorted(r.status_code for r in a) == [201] * 2 + [429] * 6 and b.status_code == 201
     assert all(int(r.headers["retry-after"]) >= 1 for r in a if r.status_code == 429)
     assert redis.info("stats")["total_net_input_bytes"] - received < 3.5 * len(cat_png)  # a's 2 and b's 1
-    assert int(redis.hget(keys.HELD_BYTES, "a")) == 2 * len(cat_png)
+    assert int(redis.hget(keys.HELD_BYTES, "a")) == 2 * held
     assert redis.keys("uploads:*") == []  # every reservation ended: stored, or dropped
     assert max(int(c["qbuf"]) + int(c["qbuf-free"]) for c in redis.client_list()) < len(cat_png) // 2
     assert Doctor(redis).check() == []
 
 
 def test_an_image_cut_off_mid_body_releases_its_reservation(make_settings, start_api, redis, cat_png):
-    api = start_api(make_settings(default_max_held_bytes=int(1.5 * len(cat_png))))
+    api = start_api(make_settings(default_max_held_bytes=int(1.5 * held_for(redis, cat_png))))
     url = httpx.URL(api)
     head = f"POST /randomize HTTP/1.1\r\nHost: {url.host}\r\nX-Client-Id: a\r\nContent-Length: {len(cat_png)}\r\n\r\n"
     with socket.create_connection((url.host, url.port), timeout=10) as sock:
@@ -113,19 +118,46 @@ def test_the_reservation_of_a_dead_api_lapses_with_its_lease(redis, settings, mo
     the reservation: its lease lapses, and the room is the client's again."""
     monkeypatch.setattr(keys, "IMAGE_LEASE_S", 1)
     store = JobStore(redis, settings.result_ttl_s)
-    store.reserve_held("a", "dead-api-1", 60, max_held_bytes=100)  # the API dies here
-    store.reserve_held("a", "dead-api-2", 30, max_held_bytes=100)
+    image = Submission(RANDOMIZE, "a", input_bytes=b"x" * 6000, bytes=6000)
+    held = held_for(redis, image.input_bytes)
+    limit = int(2.5 * held)
+    store.reserve_held("a", "dead-api-1", 6000, max_held_bytes=limit)  # the API dies here
+    store.reserve_held("a", "dead-api-2", 6000, max_held_bytes=limit)
     assert Doctor(redis).check() == [] and redis.zcard(keys.uploads("image", "a")) == 2  # live: no drift
-    image = Submission(RANDOMIZE, "a", input_bytes=b"x" * 60, bytes=60)
-    with pytest.raises(OverQuota, match="holds 90 bytes"):
-        store.submit(image, max_held_bytes=100)
+    with pytest.raises(OverQuota, match=r"holds \d+ bytes") as refused:
+        store.submit(image, max_held_bytes=limit)
+    reserved = int(str(refused.value).split(" holds ")[1].split()[0])
+    assert 2 * held <= reserved < 2.5 * held  # a reservation is what its image will hold, at most
     assert redis.ttl(keys.uploads("image", "a")) >= 1
     time.sleep(1.1)
-    store.submit(image, max_held_bytes=100)
-    assert int(redis.hget(keys.HELD_BYTES, "a")) == 60
-    store.reserve_held("a", "dead-api-3", 40, max_held_bytes=100)
+    store.submit(image, max_held_bytes=limit)
+    assert int(redis.hget(keys.HELD_BYTES, "a")) == held
+    store.reserve_held("a", "dead-api-3", 6000, max_held_bytes=limit)
     time.sleep(1.1)
     assert Doctor(redis).check() == [] and redis.keys("uploads:*") == []  # the doctor dropped the lapsed one
+
+
+def test_an_input_holds_what_redis_spends_on_it_and_its_reservation_no_less(redis, settings):
+    """A 20.0 MiB image takes a 24 MiB allocation in Redis: the bound counts that, twice (the
+    input and room for its output), and the room reserved before the bytes are sent is
+    never less than what they then hold."""
+    store = JobStore(redis, settings.result_ttl_s)
+    for size in (4096, 100_000, 1024 * 1024, 5 * 1024 * 1024 + 3):
+        token = f"sized-{size}"
+        data = bytes(size)
+        store.reserve_held("a", token, size, max_held_bytes=1 << 40)
+        reserved = int(redis.zrange(keys.uploads("image", "a"), 0, -1)[0].split()[1])
+        assert reserved == size
+        store.submit(Submission(RANDOMIZE, "a", token=token, input_bytes=data, bytes=size), max_held_bytes=1 << 40)
+        held = keys.HELD_PER_INPUT * redis.memory_usage(keys.input_(token))
+        assert redis.memory_usage(keys.input_(token)) > size
+        assert int(redis.hget(keys.HELD_BYTES, "a")) == held
+        with pytest.raises(OverQuota, match=r"holds (\d+) bytes") as refused:
+            store.reserve_held("a", "probe", size, max_held_bytes=2 * held - 1)  # room for its twin: no
+        assert f"holds {held} bytes" in str(refused.value)
+        store.reserve_held("a", "probe", size, max_held_bytes=2 * held + 512)
+        store.release_held("a", "probe", size)
+        redis.delete(keys.HELD_BYTES, keys.input_(token))
 
 
 def test_a_client_has_at_most_its_count_of_images_in_flight(redis, settings, monkeypatch):
@@ -146,12 +178,13 @@ def test_a_client_has_at_most_its_count_of_images_in_flight(redis, settings, mon
 
 def test_a_clients_own_max_held_bytes_overrides_the_default(redis, settings):
     store = JobStore(redis, settings.result_ttl_s)
-    redis.hset(keys.client("big"), "max_held_bytes", 100)
     image = Submission(RANDOMIZE, "big", input_bytes=b"x" * 60, bytes=60)
-    store.submit(image, max_held_bytes=1000)
-    with pytest.raises(OverQuota, match="holds 60 bytes"):
-        store.submit(image, max_held_bytes=1000)
-    store.submit(Submission(RANDOMIZE, "small", input_bytes=b"x" * 60, bytes=60), max_held_bytes=1000)
+    held = held_for(redis, image.input_bytes)
+    redis.hset(keys.client("big"), "max_held_bytes", int(1.5 * held))
+    store.submit(image, max_held_bytes=10 * held)
+    with pytest.raises(OverQuota, match=f"holds {held} bytes"):
+        store.submit(image, max_held_bytes=10 * held)
+    store.submit(Submission(RANDOMIZE, "small", input_bytes=b"x" * 60, bytes=60), max_held_bytes=10 * held)
 
 
 def test_an_upload_is_deleted_when_its_job_ends_unless_kept_and_a_named_file_never_is(

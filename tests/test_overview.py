@@ -15,6 +15,7 @@ from backend.jobs import keys, scripts
 from backend.jobs.clients import ClientRegistry
 from backend.jobs.overview import nearest_rank
 from backend.jobs.queue import JobQueue, QueuePolicy
+from tests.held_bytes import held_for
 from tests.test_clients import bearer
 from tests.waiting import wait_status, wait_until
 
@@ -66,7 +67,7 @@ def test_operators_see_every_client_and_a_client_sees_its_own_account(make_setti
     quotas = {quota["name"]: quota for quota in account["quotas"]}
     assert quotas["backlog_bytes"]["used"] == int(redis.hget(keys.BACKLOG_BYTES, "alice")) == 3 + 6 + len(cat_png)
     assert quotas["backlog_bytes"]["limit"] == 10**6 and quotas["running_bulk"]["limit"] == 3
-    assert quotas["held_bytes"]["used"] == int(redis.hget(keys.HELD_BYTES, "alice")) == len(cat_png)
+    assert quotas["held_bytes"]["used"] == int(redis.hget(keys.HELD_BYTES, "alice")) == held_for(redis, cat_png)
     assert quotas["held_bytes"]["limit"] == settings.default_max_held_bytes
     assert quotas["running_interactive"] == {
         "name": "running_interactive",

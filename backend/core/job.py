@@ -71,6 +71,9 @@ class Job(BaseModel):
     # Input bytes at submission, counted against the client's backlog quota: released by
     # the final write exactly as admitted, whatever the run measured (issue 17).
     admitted_bytes: int | None = None
+    # What its input counts against the bytes its client may hold in Redis (the input's
+    # cost to Redis and room for its output, submit.lua): released by the final write.
+    held_bytes: int | None = None
     report_url: str | None = None
     timing_url: str | None = None
 

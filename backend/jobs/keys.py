@@ -24,10 +24,9 @@ INPUT = "input:{token}"
 # Raw result bytes that a worker task wrote to Redis itself (the image job,
 # compute/stored.py), one key per attempt: the final write of the attempt that holds the
 # job renames it to OUTPUT; a stale attempt's is deleted, so it can never land.
-# Not counted in HELD_BYTES until that final write: the worker stores it with a plain SET
-# (its ACL on AWS allows no script), its size is unknown until then, and it is bounded
-# anyway: about max_image_bytes (20 MiB) x a client's running images (1 by default), from
-# the worker's write to the final write (milliseconds, STAGED_TTL_S at most).
+# Counted in HELD_BYTES before it exists: its input counts twice, itself and room for this
+# output (the worker stores it with a plain SET: its ACL on AWS allows no script); the
+# final write counts the output kept at its own cost.
 STAGED = "staged:{token}:{dispatcher}:{attempt}"
 
 # -- fair queues (one per lane and client) ---------------------------------------------------
@@ -45,10 +44,17 @@ BACKLOG_BLOCKS = "backlog-blocks:{lane}"
 # Hash client -> input bytes of the client's jobs queued or running (the backlog quota):
 # each job's `admitted_bytes`, added by submit.lua and subtracted once by its final write.
 BACKLOG_BYTES = "backlog-bytes"
-# Hash client -> bytes the client holds in Redis: inputs of its live jobs (added by
-# submit.lua, subtracted by the final write, which deletes them) and outputs kept for
-# their TTL (added by the final write, subtracted when HELD_OUTPUTS says they expired).
+# Hash client -> bytes the client holds in Redis, as Redis' allocator counts them (MEMORY
+# USAGE: a 20.0 MiB image takes 24 MiB): inputs of its live jobs, each with room for its
+# output (the record's `held_bytes`, added by submit.lua, subtracted by the final write,
+# which deletes the input), and outputs kept for their TTL (added by the final write,
+# subtracted when HELD_OUTPUTS says they expired).
 HELD_BYTES = "held-bytes"
+# An input held in Redis counts this many times what it costs Redis: itself, and room for
+# its job's output, which a worker stores (STAGED) while the input is still there and the
+# final write keeps in its place (an image's output is about its input's size; the final
+# write then counts the output kept at its own cost).
+HELD_PER_INPUT = 2
 # Sorted set "<token> <client> <bytes>" -> expiry (epoch s) of every output counted in
 # HELD_BYTES: submit.lua and doctor release the ones past their expiry, so an output
 # counts against its client exactly as long as Redis keeps it.
@@ -256,7 +262,7 @@ IMAGE_LEASE_S = 60
 # their count is bounded, or a client holding thousands of bodies open would make every
 # call slow for everyone. More than a client sends at once in earnest; past it, 429.
 IMAGES_IN_FLIGHT = 32
-# An image goes to Redis in pieces of this size (SET, then APPENDs, pipelined): Redis keeps
+# An image goes to Redis in pieces of this size (SETRANGEs, pipelined): Redis keeps
 # a connection's query buffer at the size of its largest command until the connection has
 # been idle 2 s, so a 20 MiB command left 24 MiB on each pooled connection that carried an
 # image; a piece leaves 1 MiB, and the image needs no second copy in a script's arguments.

@@ -33,6 +33,7 @@ CONSTANTS: dict[str, str | int] = {
     "BACKLOG_BYTES": keys.BACKLOG_BYTES,
     "HELD_BYTES": keys.HELD_BYTES,
     "HELD_OUTPUTS": keys.HELD_OUTPUTS,
+    "HELD_PER_INPUT": keys.HELD_PER_INPUT,
     "RELEASE_BATCH": keys.RELEASE_BATCH,
     "WAKE": _prefix(keys.WAKE),
     "WAKE_MAX": keys.WAKE_MAX,

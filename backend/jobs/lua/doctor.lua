@@ -28,7 +28,7 @@ end
 local function live(token, rec)
   if not rec or is_final(rec) or type(rec.client) ~= 'string' then return end
   add(BACKLOG_BYTES, rec.client, tonumber(rec.admitted_bytes) or 0)
-  add(HELD_BYTES, rec.client, redis.call('STRLEN', INPUT .. token))
+  add(HELD_BYTES, rec.client, tonumber(rec.held_bytes) or 0)
 end
 
 for _, token in ipairs(redis.call('LRANGE', TASKS, 0, -1)) do

@@ -6,7 +6,9 @@
 -- submit.lua turns the reservation into held bytes (or drops it, refused) in its step; a
 -- request that fails first drops it (ZREM); a dead API's lapses with its lease. Asked
 -- again with the same id, it renews the lease and checks again (the lease may have lapsed).
--- A client has at most IMAGES_IN_FLIGHT reservations: each call reads them all.
+-- An image reserves what it will hold once stored: what its bytes cost Redis, twice (itself
+-- and room for its output: keys.HELD_PER_INPUT). A client has at most
+-- IMAGES_IN_FLIGHT reservations: each call reads them all.
 -- ARGV: client, reservation id (the job's token), size, max held bytes unless the client's
 --       record sets `max_held_bytes` (0: none), lease (s).
 -- Returns {1, 0}, or when refused (and the id's reservation dropped) {-1, bytes held and
@@ -22,8 +24,9 @@ if in_flight >= IMAGES_IN_FLIGHT and not redis.call('ZSCORE', key, id .. ' ' .. 
 release_outputs(now)
 local _, reserved = reserved_but(client, id, now)
 local taken = tonumber(redis.call('HGET', HELD_BYTES, client) or '0') + reserved
-if held_limit > 0 and size > held_limit then return {-2, held_limit} end
-if held_limit > 0 and taken + size > held_limit then return {-1, taken} end
+local cost = HELD_PER_INPUT * cost_of(size)
+if held_limit > 0 and cost > held_limit then return {-2, held_limit} end
+if held_limit > 0 and taken + cost > held_limit then return {-1, taken} end
 redis.call('ZADD', key, now + lease, id .. ' ' .. size)
 if redis.call('TTL', key) < lease then redis.call('EXPIRE', key, math.ceil(lease)) end
 return {1, 0}

@@ -51,7 +51,7 @@ end
 -- final write releases `admitted_bytes`, so a run that measured another size (a file that
 -- grew, a URL whose size was read again) cannot move its client's backlog (issue 17).
 local KEPT = {token = true, status = true, client = true, lane = true, cost = true,
-  admitted_bytes = true, dispatcher = true, attempts = true}
+  admitted_bytes = true, held_bytes = true, dispatcher = true, attempts = true}
 
 local function merge(rec, fields)
   for k, v in pairs(fields) do
@@ -66,6 +66,23 @@ local function clock()
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
 
+-- What a string of n bytes costs Redis, at most: its allocation rounded up to the
+-- allocator's size class (jemalloc: four classes in each power of two, so a 20.0 MiB image
+-- takes 24 MiB), its header, its key and the key's entry. Where the string is stored already,
+-- MEMORY USAGE says exactly (stored_cost); this is for bytes not yet sent (held_reserve.lua).
+local function cost_of(n)
+  local size = n + 17  -- the largest string header and its terminating zero
+  local class = 16
+  while class < size do class = class * 2 end
+  local step = math.max(class / 8, 16)
+  return math.ceil(size / step) * step + 128  -- the key (input:<token>) and its entry
+end
+
+-- What `key` costs Redis now (0 when it is missing): what counts against its client.
+local function stored_cost(key)
+  return redis.call('MEMORY', 'USAGE', key) or 0
+end
+
 -- Kept outputs past their expiry stop counting against their clients (HELD_OUTPUTS), at
 -- most RELEASE_BATCH a call (so that a script's run time stays bounded).
 local function release_outputs(now)
@@ -78,14 +95,18 @@ end
 
 -- A client's images on their way into Redis (keys.UPLOADS, kind `image`, held_reserve.lua):
 -- lapsed leases and `id`'s own reservation are dropped (it is being renewed, or stored
--- now); the key and the bytes the others reserve are returned.
+-- now); the key and what the others reserve (what they will hold once stored) are returned.
 local function reserved_but(client, id, now)
   local key = UPLOADS .. 'image:' .. client
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
   local others = 0
   for _, member in ipairs(redis.call('ZRANGE', key, 0, -1)) do
     local owner, size = string.match(member, '^(%S+) (%d+)$')
-    if owner == id then redis.call('ZREM', key, member) else others = others + tonumber(size) end
+    if owner == id then
+      redis.call('ZREM', key, member)
+    else
+      others = others + HELD_PER_INPUT * cost_of(tonumber(size))
+    end
   end
   return key, others
 end
@@ -127,9 +148,10 @@ end
 
 -- The final write, and the only one: every path that ends a job comes here. The caller
 -- has checked that it may write; the input is dropped, the client's backlog bytes released
--- (exactly what submit admitted), its held bytes moved from the input to the output kept
--- for `ttl`, bulk job loops woken (a capped client may go on), and the token published on
--- ENDINGS for the status requests waiting on it (backend/endings.py).
+-- (exactly what submit admitted), its held bytes moved from the input (`held_bytes`, what
+-- submit counted) to the output kept for `ttl` (what it costs Redis), bulk job loops woken
+-- (a capped client may go on), and the token published on ENDINGS for the status requests
+-- waiting on it (backend/endings.py).
 -- `output`: the result's bytes, or nil when the caller has put them in place (finish.lua).
 local function finalize(token, rec, status, output, ttl)
   rec.token = token
@@ -139,8 +161,8 @@ local function finalize(token, rec, status, output, ttl)
   local output_key = RESULT .. token .. ':output'
   if status == 'finished' and output then redis.call('SET', output_key, output, 'EX', ttl) end
   if type(rec.client) == 'string' then
-    count(HELD_BYTES, rec.client, -redis.call('STRLEN', INPUT .. token))
-    local kept = redis.call('STRLEN', output_key)
+    count(HELD_BYTES, rec.client, -(tonumber(rec.held_bytes) or 0))
+    local kept = stored_cost(output_key)
     if kept > 0 then
       count(HELD_BYTES, rec.client, kept)
       redis.call('ZADD', HELD_OUTPUTS, clock() + tonumber(ttl), token .. ' ' .. rec.client .. ' ' .. kept)

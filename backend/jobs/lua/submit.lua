@@ -6,7 +6,8 @@
 -- sent before, in pieces, to its key with a lease as its TTL (JobStore.submit: a 20 MiB
 -- argument would hold a 20 MiB query buffer on its connection for seconds after); the
 -- job's reservation of room for it (held_reserve.lua, by its token) ends here, whatever
--- the answer: stored, the input is kept (no TTL) and counts as held; refused, it is deleted.
+-- the answer: stored, the input is kept (no TTL) and counts as held, at what it costs Redis
+-- with room for its output (keys.HELD_PER_INPUT); refused, it is deleted.
 -- ARGV: token, record JSON (with `admitted_bytes`, released by the final write), has input
 --       (0/1: sent to its key), client, input size, max backlog bytes (-1: none), lane,
 --       max held bytes unless the client's record sets `max_held_bytes` (0: none),
@@ -34,14 +35,17 @@ local backlog = tonumber(redis.call('HGET', BACKLOG_BYTES, client) or '0')
 if limit >= 0 and backlog + size > limit then return refuse(0, backlog) end
 release_outputs(now)
 local held = tonumber(redis.call('HGET', HELD_BYTES, client) or '0') + reserved
-local stored = has_input == '1' and redis.call('STRLEN', INPUT .. token) or 0
+local stored = has_input == '1' and HELD_PER_INPUT * stored_cost(INPUT .. token) or 0
 if held_limit > 0 and stored > held_limit then return refuse(-2, held_limit) end
 if held_limit > 0 and held + stored > held_limit then return refuse(-1, held) end
-redis.call('SET', RESULT .. token, record)
+local rec = decode(record)
 if has_input == '1' then
   redis.call('PERSIST', INPUT .. token)
   count(HELD_BYTES, client, stored)
+  rec.held_bytes = stored  -- what the final write releases, whatever Redis says of it then
+  record = cjson.encode(rec)
 end
+redis.call('SET', RESULT .. token, record)
 redis.call('LPUSH', TASKS, token)
 count(BACKLOG_BYTES, client, size)
 wake(lane)
@@ -49,7 +53,7 @@ local jobs = JOBS .. client
 redis.call('ZADD', jobs, 0, ARGV[9])
 redis.call('ZREMRANGEBYLEX', jobs, '-', '(' .. ARGV[10])
 redis.call('EXPIRE', jobs, HISTORY_TTL_S)
-summarize(token, decode(record))
+summarize(token, rec)
 if idempotency ~= '' then
   redis.call('SET', idempotency, cjson.encode({fingerprint = fingerprint, token = token}), 'EX', IDEMPOTENCY_TTL_S)
 end

@@ -1,0 +1,18 @@
+"""What a job's input counts against the bytes its client may hold in Redis."""
+
+from redis import Redis
+
+from backend.core.job import new_token
+from backend.jobs import keys
+
+
+def held_for(redis: Redis, data: bytes) -> int:
+    """What an input of these bytes holds once stored: what Redis says it costs (MEMORY
+    USAGE, of a key like an input's, made as JobStore makes inputs: by SETRANGE, never an
+    embedded short string), once for itself and once as room for its output."""
+    probe = keys.input_(new_token())
+    redis.setrange(probe, 0, data)
+    try:
+        return keys.HELD_PER_INPUT * int(redis.memory_usage(probe))
+    finally:
+        redis.delete(probe)
