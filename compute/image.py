@@ -21,6 +21,8 @@ PILLOW_COMPRESS_LEVEL = 1
 # Dask priority of image tasks: a 15 ms image task should not queue behind the block
 # tasks of a gigabyte even sum that another client submitted (compute.even_sum).
 IMAGE_PRIORITY = 10
+# The bytes of a PNG up to the end of its IHDR's width and height (header_size).
+HEADER_BYTES = 24
 # mode -> trailing shape of the array pyspng returns for it
 SPNG_MODES = {"L": (), "RGB": (3,), "RGBA": (4,)}
 
@@ -58,7 +60,7 @@ def _decode(png: bytes, max_pixels: int) -> tuple[Image.Image, np.ndarray]:
     """The image's header (mode, palette, info) and its pixels as an array."""
     if not png.startswith(PNG_SIGNATURE):
         raise InvalidImage("not a PNG: the data does not start with the PNG signature")
-    width, height = _header_size(png)
+    width, height = header_size(png)
     if width * height > max_pixels:
         raise InvalidImage(f"image too large: {width}x{height} pixels is over the limit of {max_pixels} pixels")
     try:
@@ -70,15 +72,15 @@ def _decode(png: bytes, max_pixels: int) -> tuple[Image.Image, np.ndarray]:
         raise InvalidImage(f"corrupt PNG: {exc}") from None
 
 
-def _header_size(png: bytes) -> tuple[int, int]:
+def header_size(png: bytes) -> tuple[int, int]:
     """(width, height) as the IHDR chunk states them, before any decoder allocates for them.
 
     PNG requires IHDR first, right after the signature, so it sits at a fixed offset:
     4 bytes of length, "IHDR", then width and height as big-endian 32-bit integers.
     """
-    if png[12:16] != b"IHDR" or len(png) < 24:
+    if png[12:16] != b"IHDR" or len(png) < HEADER_BYTES:
         raise InvalidImage("corrupt PNG: the first chunk is not IHDR")
-    return struct.unpack(">II", png[16:24])
+    return struct.unpack(">II", png[16:HEADER_BYTES])
 
 
 def _pixels(png: bytes, image: Image.Image) -> np.ndarray:

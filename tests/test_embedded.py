@@ -8,6 +8,7 @@ grace and no process outlives it. The endings that need an `up` of their own (SI
 SIGTERMed during start-up, giving up on a crash loop) get a small one each.
 """
 
+import io
 import json
 import os
 import re
@@ -20,9 +21,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import numpy as np
 import psutil
 import pytest
 from distributed import Client
+from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 
@@ -203,13 +206,16 @@ def test_dask_worker_killed_is_restarted_by_its_nanny(system, cat_png):
 @pytest.mark.timeout(120)
 def test_images_and_blocks_run_in_their_own_pools(system, cat_png, tmp_path):
     """Image tasks on the interactive worker, block tasks on the bulk workers, which run
-    at a lower CPU priority, so that a busy cluster still gives an image a core at once."""
+    at a lower CPU priority, so that a busy cluster still gives an image a core at once;
+    an image of over SPACETIME_LARGE_IMAGE_PIXELS (4 MP) on the bulk workers too, so that
+    one client's large images never take the cores from another's small ones."""
     numbers = Path(system.env["SPACETIME_DATA_DIR"]) / "uploads" / "pools.txt"
     numbers.parent.mkdir(parents=True, exist_ok=True)
     numbers.write_bytes(b"2 " * 200_000)
     image = submit(system.api, cat_png)
+    large = submit(system.api, gradient_png(2100, 2000))  # 4.2 MP, in a few KB
     total = httpx.post(f"{system.api}/even-sum", json={"url": numbers.as_uri()}).json()["token"]
-    for kind, token in (("randomize", image), ("even-sum", total)):
+    for kind, token in (("randomize", image), ("randomize", large), ("even-sum", total)):
         assert wait_status(system.api, kind, token, timeout_s=60)[-1] == {"status": "finished"}
     with Client(system.env["DASK_SCHEDULER_ADDRESS"], timeout=30) as client:
         workers = client.scheduler_info()["workers"]
@@ -220,13 +226,22 @@ def test_images_and_blocks_run_in_their_own_pools(system, cat_png, tmp_path):
     assert {niceness[a] for a, p in pool.items() if p == "bulk"} == {10}
     assert {niceness[a] for a, p in pool.items() if p == "interactive"} == {0}
     with Redis.from_url(system.env["REDIS_URL"]) as redis:  # the dispatcher is in the record, not shown to clients
-        record = json.loads(redis.get(keys.result(image)))
-    assert pool[ran[f"randomize-{image}-{record['dispatcher']}-{record['attempts']}"]] == "interactive"
+        records = {token: json.loads(redis.get(keys.result(token))) for token in (image, large)}
+    task = {token: f"randomize-{token}-{r['dispatcher']}-{r['attempts']}" for token, r in records.items()}
+    assert pool[ran[task[image]]] == "interactive" and pool[ran[task[large]]] == "bulk"
     blocks = [worker for key, worker in ran.items() if key.startswith(f"even-sum-{total}-") and "reduce" not in key]
     assert blocks and {pool[worker] for worker in blocks} == {"bulk"}
 
 
 # -- helpers ----------------------------------------------------------------------------------
+
+
+def gradient_png(width: int, height: int) -> bytes:
+    """A grey gradient: many pixels, few bytes."""
+    pixels = np.add.outer(np.arange(height), np.arange(width)).astype(np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="PNG")
+    return out.getvalue()
 
 
 def seed_curl_flow(api: str, cwd: Path) -> None:

@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(20 * MiB, gt=0)
     max_image_pixels: int = Field(DEFAULT_MAX_PIXELS, gt=0, le=PILLOW_MAX_PIXELS)
     image_block_px: int = Field(DEFAULT_BLOCK_PX, gt=0)
+    # An image of more pixels runs in the bulk pool, at its lower CPU priority
+    # (compute.preload): one client's large images then yield the cores to other clients'
+    # small ones, as blocks do (bench/hostile.py, scenario 1). 0: every image interactive.
+    large_image_pixels: int = Field(4_000_000, ge=0)
     max_upload_bytes: int = Field(64 * 1024 * MiB, gt=0)
     # At start, the API removes uploads that a crash cut off and that have not moved for this long.
     upload_stale_s: float = Field(600.0, gt=0)

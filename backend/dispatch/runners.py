@@ -29,9 +29,9 @@ from backend.jobs.fairshare import FairShare
 from backend.jobs.store import JobStore, Staged
 from compute.defaults import BULK_RESOURCE, INTERACTIVE_RESOURCE
 from compute.digits import json_ints
-from compute.errors import InvalidInput
+from compute.errors import InvalidImage, InvalidInput
 from compute.even_sum import BlockSum
-from compute.image import IMAGE_PRIORITY
+from compute.image import HEADER_BYTES, IMAGE_PRIORITY, header_size
 from compute.stored import randomize_stored
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ def run_randomize(ctx: JobContext, job: Job) -> Outcome:
         max_pixels=ctx.settings.max_image_pixels,
         key=f"{key_prefix(job)}-{dispatcher}-{job.attempts}",
         priority=IMAGE_PRIORITY,
-        resources=ctx.cluster.resources(INTERACTIVE_RESOURCE),
+        resources=ctx.cluster.resources(image_pool(ctx, job)),
     )
     try:
         ctx.cluster.finished(future)
@@ -113,6 +113,22 @@ def run_randomize(ctx: JobContext, job: Job) -> Outcome:
         log.warning("job %s: its worker could not reach Redis: %s", job.token, exc)
         raise AttemptLost("a worker could not reach Redis") from None
     return Outcome(Staged(staged), {"bytes": job.bytes})
+
+
+def image_pool(ctx: JobContext, job: Job) -> str:
+    """The worker pool an image runs in: the interactive one, unless it has more than
+    ``large_image_pixels`` (its IHDR says, read from Redis: 24 bytes). A large image runs
+    in the bulk pool, at its lower CPU priority, ahead of blocks (IMAGE_PRIORITY): then a
+    client sending large images takes the cores other clients' small ones need only when
+    they are idle, however many it sends (bench/hostile.py, scenario 1)."""
+    limit = ctx.settings.large_image_pixels
+    if not limit:
+        return INTERACTIVE_RESOURCE
+    try:
+        width, height = header_size(ctx.store.input_head(job.token, HEADER_BYTES))
+    except InvalidImage:  # its task says what is wrong with it
+        return INTERACTIVE_RESOURCE
+    return BULK_RESOURCE if width * height > limit else INTERACTIVE_RESOURCE
 
 
 def run_even_sum(ctx: JobContext, job: Job) -> Outcome:

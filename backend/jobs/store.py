@@ -189,6 +189,10 @@ class JobStore:
                 pipe.setrange(key, start, data[start : start + piece])
             pipe.execute()
 
+    def input_head(self, token: str, size: int) -> bytes:
+        """The first ``size`` bytes of job ``token``'s input (b"" when it has none)."""
+        return cast(bytes, self.redis.getrange(keys.input_(token), 0, size - 1))
+
     def reserve_held(self, client: str, token: str, size: int, max_held_bytes: int = 0) -> None:
         """Reserve room in Redis for job ``token``'s input of ``size`` bytes before it is read
         or sent, or raise as ``submit`` would (``max_held_bytes`` as there). Asked again with
