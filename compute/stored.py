@@ -12,7 +12,6 @@ which may only read inputs and write staged results; docs/deployment-aws.md).
 
 import os
 from functools import cache
-from typing import cast
 
 from redis import ReadOnlyError, Redis
 from redis.backoff import NoBackoff
@@ -21,6 +20,7 @@ from redis.retry import Retry
 from compute.defaults import DEFAULT_BLOCK_PX, DEFAULT_MAX_PIXELS
 from compute.errors import InvalidInput
 from compute.image import randomize_image
+from compute.redis_values import read_value
 
 # The variable that holds the Redis password (ElastiCache's AUTH token) in a worker's environment.
 REDIS_PASSWORD_ENV = "REDIS_AUTH_TOKEN"
@@ -43,7 +43,7 @@ def randomize_stored(
     ``ttl_s`` seconds. Nothing comes back through Dask: the dispatcher only waits for the
     task to finish (a result would be one more round trip through the scheduler)."""
     redis = redis_at(redis_url, os.environ.get(REDIS_PASSWORD_ENV), os.environ.get(REDIS_USERNAME_ENV))
-    png = cast(bytes | None, redis.get(input_key))  # no decode_responses: bytes
+    png = read_value(redis, input_key)
     if png is None:
         raise InvalidInput("the uploaded image has expired; submit it again")
     redis.set(output_key, randomize_image(png, block=block, max_pixels=max_pixels), ex=ttl_s)

@@ -2,6 +2,7 @@
 to that client alone (429 with Retry-After, or 413 for one request too large), while
 another client submitting at the same time is served as if alone."""
 
+import os
 import socket
 import threading
 import time
@@ -15,6 +16,8 @@ from backend.core.kinds import RANDOMIZE
 from backend.jobs import keys, scripts
 from backend.jobs.doctor import Doctor
 from backend.jobs.store import JobStore, Submission
+from compute import redis_values
+from compute.redis_values import read_value
 from tests.held_bytes import held_for
 from tests.waiting import wait_status, wait_until
 
@@ -248,3 +251,16 @@ def test_a_chunked_body_reserves_as_it_streams_and_is_cut_at_its_clients_quota(
     assert [p.name for p in (tmp_path / "uploads").iterdir()] == [f"{b.json()['token']}.txt"]  # a's cut, deleted
     assert send(api, "a", b"2 " * 200_000).status_code == 413  # declared past the whole quota: unread
     assert redis.keys("uploads:*") == []
+
+
+def test_large_values_are_read_whole_a_piece_at_a_time(redis, monkeypatch):
+    """A worker reading a client's 20 MiB image, or the API its result, makes Redis build
+    no 20 MiB reply beside it (compute.redis_values): GETRANGEs of a piece each."""
+    monkeypatch.setattr(redis_values, "READ_PIECE_BYTES", 1000)
+    assert read_value(redis, "missing") is None
+    for size in (0, 1, 999, 1000, 1001, 5000, 12345):
+        data = os.urandom(size)
+        redis.set("value", data)
+        calls = redis.info("commandstats").get("cmdstat_getrange", {"calls": 0})["calls"]
+        assert read_value(redis, "value") == data
+        assert redis.info("commandstats")["cmdstat_getrange"]["calls"] - calls == size // 1000 + 1

@@ -36,6 +36,7 @@ from backend.core.exceptions import (
 from backend.core.job import Job, JobStatus, new_token, now_s
 from backend.core.kinds import JobKind
 from backend.jobs import history, keys, scripts
+from compute.redis_values import read_value
 
 
 class EndResult(StrEnum):
@@ -183,7 +184,10 @@ class JobStore:
         key, piece = keys.input_(token), keys.INPUT_PIECE_BYTES
         last = max(len(data) - 1, 0) // piece * piece
         with self.redis.pipeline(transaction=False) as pipe:
-            pipe.setrange(key, last, data[last:])
+            if data:
+                pipe.setrange(key, last, data[last:])
+            else:  # SETRANGE makes no key of nothing
+                pipe.set(key, b"")
             pipe.expire(key, keys.IMAGE_LEASE_S)
             for start in range(0, last, piece):
                 pipe.setrange(key, start, data[start : start + piece])
@@ -293,7 +297,9 @@ class JobStore:
         return parse_record(raw, token)
 
     def output(self, token: str) -> bytes | None:
-        return self._bytes(keys.output(token))
+        """The job's output, read in pieces (compute.redis_values): a client fetching
+        its 20 MiB result many times at once makes Redis build no 20 MiB reply for each."""
+        return read_value(self.redis, keys.output(token))
 
     def input(self, token: str) -> bytes | None:
         return self._bytes(keys.input_(token))
