@@ -20,6 +20,7 @@ counters it checked. Every scenario is bounded in jobs and seconds and stops by 
 import argparse
 import contextlib
 import json
+import multiprocessing
 import os
 import select
 import signal
@@ -217,9 +218,15 @@ def part_of(cmdline: list[str]) -> str:
 
 
 def cpu_seconds(system: System) -> Counter:
-    """CPU seconds so far of this bench process (A's flood threads and B's client), of `up`
-    itself (the Dask scheduler and nannies) and of each part it runs."""
-    used: Counter = Counter({"bench (A's and B's clients)": sum(psutil.Process().cpu_times()[:2])})
+    """CPU seconds so far of this bench process (the clients), of its children (A's flood),
+    of `up` itself (the Dask scheduler and nannies) and of each part it runs."""
+    bench = psutil.Process()
+    used: Counter = Counter({"bench (clients)": sum(bench.cpu_times()[:2])})
+    for child in bench.children():
+        if child.pid == system.process.pid:  # `up`, below
+            continue
+        with contextlib.suppress(psutil.NoSuchProcess):
+            used["A's flood (nice 19)" if child.nice() == 19 else "core-taking loops"] += sum(child.cpu_times()[:2])
     up = psutil.Process(system.process.pid)
     used["up (scheduler)"] = sum(up.cpu_times()[:2])
     for child in up.children(recursive=True):
@@ -299,41 +306,59 @@ def noise_png() -> bytes:
 
 
 class Flood:
-    """A's threads, each posting the noise PNG as fast as answers come, until stopped."""
+    """A's client: FLOOD_THREADS threads, each posting the noise PNG as fast as answers come,
+    until stopped. They run in a process of their own at nice 19: here A's client shares
+    the server's 2 cores, as in service it never does (it runs on A's machines), and it
+    took half a core of them; at the lowest priority it gets what the server leaves idle.
+    Its CPU is printed apart ("A's flood")."""
 
     def __init__(self, tenant: Tenant, body: bytes):
-        self.tenant, self.body = tenant, body
+        context = multiprocessing.get_context("fork")
+        self.stop = context.Event()
+        self.results = context.Queue()
+        self.process = context.Process(
+            target=flood, args=(tenant.api, tenant.headers, body, self.stop, self.results), daemon=True
+        )
+        self.process.start()
         self.answers: Counter = Counter()  # {status code or "cut": count}
         self.tokens: list[str] = []
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._loop, daemon=True) for _ in range(FLOOD_THREADS)]
-        for thread in self.threads:
-            thread.start()
-
-    def _loop(self) -> None:
-        with httpx.Client(base_url=self.tenant.api, timeout=120) as http:
-            while not self.stop.is_set() and self.answers.total() < FLOOD_MAX_REQUESTS:
-                try:
-                    response = http.post("/randomize", content=self.body, headers=self.tenant.headers)
-                except httpx.TransportError:
-                    self._count("cut")
-                    continue
-                self._count(response.status_code, response)
-
-    def _count(self, answer, response: httpx.Response | None = None) -> None:
-        with self.lock:
-            self.answers[answer] += 1
-            if answer == 201:
-                self.tokens.append(response.json()["token"])
 
     def end(self) -> str:
         self.stop.set()
-        for thread in self.threads:
-            thread.join(180)
+        self.answers, self.tokens = self.results.get(timeout=240)
+        self.process.join(30)
         a = self.answers
         fives = sum(n for code, n in a.items() if isinstance(code, int) and code >= 500)
         return f"201 {a[201]}, 429 {a[429]}, 413 {a[413]}, 5xx {fives}, cut {a['cut']} (of {a.total()})"
+
+
+def flood(api: str, headers: dict, body: bytes, stop, results) -> None:
+    """Flood's process: its threads' answers and accepted tokens go back on ``results``."""
+    os.nice(19)
+    answers: Counter = Counter()
+    tokens: list[str] = []
+    lock = threading.Lock()
+
+    def loop() -> None:
+        with httpx.Client(base_url=api, timeout=120) as http:
+            while not stop.is_set() and answers.total() < FLOOD_MAX_REQUESTS:
+                try:
+                    response = http.post("/randomize", content=body, headers=headers)
+                except httpx.TransportError:
+                    with lock:
+                        answers["cut"] += 1
+                    continue
+                with lock:
+                    answers[response.status_code] += 1
+                    if response.status_code == 201:
+                        tokens.append(response.json()["token"])
+
+    threads = [threading.Thread(target=loop) for _ in range(FLOOD_THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(180)
+    results.put((answers, tokens))
 
 
 class PeakMemory:
@@ -351,6 +376,7 @@ class PeakMemory:
         self.peak = {"used_memory": 0}
         self.held = 0
         self.at_peak = (0, 0)  # at the peak sample: client's held + reserved bytes, the others' held
+        self.buffers = ""  # ... and what the clients' buffers held
         held = [int(v) for k, v in self.redis.hgetall("held-bytes").items() if k.decode() != client]
         self.others_before = sum(held)
         self.stop = threading.Event()
@@ -365,6 +391,7 @@ class PeakMemory:
             mine = held.get(self.client, 0) + reserved
             if info["used_memory"] > self.peak["used_memory"]:
                 self.peak, self.at_peak = info, (mine, sum(held.values()) - held.get(self.client, 0))
+                self.buffers = buffers(self.redis)
             self.held = max(self.held, mine)
             time.sleep(0.1)
 
@@ -386,10 +413,23 @@ class PeakMemory:
             f"({taken / MiB:.0f} MiB) within it: {'met' if met else 'MISSED'}\n"
             f"  peak - before: A held + reserved (image bytes) {mine / MiB:.0f} MiB, "
             f"the others' held grew {others / MiB:.0f} MiB, "
-            f"the rest (buffers, staged outputs) {(peak['used_memory'] - self.before - mine - others) / MiB:.0f} MiB\n"
+            f"the rest (buffers, staged outputs) {(peak['used_memory'] - self.before - mine - others) / MiB:.0f} MiB; "
+            f"clients' buffers: {self.buffers}\n"
             f"  A's held-bytes counter + reserved image bytes: at most {self.held / MiB:.0f} MiB: within the bound: "
             f"{'met' if self.held <= MAX_HELD_BYTES else 'MISSED'}; Redis received {received / MiB:.0f} MiB meanwhile"
         )
+
+
+def buffers(redis: Redis) -> str:
+    """What Redis' connections hold in buffers: query (commands coming in) and output (replies
+    going out), in all and the largest, by the name of each connection's library."""
+    clients = redis.client_list()
+    query = [int(c["qbuf"]) + int(c["qbuf-free"]) for c in clients]
+    output = [int(c["omem"]) for c in clients]
+    return (
+        f"{len(clients)} connections, query {sum(query) / MiB:.1f} MiB (largest {max(query) / MiB:.1f}), "
+        f"output {sum(output) / MiB:.1f} MiB (largest {max(output) / MiB:.1f})"
+    )
 
 
 def b_without_a(system: System, b: Tenant, n: int) -> tuple[list[dict], list[tuple[str, list[dict]]], list[str]]:
