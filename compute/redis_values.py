@@ -1,25 +1,46 @@
-"""Large values read from Redis a piece at a time.
+"""Large values written to and read from Redis a piece at a time.
 
-For a GET of a 20 MiB image, Redis builds the whole reply before it sends any of it: a
-24 MiB buffer beside the value, for each reader at once (bench/hostile.py, scenario 1 saw
-them take Redis past a client's bound). Read in pieces, a reader holds one piece there.
-Used by the image task on workers (compute.stored) and by the API for results.
+Redis holds a whole command in a connection's query buffer, and builds a whole reply in
+its output buffer, beside the value itself: for a 20 MiB image, 24 MiB more for each
+writer or reader at once, kept on a connection for seconds after (a query buffer shrinks
+once its connection has been idle 2 s). bench/hostile.py, scenario 1, saw them take Redis
+past a client's bound. In pieces, a connection holds one piece there. Used for images:
+the API writes inputs and reads results, the image task (compute.stored) the reverse.
 """
 
 from typing import cast
 
 from redis import Redis
 
-# What a reader holds in Redis' buffers at most; an image under it costs one round trip.
-READ_PIECE_BYTES = 1024 * 1024
+# What one command or reply carries at most; an image under it costs one round trip.
+PIECE_BYTES = 1024 * 1024
+# The Redis commands these functions send: the workers' ACL allows these and no more
+# (infra/spacetime_infra/cache.py, checked by tests/test_client_bounds.py).
+COMMANDS = ("getrange", "exists", "set", "setrange", "expire")
+
+
+def write_value(redis: Redis, key: str, data: bytes, ttl_s: int) -> None:
+    """``data`` at ``key`` for ``ttl_s`` seconds, in one pipeline of pieces. The last piece
+    goes first, so that Redis makes the string at its full size at once: grown piece by
+    piece, it would keep up to 1 MiB spare (a 4 MB image would take 5 MiB, not 4)."""
+    last = max(len(data) - 1, 0) // PIECE_BYTES * PIECE_BYTES
+    with redis.pipeline(transaction=False) as pipe:
+        if data:
+            pipe.setrange(key, last, data[last:])
+        else:  # SETRANGE makes no key of nothing
+            pipe.set(key, b"")
+        pipe.expire(key, ttl_s)
+        for start in range(0, last, PIECE_BYTES):
+            pipe.setrange(key, start, data[start : start + PIECE_BYTES])
+        pipe.execute()
 
 
 def read_value(redis: Redis, key: str) -> bytes | None:
     """The bytes at ``key``, None when it is missing. Its pieces are of one value: inputs
     and outputs are written once, never changed in place."""
     pieces: list[bytes] = []
-    while not pieces or len(pieces[-1]) == READ_PIECE_BYTES:
-        start = len(pieces) * READ_PIECE_BYTES
-        pieces.append(cast(bytes, redis.getrange(key, start, start + READ_PIECE_BYTES - 1)))
+    while not pieces or len(pieces[-1]) == PIECE_BYTES:
+        start = len(pieces) * PIECE_BYTES
+        pieces.append(cast(bytes, redis.getrange(key, start, start + PIECE_BYTES - 1)))
     value = b"".join(pieces)
     return value if value or redis.exists(key) else None

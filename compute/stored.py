@@ -20,7 +20,7 @@ from redis.retry import Retry
 from compute.defaults import DEFAULT_BLOCK_PX, DEFAULT_MAX_PIXELS
 from compute.errors import InvalidInput
 from compute.image import randomize_image
-from compute.redis_values import read_value
+from compute.redis_values import read_value, write_value
 
 # The variable that holds the Redis password (ElastiCache's AUTH token) in a worker's environment.
 REDIS_PASSWORD_ENV = "REDIS_AUTH_TOKEN"
@@ -46,7 +46,7 @@ def randomize_stored(
     png = read_value(redis, input_key)
     if png is None:
         raise InvalidInput("the uploaded image has expired; submit it again")
-    redis.set(output_key, randomize_image(png, block=block, max_pixels=max_pixels), ex=ttl_s)
+    write_value(redis, output_key, randomize_image(png, block=block, max_pixels=max_pixels), ttl_s)
 
 
 @cache

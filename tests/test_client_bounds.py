@@ -89,7 +89,7 @@ def test_concurrent_images_of_one_client_reach_redis_only_as_far_as_its_bound(
     submits pass and push its image into Redis, for submit.lua to refuse the extras. Now
     the room is reserved: with room for 2 images, 2 of 8 sent at once reach Redis, and in
     pieces (of 64 KiB here), so that no connection keeps an image-sized buffer after."""
-    monkeypatch.setattr(keys, "INPUT_PIECE_BYTES", 64 * 1024)
+    monkeypatch.setattr(redis_values, "PIECE_BYTES", 64 * 1024)
     held = held_for(redis, cat_png)
     api = start_api(make_settings(default_max_held_bytes=int(2.5 * held)))  # no dispatcher: inputs stay
     received = redis.info("stats")["total_net_input_bytes"]
@@ -256,7 +256,7 @@ def test_a_chunked_body_reserves_as_it_streams_and_is_cut_at_its_clients_quota(
 def test_large_values_are_read_whole_a_piece_at_a_time(redis, monkeypatch):
     """A worker reading a client's 20 MiB image, or the API its result, makes Redis build
     no 20 MiB reply beside it (compute.redis_values): GETRANGEs of a piece each."""
-    monkeypatch.setattr(redis_values, "READ_PIECE_BYTES", 1000)
+    monkeypatch.setattr(redis_values, "PIECE_BYTES", 1000)
     assert read_value(redis, "missing") is None
     for size in (0, 1, 999, 1000, 1001, 5000, 12345):
         data = os.urandom(size)

@@ -378,10 +378,14 @@ def test_every_container_command_is_parsed_by_the_real_command_line():
 def test_the_workers_redis_user_allows_exactly_what_an_image_task_does(redis, redis_url, cat_png, monkeypatch):
     """The stack's ACL for the workers' ElastiCache user, on a real redis-server: an image
     task (compute/stored.py, as a worker runs it with REDIS_USERNAME and REDIS_AUTH_TOKEN)
-    reads its input and stores its staged result; the same user may touch nothing else."""
+    reads its input and stores its staged result, in pieces (of 64 KiB here: several); the
+    same user may touch nothing else."""
     from redis.exceptions import NoPermissionError
 
+    from compute import redis_values
     from compute.stored import REDIS_PASSWORD_ENV, REDIS_USERNAME_ENV, randomize_stored
+
+    monkeypatch.setattr(redis_values, "PIECE_BYTES", 64 * 1024)
 
     users = [
         resource["Properties"]
@@ -392,6 +396,7 @@ def test_the_workers_redis_user_allows_exactly_what_an_image_task_does(redis, re
     if not users:
         pytest.skip("infra/cdk.out has no templates: run `make infra-check` first (`make test` does)")
     for user in users:
+        assert {word[1:] for word in user["AccessString"].split() if word[0] == "+"} == set(redis_values.COMMANDS)
         name, password = user["UserName"], "a-worker-password-for-this-test"
         redis.execute_command("ACL", "SETUSER", name, "reset", f">{password}", *user["AccessString"].split())
         try:

@@ -262,11 +262,6 @@ IMAGE_LEASE_S = 60
 # their count is bounded, or a client holding thousands of bodies open would make every
 # call slow for everyone. More than a client sends at once in earnest; past it, 429.
 IMAGES_IN_FLIGHT = 32
-# An image goes to Redis in pieces of this size (SETRANGEs, pipelined): Redis keeps
-# a connection's query buffer at the size of its largest command until the connection has
-# been idle 2 s, so a 20 MiB command left 24 MiB on each pooled connection that carried an
-# image; a piece leaves 1 MiB, and the image needs no second copy in a script's arguments.
-INPUT_PIECE_BYTES = 1024 * 1024
 # Retry-After of a client at its count of uploads in flight: an upload takes seconds.
 UPLOADS_RETRY_AFTER_S = 5
 # The overview's window: a client's share of a lane is its block-seconds over the last 5

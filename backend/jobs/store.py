@@ -36,7 +36,7 @@ from backend.core.exceptions import (
 from backend.core.job import Job, JobStatus, new_token, now_s
 from backend.core.kinds import JobKind
 from backend.jobs import history, keys, scripts
-from compute.redis_values import read_value
+from compute.redis_values import read_value, write_value
 
 
 class EndResult(StrEnum):
@@ -167,31 +167,13 @@ class JobStore:
         never reaches Redis, and a client's inputs in flight never pass what it may hold."""
         self.reserve_held(client, token, len(data), max_held_bytes)
         try:
-            self._send_input(token, data)
+            # In pieces, with its reservation's lease as TTL (submit.lua keeps it, or deletes it).
+            write_value(self.redis, keys.input_(token), data, keys.IMAGE_LEASE_S)
             return self._submit_and_wait(args)
         except BaseException:  # submit.lua may not have run, so not ended the reservation
             self.release_held(client, token, len(data))
             self.redis.delete(keys.input_(token))
             raise
-
-    def _send_input(self, token: str, data: bytes) -> None:
-        """The input to its key in pieces of INPUT_PIECE_BYTES, with its reservation's lease as
-        TTL (submit.lua keeps it, or deletes it): one command carrying the whole image would
-        leave an image-sized query buffer on its connection after it (keys.INPUT_PIECE_BYTES).
-        The last piece goes first, so that the string is made at its full size at once:
-        grown by APPENDs, Redis would keep up to 1 MiB spare on it (up to 5 MiB for a 4 MB
-        image, against 4 MiB), room the client's bound does not foresee (held_reserve.lua)."""
-        key, piece = keys.input_(token), keys.INPUT_PIECE_BYTES
-        last = max(len(data) - 1, 0) // piece * piece
-        with self.redis.pipeline(transaction=False) as pipe:
-            if data:
-                pipe.setrange(key, last, data[last:])
-            else:  # SETRANGE makes no key of nothing
-                pipe.set(key, b"")
-            pipe.expire(key, keys.IMAGE_LEASE_S)
-            for start in range(0, last, piece):
-                pipe.setrange(key, start, data[start : start + piece])
-            pipe.execute()
 
     def input_head(self, token: str, size: int) -> bytes:
         """The first ``size`` bytes of job ``token``'s input (b"" when it has none)."""

@@ -31,9 +31,10 @@ NODES = 2  # a primary and one replica, one per zone
 # name), and their user name from the next one (compute/stored.py: REDIS_USERNAME_ENV).
 AUTH_TOKEN_ENV = "REDIS_AUTH_TOKEN"
 USERNAME_ENV = "REDIS_USERNAME"
-# The workers' ACL: keys.INPUT and keys.STAGED of backend/jobs/keys.py, and the two commands
-# of compute/stored.py (redis-py's CLIENT SETINFO at connect is refused and ignored).
-WORKER_ACCESS = "on ~input:* ~staged:* -@all +get +set"
+# The workers' ACL: keys.INPUT and keys.STAGED of backend/jobs/keys.py, and the commands
+# of compute/redis_values.py (COMMANDS), by which compute/stored.py reads and writes images
+# in pieces (redis-py's CLIENT SETINFO at connect is refused and ignored).
+WORKER_ACCESS = "on ~input:* ~staged:* -@all +getrange +exists +set +setrange +expire"
 # Everything, channels included (&*): the API's waits SUBSCRIBE to the job endings that
 # the final writes PUBLISH (backend/api/endings.py), and Redis 7 gives new users no channel.
 DEFAULT_ACCESS = "on ~* &* +@all"
