@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from backend.core.exceptions import OverQuota
-from backend.core.kinds import RANDOMIZE
+from backend.core.kinds import EVEN_SUM, RANDOMIZE
 from backend.jobs import keys, scripts
 from backend.jobs.doctor import Doctor
 from backend.jobs.store import JobStore, Submission
@@ -207,7 +207,26 @@ def test_an_upload_is_deleted_when_its_job_ends_unless_kept_and_a_named_file_nev
     named = httpx.post(f"{api_url}/even-sum", json={"url": f"{settings.uploads_url}/{kept}.txt"}).json()["token"]
     assert wait_status(api_url, "even-sum", named)[-1] == {"status": "finished"}
     assert (uploads / f"{kept}.txt").exists()  # the service did not store it for this job
-    assert Doctor(redis).check() == []
+    assert Doctor(redis).check() == [] and redis.zcard(keys.INPUTS_TO_DROP) == 0
+
+
+def test_an_input_left_by_a_process_that_died_after_the_final_write_is_deleted_later(
+    make_settings, start_dispatcher, redis, settings, tmp_path, monkeypatch
+):
+    """A dispatcher (or an API, after a cancel) that wrote a job's end and died before it
+    deleted the upload left the file behind: the final write listed it, and a dispatcher's
+    periodic check deletes it once INPUT_DROP_GRACE_S has passed."""
+    monkeypatch.setattr(keys, "INPUT_DROP_GRACE_S", 0)
+    upload = tmp_path / "uploads" / "left.txt"
+    upload.parent.mkdir(parents=True)
+    upload.write_bytes(b"2 4")
+    store = JobStore(redis, settings.result_ttl_s)
+    job = store.submit(Submission(EVEN_SUM, "a", input_url=upload.as_uri(), delete_input=True, bytes=3))
+    store.cancel(job.token, None)  # the final write; its process dies before the delete
+    assert upload.exists() and redis.zscore(keys.INPUTS_TO_DROP, job.token) is not None
+    start_dispatcher(make_settings(doctor_interval_s=0.2))
+    wait_until(lambda: not upload.exists(), what="a dispatcher to delete the input left behind")
+    wait_until(lambda: redis.zcard(keys.INPUTS_TO_DROP) == 0, what="the input to be taken off the list")
 
 
 def send(api: str, client: str, body) -> httpx.Response:

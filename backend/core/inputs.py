@@ -12,13 +12,14 @@ from backend.core.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def drop_input(job: Job, settings: Settings) -> None:
+def drop_input(job: Job, settings: Settings) -> bool:
     """Delete the input file the service stored for ``job`` (an upload the client did not
-    ask to keep); files named by URL are never deleted. Best effort: the job has ended
-    whatever the store says, so a failure is logged, not raised (a running job's workers
-    may still be reading the file: its result is dropped anyway)."""
+    ask to keep); files named by URL are never deleted. True when no such file is left.
+    A failure is logged, not raised: the job has ended whatever the store says, and a
+    running job's workers may still be reading the file (its result is dropped anyway);
+    the file stays listed for a later try (JobStore.drop_input)."""
     if not (job.delete_input and job.input_url):
-        return
+        return True
     try:
         fs, path = fsspec.core.url_to_fs(job.input_url, **settings.storage_options(job.input_url))
         fs.rm(path)
@@ -26,3 +27,5 @@ def drop_input(job: Job, settings: Settings) -> None:
         pass
     except OSError as exc:
         log.warning("job %s: could not delete its input: %s", job.token, exc)
+        return False
+    return True

@@ -22,7 +22,6 @@ from distributed import Client
 from redis import Redis, RedisError, ResponseError
 
 from backend.core.exceptions import AttemptLost, UnknownJobKind
-from backend.core.inputs import drop_input
 from backend.core.job import Job, Lane
 from backend.core.kinds import KINDS, load
 from backend.core.settings import Settings
@@ -145,7 +144,7 @@ class Dispatcher:
     def _check_counters(self) -> None:
         """The doctor's periodic check (one dispatcher per ``doctor_interval_s``): drift
         is logged, for `spacetime doctor --repair`; a counter off means a bug to find,
-        which an automatic repair would hide."""
+        which an automatic repair would hide. The same turn deletes inputs left behind."""
         interval = self.settings.doctor_interval_s
         if not interval:
             return
@@ -156,6 +155,14 @@ class Dispatcher:
             return
         for drift in drifts or ():
             log.warning("counter drift: %s (spacetime doctor --repair fixes it)", drift)
+        if drifts is not None:  # this dispatcher's turn
+            self._drop_left_inputs()
+
+    def _drop_left_inputs(self) -> None:
+        """Inputs of jobs that ended in a process that died before it deleted them."""
+        for job in self.store.left_inputs(keys.INPUT_DROP_GRACE_S, keys.INPUT_DROP_BATCH):
+            log.warning("job %s: its input outlived its end (its process died first); deleting it", job.token)
+            self.store.drop_input(job, self.settings)
 
     def _job_loop(self, lane: Lane) -> None:
         while not self.stopping.is_set():
@@ -206,7 +213,7 @@ class Dispatcher:
             log.warning(
                 "job %s: gave up after %d attempts; the last was lost: %s", job.token, job.attempts - 1, job.last_error
             )
-            drop_input(job, self.settings)
+            self.store.drop_input(job, self.settings)
             self._record(job, make_timing(job, "errored", 0.0, error=job.error), None)
             return
         if claim.unreadable:
@@ -236,7 +243,7 @@ class Dispatcher:
             )
             return
         if written is EndResult.ok:
-            drop_input(job, self.settings)
+            self.store.drop_input(job, self.settings)
             self._record(job, timing, started)
 
     def _run_guarded(self, job: Job) -> tuple[Outcome | None, str | None]:

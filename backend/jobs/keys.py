@@ -59,6 +59,11 @@ HELD_PER_INPUT = 2
 # HELD_BYTES: submit.lua and doctor release the ones past their expiry, so an output
 # counts against its client exactly as long as Redis keeps it.
 HELD_OUTPUTS = "held-outputs"
+# Sorted set token -> time of its final write, of every ended job whose uploaded input is
+# to be deleted (added by the final write; removed once the file is gone). The process
+# that wrote the end deletes the file at once; one that died first leaves the token here,
+# for a dispatcher's heartbeat to delete it INPUT_DROP_GRACE_S later (JobStore.left_inputs).
+INPUTS_TO_DROP = "inputs-to-drop"
 # Dispatchers BLPOP this to sleep until there may be work in the lane (a job arrived, or
 # a running job ended and a capped client may go on). A marker carries nothing: the pick
 # script is the truth, so lost or extra markers are harmless.
@@ -196,6 +201,7 @@ WITHOUT_TTL = (
     BACKLOG_BYTES,
     HELD_BYTES,
     HELD_OUTPUTS,
+    INPUTS_TO_DROP,
     "wake:*",
     "processing:*",
     DISPATCHERS,
@@ -241,6 +247,11 @@ DIRECT_UPLOAD_COMPLETE_MAX_S = 600
 # A staged output is renamed or deleted by its attempt's final write milliseconds after the
 # worker wrote it; this only bounds what an attempt lost in between leaves behind.
 STAGED_TTL_S = 600
+# An ended job's input is deleted by the process that ended it, within this; past it,
+# that process died first, and a dispatcher's heartbeat deletes it (at most
+# INPUT_DROP_BATCH a beat).
+INPUT_DROP_GRACE_S = 60
+INPUT_DROP_BATCH = 100
 # Expired outputs a script releases from HELD_BYTES per call: bounds its run time when a
 # busy hour's outputs expire together (the next calls release the rest).
 RELEASE_BATCH = 1000

@@ -34,6 +34,7 @@ CONSTANTS: dict[str, str | int] = {
     "HELD_BYTES": keys.HELD_BYTES,
     "HELD_OUTPUTS": keys.HELD_OUTPUTS,
     "HELD_PER_INPUT": keys.HELD_PER_INPUT,
+    "INPUTS_TO_DROP": keys.INPUTS_TO_DROP,
     "RELEASE_BATCH": keys.RELEASE_BATCH,
     "WAKE": _prefix(keys.WAKE),
     "WAKE_MAX": keys.WAKE_MAX,

@@ -33,8 +33,10 @@ from backend.core.exceptions import (
     Replayed,
     problems,
 )
+from backend.core.inputs import drop_input
 from backend.core.job import Job, JobStatus, new_token, now_s
 from backend.core.kinds import JobKind
+from backend.core.settings import Settings
 from backend.jobs import history, keys, scripts
 from compute.redis_values import read_value, write_value
 
@@ -255,6 +257,26 @@ class JobStore:
         if raw is None:
             raise JobNotFound(token)
         return parse_record(raw, token)
+
+    def drop_input(self, job: Job, settings: Settings) -> None:
+        """Delete ended ``job``'s uploaded input (backend.core.inputs), and once it is gone
+        take the job off INPUTS_TO_DROP, where its final write listed it."""
+        if drop_input(job, settings):
+            self.redis.zrem(keys.INPUTS_TO_DROP, job.token)
+
+    def left_inputs(self, grace_s: float, batch: int) -> list[Job]:
+        """Up to ``batch`` ended jobs whose input is still listed ``grace_s`` after their
+        final write: the process that wrote it died before it deleted the file, or the
+        delete failed. A job whose record has expired is unlisted: nothing says where its
+        file was (records outlive a day; a periodic check comes every few minutes)."""
+        listed = self.redis.zrangebyscore(keys.INPUTS_TO_DROP, "-inf", now_s() - grace_s, start=0, num=batch)
+        jobs = []
+        for token in cast(list[bytes], listed):
+            try:
+                jobs.append(self.get(token.decode()))
+            except JobNotFound:
+                self.redis.zrem(keys.INPUTS_TO_DROP, token)
+        return jobs
 
     def cancel(self, token: str, client: str | None) -> Job:
         """End the job `errored` and `cancelled`, releasing what it held, in one step; the

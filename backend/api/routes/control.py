@@ -29,7 +29,6 @@ from backend.api.schemas import (
     JobPageOut,
     TokenOut,
 )
-from backend.core.inputs import drop_input
 from backend.core.job import Job, JobStatus
 from backend.core.kinds import KINDS
 from backend.jobs import history
@@ -88,7 +87,7 @@ async def cancel_job(token: str, store: StoreDep, caller: CallerDep, settings: S
     kept (`keep_input`). Cancelling again answers the same record."""
     await run_in_threadpool(owned_job, store, token, caller)  # another registration's job: 404
     job = await run_in_threadpool(store.cancel, token, caller.name if caller.authenticated else None)
-    await run_in_threadpool(drop_input, job, settings)
+    await run_in_threadpool(store.drop_input, job, settings)
     return client_record(job, settings.uploads_url)
 
 

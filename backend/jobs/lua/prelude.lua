@@ -147,11 +147,12 @@ local function remember_end(token, rec, status)
 end
 
 -- The final write, and the only one: every path that ends a job comes here. The caller
--- has checked that it may write; the input is dropped, the client's backlog bytes released
--- (exactly what submit admitted), its held bytes moved from the input (`held_bytes`, what
--- submit counted) to the output kept for `ttl` (what it costs Redis), bulk job loops woken
--- (a capped client may go on), and the token published on ENDINGS for the status requests
--- waiting on it (backend/endings.py).
+-- has checked that it may write; the input is dropped (an uploaded file is listed in
+-- INPUTS_TO_DROP until the caller's process has deleted it), the client's backlog bytes
+-- released (exactly what submit admitted), its held bytes moved from the input
+-- (`held_bytes`, what submit counted) to the output kept for `ttl` (what it costs Redis),
+-- bulk job loops woken (a capped client may go on), and the token published on ENDINGS for
+-- the status requests waiting on it (backend/endings.py).
 -- `output`: the result's bytes, or nil when the caller has put them in place (finish.lua).
 local function finalize(token, rec, status, output, ttl)
   rec.token = token
@@ -170,6 +171,7 @@ local function finalize(token, rec, status, output, ttl)
     if tonumber(rec.admitted_bytes) then count(BACKLOG_BYTES, rec.client, -tonumber(rec.admitted_bytes)) end
   end
   redis.call('DEL', INPUT .. token)
+  if rec.delete_input and rec.input_url then redis.call('ZADD', INPUTS_TO_DROP, clock(), token) end
   remember_end(token, rec, status)
   if rec.lane then wake(rec.lane) end
   redis.call('PUBLISH', ENDINGS, token)
