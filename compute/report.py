@@ -19,8 +19,12 @@ figure, where a time window would also count other jobs' tasks.
 import asyncio
 import html
 import json
+import os
+import site
+import sysconfig
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dask.utils import key_split
@@ -142,11 +146,28 @@ def render_report(trace: dict[str, Any], timing: dict[str, Any], title: str) -> 
 
     layout = column(
         Div(text=f"<h1>{html.escape(title)}</h1>{_timing_table(timing)}", width=PLOT_WIDTH),
-        _task_stream_figure(trace["tasks"]),
+        _task_stream_figure(shown_tasks(trace["tasks"])),
         _profile_figure(trace),
         sizing_mode="fixed",
     )
     return file_html(layout, resources=INLINE, title=title)
+
+
+def shown_tasks(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The tasks as a client may see them: each worker named by its rank in the job
+    ("worker 1"), not by its address on the cluster's network."""
+    names = {address: f"worker {i}" for i, address in enumerate(sorted({t["worker"] for t in tasks}), 1)}
+    return [{**task, "worker": names[task["worker"]]} for task in tasks]
+
+
+def shown_path(filename: str) -> str:
+    """A profiled frame's file as a client may see it: the path inside its package
+    (``numba/core/dispatcher.py``, ``compute/even_sum.py``), not where it lies on a server."""
+    roots = [*site.getsitepackages(), sysconfig.get_paths()["stdlib"], str(Path(__file__).parent.parent)]
+    for root in sorted(roots, key=len, reverse=True):
+        if filename.startswith(root + os.sep):
+            return filename[len(root) + 1 :]
+    return os.path.basename(filename)
 
 
 def _task(record: dict[str, Any]) -> dict[str, Any]:
@@ -242,7 +263,9 @@ def _task_stream_figure(tasks: list[dict[str, Any]]):
 
 def _profile_figure(trace: dict[str, Any]):
     state = trace["profile"] or profile.create()
-    plot, _ = profile.plot_figure(profile.plot_data(state), width=PLOT_WIDTH, height=400)
+    data = profile.plot_data(state)
+    data["filename"] = [shown_path(filename) for filename in data["filename"]]
+    plot, _ = profile.plot_figure(data, width=PLOT_WIDTH, height=400)
     plot.title.text = "Worker profile: where the job's tasks spent their time (sampled)"
     if trace["profile"] is None:
         plot.title.text = (

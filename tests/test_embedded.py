@@ -29,6 +29,8 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 
+from backend.core.job import Job
+from backend.dispatch.runners import image_task_key
 from backend.jobs import keys
 from backend.run.supervisor import STOP_MARGIN_S
 from tests.paths import FIXTURES
@@ -226,8 +228,8 @@ def test_images_and_blocks_run_in_their_own_pools(system, cat_png, tmp_path):
     assert {niceness[a] for a, p in pool.items() if p == "bulk"} == {10}
     assert {niceness[a] for a, p in pool.items() if p == "interactive"} == {0}
     with Redis.from_url(system.env["REDIS_URL"]) as redis:  # the dispatcher is in the record, not shown to clients
-        records = {token: json.loads(redis.get(keys.result(token))) for token in (image, large)}
-    task = {token: f"randomize-{token}-{r['dispatcher']}-{r['attempts']}" for token, r in records.items()}
+        records = {token: Job.model_validate_json(redis.get(keys.result(token))) for token in (image, large)}
+    task = {token: image_task_key(job) for token, job in records.items()}
     assert pool[ran[task[image]]] == "interactive" and pool[ran[task[large]]] == "bulk"
     blocks = [worker for key, worker in ran.items() if key.startswith(f"even-sum-{total}-") and "reduce" not in key]
     assert blocks and {pool[worker] for worker in blocks} == {"bulk"}

@@ -2,13 +2,16 @@
 when a worker that ran them is gone, and the page renders from the JSON it stored."""
 
 import json
+import os
+import site
 import time
 
 import pytest
 from distributed import Client, LocalCluster
 
+import compute.report
 from compute.image import randomize_image
-from compute.report import capture_trace, render_report, task_compute_s
+from compute.report import capture_trace, render_report, shown_path, task_compute_s
 from tests.paths import FIXTURES
 
 
@@ -37,6 +40,16 @@ def test_the_trace_holds_the_jobs_tasks_and_their_workers_profile(two_workers):
     # The timing record as a person reads it, not as epoch seconds.
     assert "2026-12-02 16:00:00.250 UTC" in page and "100.0 ms" in page
     assert "<script src=" not in page  # BokehJS inline
+    # Nothing of the servers: workers by rank, not by address; code by its package's path.
+    assert trace["tasks"][0]["worker"] not in page and "worker 1" in page
+    assert all(root not in page for root in site.getsitepackages())
+
+
+def test_a_profiled_frames_file_is_shown_by_its_path_in_its_package():
+    installed = os.path.join(site.getsitepackages()[0], "numba", "core", "dispatcher.py")
+    assert shown_path(installed) == "numba/core/dispatcher.py"
+    assert shown_path(compute.report.__file__) == "compute/report.py"
+    assert shown_path("/somewhere/else/module.py") == "module.py"
 
 
 def test_a_job_shorter_than_the_profile_floor_has_no_profile_and_the_report_says_so(two_workers):

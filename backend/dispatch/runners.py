@@ -11,6 +11,7 @@ Each kind names its runner in its declaration (backend/core/kinds.py), by dotted
 Adding a kind: docs/architecture.md, "How to add a job kind".
 """
 
+import hashlib
 import logging
 import threading
 from collections import Counter
@@ -84,6 +85,13 @@ def key_prefix(job: Job) -> str:
     return f"{job.kind}-{job.token}"
 
 
+def image_task_key(job: Job) -> str:
+    """The image task's key: the job's, and its attempt's (the dispatcher's id by a digest:
+    keys are shown in reports, and the id names a host)."""
+    holder = hashlib.sha256((job.dispatcher or "").encode()).hexdigest()[:8]
+    return f"{key_prefix(job)}-{holder}-{job.attempts}"
+
+
 def run_randomize(ctx: JobContext, job: Job) -> Outcome:
     """One Dask task: the image is small, a graph of tiles would cost more than it saves.
 
@@ -103,7 +111,7 @@ def run_randomize(ctx: JobContext, job: Job) -> Outcome:
         keys.STAGED_TTL_S,
         block=ctx.settings.image_block_px,
         max_pixels=ctx.settings.max_image_pixels,
-        key=f"{key_prefix(job)}-{dispatcher}-{job.attempts}",
+        key=image_task_key(job),
         priority=IMAGE_PRIORITY,
         resources=ctx.cluster.resources(image_pool(ctx, job)),
     )
