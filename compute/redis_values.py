@@ -15,24 +15,28 @@ from redis import Redis
 # What one command or reply carries at most; an image under it costs one round trip.
 PIECE_BYTES = 1024 * 1024
 # The Redis commands these functions send: the workers' ACL allows these and no more
-# (infra/spacetime_infra/cache.py, checked by tests/test_client_bounds.py).
-COMMANDS = ("getrange", "exists", "set", "setrange", "expire")
+# (infra/spacetime_infra/cache.py, checked by tests/test_deploy_files.py).
+COMMANDS = ("getrange", "exists", "set", "setrange", "expire", "multi", "exec")
 
 
 def write_value(redis: Redis, key: str, data: bytes, ttl_s: int) -> None:
-    """``data`` at ``key`` for ``ttl_s`` seconds, in one pipeline of pieces. The last piece
-    goes first, so that Redis makes the string at its full size at once: grown piece by
-    piece, it would keep up to 1 MiB spare (a 4 MB image would take 5 MiB, not 4)."""
+    """``data`` at ``key`` for ``ttl_s`` seconds.
+
+    The last piece goes first, with the TTL in the same MULTI: Redis makes the string at
+    its full size at once (grown piece by piece, it would keep up to 1 MiB spare), and no
+    one ever sees the key without a TTL. Every other piece is a round trip of its own:
+    pipelined, they would pile up in the connection's query buffer, the very buffer that
+    pieces keep small."""
     last = max(len(data) - 1, 0) // PIECE_BYTES * PIECE_BYTES
-    with redis.pipeline(transaction=False) as pipe:
+    with redis.pipeline(transaction=True) as pipe:
         if data:
             pipe.setrange(key, last, data[last:])
         else:  # SETRANGE makes no key of nothing
             pipe.set(key, b"")
         pipe.expire(key, ttl_s)
-        for start in range(0, last, PIECE_BYTES):
-            pipe.setrange(key, start, data[start : start + PIECE_BYTES])
         pipe.execute()
+    for start in range(0, last, PIECE_BYTES):
+        redis.setrange(key, start, data[start : start + PIECE_BYTES])
 
 
 def read_value(redis: Redis, key: str) -> bytes | None:

@@ -91,6 +91,7 @@ def test_concurrent_images_of_one_client_reach_redis_only_as_far_as_its_bound(
     pieces (of 64 KiB here), so that no connection keeps an image-sized buffer after."""
     monkeypatch.setattr(redis_values, "PIECE_BYTES", 64 * 1024)
     held = held_for(redis, cat_png)
+    others = {c["id"] for c in redis.client_list()}  # earlier tests' workers: their buffers shrink when idle
     api = start_api(make_settings(default_max_held_bytes=int(2.5 * held)))  # no dispatcher: inputs stay
     received = redis.info("stats")["total_net_input_bytes"]
     answers = at_once(*[lambda: post_image(api, "a", cat_png) for _ in range(8)], lambda: post_image(api, "b", cat_png))
@@ -100,7 +101,8 @@ def test_concurrent_images_of_one_client_reach_redis_only_as_far_as_its_bound(
     assert redis.info("stats")["total_net_input_bytes"] - received < 3.5 * len(cat_png)  # a's 2 and b's 1
     assert int(redis.hget(keys.HELD_BYTES, "a")) == 2 * held
     assert redis.keys("uploads:*") == []  # every reservation ended: stored, or dropped
-    assert max(int(c["qbuf"]) + int(c["qbuf-free"]) for c in redis.client_list()) < len(cat_png) // 2
+    buffers = [int(c["qbuf"]) + int(c["qbuf-free"]) for c in redis.client_list() if c["id"] not in others]
+    assert max(buffers) < len(cat_png) // 2
     assert Doctor(redis).check() == []
 
 

@@ -34,7 +34,7 @@ USERNAME_ENV = "REDIS_USERNAME"
 # The workers' ACL: keys.INPUT and keys.STAGED of backend/jobs/keys.py, and the commands
 # of compute/redis_values.py (COMMANDS), by which compute/stored.py reads and writes images
 # in pieces (redis-py's CLIENT SETINFO at connect is refused and ignored).
-WORKER_ACCESS = "on ~input:* ~staged:* -@all +getrange +exists +set +setrange +expire"
+WORKER_ACCESS = "on ~input:* ~staged:* -@all +getrange +exists +set +setrange +expire +multi +exec"
 # Everything, channels included (&*): the API's waits SUBSCRIBE to the job endings that
 # the final writes PUBLISH (backend/api/endings.py), and Redis 7 gives new users no channel.
 DEFAULT_ACCESS = "on ~* &* +@all"
