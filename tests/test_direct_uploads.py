@@ -22,8 +22,11 @@ import pytest
 from backend.api.direct_uploads import S3_MAX_PARTS, S3_MIN_PART_BYTES, plan_parts
 from backend.jobs import keys
 from backend.jobs.clients import ClientRegistry
+from backend.run import http_client
+from backend.run.http_client import SpaceTime
 from compute.defaults import MiB
 from compute.errors import InvalidInput
+from tests.dropping import dropping_proxy
 from tests.moto_s3 import REGION, moto_server, new_bucket, s3_client
 from tests.waiting import wait_status, wait_until
 
@@ -120,6 +123,27 @@ def test_spacetime_submit_sends_a_large_file_straight_to_s3(s3_settings, start_a
     assert head["ContentLength"] == len(data) and head["ETag"].endswith('-3"')  # completed from three parts
     assert pending_on_s3(settings) == []
     assert redis.keys("direct-upload*") == []
+
+
+def test_a_lost_answer_of_a_direct_upload_is_retried_into_one_job(
+    s3_settings, start_api, start_dispatcher, redis, tmp_path, monkeypatch
+):
+    """The answer to `complete` is lost with its connection: the client asks again, not
+    from the start, and gets the job the first call made."""
+    monkeypatch.setattr(http_client, "DIRECT_UPLOAD_MIN_BYTES", 1)  # a one-part upload
+    settings = s3_settings()
+    api = start_api(settings)
+    start_dispatcher(settings)
+    data, expected = numbers(-1000, 1000)
+    path = tmp_path / "numbers.txt"
+    path.write_bytes(data)
+    with dropping_proxy(api, drops=1, marker=b"/complete ") as proxy, SpaceTime(proxy.url) as st:
+        token = st.submit("even-sum", str(path))
+        assert st.watch(token)["status"] == "finished" and st.result(token) == expected
+    assert proxy.dropped == 1
+    (listed,) = redis.zrange(keys.jobs("anonymous"), 0, -1)  # one job
+    assert listed.decode().endswith(token)
+    assert pending_on_s3(settings) == []  # one upload started, and completed
 
 
 def test_small_files_and_local_stores_keep_the_streamed_body(

@@ -2,14 +2,10 @@
 job the first request made, whatever the door, even when 50 arrive at once or the first
 answer was lost; the same key for another request is a 422."""
 
-import contextlib
 import hashlib
 import socket
-import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -18,7 +14,7 @@ import pytest
 
 from backend.jobs import keys
 from backend.run.http_client import SpaceTime
-from tests.servers import free_port
+from tests.dropping import dropping_proxy
 from tests.waiting import wait_until
 
 NUMBERS = b"2 4 6 7\n" * 200
@@ -106,46 +102,7 @@ def _sha(text: str) -> str:
 def test_the_client_retries_a_dropped_submission_under_one_key(api, redis, tmp_path):
     numbers = tmp_path / "numbers.txt"
     numbers.write_bytes(NUMBERS)
-    with dropping_proxy(api, drops=2) as proxy, SpaceTime(proxy) as st:
+    with dropping_proxy(api, drops=2) as proxy, SpaceTime(proxy.url) as st:
         token = st.submit("even-sum", str(numbers))
-    assert jobs_of(redis) == 1
+    assert proxy.dropped == 2 and jobs_of(redis) == 1
     assert redis.zrange(keys.jobs("anonymous"), 0, -1)[0].decode().endswith(token)
-
-
-@contextmanager
-def dropping_proxy(api: str, drops: int) -> Iterator[str]:
-    """A TCP proxy to the API that hangs up on its first ``drops`` connections once the API
-    starts answering (the request was served, the answer is lost); it passes the rest on."""
-    upstream = urlsplit(api)
-    server = socket.create_server(("127.0.0.1", free_port()))
-    left = [drops]
-
-    def pump(source: socket.socket, sink: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := source.recv(65536):
-                sink.sendall(data)
-        with contextlib.suppress(OSError):
-            sink.shutdown(socket.SHUT_WR)
-
-    def serve(client: socket.socket) -> None:
-        with client, socket.create_connection((upstream.hostname, upstream.port)) as api_side:
-            forward = threading.Thread(target=pump, args=(client, api_side), daemon=True)
-            forward.start()
-            if left[0] > 0:
-                left[0] -= 1
-                api_side.recv(1)  # the answer begins: the job is stored
-                client.shutdown(socket.SHUT_RDWR)  # wakes the forward pump too
-                return
-            pump(api_side, client)
-            forward.join()
-
-    def accept() -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                threading.Thread(target=serve, args=(server.accept()[0],), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.getsockname()[1]}"
-    finally:
-        server.close()

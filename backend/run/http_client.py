@@ -286,14 +286,16 @@ def _checked(response: httpx.Response) -> httpx.Response:
 
 def _submit(http: httpx.Client, kind: str, source: str, key: str, keep_input: bool = False) -> httpx.Response:
     """POST the job: a file kind's URL as JSON, a large file straight to S3 where offered,
-    anything else streamed as the body. ``key``: its Idempotency-Key (a direct upload's
-    complete call needs none: its upload id is one)."""
+    anything else streamed as the body. ``key``: its Idempotency-Key, which a direct
+    upload's start carries too (a retried start answers the same upload)."""
     declared = KINDS[kind]
     if declared.in_blocks and "://" in source:
         return http.post(f"/{kind}", json={"url": source}, headers={"Idempotency-Key": key})
     size = os.path.getsize(source)
     if declared.in_blocks and size >= DIRECT_UPLOAD_MIN_BYTES:
-        started = http.post(f"/{kind}/uploads", json={"size": size, "keep_input": keep_input})
+        started = http.post(
+            f"/{kind}/uploads", json={"size": size, "keep_input": keep_input}, headers={"Idempotency-Key": key}
+        )
         if started.status_code not in NOT_OFFERED:
             return _upload_direct(http, kind, started, source) if started.status_code == 201 else started
     content_type = declared.input.media_type
@@ -330,7 +332,19 @@ def _upload_direct(http: httpx.Client, kind: str, started: httpx.Response, sourc
             return {"part_number": part["part_number"], "etag": _put_part(s3, source, offset, part, progress)}
 
         etags = list(pool.map(put, parts))
-    return http.post(f"/{kind}/uploads/{upload['upload_id']}/complete", json={"parts": etags}, timeout=None)
+    return _complete(http, f"/{kind}/uploads/{upload['upload_id']}/complete", etags)
+
+
+def _complete(http: httpx.Client, path: str, etags: list[dict]) -> httpx.Response:
+    """Complete a direct upload, tried again when the connection fails: a retried complete
+    answers the same token (the upload id is its idempotency key), and sending the parts
+    again, or starting over, would cost the whole upload."""
+    for attempt in range(1, SUBMIT_ATTEMPTS):
+        try:
+            return http.post(path, json={"parts": etags}, timeout=None)
+        except httpx.TransportError:
+            time.sleep(RETRY_PAUSE_S * attempt)
+    return http.post(path, json={"parts": etags}, timeout=None)
 
 
 def _put_part(s3: httpx.Client, source: str, offset: int, part: dict, progress) -> str:
