@@ -12,6 +12,7 @@ import httpx
 import pytest
 from redis import Redis
 
+from backend.run.http_client import SpaceTime
 from tests.servers import live_api, own_redis
 from tests.test_cancel import MANY_BLOCKS, cancel, even_sum, progress
 from tests.waiting import wait_until
@@ -89,6 +90,17 @@ def test_streams_are_bounded_per_process(make_settings, start_api, redis):
         second = httpx.get(f"{api}/tasks/{token}/events")
         assert second.status_code == 429 and second.headers["retry-after"] == "5"
     assert httpx.get(f"{api}/tasks/{'0' * 32}/events").status_code == 404
+
+
+def test_the_client_waits_instead_when_the_api_has_no_stream_to_spare(make_settings, start_api, dispatcher):
+    api = start_api(make_settings(max_event_streams=0))
+    token = even_sum(api, b"2 4 5")
+    assert httpx.get(f"{api}/tasks/{token}/events").status_code == 429
+    seen: list[tuple[int, int]] = []
+    with SpaceTime(api) as st:
+        ended = st.watch(token, lambda done, total: seen.append((done, total)), timeout_s=60)
+        assert ended["status"] == "finished" and st.result(token)["sum"] == 6
+    assert seen[-1] == (1, 1)
 
 
 def test_a_client_at_its_bound_of_streams_takes_none_from_another(make_settings, start_api, redis):

@@ -193,12 +193,20 @@ class SpaceTime:
 
     def watch(self, token: str, on_progress=None, timeout_s: float | None = None) -> dict:
         """The job's status once it ends, or the latest after ``timeout_s``, from its event
-        stream; ``on_progress(done, total)`` as blocks finish."""
+        stream; ``on_progress(done, total)`` as blocks finish. An API with no stream to
+        spare (429) is waited on instead (``?wait=``): a client always learns the end."""
+        deadline = math.inf if timeout_s is None else time.monotonic() + timeout_s
         status: dict = {}
-        for event in self.events(token, timeout_s=timeout_s):
-            status = event["data"]
-            if (progress := status.get("progress")) and on_progress:
-                on_progress(progress["done"], progress["total"])
+        try:
+            for event in self.events(token, timeout_s=timeout_s):
+                status = event["data"]
+                if (progress := status.get("progress")) and on_progress:
+                    on_progress(progress["done"], progress["total"])
+        except ApiError as exc:
+            if exc.status != 429:
+                raise
+            left_s = None if timeout_s is None else max(0.0, deadline - time.monotonic())
+            return self.wait(token, left_s, on_progress)
         return status or {"status": self.record(token)["status"]}
 
     def jobs(
