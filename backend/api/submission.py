@@ -293,7 +293,7 @@ class Submitter:
     def _size(self, url: str) -> int:
         """The file's size, to cost the job and count it against the backlog quota:
         InvalidInput when it cannot be read now, since a job admitted at a guessed size
-        would bypass the quota (issue 17). The reason stays in the server's log."""
+        would bypass the quota. The reason stays in the server's log."""
         try:
             fs, path = fsspec.core.url_to_fs(url, **self.settings.storage_options(url))
             size = fs.info(path).get("size")

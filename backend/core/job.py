@@ -69,7 +69,7 @@ class Job(BaseModel):
     # Input bytes as the run measured them (shown to the client; the timing record's).
     bytes: int | None = None
     # Input bytes at submission, counted against the client's backlog quota: released by
-    # the final write exactly as admitted, whatever the run measured (issue 17).
+    # the final write exactly as admitted, whatever the run measured.
     admitted_bytes: int | None = None
     # What its input counts against the bytes its client may hold in Redis (the input's
     # cost to Redis and room for its output, submit.lua): released by the final write.

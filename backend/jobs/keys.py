@@ -120,7 +120,7 @@ DIRECT_UPLOADS = "direct-uploads"
 # Kind `image`: images on their way into Redis (the id is the job's token), reserved by
 # held_reserve.lua against the bytes the client may hold there, turned into held bytes or
 # dropped by submit.lua; so a client's concurrent submits cannot all push their image into
-# Redis' buffers (issue 17). The doctor drops lapsed leases of every kind.
+# Redis' buffers. The doctor drops lapsed leases of every kind.
 # The key expires with its longest lease.
 UPLOADS = "uploads:{kind}:{client}"
 
@@ -182,7 +182,7 @@ METRICS = "metrics"
 
 # Keys of a live job (queued or running) that have no TTL until its final write gives the
 # record one and deletes the input: a record that expired while its job waited would lose
-# the job and leak its client's counters (issue 17). tests/test_reliability.py checks that
+# the job and leak its client's counters. tests/test_reliability.py checks that
 # every one left after the jobs end has a TTL.
 UNTIL_FINAL = (RESULT, INPUT)
 

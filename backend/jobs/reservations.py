@@ -1,4 +1,4 @@
-"""Uploads in flight, reserved against their client's backlog quota (issue 17).
+"""Uploads in flight, reserved against their client's backlog quota.
 
 Without a reservation, each of a client's uploads could write up to the upload limit
 (64 GiB) before the job's submit refused it over quota: a client could fill the uploads

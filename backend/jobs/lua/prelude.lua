@@ -49,7 +49,7 @@ end
 
 -- Fields a run may not overwrite: who holds the job and what it was admitted at. The
 -- final write releases `admitted_bytes`, so a run that measured another size (a file that
--- grew, a URL whose size was read again) cannot move its client's backlog (issue 17).
+-- grew, a URL whose size was read again) cannot move its client's backlog.
 local KEPT = {token = true, status = true, client = true, lane = true, cost = true,
   admitted_bytes = true, held_bytes = true, dispatcher = true, attempts = true}
 
