@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from backend.core.job import Lane
-from backend.jobs import keys
+from backend.jobs import keys, scripts
 from backend.jobs.clients import ClientRegistry
 from backend.jobs.queue import JobQueue, QueuePolicy
 from tests.test_clients import bearer
@@ -87,6 +87,23 @@ def test_queue_positions_filters_and_summaries_past_the_record(keys_api, redis):
     assert [(job["token"], job["error"]) for job in gone] == [(tokens[1], "cancelled by the client")]
     assert redis.ttl(keys.summary(tokens[1])) > settings.result_ttl_s
     assert redis.ttl(keys.jobs("alice")) > settings.result_ttl_s
+
+
+def test_a_client_keeps_its_newest_jobs_listed_up_to_the_cap_and_another_its_own(
+    make_settings, start_api, redis, monkeypatch
+):
+    """Past keys.HISTORY_MAX (3 here) a client's oldest jobs leave its list, and their
+    summaries go with them: what one client keeps listed is bounded, and nobody else's."""
+    monkeypatch.setitem(scripts.CONSTANTS, "HISTORY_MAX", 3)
+    api = start_api(make_settings())
+    a, b = {"X-Client-Id": "a"}, {"X-Client-Id": "b"}
+    theirs = [submit(api, b) for _ in range(2)]
+    mine = [submit(api, a) for _ in range(5)]
+    assert [job["token"] for job in listed(api, a)["jobs"]] == mine[:1:-1]
+    assert [job["token"] for job in listed(api, b)["jobs"]] == theirs[::-1]
+    assert redis.zcard(keys.jobs("a")) == 3
+    assert [bool(redis.exists(keys.summary(token))) for token in mine] == [False, False, True, True, True]
+    assert httpx.get(f"{api}/tasks/{mine[0]}", headers=a).json()["status"] == "requested"  # still queued
 
 
 def test_a_finished_job_and_its_report_outlive_its_record(api_url, dispatcher, redis):

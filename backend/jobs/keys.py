@@ -153,7 +153,8 @@ IDEMPOTENCY = "idempotency:{client}:{sha256}"
 # Sorted set of a client's jobs, newest last: every score is 0 and each member is
 # "<requested_at in ms, 13 digits>:<token>", so members sort by submit time (then token)
 # and a page's cursor is a member (backend/jobs/history.py). Written by submit.lua, which
-# trims what is older than HISTORY_TTL_S; the key expires HISTORY_TTL_S after the last submit.
+# trims what is older than HISTORY_TTL_S, and past HISTORY_MAX the oldest with their
+# summaries; the key expires HISTORY_TTL_S after the last submit.
 JOBS = "jobs:{client}"
 # A job's compact summary (JSON: kind, status, times, error, timings), written at submit and
 # by the final write: what GET /tasks shows of a job whose record has expired.
@@ -218,6 +219,10 @@ IDEMPOTENCY_TTL_S = 24 * 3600
 # A job stays listed (GET /tasks) this long after its submit, its summary as long after its
 # end: a week, so that last week's jobs, and their reports, can still be found.
 HISTORY_TTL_S = 7 * 24 * 3600
+# ... and at most this many of a client's newest jobs: rate and TTL alone would let one
+# client keep 30 million (50 a second for a week), gigabytes of Redis. 10,000 jobs cost
+# about 5 MB of list and summaries.
+HISTORY_MAX = 10_000
 # How long an idle job loop sleeps on its wake list before it looks again anyway (work
 # pushed straight on `tasks` by an old producer wakes nobody).
 CLAIM_TIMEOUT_S = 1.0

@@ -53,6 +53,7 @@ CONSTANTS: dict[str, str | int] = {
     "JOBS": _prefix(keys.JOBS),
     "SUMMARY": _prefix(keys.SUMMARY),
     "HISTORY_TTL_S": keys.HISTORY_TTL_S,
+    "HISTORY_MAX": keys.HISTORY_MAX,
     "IDEMPOTENCY_TTL_S": keys.IDEMPOTENCY_TTL_S,
     "FAILURES": keys.FAILURES,
     "FAILURES_MAX": keys.FAILURES_MAX,

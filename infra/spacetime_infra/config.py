@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from spacetime_infra.log_groups import RETENTION
+from spacetime_infra.metrics import KINDS
 
 ENVIRONMENTS_KEY = "spacetime:environments"
 IMAGES_KEY = "spacetime:images"
@@ -195,8 +196,8 @@ def _check(config: EnvironmentConfig, where: str) -> None:
         problems.append("alarms.email: production's alarms need a subscriber (an e-mail address)")
     elif config.alarms.email and not _EMAIL.match(config.alarms.email):
         problems.append("alarms.email: an e-mail address, or empty")
-    if set(config.alarms.queue_wait_p95_seconds) != {"randomize", "even-sum"}:
-        problems.append("alarms.queueWaitP95Seconds: a threshold for each job kind, randomize and even-sum")
+    if set(config.alarms.queue_wait_p95_seconds) != set(KINDS):
+        problems.append(f"alarms.queueWaitP95Seconds: a threshold for each job kind, {' and '.join(KINDS)}")
     if problems:
         raise ConfigError(f"{where}: " + "; ".join(problems))
 

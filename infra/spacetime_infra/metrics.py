@@ -24,6 +24,7 @@ NAMESPACE = "SpaceTime"
 GAUGES = ("Backlog", "BacklogBlocks", "InFlight")
 JOB_METRICS = ("QueueWait", "LeadTime", "Errored")
 LANES = ("interactive", "bulk")
+# The job kinds of backend/core/kinds.py (infra/tests/test_metrics.py compares).
 KINDS = ("randomize", "even-sum")
 GAUGE_PERIOD = Duration.minutes(1)  # two 30 s samples per period; Maximum takes the later peak
 

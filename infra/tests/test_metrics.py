@@ -8,10 +8,11 @@ backend/telemetry/cloudwatch.py, read here as text (infra/.venv has no backend t
 import json
 import re
 
-from spacetime_infra.metrics import GAUGES, JOB_METRICS, NAMESPACE
+from spacetime_infra.metrics import GAUGES, JOB_METRICS, KINDS, NAMESPACE
 from tests.cfn import INFRA_ROOT
 
 BACKEND_MODULE = "backend/telemetry/cloudwatch.py"
+KINDS_MODULE = "backend/core/kinds.py"
 
 
 def printed_by_backend() -> tuple[str, set[str]]:
@@ -27,6 +28,12 @@ def test_infra_names_what_the_backend_prints():
     namespace, names = printed_by_backend()
     assert namespace == NAMESPACE
     assert names == set(GAUGES) | set(JOB_METRICS)
+
+
+def test_infra_knows_every_kind_the_backend_declares():
+    """Queue-wait alarms and dashboards are per kind: a new kind needs its threshold."""
+    source = (INFRA_ROOT.parent / KINDS_MODULE).read_text()
+    assert set(re.findall(r'^    name="([^"]+)",$', source, re.MULTILINE)) == set(KINDS)
 
 
 def test_the_stack_reads_only_printed_metrics(template):

@@ -2,10 +2,8 @@
 
 import pytest
 
+from spacetime_infra.metrics import KINDS, LANES
 from tests.cfn import find, minimum_tasks, resources, target, text
-
-LANES = {"interactive", "bulk"}
-KINDS = {"randomize", "even-sum"}
 
 
 def policy_for(template: dict, service_prefix: str) -> tuple[dict, dict]:
@@ -145,7 +143,7 @@ def test_alarms_on_running_tasks_target_health_and_5xx(template, env_config):
     assert names["UnHealthyHostCount"]["TreatMissingData"] == "breaching"
     assert names["HealthyHostCount"]["Threshold"] == 1 and names["HealthyHostCount"]["TreatMissingData"] == "breaching"
     silent = [a for (name, lane), a in by_metric.items() if name == "Backlog"]
-    assert {text(a["Dimensions"][0]["Value"]) for a in silent} == LANES
+    assert {text(a["Dimensions"][0]["Value"]) for a in silent} == set(LANES)
     assert all(a["Statistic"] == "SampleCount" and a["TreatMissingData"] == "breaching" for a in silent)
     errors = find(resources(template, "AWS::CloudWatch::Alarm"), "AlarmsServerErrors")
     metrics = {q["MetricStat"]["Metric"]["MetricName"] for q in errors["Metrics"] if "MetricStat" in q}

@@ -11,7 +11,8 @@
 -- ARGV: token, record JSON (with `admitted_bytes`, released by the final write), has input
 --       (0/1: sent to its key), client, input size, max backlog bytes (-1: none), lane,
 --       max held bytes unless the client's record sets `max_held_bytes` (0: none),
---       its member in the client's list of jobs, the oldest member to keep there,
+--       its member in the client's list of jobs, the oldest member to keep there (and
+--       at most HISTORY_MAX members),
 --       its idempotency key ('': none), the request's fingerprint.
 -- Returns {1, backlog after}, or when refused {0, backlog now}, {-1, bytes held and reserved
 -- by its other images now}, or {-2, held limit} for an input larger than the whole limit
@@ -52,6 +53,13 @@ wake(lane)
 local jobs = JOBS .. client
 redis.call('ZADD', jobs, 0, ARGV[9])
 redis.call('ZREMRANGEBYLEX', jobs, '-', '(' .. ARGV[10])
+local over = redis.call('ZCARD', jobs) - HISTORY_MAX
+if over > 0 then  -- one at a time, in the steady state
+  for _, name in ipairs(redis.call('ZRANGE', jobs, 0, over - 1)) do
+    redis.call('DEL', SUMMARY .. string.sub(name, string.find(name, ':', 1, true) + 1))
+  end
+  redis.call('ZREMRANGEBYRANK', jobs, 0, over - 1)
+end
 redis.call('EXPIRE', jobs, HISTORY_TTL_S)
 summarize(token, rec)
 if idempotency ~= '' then
