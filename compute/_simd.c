@@ -290,7 +290,8 @@ AVX512 static stopped fast512(const uint8_t *buf, Py_ssize_t pos, Py_ssize_t sto
 /* Rather than one step per exponent, each digit's exponent is computed as a byte (how far
  * its token's last digit is: a running minimum of the next boundary's position, 5 byte
  * shifts), and 10**exponent is looked up (vpermb) byte by byte of its 8, each weighing
- * the digits with vpdpbusd into 32-bit sums: the same work for 1 digit or 18. */
+ * the digits with vpdpbusd into 32-bit sums: the same work for 1 digit or 10 (or, with
+ * the 4 high bytes too, 18). */
 #define AVX512VNNI __attribute__((target("avx512f,avx512bw,avx512vbmi,avx512vnni,bmi,bmi2,lzcnt,popcnt")))
 #define WEIGHT_BYTES 8 /* 10**17 < 2**64 */
 #define SUM_WINDOWS 4096 /* a 32-bit sum grows by 4 * 255 * 9 at most a window; 16 of them, 4096 windows: < 2**31 */
@@ -335,8 +336,13 @@ AVX512VNNI static stopped fast512vnni(const uint8_t *buf, Py_ssize_t pos, Py_ssi
         __m512i exponent = _mm512_sub_epi8(last, index);
         __m512i digits = _mm512_maskz_sub_epi8(even, v, _mm512_set1_epi8('0'));
         digits = _mm512_mask_sub_epi8(digits, p.negative, _mm512_setzero_si512(), digits);
-        for (int j = 0; j < WEIGHT_BYTES; j++)
+        for (int j = 0; j < WEIGHT_BYTES / 2; j++)
             sums[j] = _mm512_dpbusd_epi32(sums[j], _mm512_permutexvar_epi8(exponent, weights[j]), digits);
+        /* 10**9 < 2**32: the high bytes weigh only numbers of over 10 digits (a branch that
+         * follows the file's shape; 1.07x on one number a line, Zen 4) */
+        if (over_10_digits(p.digits))
+            for (int j = WEIGHT_BYTES / 2; j < WEIGHT_BYTES; j++)
+                sums[j] = _mm512_dpbusd_epi32(sums[j], _mm512_permutexvar_epi8(exponent, weights[j]), digits);
         if (since_sum == SUM_WINDOWS) {
             for (int j = 0; j < WEIGHT_BYTES; j++) {
                 weighed[j] += _mm512_reduce_add_epi32(sums[j]);
