@@ -289,7 +289,8 @@ NO_DIRECT_UPLOAD: Responses = {
     404: {
         "model": ErrorOut,
         "description": "No such pending upload (unknown, completed, expired or another client's), or this server "
-        "offers no direct uploads (its uploads store is a local folder): stream the body to POST /even-sum instead",
+        "offers no direct uploads (its uploads store is a local folder): stream the file as the body of the kind's "
+        "POST instead",
     }
 }
 

@@ -149,6 +149,7 @@ class Submitter:
     async def start_direct_upload(
         self,
         caller: ClientSettings,
+        kind: JobKind,
         size: int,
         part_bytes: int | None,
         keep_input: bool = False,
@@ -158,7 +159,7 @@ class Submitter:
         bytes are reserved against the backlog quota now, and checked again when it
         completes), and start it. A retry of a start (``idempotency`` seen before) is
         Replayed with the first answer."""
-        direct = self.require_direct_uploads()
+        direct = self.require_direct_uploads(kind)
         if idempotency is not None:
             await run_in_threadpool(self.store.check_idempotency, idempotency)
         if size > self.settings.max_upload_bytes:
@@ -187,7 +188,7 @@ class Submitter:
         has completed it, the upload is done with whatever happens: a job refused then (a
         quota race since the check just before) deletes the file. The upload id is the
         call's idempotency key: retried after it queued the job, it answers that job."""
-        direct = self.require_direct_uploads()
+        direct = self.require_direct_uploads(kind)
         completed = await self._idempotency(caller, f"complete:{upload_id}", b"complete")
         try:
             upload = await run_in_threadpool(direct.claim, caller.owner, upload_id)
@@ -207,15 +208,15 @@ class Submitter:
         finally:
             await run_in_threadpool(direct.finish, upload)
 
-    def require_direct_uploads(self) -> DirectUploads:
-        """The direct uploads, or DirectUploadsUnavailable saying to stream the body instead."""
+    def require_direct_uploads(self, kind: JobKind) -> DirectUploads:
+        """The direct uploads, or DirectUploadsUnavailable saying to stream ``kind``'s body instead."""
         if self.direct is None:
             why = (
                 "direct uploads are turned off on this server"
                 if not self.settings.direct_uploads
                 else "direct uploads need the S3 uploads store, and this server keeps uploads in a local folder"
             )
-            raise DirectUploadsUnavailable(f"{why}: send the file as the body of POST /even-sum instead")
+            raise DirectUploadsUnavailable(f"{why}: send the file as the body of POST /{kind.name} instead")
         return self.direct
 
     async def _store_file(

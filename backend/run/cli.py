@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     submit = commands.add_parser("submit", help="submit a job and wait for its result")
     submit.add_argument("kind", choices=list(KINDS))
-    submit.add_argument("input", help="a file to upload, or (even-sum) an s3:// or file:// URL")
+    by_url = ", ".join(name for name, kind in KINDS.items() if kind.in_blocks)
+    submit.add_argument("input", help=f"a file to upload, or ({by_url}) an s3:// or file:// URL")
     submit.add_argument("-o", "--output", help="where to write a result that is not JSON (default out.<type>)")
     submit.add_argument(
         "--timeout", type=float, help="give up waiting for the job after this many seconds (default: no limit)"

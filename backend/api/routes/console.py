@@ -56,7 +56,10 @@ async def jobs_page(request: Request) -> Response:
     if caller is None or "switch" in request.query_params:
         return page(request, "signin.html", caller)
     statuses = [status.value for status in JobStatus]
-    return page(request, "jobs.html", caller, statuses=statuses, kinds=list(KINDS))
+    submit_kinds = [
+        {"name": kind.name, "media_type": kind.input.media_type, "in_blocks": kind.in_blocks} for kind in KINDS.values()
+    ]
+    return page(request, "jobs.html", caller, statuses=statuses, kinds=list(KINDS), submit_kinds=submit_kinds)
 
 
 @router.get("/jobs/{token}")

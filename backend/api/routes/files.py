@@ -92,10 +92,12 @@ def add_direct_upload(router: APIRouter, kind: JobKind) -> None:
         settings: SettingsDep,
         key: IdempotencyKeyDep = None,
     ):
-        submitter.require_direct_uploads()
+        submitter.require_direct_uploads(kind)
         wanted = await read_model(request, settings, DirectUploadIn)
         asked = Idempotency.of(caller.name, key, b"start", wanted.model_dump_json().encode()) if key else None
-        started = await submitter.start_direct_upload(caller, wanted.size, wanted.part_size, wanted.keep_input, asked)
+        started = await submitter.start_direct_upload(
+            caller, kind, wanted.size, wanted.part_size, wanted.keep_input, asked
+        )
         upload = started.upload
         parts = [
             PartUrlOut(part_number=n, size=upload.plan.part_size(n), url=url) for n, url in enumerate(started.urls, 1)
@@ -119,7 +121,7 @@ def add_direct_upload(router: APIRouter, kind: JobKind) -> None:
         """The parts are checked against S3's own listing, not the client's word: each one
         uploaded, of its exact size, none extra, each ETag the one S3 holds. Retried after
         it queued the job, it answers the same token (the upload id is its idempotency key)."""
-        submitter.require_direct_uploads()
+        submitter.require_direct_uploads(kind)
         sent = await read_model(request, settings, CompleteUploadIn)
         etags: dict[int, str] = {}
         for part in sent.parts:

@@ -273,13 +273,13 @@ async function upload(url, file, type, onProgress) {
   return JSON.parse(answer.responseText);
 }
 
-// Sends a text file straight to S3 where the server offers it (POST /even-sum/uploads):
+// Sends a file kind's file straight to S3 where the server offers it (POST /<kind>/uploads):
 // a part at a time on its presigned URL, then the complete call queues the job. Null
 // where the server offers no direct uploads (its uploads store is a local folder).
-async function directUpload(file, keepInput, onProgress) {
+async function directUpload(kind, file, keepInput, onProgress) {
   let plan;
   try {
-    plan = await api("POST", "/even-sum/uploads", { size: file.size, keep_input: keepInput });
+    plan = await api("POST", `/${kind}/uploads`, { size: file.size, keep_input: keepInput });
   } catch (error) {
     if (error.status === 404) return null;
     throw error;
@@ -293,7 +293,25 @@ async function directUpload(file, keepInput, onProgress) {
     done += part.size;
     parts.push({ part_number: part.part_number, etag: answer.getResponseHeader("ETag") });
   }
-  return api("POST", `/even-sum/uploads/${plan.upload_id}/complete`, { parts });
+  return api("POST", `/${kind}/uploads/${plan.upload_id}/complete`, { parts });
+}
+
+// The kind that takes this file, from the server's declarations (the form's data-kinds):
+// a PNG goes to the kind that takes image/png, any other file to the one that takes text.
+async function kindFor(form, file) {
+  const type = (await isPng(file)) ? "image/png" : "text/plain";
+  const kind = JSON.parse(form.dataset.kinds).find((k) => k.media_type === type);
+  if (!kind) throw new Error(`no job kind here takes ${type}`);
+  return kind;
+}
+
+// Sends the file as its kind's job: a file kind straight to S3 where offered, else streamed.
+async function sendJob(kind, file, keep, progress) {
+  if (!kind.in_blocks) return upload(`/${kind.name}`, file, kind.media_type, progress);
+  return (
+    (await directUpload(kind.name, file, keep, progress)) ||
+    (await upload(`/${kind.name}?keep_input=${keep}`, file, kind.media_type, progress))
+  );
 }
 
 async function submit(event) {
@@ -303,16 +321,13 @@ async function submit(event) {
   if (!file) return;
   const bar = document.getElementById("upload-progress");
   const state = document.getElementById("upload-state");
-  const png = await isPng(file);
   const keep = form.elements.keep_input.checked;
   const progress = (fraction) => (bar.value = fraction);
   bar.hidden = false;
   bar.value = 0;
   state.textContent = `Uploading ${file.name}…`;
   try {
-    const { token } = png
-      ? await upload("/randomize", file, "image/png", progress)
-      : (await directUpload(file, keep, progress)) || (await upload(`/even-sum?keep_input=${keep}`, file, "text/plain", progress));
+    const { token } = await sendJob(await kindFor(form, file), file, keep, progress);
     state.textContent = `Submitted ${file.name} as job ${token.slice(0, 12)}.`;
     form.reset();
   } catch (error) {
