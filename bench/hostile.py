@@ -44,9 +44,9 @@ from redis import Redis
 from bench.datagen import DATA_DIR, ensure_file, parse_size
 from bench.fairness import T1_TARGET, Tenant, image_records, p, t1_met, where_p95
 from bench.system import System, core_check, one_core_taken, running_system
-from compute.defaults import MAX_TOKEN_BYTES
+from compute.defaults import MAX_TOKEN_BYTES, MiB
 
-MiB, MB = 2**20, 10**6
+MB = 10**6
 # Bounds set small for the run, so that A reaches them within seconds.
 MAX_HELD_BYTES = 256 * MiB
 MAX_IMAGE_BYTES = 24 * MiB  # room for a 20 MiB noise PNG and its headers

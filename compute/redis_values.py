@@ -12,8 +12,10 @@ from typing import cast
 
 from redis import Redis
 
+from compute.defaults import MiB
+
 # What one command or reply carries at most; an image under it costs one round trip.
-PIECE_BYTES = 1024 * 1024
+PIECE_BYTES = MiB
 # The Redis commands these functions send: the workers' ACL allows these and no more
 # (infra/spacetime_infra/cache.py, checked by tests/test_deploy_files.py).
 COMMANDS = ("getrange", "exists", "set", "setrange", "expire", "multi", "exec")

@@ -9,6 +9,8 @@ Keys built from a client name or a lane are built inside Lua scripts too; that i
 a single Redis node (not Redis Cluster), which is what we run.
 """
 
+from compute.defaults import MiB
+
 # -- the original contract ------------------------------------------------------------------
 # The intake: tokens LPUSHed by the API (or by any producer of the original system).
 # Dispatchers route them from here into per-client queues before they pick.
@@ -268,7 +270,7 @@ HELD_RETRY_AFTER_S = 60
 UPLOAD_LEASE_S = 120
 # A body without a declared length reserves this much more each time it passes what it
 # reserved: one Redis call per 64 MiB, and at most 64 MiB reserved and not yet written.
-UPLOAD_STEP_BYTES = 64 * 1024 * 1024
+UPLOAD_STEP_BYTES = 64 * MiB
 # An image's reservation of room in Redis lives this long: its body read at the API's pace
 # floor (body_min_bytes_per_s) could take longer, so the API reserves again just before it
 # sends the image; a dead API's reservation holds its client's room no longer than this.
