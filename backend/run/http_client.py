@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import cast
 
@@ -105,13 +105,7 @@ class SpaceTime:
         requests reach the API, one job is made. ``keep_input``: an uploaded file stays in
         the uploads store after the job."""
         key = idempotency_key or uuid.uuid4().hex
-        for attempt in range(1, SUBMIT_ATTEMPTS):
-            try:
-                return str(_checked(_submit(self.http, kind, source, key, keep_input)).json()["token"])
-            except httpx.TransportError:
-                time.sleep(RETRY_PAUSE_S * attempt)
-        last = _submit(self.http, kind, source, key, keep_input)  # the last try: its error is yours
-        return str(_checked(last).json()["token"])
+        return str(_checked(_retried(lambda: _submit(self.http, kind, source, key, keep_input))).json()["token"])
 
     def record(self, token: str, wait_s: float = 0) -> dict:
         """The job's whole record, after waiting up to ``wait_s`` for it to end."""
@@ -340,19 +334,22 @@ def _upload_direct(http: httpx.Client, kind: str, started: httpx.Response, sourc
             return {"part_number": part["part_number"], "etag": _put_part(s3, source, offset, part, progress)}
 
         etags = list(pool.map(put, parts))
-    return _complete(http, f"/{kind}/uploads/{upload['upload_id']}/complete", etags)
+    # Only the complete call is tried again when its answer is lost: a retried complete
+    # answers the same token (the upload id is its idempotency key), and sending the parts
+    # again, or starting over, would cost the whole upload.
+    path = f"/{kind}/uploads/{upload['upload_id']}/complete"
+    return _retried(lambda: http.post(path, json={"parts": etags}, timeout=None))
 
 
-def _complete(http: httpx.Client, path: str, etags: list[dict]) -> httpx.Response:
-    """Complete a direct upload, tried again when the connection fails: a retried complete
-    answers the same token (the upload id is its idempotency key), and sending the parts
-    again, or starting over, would cost the whole upload."""
+def _retried(send: Callable[[], httpx.Response]) -> httpx.Response:
+    """``send()``, tried again when the connection fails, SUBMIT_ATTEMPTS times in all: for
+    requests that are safe to repeat (under an Idempotency-Key, or idempotent by design)."""
     for attempt in range(1, SUBMIT_ATTEMPTS):
         try:
-            return http.post(path, json={"parts": etags}, timeout=None)
+            return send()
         except httpx.TransportError:
             time.sleep(RETRY_PAUSE_S * attempt)
-    return http.post(path, json={"parts": etags}, timeout=None)
+    return send()  # the last try: its error is the caller's
 
 
 def _put_part(s3: httpx.Client, source: str, offset: int, part: dict, progress) -> str:
