@@ -17,6 +17,7 @@ from backend.jobs import keys
 from backend.jobs.queue import JobQueue, QueuePolicy
 from backend.jobs.store import EndResult, JobStore
 from tests.test_clients import bearer
+from tests.test_embedded import gradient_png
 from tests.test_reliability import counters, start_dispatcher_process
 from tests.waiting import wait_status, wait_until
 
@@ -42,9 +43,9 @@ def assert_cancelled(response: httpx.Response) -> dict:
     return record
 
 
-def job_tasks(cluster, token: str) -> list[str]:
+def job_tasks(cluster, token: str, kind: str = "even-sum") -> list[str]:
     """The keys the scheduler holds for the job's tasks."""
-    return [str(key) for key in list(cluster.scheduler.tasks) if str(key).startswith(f"even-sum-{token}")]
+    return [str(key) for key in list(cluster.scheduler.tasks) if str(key).startswith(f"{kind}-{token}")]
 
 
 def progress(redis, token: str) -> float:
@@ -125,6 +126,25 @@ def test_a_running_even_sum_stops_within_a_block_and_leaves_nothing(api_url, red
     time.sleep(1)  # a late progress or final write would show now
     assert httpx.get(f"{api_url}/tasks/{token}").json() == record
     assert not job_tasks(cluster, token)
+
+
+def test_a_running_image_ends_cancelled_and_its_late_result_is_dropped(api_url, redis, dispatcher, cluster):
+    """An image is one task, which cannot be stopped halfway: the job ends cancelled at once,
+    and when the task ends its result is refused (the staged output deleted), the record
+    stays as the cancel left it, and the client holds nothing in Redis."""
+    image = gradient_png(6000, 4000)  # 24 MP: a shuffle of a second or so
+    response = httpx.post(f"{api_url}/randomize", content=image, headers={"Content-Type": "image/png"})
+    assert response.status_code == 201, response.text
+    token = response.json()["token"]
+    wait_until(lambda: JobStore(redis, 60).get(token).status == "received", what="the image to run")
+    record = assert_cancelled(cancel(api_url, token))
+    assert redis.exists(keys.input_(token)) == 0
+    wait_until(lambda: not job_tasks(cluster, token, "randomize"), timeout_s=60, what="the image's task to end")
+    wait_until(lambda: not redis.keys(f"staged:{token}:*"), what="its staged output to be dropped")
+    assert httpx.get(f"{api_url}/tasks/{token}").json() == record
+    assert httpx.get(f"{api_url}/randomize/{token}/result").status_code != 200
+    assert not redis.exists(keys.output(token))
+    assert not redis.hget(keys.HELD_BYTES, "anonymous") and not counters(redis)
 
 
 @pytest.mark.slow
