@@ -13,6 +13,8 @@ ones (a dead API's), as the next reservation of their client would.
 
 ``spacetime doctor`` runs it by hand; each dispatcher's heartbeat tries every
 ``doctor_interval_s``, and the one that takes the lock key runs it and logs any drift.
+That periodic check reads the kept outputs' entries only while they are few (see
+``check``): the step must not stop Redis for seconds in service.
 """
 
 import json
@@ -45,14 +47,17 @@ class Doctor:
         self.redis = redis
         self._doctor = scripts.register(redis, "doctor")
 
-    def check(self, repair: bool = False) -> list[Drift]:
-        """Every drift found; with ``repair``, each one is fixed in the same step."""
+    def check(self, repair: bool = False, every_output: bool = True) -> list[Drift]:
+        """Every drift found; with ``repair``, each one is fixed in the same step. Without
+        ``every_output``, the kept outputs' sums (keys.HELD_OUTPUT_BYTES) are recomputed
+        only while there are at most keys.DOCTOR_OUTPUTS_MAX outputs: a check that may not
+        stop Redis for long."""
         found = {
             "queues": self._scan(keys.QUEUE),
             "processing": [name[len(keys.processing("")) :] for name in self._scan(keys.PROCESSING)],
             "reservations": self._scan(keys.UPLOADS),
         }
-        answer = json.loads(self._doctor(args=[int(repair), json.dumps(found)]))
+        answer = json.loads(self._doctor(args=[int(repair), json.dumps(found), int(every_output)]))
         return [Drift(**{k: _listed(v) for k, v in drift.items()}) for drift in _listed(answer)]
 
     def _scan(self, template: str) -> list[str]:
@@ -64,7 +69,7 @@ class Doctor:
         the lock key, set with that TTL, lets one of them through per interval."""
         if not self.redis.set(keys.DOCTOR_LOCK, holder, nx=True, px=int(interval_s * 1000)):
             return None
-        return self.check()
+        return self.check(every_output=False)
 
 
 def _listed(value: Any) -> Any:

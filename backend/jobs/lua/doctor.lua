@@ -9,10 +9,13 @@
 -- Reservations (keys.UPLOADS) are leases counted apart from every counter here: a request
 -- in flight is no drift. Lapsed ones (their API died) are dropped, a due release.
 -- ARGV: repair (0/1), JSON {"queues": [queue keys], "processing": [dispatcher ids],
---       "reservations": [reservation keys]} (a SCAN's).
+--       "reservations": [reservation keys]} (a SCAN's), every output (0/1: read every
+--       entry of HELD_OUTPUTS, however many).
 -- Returns JSON [{"key", "field", "stored", "recomputed"}...]; a ring's entries are lists.
 local repair = ARGV[1] == '1'
 local found = cjson.decode(ARGV[2])
+local every_output = ARGV[3] == '1'
+
 local now = clock()
 release_outputs(now)  -- outputs past their expiry: a due release, not drift
 for _, key in ipairs(found.reservations or {}) do redis.call('ZREMRANGEBYSCORE', key, '-inf', now) end
@@ -70,10 +73,21 @@ end
 
 want[HELD_BYTES] = want[HELD_BYTES] or {}
 want[BACKLOG_BYTES] = want[BACKLOG_BYTES] or {}
-for _, member in ipairs(redis.call('ZRANGE', HELD_OUTPUTS, 0, -1)) do
-  local _, client, size = string.match(member, '^(%S+) (%S+) (%d+)$')
-  if client then add(HELD_BYTES, client, tonumber(size)) end
+-- Kept outputs count in held bytes by their sums per client. The sums are recomputed from
+-- the entries when asked, or while there are few; else they are taken as stored (reading
+-- millions of entries in one step would stop Redis for seconds).
+local outputs = {}
+if every_output or redis.call('ZCARD', HELD_OUTPUTS) <= DOCTOR_OUTPUTS_MAX then
+  for _, member in ipairs(redis.call('ZRANGE', HELD_OUTPUTS, 0, -1)) do
+    local _, client, size = string.match(member, '^(%S+) (%S+) (%d+)$')
+    if client then outputs[client] = (outputs[client] or 0) + tonumber(size) end
+  end
+  want[HELD_OUTPUT_BYTES] = outputs
+else
+  local flat = redis.call('HGETALL', HELD_OUTPUT_BYTES)
+  for i = 1, #flat, 2 do outputs[flat[i]] = tonumber(flat[i + 1]) end
 end
+for client, size in pairs(outputs) do add(HELD_BYTES, client, size) end
 
 local drift = {}
 for key, fields in pairs(want) do

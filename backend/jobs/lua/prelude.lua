@@ -88,7 +88,10 @@ end
 local function release_outputs(now)
   for _, member in ipairs(redis.call('ZRANGEBYSCORE', HELD_OUTPUTS, '-inf', now, 'LIMIT', 0, RELEASE_BATCH)) do
     local _, client, size = string.match(member, '^(%S+) (%S+) (%d+)$')
-    if client then count(HELD_BYTES, client, -tonumber(size)) end
+    if client then
+      count(HELD_BYTES, client, -tonumber(size))
+      count(HELD_OUTPUT_BYTES, client, -tonumber(size))
+    end
     redis.call('ZREM', HELD_OUTPUTS, member)
   end
 end
@@ -166,6 +169,7 @@ local function finalize(token, rec, status, output, ttl)
     local kept = stored_cost(output_key)
     if kept > 0 then
       count(HELD_BYTES, rec.client, kept)
+      count(HELD_OUTPUT_BYTES, rec.client, kept)
       redis.call('ZADD', HELD_OUTPUTS, clock() + tonumber(ttl), token .. ' ' .. rec.client .. ' ' .. kept)
     end
     if tonumber(rec.admitted_bytes) then count(BACKLOG_BYTES, rec.client, -tonumber(rec.admitted_bytes)) end
