@@ -127,13 +127,14 @@ def test_the_doctor_reports_and_repairs_every_kind_of_drift(redis, settings, que
     assert redis.hget(keys.BACKLOG_BYTES, "a") == b"1000" and doctor.check() == []
 
 
-def test_kept_outputs_count_until_they_expire(redis, settings, queue, doctor):
+def test_kept_outputs_and_records_count_until_they_expire(redis, settings, queue, doctor):
     store = JobStore(redis, ttl_s=1)
     store.submit(Submission(RANDOMIZE, "a", input_bytes=b"x" * 100, bytes=100))
     assert int(redis.hget(keys.HELD_BYTES, "a")) == held_for(redis, b"x" * 100)
     job = queue.claim(Lane.interactive).job
     store.finish(job, b"y" * 40)
-    assert int(redis.hget(keys.HELD_BYTES, "a")) == redis.memory_usage(keys.output(job.token))
+    kept = redis.memory_usage(keys.output(job.token)) + redis.memory_usage(keys.result(job.token))
+    assert int(redis.hget(keys.HELD_BYTES, "a")) == kept + keys.HELD_ENTRY_BYTES
     assert redis.hget(keys.HELD_OUTPUT_BYTES, "a") == redis.hget(keys.HELD_BYTES, "a")
     assert doctor.check() == []
     time.sleep(1.2)

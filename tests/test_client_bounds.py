@@ -285,3 +285,27 @@ def test_large_values_are_read_whole_a_piece_at_a_time(redis, monkeypatch):
         calls = redis.info("commandstats").get("cmdstat_getrange", {"calls": 0})["calls"]
         assert read_value(redis, "value") == data
         assert redis.info("commandstats")["cmdstat_getrange"]["calls"] - calls == size // 1000 + 1
+
+
+def test_the_records_of_a_clients_ended_jobs_count_against_its_bound(make_settings, start_api, start_dispatcher, redis):
+    """Records are kept for the result TTL: uncounted, small jobs at the rate limit would
+    keep millions a day. Each ended job's record counts in held bytes (room for a few
+    here), so a client that has ended too many is refused until they expire, and another
+    client is served."""
+    settings = make_settings(default_max_held_bytes=3000)
+    api = start_api(settings)
+    start_dispatcher(settings)
+
+    def even_sum(client: str) -> httpx.Response:
+        headers = {"X-Client-Id": client, "Content-Type": "text/plain"}
+        return httpx.post(f"{api}/even-sum", content=b"2 4", headers=headers, timeout=30)
+
+    answers = []
+    while len(answers) < 20 and (answer := even_sum("a")).status_code == 201:
+        answers.append(answer)
+        wait_status(api, "even-sum", answer.json()["token"], headers={"X-Client-Id": "a"})
+    assert answer.status_code == 429 and "holds" in answer.json()["error"]
+    assert 2 <= len(answers) <= 10  # each keeps some 600-900 bytes
+    assert int(redis.hget(keys.HELD_BYTES, "a")) > 3000
+    assert even_sum("b").status_code == 201
+    assert Doctor(redis).check() == []

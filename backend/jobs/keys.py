@@ -49,18 +49,22 @@ BACKLOG_BYTES = "backlog-bytes"
 # Hash client -> bytes the client holds in Redis, as Redis' allocator counts them (MEMORY
 # USAGE: a 20.0 MiB image takes 24 MiB): inputs of its live jobs, each with room for its
 # output (the record's `held_bytes`, added by submit.lua, subtracted by the final write,
-# which deletes the input), and outputs kept for their TTL (added by the final write,
-# subtracted when HELD_OUTPUTS says they expired).
+# which deletes the input), and what its ended jobs keep for the result TTL: the output,
+# the record, and the entry that tracks them (added by the final write, subtracted when
+# HELD_OUTPUTS says they expired). Records count too: 50 small jobs a second would
+# otherwise keep 4 million records, some 3 GB, a day.
 HELD_BYTES = "held-bytes"
 # An input held in Redis counts this many times what it costs Redis: itself, and room for
 # its job's output, which a worker stores (STAGED) while the input is still there and the
 # final write keeps in its place (an image's output is about its input's size; the final
 # write then counts the output kept at its own cost).
 HELD_PER_INPUT = 2
-# Sorted set "<token> <client> <bytes>" -> expiry (epoch s) of every output counted in
-# HELD_BYTES: submit.lua and doctor release the ones past their expiry, so an output
+# Sorted set "<token> <client> <bytes>" -> expiry (epoch s) of every ended job's output and
+# record counted in HELD_BYTES: submit.lua and doctor release the ones past their expiry, so an output
 # counts against its client exactly as long as Redis keeps it.
 HELD_OUTPUTS = "held-outputs"
+# What one entry of HELD_OUTPUTS costs Redis (measured: 158 bytes each over a million).
+HELD_ENTRY_BYTES = 160
 # Hash client -> the bytes of its entries in HELD_OUTPUTS, kept with them by the final
 # write and the release: what the doctor's periodic check counts in HELD_BYTES, since
 # reading every entry in one step stops Redis for seconds once there are millions (3.3 s a

@@ -153,7 +153,8 @@ end
 -- has checked that it may write; the input is dropped (an uploaded file is listed in
 -- INPUTS_TO_DROP until the caller's process has deleted it), the client's backlog bytes
 -- released (exactly what submit admitted), its held bytes moved from the input
--- (`held_bytes`, what submit counted) to the output kept for `ttl` (what it costs Redis),
+-- (`held_bytes`, what submit counted) to what the job keeps for `ttl`: its output and
+-- record (what they cost Redis) and their entry in HELD_OUTPUTS,
 -- bulk job loops woken (a capped client may go on), and the token published on ENDINGS for
 -- the status requests waiting on it (backend/endings.py).
 -- `output`: the result's bytes, or nil when the caller has put them in place (finish.lua).
@@ -166,12 +167,10 @@ local function finalize(token, rec, status, output, ttl)
   if status == 'finished' and output then redis.call('SET', output_key, output, 'EX', ttl) end
   if type(rec.client) == 'string' then
     count(HELD_BYTES, rec.client, -(tonumber(rec.held_bytes) or 0))
-    local kept = stored_cost(output_key)
-    if kept > 0 then
-      count(HELD_BYTES, rec.client, kept)
-      count(HELD_OUTPUT_BYTES, rec.client, kept)
-      redis.call('ZADD', HELD_OUTPUTS, clock() + tonumber(ttl), token .. ' ' .. rec.client .. ' ' .. kept)
-    end
+    local kept = stored_cost(output_key) + stored_cost(RESULT .. token) + HELD_ENTRY_BYTES
+    count(HELD_BYTES, rec.client, kept)
+    count(HELD_OUTPUT_BYTES, rec.client, kept)
+    redis.call('ZADD', HELD_OUTPUTS, clock() + tonumber(ttl), token .. ' ' .. rec.client .. ' ' .. kept)
     if tonumber(rec.admitted_bytes) then count(BACKLOG_BYTES, rec.client, -tonumber(rec.admitted_bytes)) end
   end
   redis.call('DEL', INPUT .. token)
