@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from backend.jobs import keys
+from backend.jobs.doctor import Doctor
 from backend.run.http_client import SpaceTime
 from tests.dropping import dropping_proxy
 from tests.waiting import wait_until
@@ -85,6 +86,19 @@ def test_an_answer_lost_with_its_connection_is_answered_to_the_retry(api, redis)
     retry = post(api, "lost-answer")
     assert retry.status_code == 201 and retry.headers["idempotent-replayed"] == "true"
     assert jobs_of(redis) == 1
+
+
+def test_a_key_counts_against_its_clients_held_bytes_while_it_is_kept(api, redis):
+    """A key is kept a day: uncounted, a client at its rate would keep millions."""
+    token = post(api, "counted", client="k").json()["token"]
+    (key,) = redis.keys("idempotency:k:*")
+    cost = redis.memory_usage(key) + keys.HELD_ENTRY_BYTES
+    assert int(redis.hget(keys.HELD_BYTES, "k")) == cost  # no dispatcher: the job's record is not kept yet
+    kept_until = redis.zscore(keys.HELD_OUTPUTS, f"{token}/key k {cost}")
+    assert kept_until == pytest.approx(time.time() + keys.IDEMPOTENCY_TTL_S, abs=60)
+    assert post(api, "counted", client="k").headers["idempotent-replayed"] == "true"
+    assert int(redis.hget(keys.HELD_BYTES, "k")) == cost  # a replay keeps nothing more
+    assert Doctor(redis).check() == []
 
 
 @pytest.mark.parametrize("key", ["", "x" * 256, "with space", "é"])

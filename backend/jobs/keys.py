@@ -161,6 +161,8 @@ CANCELS = "cancels"
 # a different request with the key is refused. Written by submit.lua with the job, in its
 # step; <sha256> is the key's hash (any length and characters, one size in Redis). A direct
 # upload's complete call uses "complete:<upload_id>" as its key: a retry answers its job.
+# One made with a job counts against its client's held bytes while it is kept
+# (HELD_OUTPUTS entry "<token>/key"): a day at the rate limit would be 4 million keys.
 IDEMPOTENCY = "idempotency:{client}:{sha256}"
 
 # -- job history (GET /tasks) ----------------------------------------------------------------

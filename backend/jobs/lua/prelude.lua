@@ -96,6 +96,14 @@ local function release_outputs(now)
   end
 end
 
+-- Count `cost` bytes against `client` for `ttl` seconds: what an ended job keeps (id: its
+-- token), or an idempotency key (id: "<token>/key"); released by release_outputs.
+local function hold_for(client, id, cost, ttl)
+  count(HELD_BYTES, client, cost)
+  count(HELD_OUTPUT_BYTES, client, cost)
+  redis.call('ZADD', HELD_OUTPUTS, clock() + tonumber(ttl), id .. ' ' .. client .. ' ' .. cost)
+end
+
 -- A client's images on their way into Redis (keys.UPLOADS, kind `image`, held_reserve.lua):
 -- lapsed leases and `id`'s own reservation are dropped (it is being renewed, or stored
 -- now); the key and what the others reserve (what they will hold once stored) are returned.
@@ -167,10 +175,7 @@ local function finalize(token, rec, status, output, ttl)
   if status == 'finished' and output then redis.call('SET', output_key, output, 'EX', ttl) end
   if type(rec.client) == 'string' then
     count(HELD_BYTES, rec.client, -(tonumber(rec.held_bytes) or 0))
-    local kept = stored_cost(output_key) + stored_cost(RESULT .. token) + HELD_ENTRY_BYTES
-    count(HELD_BYTES, rec.client, kept)
-    count(HELD_OUTPUT_BYTES, rec.client, kept)
-    redis.call('ZADD', HELD_OUTPUTS, clock() + tonumber(ttl), token .. ' ' .. rec.client .. ' ' .. kept)
+    hold_for(rec.client, token, stored_cost(output_key) + stored_cost(RESULT .. token) + HELD_ENTRY_BYTES, ttl)
     if tonumber(rec.admitted_bytes) then count(BACKLOG_BYTES, rec.client, -tonumber(rec.admitted_bytes)) end
   end
   redis.call('DEL', INPUT .. token)

@@ -7,7 +7,8 @@
 -- argument would hold a 20 MiB query buffer on its connection for seconds after); the
 -- job's reservation of room for it (held_reserve.lua, by its token) ends here, whatever
 -- the answer: stored, the input is kept (no TTL) and counts as held, at what it costs Redis
--- with room for its output (keys.HELD_PER_INPUT); refused, it is deleted.
+-- with room for its output (keys.HELD_PER_INPUT); refused, it is deleted. An idempotency
+-- key counts against the client's held bytes for as long as it is kept (a day).
 -- ARGV: token, record JSON (with `admitted_bytes`, released by the final write), has input
 --       (0/1: sent to its key), client, input size, max backlog bytes (-1: none), lane,
 --       max held bytes unless the client's record sets `max_held_bytes` (0: none),
@@ -64,5 +65,6 @@ redis.call('EXPIRE', jobs, HISTORY_TTL_S)
 summarize(token, rec)
 if idempotency ~= '' then
   redis.call('SET', idempotency, cjson.encode({fingerprint = fingerprint, token = token}), 'EX', IDEMPOTENCY_TTL_S)
+  hold_for(client, token .. '/key', stored_cost(idempotency) + HELD_ENTRY_BYTES, IDEMPOTENCY_TTL_S)
 end
 return {1, backlog + size}
