@@ -59,9 +59,10 @@ HELD_BYTES = "held-bytes"
 # final write keeps in its place (an image's output is about its input's size; the final
 # write then counts the output kept at its own cost).
 HELD_PER_INPUT = 2
-# Sorted set "<token> <client> <bytes>" -> expiry (epoch s) of every ended job's output and
-# record counted in HELD_BYTES: submit.lua and doctor release the ones past their expiry, so an output
-# counts against its client exactly as long as Redis keeps it.
+# Sorted set "<id> <client> <bytes>" -> expiry (epoch s) of what counts in HELD_BYTES past
+# a job's end: an ended job's output and record (id: its token), an idempotency key (id:
+# "<token>/key"). submit.lua and doctor release the ones past their expiry, so each counts
+# against its client exactly as long as Redis keeps it.
 HELD_OUTPUTS = "held-outputs"
 # What one entry of HELD_OUTPUTS costs Redis (measured: 158 bytes each over a million).
 HELD_ENTRY_BYTES = 160

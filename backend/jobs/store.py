@@ -111,7 +111,7 @@ class JobStore:
 
         Raises OverQuota, and stores nothing, when the job would take its client's
         queued-or-running input bytes over ``max_backlog_bytes``, or the bytes it holds in
-        Redis (inputs and kept outputs) over ``max_held_bytes`` (0: no limit; a client's
+        Redis (inputs, what ended jobs keep, idempotency keys) over ``max_held_bytes`` (0: no limit; a client's
         own ``max_held_bytes`` field overrides it); InputTooLarge when the input alone is;
         Replayed (the job a retry answers) or IdempotencyKeyReused when its idempotency key
         was seen before; NotReplicated when fewer than ``min_replicas`` replicas confirmed it

@@ -15,7 +15,6 @@
 local repair = ARGV[1] == '1'
 local found = cjson.decode(ARGV[2])
 local every_output = ARGV[3] == '1'
-
 local now = clock()
 release_outputs(now)  -- outputs past their expiry: a due release, not drift
 for _, key in ipairs(found.reservations or {}) do redis.call('ZREMRANGEBYSCORE', key, '-inf', now) end
