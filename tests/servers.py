@@ -29,13 +29,24 @@ from tests.waiting import wait_until
 PORTS = range(20000, 32000)
 
 
-_rng = random.Random()  # its own state: Hypothesis watches the global one
+def _shuffled_ports() -> Iterator[int]:
+    """Every port of PORTS once, in a random order, then again: a port handed out is not
+    handed out again for the next 12,000 calls, so two servers a test starts before either
+    binds cannot be given the same one (a birthday collision, one CI run in a few hundred)."""
+    rng = random.Random()  # its own state: Hypothesis watches the global one
+    while True:
+        ports = list(PORTS)
+        rng.shuffle(ports)
+        yield from ports
+
+
+_ports = _shuffled_ports()
 
 
 def free_port() -> int:
-    """A loopback port nobody listens on right now, chosen at random outside the ephemeral range."""
+    """A loopback port nobody listens on right now and no other caller was given recently."""
     while True:
-        port = _rng.choice(PORTS)
+        port = next(_ports)
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
