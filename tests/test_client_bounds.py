@@ -11,6 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from backend.api.auth import holder_of
+from backend.api.cooldowns import Cooldowns
+from backend.api.session import Credential
 from backend.core.exceptions import OverQuota
 from backend.core.kinds import EVEN_SUM, RANDOMIZE
 from backend.jobs import keys, scripts
@@ -66,6 +69,44 @@ def test_a_client_at_its_held_bytes_limit_sends_no_refused_image_to_redis(make_s
     assert [post_image(api, "a", cat_png).status_code for _ in range(3)] == [429] * 3
     assert redis.info("stats")["total_net_input_bytes"] - received < len(cat_png) // 2
     assert Doctor(redis).check() == []
+
+
+def test_a_client_told_to_retry_later_is_refused_from_memory_for_a_moment(make_settings, start_api, redis, cat_png):
+    """A flood at its bound costs the API no Redis round trip a request (backend/api/
+    cooldowns.py): right after a 429, the same caller's submissions on that route are
+    refused before its key is looked up, with the same error and the seconds left; another
+    client is served meanwhile; after the moment, the caller is checked again for real."""
+    api = start_api(make_settings(default_max_held_bytes=int(1.5 * held_for(redis, cat_png))))
+    first = httpx.post(f"{api}/randomize", content=cat_png, headers={"X-Client-Id": "a"})
+    assert first.status_code == 201
+    refused = post_image(api, "a", cat_png)
+    assert refused.status_code == 429
+    commands = redis.info("stats")["total_commands_processed"]
+    again = [post_image(api, "a", cat_png) for _ in range(5)]
+    assert redis.info("stats")["total_commands_processed"] == commands + 1  # the INFO just before
+    assert {(r.status_code, r.json()["error"]) for r in again} == {(429, refused.json()["error"])}
+    assert all(1 <= int(r.headers["retry-after"]) <= int(refused.headers["retry-after"]) for r in again)
+    assert post_image(api, "b", cat_png).status_code == 201
+    # The room comes back sooner than Retry-After said: a retry a moment later finds it.
+    cancelled = httpx.delete(f"{api}/tasks/{first.json()['token']}", headers={"X-Client-Id": "a"})
+    assert cancelled.status_code == 200, cancelled.text
+    assert wait_until(lambda: post_image(api, "a", cat_png).status_code == 201, timeout_s=5, what="a's room back")
+    assert Doctor(redis).check() == []
+
+
+def test_a_cooldown_is_keyed_by_what_names_the_caller_and_nothing_else():
+    """A header the mode ignores (X-Client-Id with a key, the scheme's case) cannot make a
+    cooling caller someone new."""
+    key = holder_of(Credential("Bearer k1", None), "keys")
+    assert key == holder_of(Credential("bearer  k1 ", "another-name"), "keys") == "k1"
+    assert holder_of(Credential("Bearer k1", "a"), "open") == holder_of(Credential(None, "a"), "open") == "a"
+    cooldowns = Cooldowns()
+    cooldowns.start("/randomize", key, OverQuota("client 'a' holds too much", 60))
+    with pytest.raises(OverQuota) as refused:
+        cooldowns.check("/randomize", holder_of(Credential("BEARER k1", "b"), "keys"))
+    assert refused.value.retry_after_s == 60 and "holds" in str(refused.value)
+    cooldowns.check("/even-sum", key)  # another route: no answer from memory
+    cooldowns.check("/randomize", "k2")
 
 
 def test_an_image_with_no_room_in_redis_is_refused_before_its_body_is_read(make_settings, start_api, redis, cat_png):
@@ -270,7 +311,7 @@ def test_a_chunked_body_reserves_as_it_streams_and_is_cut_at_its_clients_quota(
     assert a.status_code == 429 and "backlog quota" in a.json()["error"], a.text
     assert b.status_code == 201
     assert [p.name for p in (tmp_path / "uploads").iterdir()] == [f"{b.json()['token']}.txt"]  # a's cut, deleted
-    assert send(api, "a", b"2 " * 200_000).status_code == 413  # declared past the whole quota: unread
+    assert send(api, "c", b"2 " * 200_000).status_code == 413  # declared past the whole quota: unread
     assert redis.keys("uploads:*") == []
 
 

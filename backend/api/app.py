@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from starlette.concurrency import run_in_threadpool
 
 from backend.api.admission import RateLimiter
+from backend.api.cooldowns import Cooldowns
 from backend.api.endings import Endings
 from backend.api.errors import add_handlers
 from backend.api.holds import Holds
@@ -77,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.registry = ClientRegistry(client, settings)
         submitter = Submitter(settings, store, RateLimiter(client.connection_pool))
         app.state.submitter = submitter
+        app.state.cooldowns = Cooldowns()
         app.state.reports = ReportWriter(settings)
         app.state.metrics = CollectorRegistry(auto_describe=False)
         app.state.metrics.register(RedisMetrics(client))

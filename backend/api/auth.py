@@ -15,6 +15,7 @@ a log line or a metric label.
 
 from dataclasses import replace
 
+from backend.api.session import Credential
 from backend.core.exceptions import NotAuthenticated
 from backend.jobs.clients import ANONYMOUS, ClientRegistry, ClientSettings, check_name
 
@@ -26,6 +27,14 @@ def identify(registry: ClientRegistry, mode: str, authorization: str | None, cli
         # The key's registration, not the name's current one: a key is one identity.
         return replace(registry.get(name), authenticated=True, client_id=client_id)
     return registry.get(check_name(client_id) if client_id else ANONYMOUS)
+
+
+def holder_of(credential: Credential, mode: str) -> str | None:
+    """What names the caller in ``mode``, as sent (not checked): the API key, or the name.
+    Only that part: a header that ``identify`` ignores must not make another caller."""
+    if mode == "keys":
+        return (credential.authorization or "").partition(" ")[2].strip() or None
+    return credential.client_id
 
 
 def _key_holder(registry: ClientRegistry, authorization: str | None) -> tuple[str, str | None]:

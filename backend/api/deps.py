@@ -1,14 +1,16 @@
 """What routes get injected: the app's parts, the calling client, a status request's wait."""
 
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Header, Query, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from backend.api import session
-from backend.api.auth import identify
+from backend.api.auth import holder_of, identify
+from backend.api.cooldowns import Cooldowns
 from backend.api.submission import Submitter
-from backend.core.exceptions import Forbidden
+from backend.core.exceptions import Forbidden, OverQuota
 from backend.core.settings import Settings
 from backend.jobs.clients import NAME, ClientSettings
 from backend.jobs.store import JobStore
@@ -39,18 +41,38 @@ async def get_submitter(request: Request) -> Submitter:
     return request.app.state.submitter
 
 
-def get_caller(
+async def get_credential(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None,
     x_client_id: Annotated[str | None, Header(alias="X-Client-Id", pattern=f"^{NAME.pattern}$")] = None,
-) -> ClientSettings:
-    """The client the request comes from (backend.api.auth), with its settings. Headers
-    first; a browser signed in to the console sends its cookie instead (backend.api.session)."""
-    mode = request.app.state.settings.auth
+) -> session.Credential:
+    """What the request says it is, not yet checked: headers first; a browser signed in to
+    the console sends its cookie instead (backend.api.session)."""
     authorization = f"{credentials.scheme} {credentials.credentials}" if credentials else None
     if authorization is None and x_client_id is None:
-        authorization, x_client_id = session.signed_in(request, mode) or (None, None)
-    return identify(request.app.state.registry, mode, authorization, x_client_id)
+        return session.signed_in(request, request.app.state.settings.auth) or session.Credential(None, None)
+    return session.Credential(authorization, x_client_id)
+
+
+CredentialDep = Annotated[session.Credential, Depends(get_credential)]
+
+
+def get_caller(request: Request, credential: CredentialDep) -> ClientSettings:
+    """The client the request comes from (backend.api.auth), with its settings."""
+    return identify(request.app.state.registry, request.app.state.settings.auth, *credential)
+
+
+async def cooldown(request: Request, credential: CredentialDep) -> AsyncIterator[None]:
+    """A submission route's guard (backend.api.cooldowns): a credential told to retry later
+    is refused at once until then; a refusal with Retry-After starts its wait."""
+    cooldowns: Cooldowns = request.app.state.cooldowns
+    route, holder = request.url.path, holder_of(credential, request.app.state.settings.auth)
+    cooldowns.check(route, holder)
+    try:
+        yield
+    except OverQuota as refused:
+        cooldowns.start(route, holder, refused)
+        raise
 
 
 StoreDep = Annotated[JobStore, Depends(get_store)]

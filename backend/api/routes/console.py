@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from backend.api import session
 from backend.api.auth import identify
-from backend.api.deps import StoreDep, get_caller, is_operator
+from backend.api.deps import StoreDep, get_caller, get_credential, is_operator
 from backend.api.lookup import owned_job
 from backend.core.exceptions import JobNotFound, NotAuthenticated
 from backend.core.job import JobStatus
@@ -115,7 +115,8 @@ async def signed_in_caller(request: Request) -> ClientSettings | None:
     that no longer works). In open mode a browser with no cookie is the client
     ``anonymous``, as curl with no header is."""
     try:
-        return await run_in_threadpool(get_caller, request)
+        credential = await get_credential(request)
+        return await run_in_threadpool(get_caller, request, credential)
     except NotAuthenticated:
         return None
 

@@ -4,11 +4,11 @@ files (``POST /<kind>/uploads``, then ``.../uploads/{upload_id}/complete``)."""
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel
 
 from backend.api.bodies import URL_BODY_MAX_BYTES, body_chunks, declared_length, read_model
-from backend.api.deps import CallerDep, IdempotencyKeyDep, SettingsDep, SubmitterDep
+from backend.api.deps import CallerDep, IdempotencyKeyDep, SettingsDep, SubmitterDep, cooldown
 from backend.api.routes.kinds import add_door, status_operation
 from backend.api.schemas import (
     BAD_INPUT,
@@ -152,6 +152,7 @@ def add_direct_upload(router: APIRouter, kind: JobKind) -> None:
         },
         openapi_extra=json_body(DirectUploadIn),
         summary="Start an upload straight to S3 (large files): presigned URLs, one per part",
+        dependencies=[Depends(cooldown)],
         description=(
             "The client PUTs each part to its URL (in parallel if it likes) and then calls\n"
             f"`/{kind.name}/uploads/{{upload_id}}/complete`, which queues the job. Only where the uploads\n"

@@ -5,12 +5,12 @@
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from backend.api.bodies import declared_length, read_body
-from backend.api.deps import CallerDep, IdempotencyKeyDep, SettingsDep, StoreDep, SubmitterDep, WaitDep
+from backend.api.deps import CallerDep, IdempotencyKeyDep, SettingsDep, StoreDep, SubmitterDep, WaitDep, cooldown
 from backend.api.lookup import finished_output, job_status, waited_job
 from backend.api.schemas import (
     BAD_INPUT,
@@ -48,6 +48,7 @@ def add_door(
         responses={**created(status_operation(kind)), **responses},
         openapi_extra={"requestBody": {"required": True, "content": content}},
         summary=kind.summary,
+        dependencies=[Depends(cooldown)],
     )
 
 
