@@ -18,15 +18,18 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from PIL import Image
 
 from backend.api.direct_uploads import S3_MAX_PARTS, S3_MIN_PART_BYTES, plan_parts
 from backend.jobs import keys
 from backend.jobs.clients import ClientRegistry
+from backend.jobs.doctor import Doctor
 from backend.run import http_client
 from backend.run.http_client import SpaceTime
 from compute.defaults import MiB
 from compute.errors import InvalidInput
 from tests.dropping import dropping_proxy
+from tests.images import png_bytes
 from tests.moto_s3 import REGION, moto_server, new_bucket, s3_client
 from tests.waiting import wait_status, wait_until
 
@@ -210,6 +213,32 @@ def test_a_retried_start_answers_the_same_upload(s3_settings, start_api):
     assert other.status_code == 422
     etag = put(first.json()["parts"][0], SMALL[:10])
     assert complete(api, first.json()["upload_id"], {1: etag}).json() == {"token": first.json()["token"]}
+
+
+def test_a_kept_start_answer_counts_against_its_clients_held_bytes(s3_settings, start_api, redis):
+    """A start's answer lists a presigned URL a part and is kept a day for its retries:
+    uncounted, a client could keep megabytes of them an upload (remember.lua)."""
+    api = start_api(s3_settings(default_max_held_bytes=128 * 1024))
+    a = {"X-Client-Id": "a"}
+    first = httpx.post(
+        f"{api}/even-sum/uploads", json={"size": 400 * S3_MIN_PART_BYTES}, headers={**a, "Idempotency-Key": "big"}
+    )
+    assert first.status_code == 201 and len(first.json()["parts"]) == 400
+    (key,) = redis.keys("idempotency:a:*")
+    cost = redis.memory_usage(key) + keys.HELD_ENTRY_BYTES
+    assert cost > len(first.content) and int(redis.hget(keys.HELD_BYTES, "a")) == cost
+    kept_until = redis.zscore(keys.HELD_OUTPUTS, f"{first.json()['upload_id']}/key a {cost}")
+    assert kept_until == pytest.approx(time.time() + keys.IDEMPOTENCY_TTL_S, abs=60)
+    again = httpx.post(
+        f"{api}/even-sum/uploads", json={"size": 400 * S3_MIN_PART_BYTES}, headers={**a, "Idempotency-Key": "big"}
+    )
+    assert again.headers["idempotent-replayed"] == "true" and int(redis.hget(keys.HELD_BYTES, "a")) == cost
+    # Past its bound by that answer alone: a's next image waits, another client's does not.
+    png, image = png_bytes(Image.new("L", (8, 8))), {"Content-Type": "image/png"}
+    refused = httpx.post(f"{api}/randomize", content=png, headers={**a, **image})
+    assert refused.status_code == 429 and "holds" in refused.json()["error"]
+    assert httpx.post(f"{api}/randomize", content=png, headers={"X-Client-Id": "b", **image}).status_code == 201
+    assert Doctor(redis).check() == []
 
 
 def test_concurrent_complete_calls_make_one_job(s3_settings, start_api, redis):

@@ -12,12 +12,12 @@ from collections.abc import AsyncIterator
 from typing import cast
 
 import fsspec
-from pydantic import BaseModel
 from redis import Redis
 from starlette.concurrency import run_in_threadpool
 
 from backend.api.admission import RateLimiter
 from backend.api.direct_uploads import DirectUploads, StartedUpload, plan_parts
+from backend.api.schemas import DirectUploadOut
 from backend.api.uploads import check_allowed_url, discard, save_stream
 from backend.core.exceptions import (
     DirectUploadsUnavailable,
@@ -247,11 +247,14 @@ class Submitter:
             self.store.submit, job, caller.max_backlog_bytes or None, self.settings.default_max_held_bytes
         )
 
-    async def remember(self, idempotency: Idempotency | None, answer: BaseModel) -> BaseModel:
+    async def remember(
+        self, caller: ClientSettings, idempotency: Idempotency | None, answer: DirectUploadOut
+    ) -> DirectUploadOut:
         """``answer``, kept for the retries of its request (or the answer a concurrent one
-        kept first, Replayed)."""
+        kept first, Replayed), counted against what the caller holds in Redis."""
         if idempotency is not None:
-            await run_in_threadpool(self.store.remember_answer, idempotency, answer.model_dump(mode="json"))
+            kept = answer.model_dump(mode="json")
+            await run_in_threadpool(self.store.remember_answer, idempotency, kept, caller.name, answer.upload_id)
         return answer
 
     async def _idempotency(self, caller: ClientSettings, key: str | None, *request: bytes) -> Idempotency | None:

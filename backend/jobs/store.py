@@ -103,6 +103,7 @@ class JobStore:
         self._annotate = scripts.register(redis, "annotate")
         self._cancel = scripts.register(redis, "cancel")
         self._held_reserve = scripts.register(redis, "held_reserve")
+        self._remember = scripts.register(redis, "remember")
 
     # -- API side ---------------------------------------------------------------
 
@@ -244,12 +245,13 @@ class JobStore:
             raise IdempotencyKeyReused("this Idempotency-Key was used before for a different request; use a new key")
         raise Replayed(first["answer"] if "answer" in first else {"token": first["token"]})
 
-    def remember_answer(self, idempotency: Idempotency, answer: dict) -> None:
-        """Keep the answer of a request that makes no job (a direct upload's start) for its
-        retries, unless a concurrent request with the key kept one first: then that one is
-        the answer (Replayed), and what this request made is left to expire."""
+    def remember_answer(self, idempotency: Idempotency, answer: dict, client: str, upload_id: str) -> None:
+        """Keep the answer of a request that makes no job (direct upload ``upload_id``'s
+        start) for its retries, counted against ``client``'s held bytes while it is kept
+        (remember.lua), unless a concurrent request with the key kept one first: then that
+        one is the answer (Replayed), and what this request made is left to expire."""
         value = json.dumps({"fingerprint": idempotency.fingerprint, "answer": answer})
-        if not self.redis.set(idempotency.key, value, ex=keys.IDEMPOTENCY_TTL_S, nx=True):
+        if not self._remember(args=[idempotency.key, value, client, upload_id]):
             self.check_idempotency(idempotency)
 
     def get(self, token: str) -> Job:

@@ -109,7 +109,7 @@ def add_direct_upload(router: APIRouter, kind: JobKind) -> None:
             expires_at=upload.expires_at,
             parts=parts,
         )
-        return await submitter.remember(asked, answer)
+        return await submitter.remember(caller, asked, answer)
 
     async def complete(
         upload_id: Annotated[str, Path(pattern=UPLOAD_ID_PATTERN)],
