@@ -78,7 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.registry = ClientRegistry(client, settings)
         submitter = Submitter(settings, store, RateLimiter(client.connection_pool))
         app.state.submitter = submitter
-        app.state.cooldowns = Cooldowns()
+        app.state.cooldowns = Cooldowns(settings.refusal_cooldown_s)
         app.state.reports = ReportWriter(settings)
         app.state.metrics = CollectorRegistry(auto_describe=False)
         app.state.metrics.register(RedisMetrics(client))

@@ -63,11 +63,11 @@ def get_caller(request: Request, credential: CredentialDep) -> ClientSettings:
 
 
 async def cooldown(request: Request, credential: CredentialDep) -> AsyncIterator[None]:
-    """A submission route's guard (backend.api.cooldowns): a credential told to retry later
-    is refused at once until then; a refusal with Retry-After starts its wait."""
+    """A submission route's guard (backend.api.cooldowns): a caller just told to retry later
+    waits out a moment first; a refusal with Retry-After starts one."""
     cooldowns: Cooldowns = request.app.state.cooldowns
     route, holder = request.url.path, holder_of(credential, request.app.state.settings.auth)
-    cooldowns.check(route, holder)
+    await cooldowns.wait_out(route, holder)
     try:
         yield
     except OverQuota as refused:

@@ -108,6 +108,10 @@ class Settings(BaseSettings):
     max_event_streams: int = Field(1000, ge=0)
     # ... and of one client (a browser console opens at most 3 at once).
     max_event_streams_per_client: int = Field(20, ge=0)
+    # After a 429 on a submission route, the same caller's next requests there are held
+    # this long (or the 429's Retry-After, if shorter), then checked: a client flooding at
+    # its bound gets one answer a moment per connection (backend/api/cooldowns.py). 0: off.
+    refusal_cooldown_s: float = Field(1.0, ge=0, le=60)
 
     # Who a request comes from: `open` trusts X-Client-Id (local use; the default of
     # `spacetime up`), `keys` requires `Authorization: Bearer <key>` (see `spacetime clients`).
