@@ -95,6 +95,9 @@ def make_settings(redis, redis_url, cluster, tmp_path) -> Callable[..., Settings
             interactive_concurrency=2,
             bulk_concurrency=2,
             even_sum_block_bytes=1024,
+            # A retry within a moment of a 429 is held for the moment (backend/api/cooldowns.py):
+            # shorter here, so that tests that refuse in a loop do not wait a second a refusal.
+            refusal_cooldown_s=0.2,
         )
         return Settings(**{**defaults, **overrides})
 
