@@ -13,9 +13,11 @@ Prints, for cat.png, after the machine check (what the cores give today):
   the two, the HTTP requests per job, and the CPU each job cost each part of the
   system (API, dispatchers, scheduler, workers, Redis, these clients) in each phase;
 - the compute-only time of ``randomize_image`` in this process, for comparison;
+- the same jobs as plain Dask tasks and nothing else (no API, Redis or dispatcher), from
+  as many client threads: the ceiling of one Dask task per image job;
 - the bare shuffle's throughput, one process per core calling ``randomize_image`` on
-  cat.png in a loop, measured before and after the concurrent phases, and the system's
-  throughput as a fraction of it (issue 20's target: at least 0.5x).
+  cat.png in a loop, measured before the concurrent phases and after plain Dask, and the
+  system's and plain Dask's throughput as fractions of it (issue 20's target: at least 0.5x).
 What a performance report costs the scheduler: bench/report_cost.py.
 """
 
@@ -34,6 +36,8 @@ from pathlib import Path
 
 import httpx
 import psutil
+from distributed import Client as DaskClient
+from distributed import LocalCluster
 
 from bench.system import core_check, running_system
 from compute.image import randomize_image
@@ -184,6 +188,40 @@ def bare_shuffle(seconds: float = BARE_S) -> float:
     return done / seconds
 
 
+def plain_dask(png: bytes, clients: int, per_client: int) -> float:
+    """Jobs/s of the same jobs as Dask tasks and nothing else: a LocalCluster of one
+    single-threaded worker process per core, ``clients`` threads of this process each
+    submitting the shuffle of cat.png (its bytes in the task) and waiting for its result,
+    one after the other. The ceiling of one Dask task per image job, with no API, Redis or
+    dispatcher. Prints the CPU a job cost (this process: client and scheduler; the workers)."""
+    cores = len(os.sched_getaffinity(0))
+    with (
+        LocalCluster(n_workers=cores, threads_per_worker=1, dashboard_address=None) as cluster,
+        DaskClient(cluster) as dask,
+    ):
+        workers = psutil.Process().children(recursive=True)
+        dask.gather([dask.submit(randomize_image, png, pure=False) for _ in range(4 * cores)])  # warm up
+
+        def client_loop() -> None:
+            for _ in range(per_client):
+                dask.submit(randomize_image, png, pure=False).result()
+
+        here, there = cpu_s([psutil.Process()]), cpu_s(workers)
+        threads = [threading.Thread(target=client_loop) for _ in range(clients)]
+        start = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed, jobs = time.perf_counter() - start, clients * per_client
+        here, there = cpu_s([psutil.Process()]) - here, cpu_s(workers) - there
+    print(
+        f"plain Dask, {clients} client threads x {per_client} jobs: {jobs / elapsed:.1f} jobs/s; CPU per job: "
+        f"client + scheduler {here / jobs * 1e3:.1f} ms, workers {there / jobs * 1e3:.1f} ms"
+    )
+    return jobs / elapsed
+
+
 def roles(root: psutil.Process) -> dict[str, list[psutil.Process]]:
     """The processes of a `spacetime up`, by what they are."""
     found: dict[str, list[psutil.Process]] = {"up (scheduler)": [root]}
@@ -233,12 +271,14 @@ def main() -> None:
         waiting = measured(api, png, args.clients, args.per_client, Phase(f"?wait={WAIT_S}", None), processes)
         polling = measured(api, png, args.clients, args.per_client, Phase("poll 50 ms", CONCURRENT_POLL_S), processes)
         compare(waiting, polling)
-        bare.append(bare_shuffle())
+    dask_alone = plain_dask(png, args.clients, args.per_client)
+    bare.append(bare_shuffle())
     compute_only(png)
-    through = waiting.jobs / waiting.elapsed_s
+    through, ceiling = waiting.jobs / waiting.elapsed_s, statistics.mean(bare)
     print(
         f"bare shuffle, one process per core: {bare[0]:.1f} jobs/s before, {bare[1]:.1f} after; "
-        f"the system (?wait=) {through:.1f} jobs/s: {through / statistics.mean(bare):.2f}x the bare shuffle"
+        f"the system (?wait=) {through:.1f} jobs/s: {through / ceiling:.2f}x the bare shuffle; "
+        f"plain Dask {dask_alone / ceiling:.2f}x the bare shuffle, the system {through / dask_alone:.2f}x plain Dask"
     )
 
 
