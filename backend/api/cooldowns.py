@@ -1,4 +1,4 @@
-"""Submissions refused with ``Retry-After`` are refused again, cheaply, for a moment.
+"""A caller that retries a submission too soon after a 429 is held for a moment first.
 
 A client at its bound that keeps posting (a flood of 20 MiB images, say) would otherwise
 cost the API, for every refusal, the key's lookup and the bound's check: Redis round
