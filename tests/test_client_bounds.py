@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from backend.api.auth import holder_of
 from backend.api.cooldowns import WAITS_PER_CALLER, Cooldowns
@@ -78,7 +79,7 @@ def test_a_client_that_retries_too_soon_is_held_for_a_moment_then_checked(make_s
     until the moment ends, then checked for real; past WAITS_PER_CALLER held at once, the
     rest get the same 429 at once, from memory. Another client is served meanwhile, and
     room that comes back sooner than Retry-After said is found a moment later."""
-    settings = make_settings(default_max_held_bytes=int(1.5 * held_for(redis, cat_png)), refusal_cooldown_s=0.5)
+    settings = make_settings(default_max_held_bytes=int(1.5 * held_for(redis, cat_png)), refusal_cooldown_s=2)
     api = start_api(settings)
     first = httpx.post(f"{api}/randomize", content=cat_png, headers={"X-Client-Id": "a"})
     assert first.status_code == 201
@@ -89,7 +90,11 @@ def test_a_client_that_retries_too_soon_is_held_for_a_moment_then_checked(make_s
         return redis.info("commandstats")["cmdstat_evalsha"]["calls"]
 
     before = checks()
-    retries = at_once(*[lambda: post_image(api, "a", cat_png)] * (WAITS_PER_CALLER + 3))
+    with ThreadPoolExecutor(WAITS_PER_CALLER + 3) as pool:
+        sent = [pool.submit(post_image, api, "a", cat_png) for _ in range(WAITS_PER_CALLER + 3)]
+        wait_until(lambda: held(api) == WAITS_PER_CALLER, timeout_s=2, what="a's retries to be held")
+        retries = [answer.result() for answer in sent]
+    assert held(api) == 0
     assert {(r.status_code, r.json()["error"]) for r in retries} == {(429, refused.json()["error"])}
     assert all(1 <= int(r.headers["retry-after"]) <= int(refused.headers["retry-after"]) for r in retries)
     assert checks() - before == WAITS_PER_CALLER  # the held ones; the 3 past them never reached Redis
@@ -98,6 +103,12 @@ def test_a_client_that_retries_too_soon_is_held_for_a_moment_then_checked(make_s
     assert cancelled.status_code == 200, cancelled.text
     assert post_image(api, "a", cat_png).status_code == 201  # held for what is left of the moment, then let in
     assert Doctor(redis).check() == []
+
+
+def held(api: str) -> float:
+    """The API's gauge of submissions held now."""
+    families = text_string_to_metric_families(httpx.get(f"{api}/metrics").text)
+    return next(s.value for family in families for s in family.samples if s.name == "spacetime_submissions_held")
 
 
 def test_a_cooldown_is_keyed_by_what_names_the_caller_and_nothing_else():

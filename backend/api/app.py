@@ -78,7 +78,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.registry = ClientRegistry(client, settings)
         submitter = Submitter(settings, store, RateLimiter(client.connection_pool))
         app.state.submitter = submitter
-        app.state.cooldowns = Cooldowns(settings.refusal_cooldown_s)
+        cooldowns = Cooldowns(settings.refusal_cooldown_s)
+        app.state.cooldowns = cooldowns
         app.state.reports = ReportWriter(settings)
         app.state.metrics = CollectorRegistry(auto_describe=False)
         app.state.metrics.register(RedisMetrics(client))
@@ -91,6 +92,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             registry=app.state.metrics,
         )
         waiters.set_function(lambda: endings.waiting)
+        held = Gauge(
+            "spacetime_submissions_held",
+            "Submissions this API process holds for a moment after their caller's 429 (a flood at its bound)",
+            registry=app.state.metrics,
+        )
+        held.set_function(lambda: cooldowns.held)
         endings.start()
         await run_in_threadpool(sweep_uploads, settings, submitter.direct)
         sweeper = None

@@ -51,6 +51,11 @@ class Cooldowns:
         self._entries: dict[tuple[str, str | None], Cooldown] = {}
         self._waits: Counter[str | None] = Counter()
 
+    @property
+    def held(self) -> int:
+        """Requests held now, waiting out their caller's moment."""
+        return self._waits.total()
+
     async def wait_out(self, route: str, holder: str | None) -> None:
         """Return at once unless ``holder`` is cooling down on ``route``; then return when
         the moment is over (the request goes on to its real check), or refuse it now
@@ -64,7 +69,7 @@ class Cooldowns:
         if left <= 0:
             del self._entries[(route, holder)]
             return
-        if self._waits[holder] >= self.waits_per_caller or self._waits.total() >= MAX_WAITS:
+        if self._waits[holder] >= self.waits_per_caller or self.held >= MAX_WAITS:
             raise OverQuota(str(entry.refused), max(1, math.ceil(retry_after_s - elapsed)))
         self._waits[holder] += 1
         try:
