@@ -332,13 +332,14 @@ def test_an_expired_upload_is_refused_and_its_urls_expire_with_it(s3_settings, s
 
 
 def test_an_abandoned_upload_is_aborted_and_forgotten(s3_settings, start_api, redis):
-    settings = s3_settings(direct_upload_expiry_s=1, direct_upload_sweep_s=0.2)
+    # 3 s: long enough for the start, the part and the check below on a loaded machine
+    settings = s3_settings(direct_upload_expiry_s=3, direct_upload_sweep_s=0.2)
     api = start_api(settings)
     upload = start(api, len(SMALL))
     etag = put(upload["parts"][0], SMALL)
     assert len(pending_on_s3(settings)) == 1 and redis.zcard(keys.DIRECT_UPLOADS) == 1
 
-    wait_until(lambda: not pending_on_s3(settings), timeout_s=10, what="the sweep to abort the upload")
+    wait_until(lambda: not pending_on_s3(settings), timeout_s=15, what="the sweep to abort the upload")
     assert redis.zcard(keys.DIRECT_UPLOADS) == 0 and redis.keys("direct-upload:*") == []
     gone = httpx.put(upload["parts"][0]["url"], content=SMALL)
     assert gone.status_code != 200  # S3 answers 404 NoSuchUpload; moto 5.2.5 fails on it with a 500

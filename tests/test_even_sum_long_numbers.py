@@ -71,6 +71,14 @@ def in_a_new_thread(call):
     return out
 
 
+def least_peak(call, out: dict, runs: int = 3) -> int:
+    """The least traced peak of ``call`` over ``runs`` runs, ``out`` the first. tracemalloc
+    traces the whole process: what another thread allocates meanwhile (a loop left by an
+    earlier test of the session) adds to a run's peak, never takes from it, so the least
+    of a few runs is the call's own peak and the least of that noise."""
+    return min([out["peak"]] + [in_a_new_thread(call)["peak"] for _ in range(runs - 1)])
+
+
 def bytes_read_by_this_process() -> int:
     """What this process has passed to read() so far (Linux /proc/self/io), 0 elsewhere: a
     local block is read by its thread and that thread's reader (compute/local_read.py)."""
@@ -108,7 +116,8 @@ def test_a_run_of_3_mib_of_digits_fails_at_its_offset_and_reads_no_more_than_blo
     for start, end in blocks[:3] + blocks[-2:]:
         out = in_a_new_thread(lambda start=start, end=end: sum_block(path.as_uri(), start, end))
         check_the_long_run(out, start, end)
-        assert out["peak"] < 2 * block_bytes + MAX_TOKEN_BYTES + SLACK, f"block [{start}, {end}): {out['peak']} bytes"
+        peak = least_peak(lambda start=start, end=end: sum_block(path.as_uri(), start, end), out)
+        assert peak < 2 * block_bytes + MAX_TOKEN_BYTES + SLACK, f"block [{start}, {end}): {peak} bytes"
         if out["read"]:  # the range, the byte before it, the limit, what one buffered read may add
             assert out["read"] <= end - start + 1 + MAX_TOKEN_BYTES + io.DEFAULT_BUFFER_SIZE
     with pytest.raises(NumberTooLong, match=TOO_LONG):
