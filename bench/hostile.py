@@ -10,8 +10,9 @@ starts (free loopback ports), with bounds small enough for A to reach them.
 4. A dispatcher and a worker are SIGKILLed while A's and B's jobs run.
 
 B's figures with A are printed against B alone, measured first in the same run (in
-scenario 1 also against B with one core taken by plain loops, one steady or 4 pulsing:
-the machine's ceiling, for two shapes of the same load). Every
+scenario 1 also against B with one core taken by plain loops, one steady or 4 pulsing,
+and by A's images shuffled bare in a process of their own: the machine's ceiling, for
+three shapes of one core's load). Every
 scenario ends with a dispatcher and a worker SIGKILLed under a last batch of jobs (`up`
 restarts them), then `spacetime doctor`, whose output and exit code are printed with the
 counters it checked. Every scenario is bounded in jobs and seconds and stops by itself.
@@ -45,6 +46,8 @@ from bench.datagen import DATA_DIR, ensure_file, parse_size
 from bench.fairness import T1_TARGET, Tenant, image_records, p, t1_met, where_p95
 from bench.system import System, core_check, one_core_taken, running_system
 from compute.defaults import MAX_TOKEN_BYTES, MiB
+from compute.image import randomize_image
+from compute.preload import BULK_NICE
 
 MB = 10**6
 # Bounds set small for the run, so that A reaches them within seconds.
@@ -294,15 +297,15 @@ def doctor(system: System) -> str:
 # -- 1. a flood of 20 MiB images -------------------------------------------------------------
 
 
-def noise_png() -> bytes:
-    """A PNG of random RGB pixels, about NOISE_BYTES: it does not compress."""
-    width = 2048
-    pixels = np.random.default_rng(17).integers(0, 256, (NOISE_BYTES // (width * 3), width, 3), dtype=np.uint8)
+def noise_png_path() -> Path:
+    """A PNG of random RGB pixels, about NOISE_BYTES (it does not compress), made once."""
     path = DATA_DIR / "noise-20MiB.png"
     if not path.exists():
+        width = 2048
+        pixels = np.random.default_rng(17).integers(0, 256, (NOISE_BYTES // (width * 3), width, 3), dtype=np.uint8)
         DATA_DIR.mkdir(parents=True, exist_ok=True)
         Image.fromarray(pixels).save(path, compress_level=1)
-    return path.read_bytes()
+    return path
 
 
 class Flood:
@@ -432,13 +435,43 @@ def buffers(redis: Redis) -> str:
     )
 
 
+def shuffle_for_ever(png: Path) -> None:
+    """A's accepted work without our system: its noise PNG shuffled again and again, one
+    at a time (as A's running images are capped at 1), at the bulk workers' nice."""
+    os.nice(BULK_NICE)
+    body = png.read_bytes()
+    while True:
+        randomize_image(body)
+
+
+@contextlib.contextmanager
+def a_work_bare(png: Path):
+    """While the block runs, a process of its own (nothing of our system) does what A's
+    accepted images make the bulk worker do: the third ceiling. Unlike a plain loop it
+    decodes, shuffles and encodes 20 MiB images, as memory-heavy as A's jobs are."""
+    process = multiprocessing.get_context("spawn").Process(target=shuffle_for_ever, args=(png,), daemon=True)
+    process.start()
+    time.sleep(1.5)  # started and shuffling
+    try:
+        yield
+    finally:
+        process.terminate()
+        process.join(10)
+
+
 def b_without_a(system: System, b: Tenant, n: int) -> tuple[list[dict], list[tuple[str, list[dict]]], list[str]]:
-    """B's image records alone, then with one core taken (by one steady loop, then by
-    PULSING_LOOPS pulsing ones), one after the other; and the cores each part used meanwhile."""
+    """B's image records alone, then with one core taken (by one steady loop, by
+    PULSING_LOOPS pulsing ones, by A's images shuffled bare), one after the other; and the
+    cores each part used meanwhile."""
     alone, cpu = measured(system, "alone", lambda: image_records(b, n))
     ceilings, used = [], [cpu]
-    for how, loops in (("taken by a plain loop", 1), (f"pulsed by {PULSING_LOOPS} loops", PULSING_LOOPS)):
-        with one_core_taken(loops):
+    neighbours = (
+        ("taken by a plain loop", lambda: one_core_taken(1)),
+        (f"pulsed by {PULSING_LOOPS} loops", lambda: one_core_taken(PULSING_LOOPS)),
+        (f"taken by A's images shuffled bare (nice {BULK_NICE})", lambda: a_work_bare(noise_png_path())),
+    )
+    for how, neighbour in neighbours:
+        with neighbour():
             records, cpu = measured(system, f"with one core {how}", lambda: image_records(b, n))
         ceilings.append((how, records))
         used.append(cpu)
@@ -449,7 +482,7 @@ def scenario_1(system: System, sizes: Sizes) -> str:
     a, b = Tenant(system, "hostile1-a", "keys"), Tenant(system, "hostile1-b", "keys")
     image_records(b, 5)  # warm up
     alone, ceilings, cpu = b_without_a(system, b, sizes.images)
-    body = noise_png()
+    body = noise_png_path().read_bytes()
     memory = PeakMemory(system.redis_url, a.name)
     flood = Flood(a, body)
     time.sleep(2)  # the flood is under way
