@@ -20,7 +20,7 @@ from redis.retry import Retry
 from compute.defaults import DEFAULT_BLOCK_PX, DEFAULT_MAX_PIXELS
 from compute.errors import InvalidInput
 from compute.image import randomize_image
-from compute.redis_values import read_value, write_value
+from compute.redis_values import command_packer, read_value, write_value
 
 # The variable that holds the Redis password (ElastiCache's AUTH token) in a worker's environment.
 REDIS_PASSWORD_ENV = "REDIS_AUTH_TOKEN"
@@ -64,4 +64,5 @@ def redis_at(url: str, password: str | None, username: str | None = None) -> Red
         socket_timeout=REDIS_TIMEOUT_S,
         socket_connect_timeout=REDIS_TIMEOUT_S,
         retry=Retry(NoBackoff(), 1, supported_errors=(ReadOnlyError,)),
+        command_packer=command_packer(),
     )

@@ -19,10 +19,12 @@ from backend.api.session import Credential
 from backend.core.exceptions import OverQuota
 from backend.core.kinds import EVEN_SUM, RANDOMIZE
 from backend.jobs import keys, scripts
+from backend.jobs.connection import connect
 from backend.jobs.doctor import Doctor
 from backend.jobs.store import JobStore, Submission
 from compute import redis_values
 from compute.redis_values import read_value
+from compute.stored import redis_at
 from tests.held_bytes import held_for
 from tests.waiting import wait_status, wait_until
 
@@ -343,6 +345,19 @@ def test_large_values_are_read_whole_a_piece_at_a_time(redis, monkeypatch):
         calls = redis.info("commandstats").get("cmdstat_getrange", {"calls": 0})["calls"]
         assert read_value(redis, "value") == data
         assert redis.info("commandstats")["cmdstat_getrange"]["calls"] - calls == size // 1000 + 1
+
+
+def test_large_values_go_out_as_they_are_from_the_api_and_the_workers(redis_url):
+    """The clients that write images (the API's and dispatchers', backend.jobs.connection;
+    a worker's, compute.stored) send a piece's bytes as they are, not in a new copy of the
+    whole command (compute.redis_values.command_packer): 20 MiB of fresh buffers fewer
+    for each 20 MiB image on each side, and a fifth of the CPU."""
+    piece = os.urandom(redis_values.PIECE_BYTES)
+    for client in (connect(redis_url), redis_at(redis_url, None)):
+        chunks = client.connection_pool.make_connection().pack_command("SETRANGE", "value", 0, piece)
+        assert any(chunk is piece for chunk in chunks)
+        redis_values.write_value(client, "value", piece * 2 + b"tail", 60)
+        assert read_value(client, "value") == piece * 2 + b"tail"
 
 
 def test_the_records_of_a_clients_ended_jobs_count_against_its_bound(make_settings, start_api, start_dispatcher, redis):

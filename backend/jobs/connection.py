@@ -17,7 +17,15 @@ from redis import ReadOnlyError, Redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from compute.redis_values import command_packer
+
 
 def connect(url: str, **options: Any) -> Redis:
-    """A client of ``url`` whose connections are dropped on ``READONLY`` (see above)."""
-    return Redis.from_url(url, retry=Retry(NoBackoff(), 1, supported_errors=(ReadOnlyError,)), **options)
+    """A client of ``url`` whose connections are dropped on ``READONLY`` (see above), and
+    that sends image bytes without copying them (compute.redis_values.command_packer)."""
+    return Redis.from_url(
+        url,
+        retry=Retry(NoBackoff(), 1, supported_errors=(ReadOnlyError,)),
+        command_packer=command_packer(),
+        **options,
+    )
