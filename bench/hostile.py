@@ -214,7 +214,13 @@ def sums_under_fire(tenant: Tenant, path: Path, answer: dict, n: int) -> Callabl
 def part_of(cmdline: list[str]) -> str:
     """Which part of `up` a process is, by its command line."""
     line = " ".join(cmdline)
-    for part, mark in (("redis", "redis-server"), ("dispatchers", "dispatcher"), ("workers", "spawn_main")):
+    marks = (
+        ("redis", "redis-server"),
+        ("redis's AOF rewrite", "redis-aof-rewrite"),  # the child Redis forks to rewrite its AOF
+        ("dispatchers", "dispatcher"),
+        ("workers", "spawn_main"),
+    )
+    for part, mark in marks:
         if mark in line:
             return part
     return "API" if cmdline[-1:] == ["api"] else "other"
