@@ -1,0 +1,121 @@
+"""How long Redis's one thread is held writing a 20 MiB image: today's string against a hash.
+
+    .venv/bin/python -m bench.redis_pieces [--values 5] [--rounds 3]
+
+bench/hostile.py's scenario 1 found B's image jobs waiting on Redis while A's images were
+written: each 20 MiB value is made at its full size by its first SETRANGE (the last piece
+first, compute.redis_values.write_value), which zero-fills 24 MiB of fresh memory in
+Redis's only thread, 10-34 ms during which no other client is served. The candidate: the
+same bytes as a hash of pieces that fit the allocator's 1 MiB class, each its own small
+allocation. Both run in turns on one redis-server with AOF on, as `spacetime up` runs
+it; the figures are Redis's own (SLOWLOG: the time each command held the thread) and
+MEMORY USAGE.
+"""
+
+import argparse
+import os
+import socket
+import subprocess
+import tempfile
+import time
+
+from redis import Redis
+
+from bench.system import core_check
+from compute.defaults import MiB
+from compute.redis_values import PIECE_BYTES, write_value
+
+SIZE = 20 * MiB
+# A field's bytes and Redis's header for it within the allocator's 1 MiB class.
+HASH_PIECE_BYTES = MiB - 64
+
+
+def as_string(redis: Redis, key: str, data: bytes) -> None:
+    write_value(redis, key, data, 3600)
+
+
+def as_hash(redis: Redis, key: str, data: bytes) -> None:
+    for i, start in enumerate(range(0, len(data), HASH_PIECE_BYTES)):
+        redis.hset(key, str(i), data[start : start + HASH_PIECE_BYTES])
+    redis.expire(key, 3600)
+
+
+def held_ms(redis: Redis, write, values: int, data: bytes) -> tuple[float, float, float]:
+    """The largest time one command held Redis, the time per value, and MiB per value."""
+    redis.slowlog_reset()
+    keys = [f"{write.__name__}:{i}" for i in range(values)]
+    for key in keys:
+        write(redis, key, data)
+    entries = redis.slowlog_get(100_000)
+    times = [entry["duration"] / 1e3 for entry in entries if not entry["command"].startswith(b"SLOWLOG")]
+    memory = sum(redis.memory_usage(key, samples=0) for key in keys) / values / MiB  # every field
+    redis.delete(*keys)
+    return max(times), sum(times) / values, memory
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--values", type=int, default=5, help="20 MiB values written per round and layout")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    print(core_check())
+    port = free_port()
+    with tempfile.TemporaryDirectory() as folder:
+        server = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--dir",
+                folder,
+                "--rdbcompression",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            redis = Redis(port=port)
+            for _ in range(100):
+                try:
+                    redis.ping()
+                    break
+                except OSError:
+                    time.sleep(0.05)
+            redis.config_set("slowlog-log-slower-than", 0)
+            redis.config_set("slowlog-max-len", 100_000)
+            data = os.urandom(SIZE)
+            print(
+                f"{args.values} values of {SIZE // MiB} MiB a round; string pieces {PIECE_BYTES // 1024} KiB, "
+                f"hash pieces {HASH_PIECE_BYTES} B"
+            )
+            for round_ in range(1, args.rounds + 1):
+                string = held_ms(redis, as_string, args.values, data)
+                hashed = held_ms(redis, as_hash, args.values, data)
+                for name, (largest, per_value, memory) in (("string", string), ("hash", hashed)):
+                    print(
+                        f"round {round_} {name:6} largest command {largest:5.1f} ms, "
+                        f"{per_value:5.1f} ms a value, {memory:.2f} MiB a value"
+                    )
+                print(
+                    f"round {round_} hash against string: largest {hashed[0] / string[0]:.2f}x, "
+                    f"per value {hashed[1] / string[1]:.2f}x, memory {hashed[2] / string[2]:.2f}x"
+                )
+        finally:
+            server.terminate()
+            server.wait(10)
+
+
+if __name__ == "__main__":
+    main()
