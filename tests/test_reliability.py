@@ -5,18 +5,20 @@ import fnmatch
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 from typing import cast
 
 import httpx
+import psutil
 import pytest
 from distributed import LocalCluster
 
 from backend.core.job import Lane
 from backend.core.kinds import EVEN_SUM, RANDOMIZE
-from backend.dispatch.dispatcher import Dispatcher
+from backend.dispatch.dispatcher import Dispatcher, stopping_bound_s
 from backend.jobs import keys
 from backend.jobs.queue import JobQueue, QueuePolicy
 from backend.jobs.store import EndResult, JobStore, Staged, Submission
@@ -134,6 +136,31 @@ def test_sigterm_hands_back_what_it_cannot_finish(settings, redis, idle_schedule
     job = store.get(token)
     assert job.status == "requested" and job.attempts == 0  # a graceful hand-back costs no attempt
     assert not redis.exists(keys.DISPATCHERS)
+
+
+@pytest.mark.slow
+def test_a_stop_that_cannot_finish_ends_within_its_bound(settings, redis):
+    """SIGTERM while the dispatcher waits on a scheduler that never answers (a loopback
+    port that takes connections and stays silent; `up` SIGKILLed leaves its dispatchers
+    such a wait): it exits at its bound, not when the Dask client gives up."""
+    grace = settings.model_copy(update={"shutdown_grace_s": 0.5})
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        address = f"tcp://127.0.0.1:{port}"
+        process = start_dispatcher_process(
+            settings, address, SPACETIME_SHUTDOWN_GRACE_S="0.5", SPACETIME_DASK_TIMEOUT_S="300"
+        )
+        try:
+            wait_until(lambda: port in peer_ports(process), what="the dispatcher to connect", timeout_s=60)
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(stopping_bound_s(grace) + 15) == 1  # forced: not a clean stop
+        finally:
+            process.kill()
+
+
+def peer_ports(process: subprocess.Popen) -> set[int]:
+    """The ports the process's TCP connections lead to."""
+    return {c.raddr.port for c in psutil.Process(process.pid).net_connections("tcp") if c.raddr}
 
 
 def test_a_job_that_keeps_losing_its_attempts_gives_up(settings, redis, cat_png):

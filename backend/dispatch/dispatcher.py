@@ -45,6 +45,10 @@ from compute.errors import Cancelled
 from compute.report import compute_spans, task_compute_s
 
 log = logging.getLogger(__name__)
+# Past its grace, the time a stopping dispatcher has to hand back its jobs and close its
+# cluster client before its process exits regardless: with the scheduler gone (`up`
+# SIGKILLed), a Dask client tries to reconnect for 60 s.
+HAND_BACK_S = 5.0
 
 # The heartbeat also scans for processing lists whose owner is missing from the
 # `dispatchers` set every this many beats (a SCAN costs more than reading the set).
@@ -112,7 +116,7 @@ class Dispatcher:
             self.queue.wake(Lane.bulk, self.settings.bulk_concurrency)
         # Idle loops leave within one claim timeout, busy ones get the grace period. After
         # the deadline no loop claims, so none can take a token after the release.
-        deadline = time.monotonic() + max(self.settings.shutdown_grace_s, keys.CLAIM_TIMEOUT_S + 1)
+        deadline = time.monotonic() + grace_s(self.settings)
         for thread in self._job_threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         # The lease was renewed until now, so nobody reaped jobs we were still finishing;
@@ -298,6 +302,19 @@ class Dispatcher:
 def _cluster_of(settings: Settings, client: Client) -> Cluster:
     """A Cluster around a client someone else owns (tests, notebooks)."""
     return Cluster(settings.dask_scheduler_address, settings.dask_timeout_s, settings.no_workers_grace_s, client=client)
+
+
+def grace_s(settings: Settings) -> float:
+    """How long a stopping dispatcher's loops have to end: the shutdown grace, and at
+    least one claim timeout (idle loops wait that long on their wake lists)."""
+    return max(settings.shutdown_grace_s, keys.CLAIM_TIMEOUT_S + 1)
+
+
+def stopping_bound_s(settings: Settings) -> float:
+    """How long after SIGTERM a dispatcher process exits at the latest (``spacetime
+    dispatcher``): its grace, then HAND_BACK_S to hand back its jobs and close its cluster
+    client. Within `spacetime up`'s own bound (backend.run.supervisor.STOP_MARGIN_S)."""
+    return grace_s(settings) + HAND_BACK_S
 
 
 def run_dispatcher(settings: Settings, stop: threading.Event) -> int:

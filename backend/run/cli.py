@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import threading
+import time
 
 import yaml
 
@@ -132,12 +133,26 @@ def _api(args) -> int:
 
 def _dispatcher(args) -> int:
     from backend.core.settings import get_settings
-    from backend.dispatch.dispatcher import run_dispatcher
+    from backend.dispatch.dispatcher import run_dispatcher, stopping_bound_s
 
+    settings = get_settings()
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    return run_dispatcher(get_settings(), stop)
+    bound = threading.Thread(target=_exit_past, args=(stop, stopping_bound_s(settings)), name="stop-bound", daemon=True)
+    bound.start()
+    return run_dispatcher(settings, stop)
+
+
+def _exit_past(stop: threading.Event, bound_s: float) -> None:
+    """End the process ``bound_s`` after ``stop`` is set, if it has not ended by then: a
+    stop that waits on a dead scheduler (or a start-up wait, which does not look at
+    ``stop``) would outlive `spacetime up` or a container's stop timeout. What the
+    dispatcher still holds goes back to its queues once its lease lapses."""
+    stop.wait()
+    time.sleep(bound_s)
+    logging.getLogger("backend.dispatch.dispatcher").error("not stopped %.0f s after the signal: exiting now", bound_s)
+    os._exit(1)
 
 
 def _openapi(args) -> int:
