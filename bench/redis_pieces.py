@@ -14,16 +14,18 @@ MEMORY USAGE.
 
 import argparse
 import os
-import socket
 import subprocess
 import tempfile
-import time
+from pathlib import Path
 
 from redis import Redis
 
+from backend.core.waiting import wait_for
+from backend.run.up import redis_argv
 from bench.system import core_check
 from compute.defaults import MiB
 from compute.redis_values import PIECE_BYTES, write_value
+from tests.servers import free_port
 
 SIZE = 20 * MiB
 # A field's bytes and Redis's header for it within the allocator's 1 MiB class.
@@ -53,46 +55,18 @@ def held_ms(redis: Redis, write, values: int, data: bytes) -> tuple[float, float
     return max(times), sum(times) / values, memory
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--values", type=int, default=5, help="20 MiB values written per round and layout")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     print(core_check())
-    port = free_port()
+    url = f"redis://127.0.0.1:{free_port()}/0"
     with tempfile.TemporaryDirectory() as folder:
-        server = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--dir",
-                folder,
-                "--rdbcompression",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-        )
+        server = subprocess.Popen(redis_argv(url, Path(folder)), stdout=subprocess.DEVNULL)  # as `up` runs it
         try:
-            redis = Redis(port=port)
-            for _ in range(100):
-                try:
-                    redis.ping()
-                    break
-                except OSError:
-                    time.sleep(0.05)
+            redis = Redis.from_url(url)
+            wait_for(redis.ping, "redis-server", url, 10)
             redis.config_set("slowlog-log-slower-than", 0)
             redis.config_set("slowlog-max-len", 100_000)
             data = os.urandom(SIZE)

@@ -143,17 +143,17 @@ def test_a_stop_that_cannot_finish_ends_within_its_bound(settings, redis):
     """SIGTERM while the dispatcher waits on a scheduler that never answers (a loopback
     port that takes connections and stays silent; `up` SIGKILLed leaves its dispatchers
     such a wait): it exits at its bound, not when the Dask client gives up."""
-    grace = settings.model_copy(update={"shutdown_grace_s": 0.5})
+    stopping = settings.model_copy(update={"shutdown_grace_s": 0.5})
     with socket.create_server(("127.0.0.1", 0)) as silent:
         port = silent.getsockname()[1]
         address = f"tcp://127.0.0.1:{port}"
         process = start_dispatcher_process(
-            settings, address, SPACETIME_SHUTDOWN_GRACE_S="0.5", SPACETIME_DASK_TIMEOUT_S="300"
+            settings, address, SPACETIME_SHUTDOWN_GRACE_S=str(stopping.shutdown_grace_s), SPACETIME_DASK_TIMEOUT_S="300"
         )
         try:
             wait_until(lambda: port in peer_ports(process), what="the dispatcher to connect", timeout_s=60)
             process.send_signal(signal.SIGTERM)
-            assert process.wait(stopping_bound_s(grace) + 15) == 1  # forced: not a clean stop
+            assert process.wait(stopping_bound_s(stopping) + 15) == 1  # forced: not a clean stop
         finally:
             process.kill()
 
