@@ -27,6 +27,9 @@ log = logging.getLogger(f"distributed.{__name__}")
 # Moving a worker's results elsewhere takes seconds (they are small partial sums and images
 # in flight); past this we stop waiting and close anyway, well inside ECS's 120 s limit.
 RETIRE_TIMEOUT_S = 60.0
+# A nanny hears its worker's address a moment after the worker has registered with the
+# scheduler (and may already hold results); a SIGTERM in that moment waits this long for it.
+STARTING_S = 10.0
 
 
 def dask_setup(nanny) -> None:
@@ -58,7 +61,7 @@ async def _retire_then_close(nanny, loop: asyncio.AbstractEventLoop, previous) -
 
 async def retire(nanny) -> None:
     """Ask the scheduler to retire this nanny's worker; returns once its data lives elsewhere."""
-    if nanny.worker_address is None:  # the worker never started: nothing to hand over
+    if await started_worker(nanny) is None:  # the worker never started: nothing to hand over
         return
     log.info("SIGTERM: retiring %s before closing", nanny.worker_address)
     retired = await nanny.scheduler.retire_workers(workers=[nanny.worker_address], close_workers=False, remove=True)
@@ -66,3 +69,15 @@ async def retire(nanny) -> None:
         # The scheduler keeps a worker whose data has nowhere to go (the last one); closing
         # now loses that data, as plain SIGTERM would have.
         log.warning("the scheduler could not retire %s: no other worker to take its data", nanny.worker_address)
+
+
+async def started_worker(nanny) -> str | None:
+    """The address of the nanny's worker, waited for while its process is starting (it
+    can have registered, and taken tasks, before the nanny knows it: seen in CI as a SIGTERM
+    33 ms after registration that lost the worker's result); None when it never started."""
+    deadline = asyncio.get_running_loop().time() + STARTING_S
+    while nanny.worker_address is None and nanny.process is not None:
+        if asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    return nanny.worker_address
