@@ -1,11 +1,20 @@
-"""Large values written to and read from Redis a piece at a time.
+"""Large values written to and read from Redis a piece at a time, as a hash of pieces.
 
 Redis holds a whole command in a connection's query buffer, and builds a whole reply in
 its output buffer, beside the value itself: for a 20 MiB image, 24 MiB more for each
 writer or reader at once, kept on a connection for seconds after (a query buffer shrinks
 once its connection has been idle 2 s). bench/hostile.py, scenario 1, saw them take Redis
-past a client's bound. In pieces, a connection holds one piece there. Used for images:
-the API writes inputs and reads results, the image task (compute.stored) the reverse.
+past a client's bound. In pieces, a connection holds one piece there.
+
+A value is a hash, field ``"0"``, ``"1"``, ... each holding one piece, not one string:
+a string is made at its full size by one command, which zero-fills its whole allocation
+in Redis's only thread (a 20 MiB image: 10-34 ms in which no other client is served,
+bench/redis_pieces.py), and takes the allocator's next size class (24 MiB). A piece is its
+own allocation within the 1 MiB class: no command holds Redis past about a millisecond,
+and a 20 MiB value costs 20 MiB. Raw bytes still, never pickled (docs/architecture.md).
+Used for images, the API writing inputs and reading results, the image task
+(compute.stored) the reverse, and for every job's output (finish.lua writes small ones
+the same way).
 """
 
 from typing import cast
@@ -15,14 +24,15 @@ from redis.connection import Encoder, PythonRespSerializer
 
 from compute.defaults import MiB
 
-# What one command or reply carries at most; an image under it costs one round trip.
-PIECE_BYTES = MiB
+# What one command or reply carries at most; an image under it costs one round trip. With
+# Redis's header (10 bytes) a piece fits in the allocator's 1 MiB class, not the next one.
+PIECE_BYTES = MiB - 64
 # Arguments longer than this are sent as they are, not copied into the command's buffer
 # (redis-py's own cutoff).
 COPY_CUTOFF_BYTES = 6000
 # The Redis commands these functions send: the workers' ACL allows these and no more
 # (infra/spacetime_infra/cache.py, checked by tests/test_deploy_files.py).
-COMMANDS = ("getrange", "exists", "set", "setrange", "expire", "multi", "exec")
+COMMANDS = ("hget", "hset", "expire", "multi", "exec")
 
 
 def command_packer() -> PythonRespSerializer:
@@ -39,29 +49,28 @@ def command_packer() -> PythonRespSerializer:
 def write_value(redis: Redis, key: str, data: bytes, ttl_s: int) -> None:
     """``data`` at ``key`` for ``ttl_s`` seconds.
 
-    The last piece goes first, with the TTL in the same MULTI: Redis makes the string at
-    its full size at once (grown piece by piece, it would keep up to 1 MiB spare), and no
-    one ever sees the key without a TTL. Every other piece is a round trip of its own:
-    pipelined, they would pile up in the connection's query buffer, the very buffer that
-    pieces keep small."""
-    last = max(len(data) - 1, 0) // PIECE_BYTES * PIECE_BYTES
+    The first piece goes with the TTL in one MULTI: no one ever sees the key without a
+    TTL. Every other piece is a round trip of its own: pipelined, they would pile up in the
+    connection's query buffer, the very buffer that pieces keep small. An empty value is
+    one empty piece, so that it reads as empty, not missing."""
     with redis.pipeline(transaction=True) as pipe:
-        if data:
-            pipe.setrange(key, last, data[last:])
-        else:  # SETRANGE makes no key of nothing
-            pipe.set(key, b"")
+        pipe.hset(key, "0", data[:PIECE_BYTES])
         pipe.expire(key, ttl_s)
         pipe.execute()
-    for start in range(0, last, PIECE_BYTES):
-        redis.setrange(key, start, data[start : start + PIECE_BYTES])
+    for start in range(PIECE_BYTES, len(data), PIECE_BYTES):
+        redis.hset(key, str(start // PIECE_BYTES), data[start : start + PIECE_BYTES])
 
 
 def read_value(redis: Redis, key: str) -> bytes | None:
-    """The bytes at ``key``, None when it is missing. Its pieces are of one value: inputs
-    and outputs are written once, never changed in place."""
+    """The bytes at ``key``, None when it is missing. Every piece but the last is full:
+    the first short or missing one ends the value (inputs and outputs are written once,
+    before anyone reads them, never changed in place)."""
     pieces: list[bytes] = []
     while not pieces or len(pieces[-1]) == PIECE_BYTES:
-        start = len(pieces) * PIECE_BYTES
-        pieces.append(cast(bytes, redis.getrange(key, start, start + PIECE_BYTES - 1)))
-    value = b"".join(pieces)
-    return value if value or redis.exists(key) else None
+        piece = cast(bytes | None, redis.hget(key, str(len(pieces))))
+        if piece is None:
+            if not pieces:
+                return None
+            break
+        pieces.append(piece)
+    return b"".join(pieces)

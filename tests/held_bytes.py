@@ -4,15 +4,16 @@ from redis import Redis
 
 from backend.core.job import new_token
 from backend.jobs import keys
+from compute.redis_values import write_value
 
 
 def held_for(redis: Redis, data: bytes) -> int:
     """What an input of these bytes holds once stored: what Redis says it costs (MEMORY
-    USAGE, of a key like an input's, made as JobStore makes inputs: by SETRANGE, never an
-    embedded short string), once for itself and once as room for its output."""
+    USAGE of every piece, of a key like an input's, made as JobStore makes inputs), once
+    for itself and once as room for its output."""
     probe = keys.input_(new_token())
-    redis.setrange(probe, 0, data)
+    write_value(redis, probe, data, 60)
     try:
-        return keys.HELD_PER_INPUT * int(redis.memory_usage(probe))
+        return keys.HELD_PER_INPUT * int(redis.memory_usage(probe, samples=0))
     finally:
         redis.delete(probe)

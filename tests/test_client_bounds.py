@@ -17,13 +17,15 @@ from backend.api.auth import holder_of
 from backend.api.cooldowns import WAITS_PER_CALLER, Cooldowns
 from backend.api.session import Credential
 from backend.core.exceptions import OverQuota
+from backend.core.job import Lane
 from backend.core.kinds import EVEN_SUM, RANDOMIZE
 from backend.jobs import keys, scripts
 from backend.jobs.connection import connect
 from backend.jobs.doctor import Doctor
-from backend.jobs.store import JobStore, Submission
+from backend.jobs.queue import JobQueue, QueuePolicy
+from backend.jobs.store import EndResult, JobStore, Submission
 from compute import redis_values
-from compute.redis_values import read_value
+from compute.redis_values import read_value, write_value
 from compute.stored import redis_at
 from tests.held_bytes import held_for
 from tests.waiting import wait_status, wait_until
@@ -203,19 +205,22 @@ def test_the_reservation_of_a_dead_api_lapses_with_its_lease(redis, settings, mo
 
 
 def test_an_input_holds_what_redis_spends_on_it_and_its_reservation_no_less(redis, settings):
-    """A 20.0 MiB image takes a 24 MiB allocation in Redis: the bound counts that, twice (the
-    input and room for its output), and the room reserved before the bytes are sent is
-    never less than what they then hold."""
+    """An image costs Redis its pieces' allocations (compute.redis_values: a 20.0 MiB image
+    20.0 MiB, where a string of it took 24): the bound counts that, twice (the input and
+    room for its output), and the room reserved before the bytes are sent is never less
+    than what they then hold, nor more than a few hundred bytes over."""
     store = JobStore(redis, settings.result_ttl_s)
-    for size in (4096, 100_000, 1024 * 1024, 5 * 1024 * 1024 + 3):
+    piece = redis_values.PIECE_BYTES
+    for size in (100, 4096, 100_000, piece, piece + 1, 5 * 1024 * 1024 + 3, 20 * 1024 * 1024 + 12345):
         token = f"sized-{size}"
         data = bytes(size)
         store.reserve_held("a", token, size, max_held_bytes=1 << 40)
         reserved = int(redis.zrange(keys.uploads("image", "a"), 0, -1)[0].split()[1])
         assert reserved == size
         store.submit(Submission(RANDOMIZE, "a", token=token, input_bytes=data, bytes=size), max_held_bytes=1 << 40)
-        held = keys.HELD_PER_INPUT * redis.memory_usage(keys.input_(token))
-        assert redis.memory_usage(keys.input_(token)) > size
+        held = keys.HELD_PER_INPUT * redis.memory_usage(keys.input_(token), samples=0)
+        used = redis.memory_usage(keys.input_(token), samples=0)
+        assert used > size and (size <= piece or used < size * 1.002)  # full pieces waste nothing
         assert int(redis.hget(keys.HELD_BYTES, "a")) == held
         with pytest.raises(OverQuota, match=r"holds (\d+) bytes") as refused:
             store.reserve_held("a", "probe", size, max_held_bytes=2 * held - 1)  # room for its twin: no
@@ -243,13 +248,13 @@ def test_a_client_has_at_most_its_count_of_images_in_flight(redis, settings, mon
 
 def test_a_clients_own_max_held_bytes_overrides_the_default(redis, settings):
     store = JobStore(redis, settings.result_ttl_s)
-    image = Submission(RANDOMIZE, "big", input_bytes=b"x" * 60, bytes=60)
+    image = Submission(RANDOMIZE, "big", input_bytes=b"x" * 600, bytes=600)
     held = held_for(redis, image.input_bytes)
     redis.hset(keys.client("big"), "max_held_bytes", int(1.5 * held))
     store.submit(image, max_held_bytes=10 * held)
     with pytest.raises(OverQuota, match=f"holds {held} bytes"):
         store.submit(image, max_held_bytes=10 * held)
-    store.submit(Submission(RANDOMIZE, "small", input_bytes=b"x" * 60, bytes=60), max_held_bytes=10 * held)
+    store.submit(Submission(RANDOMIZE, "small", input_bytes=b"x" * 600, bytes=600), max_held_bytes=10 * held)
 
 
 def test_an_upload_is_deleted_when_its_job_ends_unless_kept_and_a_named_file_never_is(
@@ -336,15 +341,40 @@ def test_a_chunked_body_reserves_as_it_streams_and_is_cut_at_its_clients_quota(
 
 def test_large_values_are_read_whole_a_piece_at_a_time(redis, monkeypatch):
     """A worker reading a client's 20 MiB image, or the API its result, makes Redis build
-    no 20 MiB reply beside it (compute.redis_values): GETRANGEs of a piece each."""
+    no 20 MiB reply beside it (compute.redis_values): an HGET of a piece each, and one
+    more only where the last piece is full."""
     monkeypatch.setattr(redis_values, "PIECE_BYTES", 1000)
     assert read_value(redis, "missing") is None
     for size in (0, 1, 999, 1000, 1001, 5000, 12345):
         data = os.urandom(size)
-        redis.set("value", data)
-        calls = redis.info("commandstats").get("cmdstat_getrange", {"calls": 0})["calls"]
+        write_value(redis, "value", data, 60)
+        assert redis.hlen("value") == max(-(-size // 1000), 1) and 0 < redis.ttl("value") <= 60
+        calls = redis.info("commandstats").get("cmdstat_hget", {"calls": 0})["calls"]
         assert read_value(redis, "value") == data
-        assert redis.info("commandstats")["cmdstat_getrange"]["calls"] - calls == size // 1000 + 1
+        assert redis.info("commandstats")["cmdstat_hget"]["calls"] - calls == size // 1000 + 1
+        redis.delete("value")
+
+
+def test_every_stored_value_is_pieces_of_one_size_whoever_writes_it(redis, settings, monkeypatch):
+    """An input from the API, an output passed as bytes to the final write (finish.lua) and
+    one a worker stages: each a hash of pieces (of 1000 bytes here) that read_value reads
+    whole, never a string made at its full size by one command; the dispatcher's read of
+    an image's header is cut from its first piece in Redis."""
+    monkeypatch.setattr(redis_values, "PIECE_BYTES", 1000)
+    monkeypatch.setattr(scripts, "CONSTANTS", {**scripts.CONSTANTS, "PIECE_BYTES": 1000})
+    store = JobStore(redis, settings.result_ttl_s)
+    queue = JobQueue(redis, "d1", settings.lease_s, QueuePolicy.of(settings))
+    data, output = os.urandom(2500), os.urandom(3000)
+    token = store.submit(Submission(RANDOMIZE, "a", input_bytes=data, bytes=len(data))).token
+    assert redis.type(keys.input_(token)) == b"hash" and redis.hlen(keys.input_(token)) == 3
+    assert store.input(token) == data and store.input_head(token, 24) == data[:24]
+    assert store.input_head(token, 5000) == data[:1000] and store.input_head("missing", 24) == b""
+    claim = queue.claim(Lane.interactive)
+    assert claim is not None and store.finish(claim.job, output) is EndResult.ok
+    assert redis.type(keys.output(token)) == b"hash" and redis.hlen(keys.output(token)) == 3
+    assert store.output(token) == output and 0 < redis.ttl(keys.output(token)) <= settings.result_ttl_s
+    assert store.input(token) is None
+    assert Doctor(redis).check() == []
 
 
 def test_large_values_go_out_as_they_are_from_the_api_and_the_workers(redis_url):
@@ -354,7 +384,7 @@ def test_large_values_go_out_as_they_are_from_the_api_and_the_workers(redis_url)
     for each 20 MiB image on each side, and a fifth of the CPU."""
     piece = os.urandom(redis_values.PIECE_BYTES)
     for client in (connect(redis_url), redis_at(redis_url, None)):
-        chunks = client.connection_pool.make_connection().pack_command("SETRANGE", "value", 0, piece)
+        chunks = client.connection_pool.make_connection().pack_command("HSET", "value", "0", piece)
         assert any(chunk is piece for chunk in chunks)
         redis_values.write_value(client, "value", piece * 2 + b"tail", 60)
         assert read_value(client, "value") == piece * 2 + b"tail"

@@ -400,11 +400,12 @@ def test_the_workers_redis_user_allows_exactly_what_an_image_task_does(redis, re
         name, password = user["UserName"], "a-worker-password-for-this-test"
         redis.execute_command("ACL", "SETUSER", name, "reset", f">{password}", *user["AccessString"].split())
         try:
-            redis.set("input:tok", cat_png)
+            redis_values.write_value(redis, "input:tok", cat_png, 60)
             monkeypatch.setenv(REDIS_USERNAME_ENV, name)
             monkeypatch.setenv(REDIS_PASSWORD_ENV, password)
             randomize_stored(redis_url, "input:tok", "staged:tok:d:1", 60)
-            assert redis.get("staged:tok:d:1").startswith(b"\x89PNG") and 0 < redis.ttl("staged:tok:d:1") <= 60
+            staged = redis_values.read_value(redis, "staged:tok:d:1")
+            assert staged is not None and staged.startswith(b"\x89PNG") and 0 < redis.ttl("staged:tok:d:1") <= 60
             worker = type(redis).from_url(redis_url, username=name, password=password)
             for command in (("GET", "result:tok"), ("LPUSH", "tasks", "x"), ("DEL", "input:tok"), ("KEYS", "*")):
                 with pytest.raises(NoPermissionError):

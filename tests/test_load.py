@@ -13,6 +13,7 @@ from PIL import Image
 from backend.jobs import keys
 from bench.load.jobs import EVEN_SUM, EXACT, RANDOMIZE, Journal, image_problem, make_inputs, sum_problem
 from bench.load.run import Figures, check_jobs, run_load
+from compute.redis_values import write_value
 
 MB = 10**6
 
@@ -65,7 +66,7 @@ def test_runner_counts_lost_wrong_and_retried_jobs(redis, redis_url, tmp_path, c
     for token, (record, output) in records.items():
         redis.set(keys.result(token), json.dumps({"token": token, **record}))
         if output is not None:
-            redis.set(keys.output(token), output)
+            write_value(redis, keys.output(token), output, 60)
         journal.accepted(token, EVEN_SUM, 0)
         if token in ("exact", "retried"):
             journal.ended(token, EXACT)

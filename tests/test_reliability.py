@@ -22,6 +22,7 @@ from backend.dispatch.dispatcher import Dispatcher, stopping_bound_s
 from backend.jobs import keys
 from backend.jobs.queue import JobQueue, QueuePolicy
 from backend.jobs.store import EndResult, JobStore, Staged, Submission
+from compute.redis_values import read_value, write_value
 from tests.waiting import wait_status, wait_until
 
 
@@ -210,15 +211,15 @@ def test_a_stale_attempts_staged_output_is_deleted_and_never_lands(settings, red
     holder = JobQueue(redis, "holder", settings.lease_s, policy).claim(Lane.interactive)
     assert stalled is not None and holder is not None
     late, first = (keys.staged(token, c.job.dispatcher, c.job.attempts) for c in (stalled, holder))
-    redis.set(late, b"late", ex=keys.STAGED_TTL_S)
-    redis.set(first, b"first", ex=keys.STAGED_TTL_S)
+    write_value(redis, late, b"late", keys.STAGED_TTL_S)  # as the workers write them
+    write_value(redis, first, b"first", keys.STAGED_TTL_S)
 
     assert store.finish(stalled.job, Staged(late)) is EndResult.stale
-    assert not redis.exists(late) and redis.get(first) == b"first"
+    assert not redis.exists(late) and read_value(redis, first) == b"first"
     assert store.finish(holder.job, Staged(first)) is EndResult.ok
     assert not redis.exists(first) and store.output(token) == b"first"
     assert redis.ttl(keys.output(token)) > keys.STAGED_TTL_S  # the result's TTL, not the staged one's
-    redis.set(late, b"later", ex=keys.STAGED_TTL_S)  # the stalled task ran again
+    write_value(redis, late, b"later", keys.STAGED_TTL_S)  # the stalled task ran again
     assert store.finish(stalled.job, Staged(late)) is EndResult.final
     assert not redis.exists(late) and store.output(token) == b"first"
     assert store.get(token).status == "finished" and not redis.exists(keys.input_(token))

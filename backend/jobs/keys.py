@@ -18,6 +18,8 @@ TASKS = "tasks"
 # The job record, a JSON object: {"token", "kind", "status", "client", timestamps...}.
 RESULT = "result:{token}"
 # Raw result bytes (a PNG, or the even-sum JSON): kept apart so the record stays small.
+# This and the next two are hashes of raw pieces (compute.redis_values: a 20 MiB string
+# would hold Redis's one thread 10-34 ms as it is made).
 OUTPUT = "result:{token}:output"
 # Raw input bytes of jobs small enough to travel through Redis (images). Sent by the API
 # before its job's record, with its reservation's lease as TTL; submit.lua keeps it (no TTL
@@ -27,7 +29,7 @@ INPUT = "input:{token}"
 # compute/stored.py), one key per attempt: the final write of the attempt that holds the
 # job renames it to OUTPUT; a stale attempt's is deleted, so it can never land.
 # Counted in HELD_BYTES before it exists: its input counts twice, itself and room for this
-# output (the worker stores it with a plain SET: its ACL on AWS allows no script); the
+# output (the worker stores it with plain HSETs: its ACL on AWS allows no script); the
 # final write counts the output kept at its own cost.
 STAGED = "staged:{token}:{dispatcher}:{attempt}"
 

@@ -12,6 +12,7 @@ from redis.commands.core import Script
 
 from backend.core import kinds
 from backend.jobs import keys
+from compute import redis_values
 
 LUA_DIR = Path(__file__).parent / "lua"
 
@@ -37,6 +38,7 @@ CONSTANTS: dict[str, str | int] = {
     "HELD_ENTRY_BYTES": keys.HELD_ENTRY_BYTES,
     "DOCTOR_OUTPUTS_MAX": keys.DOCTOR_OUTPUTS_MAX,
     "HELD_PER_INPUT": keys.HELD_PER_INPUT,
+    "PIECE_BYTES": redis_values.PIECE_BYTES,
     "INPUTS_TO_DROP": keys.INPUTS_TO_DROP,
     "RELEASE_BATCH": keys.RELEASE_BATCH,
     "WAKE": _prefix(keys.WAKE),

@@ -104,6 +104,7 @@ class JobStore:
         self._cancel = scripts.register(redis, "cancel")
         self._held_reserve = scripts.register(redis, "held_reserve")
         self._remember = scripts.register(redis, "remember")
+        self._head = scripts.register(redis, "head")
 
     # -- API side ---------------------------------------------------------------
 
@@ -180,7 +181,7 @@ class JobStore:
 
     def input_head(self, token: str, size: int) -> bytes:
         """The first ``size`` bytes of job ``token``'s input (b"" when it has none)."""
-        return cast(bytes, self.redis.getrange(keys.input_(token), 0, size - 1))
+        return cast(bytes, self._head(args=[token, size]))
 
     def reserve_held(self, client: str, token: str, size: int, max_held_bytes: int = 0) -> None:
         """Reserve room in Redis for job ``token``'s input of ``size`` bytes before it is read
@@ -308,7 +309,8 @@ class JobStore:
         return read_value(self.redis, keys.output(token))
 
     def input(self, token: str) -> bytes | None:
-        return self._bytes(keys.input_(token))
+        """The input that came through Redis (an image's bytes), None once it is gone."""
+        return read_value(self.redis, keys.input_(token))
 
     def _bytes(self, key: str) -> bytes | None:
         # Our clients never set decode_responses: values come back as bytes.

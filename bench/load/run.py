@@ -34,6 +34,7 @@ from bench.datagen import DATA_DIR
 from bench.load.faults import Faults, dispatcher_pids, worker_pids
 from bench.load.jobs import EXACT, Journal, SumInput, make_inputs, result_problem, write_inputs
 from bench.system import REPO, core_check, running_system
+from compute.redis_values import read_value
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 MB = 10**6
@@ -187,7 +188,7 @@ def final_records(redis: Redis, tokens: list[str], drain_s: float) -> dict[str, 
 def _check_stored(redis: Redis, token: str, job: dict, record: dict, inputs: list[SumInput]) -> str:
     if record["status"] != "finished":
         return f"errored: {record.get('error')}"
-    output = redis.get(keys.output(token))
+    output = read_value(redis, keys.output(token))
     if output is None:
         return "finished, but no output is stored"
     answer = None if job["input"] is None else inputs[job["input"]].answer

@@ -4,9 +4,10 @@ Secrets Manager generates:
 
 - ``default``: the API and the dispatchers, every command (they run the job contract's
   Lua scripts over many key families);
-- the workers' user: only what an image task does (compute/stored.py), GET of
-  ``input:*`` and SET (with EX) of ``staged:*``. A worker decodes PNGs that anyone may
-  send; a worker taken over reads other images at most, and cannot touch the queue.
+- the workers' user: only what an image task does (compute/stored.py), HGET of
+  ``input:*`` and HSET (with EXPIRE) of ``staged:*``, a piece at a time. A worker
+  decodes PNGs that anyone may send; a worker taken over reads other images at most, and
+  cannot touch the queue.
 
 ``maxmemory-policy noeviction``: a full Redis refuses new jobs (the API answers with an
 error) rather than silently dropping queued ones or results. The queue, the job records
@@ -34,7 +35,7 @@ USERNAME_ENV = "REDIS_USERNAME"
 # The workers' ACL: keys.INPUT and keys.STAGED of backend/jobs/keys.py, and the commands
 # of compute/redis_values.py (COMMANDS), by which compute/stored.py reads and writes images
 # in pieces (redis-py's CLIENT SETINFO at connect is refused and ignored).
-WORKER_ACCESS = "on ~input:* ~staged:* -@all +getrange +exists +set +setrange +expire +multi +exec"
+WORKER_ACCESS = "on ~input:* ~staged:* -@all +hget +hset +expire +multi +exec"
 # Everything, channels included (&*): the API's waits SUBSCRIBE to the job endings that
 # the final writes PUBLISH (backend/api/endings.py), and Redis 7 gives new users no channel.
 DEFAULT_ACCESS = "on ~* &* +@all"

@@ -66,21 +66,42 @@ local function clock()
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
 
--- What a string of n bytes costs Redis, at most: its allocation rounded up to the
--- allocator's size class (jemalloc: four classes in each power of two, so a 20.0 MiB image
--- takes 24 MiB), its header, its key and the key's entry. Where the string is stored already,
--- MEMORY USAGE says exactly (stored_cost); this is for bytes not yet sent (held_reserve.lua).
-local function cost_of(n)
-  local size = n + 17  -- the largest string header and its terminating zero
+-- The allocator's size class for `size` bytes (jemalloc: four classes in each power of two).
+local function size_class(size)
   local class = 16
   while class < size do class = class * 2 end
   local step = math.max(class / 8, 16)
-  return math.ceil(size / step) * step + 128  -- the key (input:<token>) and its entry
+  return math.ceil(size / step) * step
+end
+
+-- What a value of n bytes costs Redis, at most, stored as compute.redis_values stores it:
+-- a hash of PIECE_BYTES pieces, each its allocation (with its 10-byte header, in its size
+-- class), its field and entry (32), the hash's table of 8-byte slots (and the old half-size
+-- table while it grows) and the key (input:<token>) with its entry. Where the value is
+-- stored already, MEMORY USAGE says exactly (stored_cost); this is for bytes not yet sent
+-- (held_reserve.lua).
+local function cost_of(n)
+  local pieces = math.max(math.ceil(n / PIECE_BYTES), 1)
+  local last = n - (pieces - 1) * PIECE_BYTES
+  local slots = 4
+  while slots < pieces do slots = slots * 2 end
+  return (pieces - 1) * size_class(PIECE_BYTES + 10) + size_class(last + 10) + 32 * pieces + 12 * slots + 160
 end
 
 -- What `key` costs Redis now (0 when it is missing): what counts against its client.
+-- SAMPLES 0 reads every field of a hash: by the default 5, a 20 MiB value's 21 pieces
+-- would be guessed from its full ones, 1 MiB too many.
 local function stored_cost(key)
-  return redis.call('MEMORY', 'USAGE', key) or 0
+  return redis.call('MEMORY', 'USAGE', key, 'SAMPLES', 0) or 0
+end
+
+-- A job's output as compute.redis_values writes it: a hash of pieces, kept `ttl` seconds.
+local function write_output(key, output, ttl)
+  redis.call('HSET', key, '0', string.sub(output, 1, PIECE_BYTES))
+  for i = 1, math.ceil(#output / PIECE_BYTES) - 1 do
+    redis.call('HSET', key, tostring(i), string.sub(output, i * PIECE_BYTES + 1, (i + 1) * PIECE_BYTES))
+  end
+  redis.call('EXPIRE', key, ttl)
 end
 
 -- Kept outputs past their expiry stop counting against their clients (HELD_OUTPUTS), at
@@ -172,7 +193,7 @@ local function finalize(token, rec, status, output, ttl)
   redis.call('SET', RESULT .. token, cjson.encode(rec), 'EX', ttl)
   summarize(token, rec)
   local output_key = RESULT .. token .. ':output'
-  if status == 'finished' and output then redis.call('SET', output_key, output, 'EX', ttl) end
+  if status == 'finished' and output then write_output(output_key, output, ttl) end
   if type(rec.client) == 'string' then
     count(HELD_BYTES, rec.client, -(tonumber(rec.held_bytes) or 0))
     hold_for(rec.client, token, stored_cost(output_key) + stored_cost(RESULT .. token) + HELD_ENTRY_BYTES, ttl)
