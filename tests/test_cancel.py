@@ -128,11 +128,16 @@ def test_a_running_even_sum_stops_within_a_block_and_leaves_nothing(api_url, red
     assert not job_tasks(cluster, token)
 
 
-def test_a_running_image_ends_cancelled_and_its_late_result_is_dropped(api_url, redis, dispatcher, cluster):
+def test_a_running_image_ends_cancelled_and_its_late_result_is_dropped(
+    api_url, redis, make_settings, start_dispatcher, cluster
+):
     """An image is one task, which cannot be stopped halfway: the job ends cancelled at once,
     and when the task ends its result is refused (the staged output deleted), the record
     stays as the cancel left it, and the client holds in Redis only that record."""
-    image = gradient_png(6000, 4000)  # 24 MP: a shuffle of a second or so
+    # 24 MP in blocks of 4 px: a shuffle of about 0.5 s, time for the cancel to come while
+    # it runs (0.1 s in the default 60 px blocks, which a loaded machine's cancel missed)
+    start_dispatcher(make_settings(image_block_px=4))
+    image = gradient_png(6000, 4000)
     response = httpx.post(f"{api_url}/randomize", content=image, headers={"Content-Type": "image/png"})
     assert response.status_code == 201, response.text
     token = response.json()["token"]
