@@ -9,10 +9,10 @@ starts (free loopback ports), with bounds small enough for A to reach them.
 3. A starts 50 chunked uploads at once (no length, slow bodies); B uploads small files.
 4. A dispatcher and a worker are SIGKILLed while A's and B's jobs run.
 
-B's figures with A are printed against B alone, measured first in the same run (in
-scenario 1 also against B with one core taken by plain loops, one steady or 4 pulsing,
-and by A's images shuffled bare in a process of their own: the machine's ceiling, for
-three shapes of one core's load). Every
+B's figures with A are printed against B alone, measured first in the same run; scenario
+1 measures the two in turns, round after round, and also B with one core taken by plain
+loops, one steady or 4 pulsing, and by A's images shuffled bare in a process of their
+own: the machine's ceiling, for three shapes of one core's load. Every
 scenario ends with a dispatcher and a worker SIGKILLed under a last batch of jobs (`up`
 restarts them), then `spacetime doctor`, whose output and exit code are printed with the
 counters it checked. Every scenario is bounded in jobs and seconds and stops by itself.
@@ -54,6 +54,11 @@ MB = 10**6
 MAX_HELD_BYTES = 256 * MiB
 MAX_IMAGE_BYTES = 24 * MiB  # room for a 20 MiB noise PNG and its headers
 MAX_UPLOADS = 4
+# Results and records kept this long, not a day: scenario 1's A fills its bound with kept
+# outputs each round, and a round starts once they are gone, so every round is the same
+# load on the same Redis (kept a day, each round's A would add 240 MiB the next rounds'
+# AOF rewrites copy).
+RESULT_TTL_S = 15
 NOISE_BYTES = 20 * MiB
 # The second ceiling: one core's worth of CPU taken by this many loops, each spinning a
 # quarter of the time in short pulses (bench/system.py: one_core_taken).
@@ -77,13 +82,14 @@ class Sizes:
     medium: int  # A's second
     b_file: int  # B's even-sum file
     images: int  # B's image jobs per measurement
+    rounds: int  # scenario 1: B alone, then B with A, this many times in turns
     b_sums: int  # B's even-sum jobs per measurement
     b_uploads: int  # B's uploads per measurement
     slow_s: float  # how long each of A's slow uploads lasts
 
 
-FULL = Sizes(2 * 10**9, 300 * MB, 100 * MB, images=40, b_sums=5, b_uploads=10, slow_s=10)
-QUICK = Sizes(64 * MB, 16 * MB, 20 * MB, images=20, b_sums=3, b_uploads=6, slow_s=5)
+FULL = Sizes(2 * 10**9, 300 * MB, 100 * MB, images=40, rounds=3, b_sums=5, b_uploads=10, slow_s=10)
+QUICK = Sizes(64 * MB, 16 * MB, 20 * MB, images=20, rounds=2, b_sums=3, b_uploads=6, slow_s=5)
 
 
 # -- jobs and answers ------------------------------------------------------------------------
@@ -465,12 +471,11 @@ def a_work_bare(png: Path):
         process.join(10)
 
 
-def b_without_a(system: System, b: Tenant, n: int) -> tuple[list[dict], list[tuple[str, list[dict]]], list[str]]:
-    """B's image records alone, then with one core taken (by one steady loop, by
-    PULSING_LOOPS pulsing ones, by A's images shuffled bare), one after the other; and the
-    cores each part used meanwhile."""
-    alone, cpu = measured(system, "alone", lambda: image_records(b, n))
-    ceilings, used = [], [cpu]
+def ceilings(system: System, b: Tenant, n: int) -> tuple[list[tuple[str, list[dict]]], list[str]]:
+    """B's image records with one core taken (by one steady loop, by PULSING_LOOPS pulsing
+    ones, by A's images shuffled bare), one after the other; and the cores each part used
+    meanwhile."""
+    taken, used = [], []
     neighbours = (
         ("taken by a plain loop", lambda: one_core_taken(1)),
         (f"pulsed by {PULSING_LOOPS} loops", lambda: one_core_taken(PULSING_LOOPS)),
@@ -479,34 +484,70 @@ def b_without_a(system: System, b: Tenant, n: int) -> tuple[list[dict], list[tup
     for how, neighbour in neighbours:
         with neighbour():
             records, cpu = measured(system, f"with one core {how}", lambda: image_records(b, n))
-        ceilings.append((how, records))
+        taken.append((how, records))
         used.append(cpu)
-    return alone, ceilings, used
+    return taken, used
 
 
-def scenario_1(system: System, sizes: Sizes) -> str:
-    a, b = Tenant(system, "hostile1-a", "keys"), Tenant(system, "hostile1-b", "keys")
-    image_records(b, 5)  # warm up
-    alone, ceilings, cpu = b_without_a(system, b, sizes.images)
-    body = noise_png_path().read_bytes()
+@dataclass
+class Round:
+    """One turn of scenario 1: B alone, then B with a flooding A."""
+
+    alone: list[dict]
+    loaded: list[dict]
+    report: str  # A's answers and Redis's memory meanwhile
+    cpu: list[str]  # the cores each part used alone and with A
+
+    def line(self, number: int) -> str:
+        idle, busy = (p([r["lead_s"] for r in records], 95) * 1e3 for records in (self.alone, self.loaded))
+        head = f"  round {number}: B p95 lead alone {idle:.0f} ms, with A {busy:.0f} ms ({busy / idle:.2f}x)"
+        return f"{head}\n{self.report}"
+
+
+def flood_round(system: System, a: Tenant, b: Tenant, n: int, body: bytes, last: Callable[[], str] | None) -> Round:
+    """B's images alone, then with A flooding; ``last`` (the kills) runs while A still floods."""
+    alone, alone_cpu = measured(system, "alone", lambda: image_records(b, n))
     memory = PeakMemory(system.redis_url, a.name)
     flood = Flood(a, body)
     time.sleep(2)  # the flood is under way
-    loaded, loaded_cpu = measured(system, "with A", lambda: image_records(b, sizes.images))
-    kills = under_fire(system, lambda: f"{len(image_records(b, 5))}/5 of B's images finished", "interactive")
+    loaded, loaded_cpu = measured(system, "with A", lambda: image_records(b, n))
+    kills = [last()] if last else []
     answers = flood.end()
-    ends = Counter(ended(a, token)["status"] for token in flood.tokens)
-    memory_line = memory.end()
-    b_jobs = len(alone) + sum(len(records) for _, records in ceilings) + len(loaded)
+    ends = Counter(ended(a, token)["status"] for token in flood.tokens)  # none left running for the next turn
+    report = f"    A's answers: {answers}; A's accepted jobs: {dict(ends)}\n{memory.end()}"
+    time.sleep(RESULT_TTL_S + 1)  # and A's outputs gone: its bound and Redis as they were
+    return Round(alone, loaded, report, [alone_cpu, loaded_cpu, *kills])
+
+
+def kills_under_flood(system: System, b: Tenant) -> Callable[[], str]:
+    """The last turn's kills: B's images with the interactive dispatcher and a worker killed."""
+    return lambda: under_fire(system, lambda: f"{len(image_records(b, 5))}/5 of B's images finished", "interactive")
+
+
+def scenario_1(system: System, sizes: Sizes) -> str:
+    """B alone and B with A in turns, ``sizes.rounds`` times: the ratio is of B's jobs of
+    every turn together, so that the machine's noise over the minutes falls on both sides.
+    A turn ends once A's kept outputs have expired (RESULT_TTL_S): the next starts from the
+    same Redis, with A's bound free."""
+    a, b = Tenant(system, "hostile1-a", "keys"), Tenant(system, "hostile1-b", "keys")
+    image_records(b, 5)  # warm up
+    body = noise_png_path().read_bytes()
+    taken, ceiling_cpu = ceilings(system, b, sizes.images)
+    rounds = []
+    for number in range(1, sizes.rounds + 1):
+        last = kills_under_flood(system, b) if number == sizes.rounds else None
+        rounds.append(flood_round(system, a, b, sizes.images, body, last))
+    alone = [r for turn in rounds for r in turn.alone]
+    loaded = [r for turn in rounds for r in turn.loaded]
+    b_jobs = len(alone) + sum(len(records) for _, records in taken) + len(loaded)
     return (
-        f"1. A floods {len(body) / MiB:.1f} MiB noise PNGs ({FLOOD_THREADS} threads); B sends cat.png jobs\n"
-        f"  A's answers: {answers} ({len(body) * flood.answers.total() / MiB:.0f} MiB offered: bodies it started); "
-        f"A's accepted jobs: {dict(ends)}\n"
-        f"{memory_line}\n"
-        f"  B's 5xx: 0 in {b_jobs} jobs (any answer but 201 stops the run)\n"
+        f"1. A floods {len(body) / MiB:.1f} MiB noise PNGs ({FLOOD_THREADS} threads); B sends cat.png jobs; "
+        f"{sizes.rounds} rounds of B alone then B with A, {sizes.images} of B's jobs each\n"
+        + "".join(turn.line(number) + "\n" for number, turn in enumerate(rounds, 1))
+        + f"  B's 5xx: 0 in {b_jobs} jobs (any answer but 201 stops the run)\n"
         f"{t1_line(alone, loaded)}\n"
-        + "".join(ceiling_line(how, alone, records, loaded) + "\n" for how, records in ceilings)
-        + "\n".join([*cpu, loaded_cpu, kills])
+        + "".join(ceiling_line(how, alone, records, loaded) + "\n" for how, records in taken)
+        + "\n".join([*ceiling_cpu, *rounds[-1].cpu])
     )
 
 
@@ -708,6 +749,7 @@ def main() -> None:
         "SPACETIME_DEFAULT_MAX_HELD_BYTES": str(MAX_HELD_BYTES),
         "SPACETIME_MAX_IMAGE_BYTES": str(MAX_IMAGE_BYTES),
         "SPACETIME_DEFAULT_MAX_UPLOADS": str(MAX_UPLOADS),
+        "SPACETIME_RESULT_TTL_S": str(RESULT_TTL_S),
     }
     with tempfile.TemporaryDirectory() as tmp, running_system(Path(tmp), "keys", [DATA_DIR], **env) as system:
         print(f"-- keys mode: spacetime up, {system.api}; {json.dumps(env)}", flush=True)
