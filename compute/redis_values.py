@@ -33,6 +33,8 @@ COPY_CUTOFF_BYTES = 6000
 # The Redis commands these functions send: the workers' ACL allows these and no more
 # (infra/spacetime_infra/cache.py, checked by tests/test_deploy_files.py).
 COMMANDS = ("hget", "hset", "expire", "multi", "exec")
+# The field that holds a value's first bytes apart, where its writer asked (read_head).
+HEAD_FIELD = "head"
 
 
 def command_packer() -> PythonRespSerializer:
@@ -46,19 +48,26 @@ def command_packer() -> PythonRespSerializer:
     return PythonRespSerializer(COPY_CUTOFF_BYTES, Encoder("utf-8", "strict", False).encode)
 
 
-def write_value(redis: Redis, key: str, data: bytes, ttl_s: int) -> None:
-    """``data`` at ``key`` for ``ttl_s`` seconds.
+def write_value(redis: Redis, key: str, data: bytes, ttl_s: int, head_bytes: int = 0) -> None:
+    """``data`` at ``key`` for ``ttl_s`` seconds; its first ``head_bytes`` also apart, for
+    a reader that needs only them (read_head: a PNG's size, not a reply of a whole piece).
 
     The first piece goes with the TTL in one MULTI: no one ever sees the key without a
     TTL. Every other piece is a round trip of its own: pipelined, they would pile up in the
     connection's query buffer, the very buffer that pieces keep small. An empty value is
     one empty piece, so that it reads as empty, not missing."""
+    head: list[str | bytes] = [HEAD_FIELD, data[:head_bytes]] if head_bytes else []
     with redis.pipeline(transaction=True) as pipe:
-        pipe.hset(key, "0", data[:PIECE_BYTES])
+        pipe.hset(key, items=["0", data[:PIECE_BYTES], *head])
         pipe.expire(key, ttl_s)
         pipe.execute()
     for start in range(PIECE_BYTES, len(data), PIECE_BYTES):
         redis.hset(key, str(start // PIECE_BYTES), data[start : start + PIECE_BYTES])
+
+
+def read_head(redis: Redis, key: str) -> bytes:
+    """The first bytes that write_value kept apart at ``key`` (b"" when there are none)."""
+    return cast(bytes | None, redis.hget(key, HEAD_FIELD)) or b""
 
 
 def read_value(redis: Redis, key: str) -> bytes | None:

@@ -12,7 +12,7 @@ def held_for(redis: Redis, data: bytes) -> int:
     USAGE of every piece, of a key like an input's, made as JobStore makes inputs), once
     for itself and once as room for its output."""
     probe = keys.input_(new_token())
-    write_value(redis, probe, data, 60)
+    write_value(redis, probe, data, 60, head_bytes=keys.INPUT_HEAD_BYTES)
     try:
         return keys.HELD_PER_INPUT * int(redis.memory_usage(probe, samples=0))
     finally:

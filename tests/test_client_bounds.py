@@ -358,17 +358,17 @@ def test_large_values_are_read_whole_a_piece_at_a_time(redis, monkeypatch):
 def test_every_stored_value_is_pieces_of_one_size_whoever_writes_it(redis, settings, monkeypatch):
     """An input from the API, an output passed as bytes to the final write (finish.lua) and
     one a worker stages: each a hash of pieces (of 1000 bytes here) that read_value reads
-    whole, never a string made at its full size by one command; the dispatcher's read of
-    an image's header is cut from its first piece in Redis."""
+    whole, never a string made at its full size by one command; an input's first bytes
+    are kept apart too, so that the dispatcher reads an image's header without a piece."""
     monkeypatch.setattr(redis_values, "PIECE_BYTES", 1000)
     monkeypatch.setattr(scripts, "CONSTANTS", {**scripts.CONSTANTS, "PIECE_BYTES": 1000})
     store = JobStore(redis, settings.result_ttl_s)
     queue = JobQueue(redis, "d1", settings.lease_s, QueuePolicy.of(settings))
     data, output = os.urandom(2500), os.urandom(3000)
     token = store.submit(Submission(RANDOMIZE, "a", input_bytes=data, bytes=len(data))).token
-    assert redis.type(keys.input_(token)) == b"hash" and redis.hlen(keys.input_(token)) == 3
-    assert store.input(token) == data and store.input_head(token, 24) == data[:24]
-    assert store.input_head(token, 5000) == data[:1000] and store.input_head("missing", 24) == b""
+    assert redis.type(keys.input_(token)) == b"hash" and redis.hlen(keys.input_(token)) == 3 + 1  # and its head
+    assert store.input(token) == data and store.input_head(token) == data[: keys.INPUT_HEAD_BYTES]
+    assert store.input_head("missing") == b""
     claim = queue.claim(Lane.interactive)
     assert claim is not None and store.finish(claim.job, output) is EndResult.ok
     assert redis.type(keys.output(token)) == b"hash" and redis.hlen(keys.output(token)) == 3

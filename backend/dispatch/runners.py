@@ -32,7 +32,7 @@ from compute.defaults import BULK_RESOURCE, INTERACTIVE_RESOURCE
 from compute.digits import json_ints
 from compute.errors import InvalidImage, InvalidInput
 from compute.even_sum import BlockSum
-from compute.image import HEADER_BYTES, IMAGE_PRIORITY, header_size
+from compute.image import IMAGE_PRIORITY, header_size
 from compute.stored import randomize_stored
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ def run_randomize(ctx: JobContext, job: Job) -> Outcome:
 
 def image_pool(ctx: JobContext, job: Job) -> str:
     """The worker pool an image runs in: the interactive one, unless it has more than
-    ``large_image_pixels`` (its IHDR says, read from Redis: 24 bytes). A large image runs
+    ``large_image_pixels`` (its IHDR says, in its input's head field: 64 bytes). A large image runs
     in the bulk pool, at its lower CPU priority, ahead of blocks (IMAGE_PRIORITY): then a
     client sending large images takes the cores other clients' small ones need only when
     they are idle, however many it sends (bench/hostile.py, scenario 1)."""
@@ -133,7 +133,7 @@ def image_pool(ctx: JobContext, job: Job) -> str:
     if not limit:
         return INTERACTIVE_RESOURCE
     try:
-        width, height = header_size(ctx.store.input_head(job.token, HEADER_BYTES))
+        width, height = header_size(ctx.store.input_head(job.token))
     except InvalidImage:  # its task says what is wrong with it
         return INTERACTIVE_RESOURCE
     return BULK_RESOURCE if width * height > limit else INTERACTIVE_RESOURCE

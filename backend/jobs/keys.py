@@ -25,6 +25,9 @@ OUTPUT = "result:{token}:output"
 # before its job's record, with its reservation's lease as TTL; submit.lua keeps it (no TTL
 # while the job lives: UNTIL_FINAL) or deletes it.
 INPUT = "input:{token}"
+# An input's first bytes, kept apart in its hash (compute.redis_values.read_head): a
+# runner that needs only them (an image's size, for its pool) reads no piece.
+INPUT_HEAD_BYTES = 64
 # Raw result bytes that a worker task wrote to Redis itself (the image job,
 # compute/stored.py), one key per attempt: the final write of the attempt that holds the
 # job renames it to OUTPUT; a stale attempt's is deleted, so it can never land.

@@ -39,6 +39,7 @@ CONSTANTS: dict[str, str | int] = {
     "DOCTOR_OUTPUTS_MAX": keys.DOCTOR_OUTPUTS_MAX,
     "HELD_PER_INPUT": keys.HELD_PER_INPUT,
     "PIECE_BYTES": redis_values.PIECE_BYTES,
+    "INPUT_HEAD_BYTES": keys.INPUT_HEAD_BYTES,
     "INPUTS_TO_DROP": keys.INPUTS_TO_DROP,
     "RELEASE_BATCH": keys.RELEASE_BATCH,
     "WAKE": _prefix(keys.WAKE),

@@ -38,7 +38,7 @@ from backend.core.job import Job, JobStatus, new_token, now_s
 from backend.core.kinds import JobKind
 from backend.core.settings import Settings
 from backend.jobs import history, keys, scripts
-from compute.redis_values import read_value, write_value
+from compute.redis_values import read_head, read_value, write_value
 
 
 class EndResult(StrEnum):
@@ -104,7 +104,6 @@ class JobStore:
         self._cancel = scripts.register(redis, "cancel")
         self._held_reserve = scripts.register(redis, "held_reserve")
         self._remember = scripts.register(redis, "remember")
-        self._head = scripts.register(redis, "head")
 
     # -- API side ---------------------------------------------------------------
 
@@ -172,16 +171,16 @@ class JobStore:
         self.reserve_held(client, token, len(data), max_held_bytes)
         try:
             # In pieces, with its reservation's lease as TTL (submit.lua keeps it, or deletes it).
-            write_value(self.redis, keys.input_(token), data, keys.IMAGE_LEASE_S)
+            write_value(self.redis, keys.input_(token), data, keys.IMAGE_LEASE_S, head_bytes=keys.INPUT_HEAD_BYTES)
             return self._submit_and_wait(args)
         except BaseException:  # submit.lua may not have run, so not ended the reservation
             self.release_held(client, token, len(data))
             self.redis.delete(keys.input_(token))
             raise
 
-    def input_head(self, token: str, size: int) -> bytes:
-        """The first ``size`` bytes of job ``token``'s input (b"" when it has none)."""
-        return cast(bytes, self._head(args=[token, size]))
+    def input_head(self, token: str) -> bytes:
+        """The first keys.INPUT_HEAD_BYTES of job ``token``'s input (b"" when it has none)."""
+        return read_head(self.redis, keys.input_(token))
 
     def reserve_held(self, client: str, token: str, size: int, max_held_bytes: int = 0) -> None:
         """Reserve room in Redis for job ``token``'s input of ``size`` bytes before it is read

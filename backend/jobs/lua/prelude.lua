@@ -77,15 +77,16 @@ end
 -- What a value of n bytes costs Redis, at most, stored as compute.redis_values stores it:
 -- a hash of PIECE_BYTES pieces, each its allocation (with its 10-byte header, in its size
 -- class), its field and entry (32), the hash's table of 8-byte slots (and the old half-size
--- table while it grows) and the key (input:<token>) with its entry. Where the value is
--- stored already, MEMORY USAGE says exactly (stored_cost); this is for bytes not yet sent
--- (held_reserve.lua).
+-- table while it grows), the input's head field (INPUT_HEAD_BYTES) and the key
+-- (input:<token>) with its entry. Where the value is stored already, MEMORY USAGE says
+-- exactly (stored_cost); this is for bytes not yet sent (held_reserve.lua).
 local function cost_of(n)
   local pieces = math.max(math.ceil(n / PIECE_BYTES), 1)
   local last = n - (pieces - 1) * PIECE_BYTES
   local slots = 4
   while slots < pieces do slots = slots * 2 end
-  return (pieces - 1) * size_class(PIECE_BYTES + 10) + size_class(last + 10) + 32 * pieces + 12 * slots + 160
+  return (pieces - 1) * size_class(PIECE_BYTES + 10) + size_class(last + 10) + 32 * pieces + 12 * slots
+    + size_class(INPUT_HEAD_BYTES + 10) + 32 + 160
 end
 
 -- What `key` costs Redis now (0 when it is missing): what counts against its client.
