@@ -514,8 +514,11 @@ def flood_round(system: System, a: Tenant, b: Tenant, n: int, body: bytes, last:
     kills = [last()] if last else []
     answers = flood.end()
     ends = Counter(ended(a, token)["status"] for token in flood.tokens)  # none left running for the next turn
-    report = f"    A's answers: {answers}; A's accepted jobs: {dict(ends)}\n{memory.end()}"
-    time.sleep(RESULT_TTL_S + 1)  # and A's outputs gone: its bound and Redis as they were
+    offered = len(body) * flood.answers.total() / MiB
+    report = (
+        f"    A's answers: {answers} ({offered:.0f} MiB offered: bodies it started); "
+        f"A's accepted jobs: {dict(ends)}\n{memory.end()}"
+    )
     return Round(alone, loaded, report, [alone_cpu, loaded_cpu, *kills])
 
 
@@ -535,6 +538,8 @@ def scenario_1(system: System, sizes: Sizes) -> str:
     taken, ceiling_cpu = ceilings(system, b, sizes.images)
     rounds = []
     for number in range(1, sizes.rounds + 1):
+        if rounds:
+            time.sleep(RESULT_TTL_S + 1)  # the last turn's outputs of A gone: its bound and Redis as they were
         last = kills_under_flood(system, b) if number == sizes.rounds else None
         rounds.append(flood_round(system, a, b, sizes.images, body, last))
     alone = [r for turn in rounds for r in turn.alone]

@@ -75,11 +75,8 @@ def read_value(redis: Redis, key: str) -> bytes | None:
     the first short or missing one ends the value (inputs and outputs are written once,
     before anyone reads them, never changed in place)."""
     pieces: list[bytes] = []
-    while not pieces or len(pieces[-1]) == PIECE_BYTES:
-        piece = cast(bytes | None, redis.hget(key, str(len(pieces))))
-        if piece is None:
-            if not pieces:
-                return None
-            break
+    while (piece := cast(bytes | None, redis.hget(key, str(len(pieces))))) is not None:
         pieces.append(piece)
-    return b"".join(pieces)
+        if len(piece) < PIECE_BYTES:
+            break
+    return b"".join(pieces) if pieces else None

@@ -96,10 +96,10 @@ local function stored_cost(key)
   return redis.call('MEMORY', 'USAGE', key, 'SAMPLES', 0) or 0
 end
 
--- A job's output as compute.redis_values writes it: a hash of pieces, kept `ttl` seconds.
+-- A job's output as compute.redis_values writes it: a hash of pieces (an empty output is
+-- one empty piece), kept `ttl` seconds.
 local function write_output(key, output, ttl)
-  redis.call('HSET', key, '0', string.sub(output, 1, PIECE_BYTES))
-  for i = 1, math.ceil(#output / PIECE_BYTES) - 1 do
+  for i = 0, math.max(math.ceil(#output / PIECE_BYTES), 1) - 1 do
     redis.call('HSET', key, tostring(i), string.sub(output, i * PIECE_BYTES + 1, (i + 1) * PIECE_BYTES))
   end
   redis.call('EXPIRE', key, ttl)
