@@ -5,7 +5,6 @@ scheduling than the shuffle itself takes).
 """
 
 import io
-import struct
 
 import numpy as np
 import pyspng
@@ -13,7 +12,7 @@ from PIL import Image, UnidentifiedImageError
 
 from compute.defaults import DEFAULT_BLOCK_PX, DEFAULT_MAX_PIXELS
 from compute.errors import InvalidImage
-from compute.png import PNG_SIGNATURE, can_encode, encode_png
+from compute.png import PNG_SIGNATURE, can_encode, encode_png, png_header
 
 # For images compute.png does not cover: zlib level 1 is ~3x faster than Pillow's
 # default 6 on cat.png for a file ~15% larger; latency matters more here than bytes.
@@ -21,8 +20,6 @@ PILLOW_COMPRESS_LEVEL = 1
 # Dask priority of image tasks: a 15 ms image task should not queue behind the block
 # tasks of a gigabyte even sum that another client submitted (compute.even_sum).
 IMAGE_PRIORITY = 10
-# The bytes of a PNG up to the end of its IHDR's width and height (header_size).
-HEADER_BYTES = 24
 # mode -> trailing shape of the array pyspng returns for it
 SPNG_MODES = {"L": (), "RGB": (3,), "RGBA": (4,)}
 
@@ -73,14 +70,9 @@ def _decode(png: bytes, max_pixels: int) -> tuple[Image.Image, np.ndarray]:
 
 
 def header_size(png: bytes) -> tuple[int, int]:
-    """(width, height) as the IHDR chunk states them, before any decoder allocates for them.
-
-    PNG requires IHDR first, right after the signature, so it sits at a fixed offset:
-    4 bytes of length, "IHDR", then width and height as big-endian 32-bit integers.
-    """
-    if png[12:16] != b"IHDR" or len(png) < HEADER_BYTES:
-        raise InvalidImage("corrupt PNG: the first chunk is not IHDR")
-    return struct.unpack(">II", png[16:HEADER_BYTES])
+    """(width, height) as the IHDR chunk states them (compute.png.png_header)."""
+    width, height, _, _ = png_header(png)
+    return width, height
 
 
 def _pixels(png: bytes, image: Image.Image) -> np.ndarray:

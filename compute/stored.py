@@ -18,8 +18,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from compute.defaults import DEFAULT_BLOCK_PX, DEFAULT_MAX_PIXELS
-from compute.errors import InvalidInput
+from compute.errors import InvalidImage, InvalidInput
 from compute.image import randomize_image
+from compute.png import output_bound
 from compute.redis_values import command_packer, read_value, write_value
 
 # The variable that holds the Redis password (ElastiCache's AUTH token) in a worker's environment.
@@ -46,7 +47,11 @@ def randomize_stored(
     png = read_value(redis, input_key)
     if png is None:
         raise InvalidInput("the uploaded image has expired; submit it again")
-    write_value(redis, output_key, randomize_image(png, block=block, max_pixels=max_pixels), ttl_s)
+    output = randomize_image(png, block=block, max_pixels=max_pixels)
+    room = output_bound(png)  # what its job holds in Redis for it, counted against its client
+    if len(output) > room:
+        raise InvalidImage(f"the shuffled image takes {len(output)} bytes, over the {room} its job holds for it")
+    write_value(redis, output_key, output, ttl_s)
 
 
 @cache

@@ -1,9 +1,13 @@
 """Test images: PNGs of every mode, and the tiles the shuffle moves."""
 
 import io
+import struct
+import zlib
 
 import numpy as np
 from PIL import Image
+
+from compute.png import PNG_SIGNATURE
 
 
 def tiles(pixels: np.ndarray, block: int) -> list[bytes]:
@@ -37,3 +41,21 @@ def png_bytes(image: Image.Image, **params) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, "PNG", **params)
     return buffer.getvalue()
+
+
+def ramps_png(side: int, seed: int = 1) -> bytes:
+    """A small PNG whose shuffle is not: RGBA, each row a ramp of its own slope, stored with
+    the Sub filter (a row compresses to a few bytes). Shuffled and stored with the Up
+    filter (compute.png), each row is a run of unrelated ramps: about its raw size (a
+    side of 8000 pixels: 330 KB in, 243 MB out)."""
+    rng = np.random.default_rng(seed)
+    rows = np.empty((side, 1 + 4 * side), np.uint8)
+    rows[:, 0] = 1  # Sub: each byte is sent as its difference to the pixel on its left
+    rows[:, 1:] = np.tile(rng.integers(0, 256, (side, 4), dtype=np.uint8), (1, side))  # the slopes
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 6, 0, 0, 0)
+    pixels = png_chunk(b"IDAT", zlib.compress(rows, 9))
+    return PNG_SIGNATURE + png_chunk(b"IHDR", ihdr) + pixels + png_chunk(b"IEND", b"")
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))

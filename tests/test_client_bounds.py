@@ -24,10 +24,13 @@ from backend.jobs.connection import connect
 from backend.jobs.doctor import Doctor
 from backend.jobs.queue import JobQueue, QueuePolicy
 from backend.jobs.store import EndResult, JobStore, Submission
-from compute import redis_values
+from compute import redis_values, stored
+from compute.errors import InvalidImage
+from compute.png import output_bound
 from compute.redis_values import read_value, write_value
 from compute.stored import redis_at
-from tests.held_bytes import held_for
+from tests.held_bytes import cost_of, held_for
+from tests.images import ramps_png
 from tests.waiting import wait_status, wait_until
 
 
@@ -59,8 +62,9 @@ def test_a_client_over_the_bytes_it_may_hold_in_redis_gets_429_while_another_is_
     assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
     assert "holds" in refused.json()["error"]
     assert int(redis.hget(keys.HELD_BYTES, "a")) == 3 * held
-    too_big = post_image(api, "c", cat_png * 4)
+    too_big = post_image(api, "c", ramps_png(1500))  # 13 KB, and room for its 9 MB shuffle
     assert too_big.status_code == 413, too_big.text
+    assert "with room for its output" in too_big.json()["error"]
     assert Doctor(redis).check() == []
 
 
@@ -185,11 +189,11 @@ def test_the_reservation_of_a_dead_api_lapses_with_its_lease(redis, settings, mo
     the reservation: its lease lapses, and the room is the client's again."""
     monkeypatch.setattr(keys, "IMAGE_LEASE_S", 1)
     store = JobStore(redis, settings.result_ttl_s)
-    image = Submission(RANDOMIZE, "a", input_bytes=b"x" * 6000, bytes=6000)
-    held = held_for(redis, image.input_bytes)
+    image = Submission(RANDOMIZE, "a", input_bytes=b"x" * 6000, bytes=6000)  # no room for an output
+    held = held_for(redis, image.input_bytes, output_room=0)
     limit = int(2.5 * held)
-    store.reserve_held("a", "dead-api-1", 6000, max_held_bytes=limit)  # the API dies here
-    store.reserve_held("a", "dead-api-2", 6000, max_held_bytes=limit)
+    store.reserve_held("a", "dead-api-1", 6000, max_held_bytes=limit, output_room=0)  # the API dies here
+    store.reserve_held("a", "dead-api-2", 6000, max_held_bytes=limit, output_room=0)
     assert Doctor(redis).check() == [] and redis.zcard(keys.uploads("image", "a")) == 2  # live: no drift
     with pytest.raises(OverQuota, match=r"holds \d+ bytes") as refused:
         store.submit(image, max_held_bytes=limit)
@@ -199,34 +203,34 @@ def test_the_reservation_of_a_dead_api_lapses_with_its_lease(redis, settings, mo
     time.sleep(1.1)
     store.submit(image, max_held_bytes=limit)
     assert int(redis.hget(keys.HELD_BYTES, "a")) == held
-    store.reserve_held("a", "dead-api-3", 6000, max_held_bytes=limit)
+    store.reserve_held("a", "dead-api-3", 6000, max_held_bytes=limit, output_room=0)
     time.sleep(1.1)
     assert Doctor(redis).check() == [] and redis.keys("uploads:*") == []  # the doctor dropped the lapsed one
 
 
 def test_an_input_holds_what_redis_spends_on_it_and_its_reservation_no_less(redis, settings):
     """An image costs Redis its pieces' allocations (compute.redis_values: a 20.0 MiB image
-    20.0 MiB, where a string of it took 24): the bound counts that, twice (the input and
-    room for its output), and the room reserved before the bytes are sent is never less
-    than what they then hold, nor more than a few hundred bytes over."""
+    20.0 MiB, where a string of it took 24): the bound counts that and room for its output
+    (no less than the output's bound), and the room reserved before the bytes are sent is
+    never less than what they then hold, nor more than a few hundred bytes over."""
     store = JobStore(redis, settings.result_ttl_s)
     piece = redis_values.PIECE_BYTES
     for size in (100, 4096, 100_000, piece, piece + 1, 5 * 1024 * 1024 + 3, 20 * 1024 * 1024 + 12345):
-        token = f"sized-{size}"
+        token, room = f"sized-{size}", size // 3
         data = bytes(size)
-        store.reserve_held("a", token, size, max_held_bytes=1 << 40)
-        reserved = int(redis.zrange(keys.uploads("image", "a"), 0, -1)[0].split()[1])
-        assert reserved == size
-        store.submit(Submission(RANDOMIZE, "a", token=token, input_bytes=data, bytes=size), max_held_bytes=1 << 40)
-        held = keys.HELD_PER_INPUT * redis.memory_usage(keys.input_(token), samples=0)
+        store.reserve_held("a", token, size, max_held_bytes=1 << 40, output_room=room)
+        assert redis.zrange(keys.uploads("image", "a"), 0, -1)[0].split()[1:] == [b"%d" % size, b"%d" % room]
+        image = Submission(RANDOMIZE, "a", token=token, input_bytes=data, bytes=size, output_room=room)
+        store.submit(image, max_held_bytes=1 << 40)
         used = redis.memory_usage(keys.input_(token), samples=0)
+        held = int(redis.hget(keys.HELD_BYTES, "a"))
         assert used > size and (size <= piece or used < size * 1.002)  # full pieces waste nothing
-        assert int(redis.hget(keys.HELD_BYTES, "a")) == held
+        assert held == used + cost_of(redis, room) and cost_of(redis, room) > room
         with pytest.raises(OverQuota, match=r"holds (\d+) bytes") as refused:
-            store.reserve_held("a", "probe", size, max_held_bytes=2 * held - 1)  # room for its twin: no
+            store.reserve_held("a", "probe", size, max_held_bytes=2 * held - 1, output_room=room)  # its twin: no
         assert f"holds {held} bytes" in str(refused.value)
-        store.reserve_held("a", "probe", size, max_held_bytes=2 * held + 512)
-        store.release_held("a", "probe", size)
+        store.reserve_held("a", "probe", size, max_held_bytes=2 * held + 512, output_room=room)
+        store.release_held("a", "probe")
         redis.delete(keys.HELD_BYTES, keys.input_(token))
 
 
@@ -249,7 +253,7 @@ def test_a_client_has_at_most_its_count_of_images_in_flight(redis, settings, mon
 def test_a_clients_own_max_held_bytes_overrides_the_default(redis, settings):
     store = JobStore(redis, settings.result_ttl_s)
     image = Submission(RANDOMIZE, "big", input_bytes=b"x" * 600, bytes=600)
-    held = held_for(redis, image.input_bytes)
+    held = held_for(redis, image.input_bytes, output_room=0)
     redis.hset(keys.client("big"), "max_held_bytes", int(1.5 * held))
     store.submit(image, max_held_bytes=10 * held)
     with pytest.raises(OverQuota, match=f"holds {held} bytes"):
@@ -412,3 +416,48 @@ def test_the_records_of_a_clients_ended_jobs_count_against_its_bound(make_settin
     assert int(redis.hget(keys.HELD_BYTES, "a")) > 3000
     assert even_sum("b").status_code == 201
     assert Doctor(redis).check() == []
+
+
+def test_an_image_whose_shuffle_outgrows_it_holds_room_for_the_shuffle(
+    make_settings, start_api, start_dispatcher, redis, cat_png
+):
+    """A PNG can come back far larger than it came (tests.images.ramps_png: 18 KB in, 8.9
+    MB out): with room for twice its input, a client's outputs could take some 200 times
+    the bytes it may hold. Its job now holds room for the most its shuffle can take
+    (compute.png.output_bound), reserved from the PNG's first bytes, so the second such
+    image has no room and is refused before its body is read; the kept output counts at
+    its own cost, and another client is served throughout."""
+    ramps = ramps_png(1500)
+    room = output_bound(ramps)
+    assert room > 400 * len(ramps)
+    settings = make_settings(default_max_held_bytes=int(1.5 * held_for(redis, ramps)))
+    api = start_api(settings)
+    start_dispatcher(settings)
+    first = post_image(api, "a", ramps)
+    assert first.status_code == 201
+    assert int(redis.hget(keys.HELD_BYTES, "a")) == held_for(redis, ramps) > room
+    url = httpx.URL(api)
+    head = f"POST /randomize HTTP/1.1\r\nHost: {url.host}\r\nX-Client-Id: a\r\nContent-Length: {len(ramps)}\r\n\r\n"
+    with socket.create_connection((url.host, url.port), timeout=10) as sock:
+        sock.sendall(head.encode() + ramps[:100])
+        assert sock.recv(4096).startswith(b"HTTP/1.1 429 ")  # on its first 100 bytes
+    other = post_image(api, "b", cat_png)
+    assert other.status_code == 201
+    for client, answer in (("a", first), ("b", other)):
+        final = wait_status(api, "randomize", answer.json()["token"], headers={"X-Client-Id": client})[-1]
+        assert final["status"] == "finished", final
+    output = httpx.get(f"{api}/randomize/{first.json()['token']}/result", headers={"X-Client-Id": "a"}).content
+    assert 300 * len(ramps) < len(output) <= room
+    kept = redis.memory_usage(keys.output(first.json()["token"]), samples=0)
+    assert kept < int(redis.hget(keys.HELD_BYTES, "a")) < kept + 4096  # the output and its record
+    assert Doctor(redis).check() == []
+
+
+def test_a_worker_stores_no_output_over_the_room_its_job_holds(redis, redis_url, monkeypatch, cat_png):
+    """The room is a bound the worker keeps, not a guess: an output over it (here, with the
+    bound made small) ends the job with a readable error and nothing stored."""
+    write_value(redis, "input:bounded", cat_png, 60)
+    monkeypatch.setattr(stored, "output_bound", lambda png: 1000)
+    with pytest.raises(InvalidImage, match=r"the shuffled image takes \d+ bytes, over the 1000 its job holds for it"):
+        stored.randomize_stored(redis_url, "input:bounded", "staged:bounded", 60)
+    assert not redis.exists("staged:bounded")

@@ -6,6 +6,7 @@ no more than its limit, answers with a JSON 4xx (or 503/507 for its own store), 
 the connection instead of swallowing the rest, and keeps serving everyone else.
 """
 
+import itertools
 import select
 import socket
 import time
@@ -186,13 +187,34 @@ SLOW_CLIENTS = {
 
 @pytest.mark.parametrize("path, content_type, field", ROUTES[:2])
 @pytest.mark.parametrize("client", SLOW_CLIENTS)
-def test_a_slow_body_is_cut_with_408(make_settings, start_api, settings, redis, path, content_type, field, client):
+def test_a_slow_body_is_cut_with_408(
+    make_settings, start_api, settings, redis, path, content_type, field, client, cat_png
+):
     api_url = start_api(make_settings(body_grace_s=0.5, body_min_bytes_per_s=1000))  # the drip sends 20 bytes/s
     pieces, pause_s = SLOW_CLIENTS[client]
+    if content_type == "image/png":  # the door judges an image by its first bytes: these are a PNG's
+        ends = list(itertools.accumulate(len(piece) for piece in pieces))
+        pieces = [cat_png[end - len(piece) : end] for piece, end in zip(pieces, ends, strict=True)]
     answer, closed, _ = exchange(api_url, head(path, content_type, 100_000), pieces, pause_s)
     assert status_lines(answer) == ["HTTP/1.1 408 Request Timeout"] and closed
     assert b'"error":"the body came too slowly' in answer
     assert not uploads_left(settings) and redis.llen(keys.TASKS) == 0
+
+
+def test_an_image_is_judged_by_its_first_bytes_before_the_rest_is_read(api_url, cat_png):
+    """The door reads an image's first bytes before it reserves room for it (its output's
+    bound comes from its header): a body that does not start as a PNG is a 400 then, with
+    the rest of a declared 100 KB never sent."""
+    header = bytearray(cat_png[:26])
+    header[25] = 5  # a colour type PNG does not have
+    port = int(api_url.rsplit(":", 1)[1])
+    for start, error in ((b"GIF89a" + bytes(100), b"not a PNG"), (bytes(header), b"colour type 5")):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(head("/randomize", "image/png", 100_000) + start)
+            answer = b""
+            while not answer.endswith(b"}") and (more := sock.recv(65536)):  # the JSON error, whole
+                answer += more
+        assert status_lines(answer) == ["HTTP/1.1 400 Bad Request"] and error in answer
 
 
 def test_health_answers_while_slow_clients_hold_uploads(api_url, settings):

@@ -39,8 +39,24 @@ def body_chunks(request: Request, settings: Settings) -> AsyncIterator[bytes]:
 async def read_body(request: Request, settings: Settings, max_bytes: int) -> bytes:
     """The body, refusing to hold more than ``max_bytes`` even when no length was declared."""
     declared_length(request, max_bytes)
-    body = bytearray()
-    async for chunk in body_chunks(request, settings):
+    return await read_rest(b"", body_chunks(request, settings), max_bytes)
+
+
+async def read_start(chunks: AsyncIterator[bytes], size: int) -> bytes:
+    """At least the body's first ``size`` bytes (all of it, if shorter), as they arrive:
+    what a door judges a body by before it reads the rest."""
+    start = bytearray()
+    async for chunk in chunks:
+        start += chunk
+        if len(start) >= size:
+            break
+    return bytes(start)
+
+
+async def read_rest(start: bytes, chunks: AsyncIterator[bytes], max_bytes: int) -> bytes:
+    """The body that began with ``start``, refusing to hold more than ``max_bytes``."""
+    body = bytearray(start)
+    async for chunk in chunks:
         body += chunk
         if len(body) > max_bytes:
             raise InputTooLarge(f"body is over the limit of {max_bytes} bytes")

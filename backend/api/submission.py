@@ -66,19 +66,21 @@ class Submitter:
             bytes=len(data),
             input_bytes=data,
             idempotency=idempotency,
+            output_room=kind.output_room(data),
         )
         return await self._store(caller, job)
 
-    async def reserve_held(self, caller: ClientSettings, token: str, size: int) -> None:
-        """Reserve room in Redis for job ``token``'s input of a declared ``size`` before it is
-        read (OverQuota when its client has none): a flood at its limit costs no body read,
-        and a client's bodies read at once never pass what it may hold there."""
+    async def reserve_held(self, caller: ClientSettings, token: str, size: int, output_room: int) -> None:
+        """Reserve room in Redis for job ``token``'s input of a declared ``size`` and its
+        output before the input is read (OverQuota when its client has none): a flood at its
+        limit costs no body read, and a client's bodies read at once never pass what it may
+        hold there."""
         max_held = self.settings.default_max_held_bytes
-        await run_in_threadpool(self.store.reserve_held, caller.name, token, size, max_held)
+        await run_in_threadpool(self.store.reserve_held, caller.name, token, size, max_held, output_room)
 
-    async def release_held(self, caller: ClientSettings, token: str, size: int) -> None:
+    async def release_held(self, caller: ClientSettings, token: str) -> None:
         """Drop job ``token``'s reservation: its request failed before the job was stored."""
-        await run_in_threadpool(self.store.release_held, caller.name, token, size)
+        await run_in_threadpool(self.store.release_held, caller.name, token)
 
     async def upload(
         self,
@@ -142,7 +144,13 @@ class Submitter:
             raise InputGone(f"the input of job {job.token} is no longer kept (it ended); submit it again")
         await run_in_threadpool(self.limiter.admit, caller)
         again = Submission(
-            kind, caller.name, client_id=caller.client_id, bytes=len(data), input_bytes=data, idempotency=idempotency
+            kind,
+            caller.name,
+            client_id=caller.client_id,
+            bytes=len(data),
+            input_bytes=data,
+            idempotency=idempotency,
+            output_room=kind.output_room(data),
         )
         return await self._store(caller, again)
 

@@ -33,6 +33,12 @@ class Body:
     # ``module:function(bytes)`` raising compute.errors.InvalidInput for a body the kind
     # cannot take: refused at the door (400) rather than errored on a worker.
     check: str | None = None
+    # ``module:function(bytes) -> int``: the most bytes the job's output can take, which
+    # it holds room for in Redis from its submit (None: an output of a few bytes). Called
+    # on the body's first ``head_bytes`` (to reserve that room before the rest is read: an
+    # InvalidInput there is a 400) and on the whole body.
+    output_bound: str | None = None
+    head_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,11 @@ class JobKind:
     def in_blocks(self) -> bool:
         return isinstance(self.input, File)
 
+    def output_room(self, data: bytes) -> int:
+        """The room in Redis a job of input ``data`` holds for its output (Body.output_bound)."""
+        bound = self.input.output_bound if isinstance(self.input, Body) else None
+        return 0 if bound is None else load(bound)(data)
+
 
 class EvenSumOut(BaseModel):
     # Exact at any size: JSON numbers have no limit, though JavaScript reads them as doubles.
@@ -79,7 +90,13 @@ class EvenSumOut(BaseModel):
 RANDOMIZE = JobKind(
     name="randomize",
     lane=Lane.interactive,
-    input=Body("image/png", "max_image_bytes", check="compute.png:check_png"),
+    input=Body(
+        "image/png",
+        "max_image_bytes",
+        check="compute.png:check_png",
+        output_bound="compute.png:output_bound",
+        head_bytes=26,  # the PNG signature and IHDR up to its colour type: compute.png.HEADER_BYTES
+    ),
     runner="backend.dispatch.runners:run_randomize",
     summary="Submit a PNG whose blocks will be shuffled",
     result_media_type="image/png",

@@ -52,18 +52,15 @@ BACKLOG_BLOCKS = "backlog-blocks:{lane}"
 # each job's `admitted_bytes`, added by submit.lua and subtracted once by its final write.
 BACKLOG_BYTES = "backlog-bytes"
 # Hash client -> bytes the client holds in Redis, as Redis' allocator counts them (MEMORY
-# USAGE: a 20.0 MiB image takes 24 MiB): inputs of its live jobs, each with room for its
-# output (the record's `held_bytes`, added by submit.lua, subtracted by the final write,
-# which deletes the input), and what its ended jobs keep for the result TTL: the output,
-# the record, and the entry that tracks them (added by the final write, subtracted when
-# HELD_OUTPUTS says they expired). Records count too: 50 small jobs a second would
-# otherwise keep 4 million records, some 3 GB, a day.
+# USAGE SAMPLES 0): inputs of its live jobs, each with room for the output a worker stores
+# (STAGED) beside it, as large as its kind's bound on it (compute.png.output_bound: an
+# image's shuffle can take far more than its PNG), the record's `held_bytes`, added by
+# submit.lua and subtracted by the final write (which deletes the input); and what its
+# ended jobs keep for the result TTL: the output at its own cost, the record, and the
+# entry that tracks them (added by the final write, subtracted when HELD_OUTPUTS says they
+# expired). Records count too: 50 small jobs a second would otherwise keep 4 million
+# records, some 3 GB, a day.
 HELD_BYTES = "held-bytes"
-# An input held in Redis counts this many times what it costs Redis: itself, and room for
-# its job's output, which a worker stores (STAGED) while the input is still there and the
-# final write keeps in its place (an image's output is about its input's size; the final
-# write then counts the output kept at its own cost).
-HELD_PER_INPUT = 2
 # Sorted set "<id> <client> <bytes>" -> expiry (epoch s) of what counts in HELD_BYTES past
 # a job's end: an ended job's output and record (id: its token), an idempotency key (id:
 # "<token>/key"). submit.lua and doctor release the ones past their expiry, so each counts
@@ -137,7 +134,7 @@ DIRECT_UPLOADS = "direct-uploads"
 # direct uploads), each with the bytes it reserved against the client's backlog quota.
 # upload_reserve.lua adds and grows a member (renewing its lease); the upload's end removes
 # it; a lapsed lease (an API that died mid-upload) stops counting at the next reservation.
-# Kind `image`: images on their way into Redis (the id is the job's token), reserved by
+# Kind `image`: images on their way into Redis, "<token> <bytes> <output room>", reserved by
 # held_reserve.lua against the bytes the client may hold there, turned into held bytes or
 # dropped by submit.lua; so a client's concurrent submits cannot all push their image into
 # Redis' buffers. The doctor drops lapsed leases of every kind.

@@ -37,7 +37,6 @@ CONSTANTS: dict[str, str | int] = {
     "HELD_OUTPUT_BYTES": keys.HELD_OUTPUT_BYTES,
     "HELD_ENTRY_BYTES": keys.HELD_ENTRY_BYTES,
     "DOCTOR_OUTPUTS_MAX": keys.DOCTOR_OUTPUTS_MAX,
-    "HELD_PER_INPUT": keys.HELD_PER_INPUT,
     "PIECE_BYTES": redis_values.PIECE_BYTES,
     "INPUT_HEAD_BYTES": keys.INPUT_HEAD_BYTES,
     "INPUTS_TO_DROP": keys.INPUTS_TO_DROP,
@@ -79,14 +78,18 @@ def lua_value(value: str | int | dict[str, str]) -> str:
 
 
 def source(name: str) -> str:
-    """The full source of script ``name``: constants, prelude, then the script.
+    """The full source of script ``name``: constants, prelude, then the script."""
+    return prelude() + (LUA_DIR / f"{name}.lua").read_text()
+
+
+def prelude() -> str:
+    """The constants and the prelude every script starts with.
 
     Built each time a script is registered (a few per store or queue object), so that the
     kind -> lane table holds the kinds declared when it is."""
     constants: dict[str, str | int | dict[str, str]] = {**CONSTANTS, "KIND_LANES": kinds.lanes()}
     header = "".join(f"local {name} = {lua_value(value)}\n" for name, value in constants.items())
-    prelude = (LUA_DIR / "prelude.lua").read_text()
-    return header + prelude + (LUA_DIR / f"{name}.lua").read_text()
+    return header + (LUA_DIR / "prelude.lua").read_text()
 
 
 def register(redis: Redis, name: str) -> Script:

@@ -71,6 +71,9 @@ class Submission:
     delete_input: bool = False
     # Makes a retry of the request answer the job the first made (keys.IDEMPOTENCY).
     idempotency: "Idempotency | None" = None
+    # The most bytes its output may take: held for it in Redis beside its input, from its
+    # submit to its end (its kind's Body.output_bound of the input).
+    output_room: int = 0
     # The input's size, as the record calls it (last: the name hides the type from here on).
     bytes: int = 0
 
@@ -138,6 +141,7 @@ class JobStore:
             int(job.input_bytes is not None),
             job.client,
             job.bytes,
+            job.output_room,
             -1 if max_backlog_bytes is None else max_backlog_bytes,
             job.kind.lane,
             max_held_bytes,
@@ -149,7 +153,7 @@ class JobStore:
         if job.input_bytes is None:
             outcome, figure = self._submit_and_wait(args)
         else:
-            outcome, figure = self._submit_reserved(job.client, record.token, job.input_bytes, args, max_held_bytes)
+            outcome, figure = self._submit_reserved(job, record.token, args, max_held_bytes)
         if outcome == 2:
             raise Replayed({"token": figure.decode()})
         if outcome == 3:
@@ -165,16 +169,18 @@ class JobStore:
             )
         return record
 
-    def _submit_reserved(self, client: str, token: str, data: bytes, args: list, max_held_bytes: int):
-        """submit.lua with an input, sent only once room for it is reserved: a refused input
-        never reaches Redis, and a client's inputs in flight never pass what it may hold."""
-        self.reserve_held(client, token, len(data), max_held_bytes)
+    def _submit_reserved(self, job: Submission, token: str, args: list, max_held_bytes: int):
+        """submit.lua with an input, sent only once room for it (and its output) is reserved:
+        a refused input never reaches Redis, and a client's inputs in flight never pass what
+        it may hold."""
+        data = job.input_bytes or b""
+        self.reserve_held(job.client, token, len(data), max_held_bytes, output_room=job.output_room)
         try:
             # In pieces, with its reservation's lease as TTL (submit.lua keeps it, or deletes it).
             write_value(self.redis, keys.input_(token), data, keys.IMAGE_LEASE_S, head_bytes=keys.INPUT_HEAD_BYTES)
             return self._submit_and_wait(args)
         except BaseException:  # submit.lua may not have run, so not ended the reservation
-            self.release_held(client, token, len(data))
+            self.release_held(job.client, token)
             self.redis.delete(keys.input_(token))
             raise
 
@@ -182,16 +188,24 @@ class JobStore:
         """The first keys.INPUT_HEAD_BYTES of job ``token``'s input (b"" when it has none)."""
         return read_head(self.redis, keys.input_(token))
 
-    def reserve_held(self, client: str, token: str, size: int, max_held_bytes: int = 0) -> None:
-        """Reserve room in Redis for job ``token``'s input of ``size`` bytes before it is read
-        or sent, or raise as ``submit`` would (``max_held_bytes`` as there). Asked again with
-        the same token, it renews the reservation; ``submit`` ends it (held_reserve.lua)."""
-        answer, figure = self._held_reserve(args=[client, token, size, max_held_bytes, keys.IMAGE_LEASE_S])
+    def reserve_held(
+        self, client: str, token: str, size: int, max_held_bytes: int = 0, output_room: int | None = None
+    ) -> None:
+        """Reserve room in Redis for job ``token``'s input of ``size`` bytes and its output of
+        ``output_room`` (unknown before the input is read: taken to be ``size``) before they
+        are read or sent, or raise as ``submit`` would (``max_held_bytes`` as there). Asked
+        again with the same token, it renews the reservation; ``submit`` ends it
+        (held_reserve.lua)."""
+        room = size if output_room is None else output_room
+        answer, figure = self._held_reserve(args=[client, token, size, room, max_held_bytes, keys.IMAGE_LEASE_S])
         self._refuse_held(answer, figure, client, size)
 
-    def release_held(self, client: str, token: str, size: int) -> None:
+    def release_held(self, client: str, token: str) -> None:
         """Drop job ``token``'s reservation: its request failed before ``submit`` stored it."""
-        self.redis.zrem(keys.uploads("image", client), f"{token} {size}")
+        key = keys.uploads("image", client)
+        mine = [member for member, _ in self.redis.zscan_iter(key, match=f"{token} *")]
+        if mine:
+            self.redis.zrem(key, *mine)
 
     def _refuse_held(self, answer: int, figure: int, client: str, stored: int) -> None:
         """Raise for held_reserve.lua's or submit.lua's refusal of the bytes a client holds."""

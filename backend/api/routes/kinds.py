@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from backend.api.bodies import declared_length, read_body
+from backend.api.bodies import body_chunks, declared_length, read_rest, read_start
 from backend.api.deps import CallerDep, IdempotencyKeyDep, SettingsDep, StoreDep, SubmitterDep, WaitDep, cooldown
 from backend.api.lookup import finished_output, job_status, waited_job
 from backend.api.schemas import (
@@ -65,16 +65,19 @@ def add_body_door(router: APIRouter, kind: JobKind, body: Body) -> None:
         max_bytes = getattr(settings, body.max_bytes_setting)
         declared = declared_length(request, max_bytes)
         token = new_token()
-        if declared:  # the input travels through Redis: no room there, no need to read it
-            await submitter.reserve_held(caller, token, declared)
+        chunks = body_chunks(request, settings)
+        start = b""
+        if declared:  # the input travels through Redis: no room there, no need to read the rest
+            start = await read_start(chunks, body.head_bytes)
+            await submitter.reserve_held(caller, token, declared, kind.output_room(start))
         try:
-            data = await read_body(request, settings, max_bytes)
+            data = await read_rest(start, chunks, max_bytes)
             if body.check is not None:
                 load(body.check)(data)
             job = await submitter.body(caller, kind, data, key, token)
         except BaseException:  # refused, cut or disconnected before the job was stored
             if declared:
-                await submitter.release_held(caller, token, declared)
+                await submitter.release_held(caller, token)
             raise
         return TokenOut(token=job.token)
 

@@ -6,27 +6,28 @@
 -- submit.lua turns the reservation into held bytes (or drops it, refused) in its step; a
 -- request that fails first drops it (ZREM); a dead API's lapses with its lease. Asked
 -- again with the same id, it renews the lease and checks again (the lease may have lapsed).
--- An image reserves what it will hold once stored: what its bytes cost Redis, twice (itself
--- and room for its output: keys.HELD_PER_INPUT). A client has at most
+-- An image reserves what it will hold once stored: what its bytes cost Redis, and room for
+-- its output (its kind's bound, compute.png.output_bound, once its header is read; before,
+-- the API takes the output to be the input's size). A client has at most
 -- IMAGES_IN_FLIGHT reservations: each call reads them all.
--- ARGV: client, reservation id (the job's token), size, max held bytes unless the client's
---       record sets `max_held_bytes` (0: none), lease (s).
+-- ARGV: client, reservation id (the job's token), size, output room, max held bytes unless
+--       the client's record sets `max_held_bytes` (0: none), lease (s).
 -- Returns {1, 0}, or when refused (and the id's reservation dropped) {-1, bytes held and
 -- reserved now} or {-2, held limit}, as submit.lua, or {-3, reservations} at the count.
-local client, id, size = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local held_limit = tonumber(redis.call('HGET', CLIENT .. client, 'max_held_bytes') or ARGV[4])
-local lease = tonumber(ARGV[5])
+local client, id, size, room = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local held_limit = tonumber(redis.call('HGET', CLIENT .. client, 'max_held_bytes') or ARGV[5])
+local lease = tonumber(ARGV[6])
 local now = clock()
 local key = UPLOADS .. 'image:' .. client
 redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
 local in_flight = redis.call('ZCARD', key)
-if in_flight >= IMAGES_IN_FLIGHT and not redis.call('ZSCORE', key, id .. ' ' .. size) then return {-3, in_flight} end
 release_outputs(now)
-local _, reserved = reserved_but(client, id, now)
+local _, reserved, renewed = reserved_but(client, id, now)
+if in_flight - renewed >= IMAGES_IN_FLIGHT then return {-3, in_flight} end
 local taken = tonumber(redis.call('HGET', HELD_BYTES, client) or '0') + reserved
-local cost = HELD_PER_INPUT * cost_of(size)
+local cost = held_cost(size, room)
 if held_limit > 0 and cost > held_limit then return {-2, held_limit} end
 if held_limit > 0 and taken + cost > held_limit then return {-1, taken} end
-redis.call('ZADD', key, now + lease, id .. ' ' .. size)
+redis.call('ZADD', key, now + lease, id .. ' ' .. size .. ' ' .. room)
 if redis.call('TTL', key) < lease then redis.call('EXPIRE', key, math.ceil(lease)) end
 return {1, 0}

@@ -126,22 +126,29 @@ local function hold_for(client, id, cost, ttl)
   redis.call('ZADD', HELD_OUTPUTS, clock() + tonumber(ttl), id .. ' ' .. client .. ' ' .. cost)
 end
 
--- A client's images on their way into Redis (keys.UPLOADS, kind `image`, held_reserve.lua):
--- lapsed leases and `id`'s own reservation are dropped (it is being renewed, or stored
--- now); the key and what the others reserve (what they will hold once stored) are returned.
+-- What an input of `size` bytes holds once stored, with room for an output of `room`.
+local function held_cost(size, room)
+  return cost_of(size) + cost_of(room)
+end
+
+-- A client's images on their way into Redis (keys.UPLOADS, kind `image`, held_reserve.lua,
+-- members "<id> <size> <output room>"): lapsed leases and `id`'s own reservation are
+-- dropped (it is being renewed, or stored now); the key, what the others reserve (what
+-- they will hold once stored) and how many of `id`'s were dropped are returned.
 local function reserved_but(client, id, now)
   local key = UPLOADS .. 'image:' .. client
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-  local others = 0
+  local others, own = 0, 0
   for _, member in ipairs(redis.call('ZRANGE', key, 0, -1)) do
-    local owner, size = string.match(member, '^(%S+) (%d+)$')
+    local owner, size, room = string.match(member, '^(%S+) (%d+) (%d+)$')
     if owner == id then
       redis.call('ZREM', key, member)
+      own = own + 1
     else
-      others = others + HELD_PER_INPUT * cost_of(tonumber(size))
+      others = others + held_cost(tonumber(size), tonumber(room))
     end
   end
-  return key, others
+  return key, others, own
 end
 
 -- A job's compact summary, kept HISTORY_TTL_S (past its record's TTL) for GET /tasks.

@@ -7,10 +7,12 @@
 -- argument would hold a 20 MiB query buffer on its connection for seconds after); the
 -- job's reservation of room for it (held_reserve.lua, by its token) ends here, whatever
 -- the answer: stored, the input is kept (no TTL) and counts as held, at what it costs Redis
--- with room for its output (keys.HELD_PER_INPUT); refused, it is deleted. An idempotency
+-- with room for its output (its kind's bound on it: an image's shuffle may come out far
+-- larger than the PNG it came from); refused, it is deleted. An idempotency
 -- key counts against the client's held bytes for as long as it is kept (a day).
 -- ARGV: token, record JSON (with `admitted_bytes`, released by the final write), has input
---       (0/1: sent to its key), client, input size, max backlog bytes (-1: none), lane,
+--       (0/1: sent to its key), client, input size, output room (bytes), max backlog bytes
+--       (-1: none), lane,
 --       max held bytes unless the client's record sets `max_held_bytes` (0: none),
 --       its member in the client's list of jobs, the oldest member to keep there (and
 --       at most HISTORY_MAX members),
@@ -20,9 +22,10 @@
 -- (waiting would not help); with an idempotency key seen before, nothing is stored:
 -- {2, its token} (the same request: a retry) or {3, its token} (another request, same key).
 local token, record, has_input = ARGV[1], ARGV[2], ARGV[3]
-local client, size, limit, lane = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
-local held_limit = tonumber(redis.call('HGET', CLIENT .. client, 'max_held_bytes') or ARGV[8])
-local idempotency, fingerprint = ARGV[11], ARGV[12]
+local client, size, room = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
+local limit, lane = tonumber(ARGV[7]), ARGV[8]
+local held_limit = tonumber(redis.call('HGET', CLIENT .. client, 'max_held_bytes') or ARGV[9])
+local idempotency, fingerprint = ARGV[12], ARGV[13]
 local now = clock()
 local _, reserved = reserved_but(client, token, now)
 local function refuse(answer, figure)
@@ -37,7 +40,7 @@ local backlog = tonumber(redis.call('HGET', BACKLOG_BYTES, client) or '0')
 if limit >= 0 and backlog + size > limit then return refuse(0, backlog) end
 release_outputs(now)
 local held = tonumber(redis.call('HGET', HELD_BYTES, client) or '0') + reserved
-local stored = has_input == '1' and HELD_PER_INPUT * stored_cost(INPUT .. token) or 0
+local stored = has_input == '1' and stored_cost(INPUT .. token) + cost_of(room) or 0
 if held_limit > 0 and stored > held_limit then return refuse(-2, held_limit) end
 if held_limit > 0 and held + stored > held_limit then return refuse(-1, held) end
 local rec = decode(record)
@@ -52,8 +55,8 @@ redis.call('LPUSH', TASKS, token)
 count(BACKLOG_BYTES, client, size)
 wake(lane)
 local jobs = JOBS .. client
-redis.call('ZADD', jobs, 0, ARGV[9])
-redis.call('ZREMRANGEBYLEX', jobs, '-', '(' .. ARGV[10])
+redis.call('ZADD', jobs, 0, ARGV[10])
+redis.call('ZREMRANGEBYLEX', jobs, '-', '(' .. ARGV[11])
 local over = redis.call('ZCARD', jobs) - HISTORY_MAX
 if over > 0 then  -- one at a time, in the steady state
   for _, name in ipairs(redis.call('ZRANGE', jobs, 0, over - 1)) do
