@@ -8,6 +8,7 @@ starts (free loopback ports), with bounds small enough for A to reach them.
 2. A uploads two files of one digit run each (2 GB and 300 MB); B runs 100 MB even-sums.
 3. A starts 50 chunked uploads at once (no length, slow bodies); B uploads small files.
 4. A dispatcher and a worker are SIGKILLed while A's and B's jobs run.
+5. A floods small PNGs whose shuffle is hundreds of times their size; B sends cat.png jobs.
 
 B's figures with A are printed against B alone, measured first in the same run; scenario
 1 measures the two in turns, round after round, and also B with one core taken by plain
@@ -47,7 +48,9 @@ from bench.fairness import T1_TARGET, Tenant, image_records, p, t1_met, where_p9
 from bench.system import System, core_check, one_core_taken, running_system
 from compute.defaults import MAX_TOKEN_BYTES, MiB
 from compute.image import randomize_image
+from compute.png import output_bound
 from compute.preload import BULK_NICE
+from tests.images import ramps_png
 
 MB = 10**6
 # Bounds set small for the run, so that A reaches them within seconds.
@@ -60,6 +63,8 @@ MAX_UPLOADS = 4
 # AOF rewrites copy).
 RESULT_TTL_S = 15
 NOISE_BYTES = 20 * MiB
+# Scenario 5's PNG: rows of ramps (tests.images.ramps_png), 83 KB that shuffle to 56 MiB.
+RAMPS_SIDE = 4000
 # The second ceiling: one core's worth of CPU taken by this many loops, each spinning a
 # quarter of the time in short pulses (bench/system.py: one_core_taken).
 PULSING_LOOPS = 4
@@ -402,7 +407,8 @@ class PeakMemory:
         while not self.stop.is_set():
             info = self.redis.info("memory")
             held = {k.decode(): int(v) for k, v in self.redis.hgetall("held-bytes").items()}
-            reserved = sum(int(m.rsplit(b" ", 1)[1]) for m in self.redis.zrange(f"uploads:image:{self.client}", 0, -1))
+            members = self.redis.zrange(f"uploads:image:{self.client}", 0, -1)
+            reserved = sum(sum(map(int, m.split()[1:])) for m in members)  # "<token> <size> <output room>"
             mine = held.get(self.client, 0) + reserved
             if info["used_memory"] > self.peak["used_memory"]:
                 self.peak, self.at_peak = info, (mine, sum(held.values()) - held.get(self.client, 0))
@@ -497,6 +503,7 @@ class Round:
     loaded: list[dict]
     report: str  # A's answers and Redis's memory meanwhile
     cpu: list[str]  # the cores each part used alone and with A
+    tokens: list[str]  # A's accepted jobs
 
     def line(self, number: int) -> str:
         idle, busy = (p([r["lead_s"] for r in records], 95) * 1e3 for records in (self.alone, self.loaded))
@@ -519,7 +526,7 @@ def flood_round(system: System, a: Tenant, b: Tenant, n: int, body: bytes, last:
         f"    A's answers: {answers} ({offered:.0f} MiB offered: bodies it started); "
         f"A's accepted jobs: {dict(ends)}\n{memory.end()}"
     )
-    return Round(alone, loaded, report, [alone_cpu, loaded_cpu, *kills])
+    return Round(alone, loaded, report, [alone_cpu, loaded_cpu, *kills], flood.tokens)
 
 
 def kills_under_flood(system: System, b: Tenant) -> Callable[[], str]:
@@ -736,7 +743,29 @@ def scenario_4(system: System, sizes: Sizes) -> str:
     )
 
 
-SCENARIOS = {1: scenario_1, 2: scenario_2, 3: scenario_3, 4: scenario_4}
+# -- 5. small PNGs, large shuffles -------------------------------------------------------------
+
+
+def scenario_5(system: System, sizes: Sizes) -> str:
+    """A's jobs hold room for their shuffle's bound (compute.png.output_bound), not for
+    their input's size: Redis stays within A's bound, however small A's PNGs are."""
+    a, b = Tenant(system, "hostile5-a", "keys"), Tenant(system, "hostile5-b", "keys")
+    body = ramps_png(RAMPS_SIDE)
+    image_records(b, 5)  # warm up
+    turn = flood_round(system, a, b, sizes.images, body, kills_under_flood(system, b))
+    answers = [a.http.get(f"/randomize/{token}/result", headers=a.headers) for token in turn.tokens]
+    outputs = [len(answer.content) for answer in answers if answer.status_code == 200]  # not yet expired
+    return (
+        f"5. A floods {len(body) / 1e3:.0f} KB PNGs whose shuffle may take {output_bound(body) / MiB:.1f} MiB "
+        f"({FLOOD_THREADS} threads); B sends cat.png jobs; {sizes.images} of B's jobs alone, then with A\n"
+        f"{turn.line(1)}\n  A's outputs: {len(outputs)}, {sum(outputs) / MiB:.0f} MiB in all, "
+        f"{max(outputs, default=0) / len(body):.0f} times the PNG at most\n"
+        f"  B's 5xx: 0 in {len(turn.alone) + len(turn.loaded)} jobs (any answer but 201 stops the run)\n"
+        + "\n".join(turn.cpu)
+    )
+
+
+SCENARIOS = {1: scenario_1, 2: scenario_2, 3: scenario_3, 4: scenario_4, 5: scenario_5}
 
 
 def main() -> None:
