@@ -461,3 +461,40 @@ def test_a_worker_stores_no_output_over_the_room_its_job_holds(redis, redis_url,
     with pytest.raises(InvalidImage, match=r"the shuffled image takes \d+ bytes, over the 1000 its job holds for it"):
         stored.randomize_stored(redis_url, "input:bounded", "staged:bounded", 60)
     assert not redis.exists("staged:bounded")
+
+
+def test_image_bodies_of_no_length_are_reserved_at_the_cap_before_they_are_read(
+    make_settings, start_api, redis, cat_png
+):
+    """A chunked body says nothing of its length: it was read whole into the API's memory
+    (up to the cap, 20 MiB) before any room was asked for, so one client's chunked images
+    in flight had no bound. Now each reserves room for the cap (and its output) once its
+    first bytes are in: with room for 2, a client's third open body is refused at once,
+    while another client is served."""
+    cap = len(cat_png) + 1000
+    settings = make_settings(
+        max_image_bytes=cap, default_max_held_bytes=int(2.5 * held_for(redis, cat_png + bytes(1000)))
+    )
+    api = start_api(settings)
+    url = httpx.URL(api)
+    head = f"POST /randomize HTTP/1.1\r\nHost: {url.host}\r\nX-Client-Id: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+    first = b"%x\r\n" % 1000 + cat_png[:1000] + b"\r\n"  # one chunk of 1000 bytes, then the body stalls
+    socks = [socket.create_connection((url.host, url.port), timeout=10) for _ in range(3)]
+    try:
+        for sock in socks[:2]:
+            sock.sendall(head.encode() + first)
+        wait_until(lambda: redis.zcard(keys.uploads("image", "a")) == 2, what="two bodies' room to be reserved")
+        socks[2].sendall(head.encode() + first)
+        assert socks[2].recv(4096).startswith(b"HTTP/1.1 429 ")
+        assert post_image(api, "b", cat_png).status_code == 201
+        assert redis.zcard(keys.uploads("image", "a")) == 2
+    finally:
+        for sock in socks:
+            sock.close()
+    wait_until(lambda: redis.zcard(keys.uploads("image", "a")) == 0, what="the reservations to be released")
+    chunked = httpx.post(
+        f"{api}/randomize", content=iter([cat_png[:5000], cat_png[5000:]]), headers={"X-Client-Id": "a"}
+    )
+    assert chunked.status_code == 201, chunked.text  # and a chunked image that fits is stored, at its own size
+    assert int(redis.hget(keys.HELD_BYTES, "a")) == held_for(redis, cat_png)
+    assert Doctor(redis).check() == []

@@ -6,11 +6,10 @@ no more than its limit, answers with a JSON 4xx (or 503/507 for its own store), 
 the connection instead of swallowing the rest, and keeps serving everyone else.
 """
 
-import itertools
 import select
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -94,6 +93,20 @@ def status_lines(answer: bytes) -> list[str]:
     return [line.decode() for line in answer.split(b"\r\n") if line.startswith(b"HTTP/1.1 ")]
 
 
+def shaped(content_type: str, pieces: Iterable[bytes], png: bytes) -> Iterable[bytes]:
+    """``pieces`` as a body the route judges by its first bytes: for an image, the same
+    lengths, with the PNG's bytes while they last (its signature and header above all)."""
+    return pieces if content_type != "image/png" else _over(pieces, png)
+
+
+def _over(pieces: Iterable[bytes], png: bytes) -> Iterator[bytes]:
+    at = 0
+    for piece in pieces:
+        start = png[at : at + len(piece)]
+        yield start + piece[len(start) :]
+        at += len(piece)
+
+
 def uploads_left(settings) -> list[Path]:
     uploads = Path(settings.uploads_url.removeprefix("file://"))
     return sorted(uploads.iterdir()) if uploads.exists() else []
@@ -129,15 +142,17 @@ def test_a_declared_length_over_the_limit_is_refused_unread(
 
 @pytest.mark.parametrize("path, content_type, field", ROUTES)
 def test_a_chunked_body_with_no_length_stops_at_the_limit(
-    make_settings, start_api, settings, redis, path, content_type, field
+    make_settings, start_api, settings, redis, path, content_type, field, cat_png
 ):
     api_url, limit = api_with_limit(make_settings, start_api, field)
     # Just over the limit, and never a final chunk: the answer cannot wait for the end.
-    answer, closed, _ = exchange(api_url, head(path, content_type, None), chunked([b"2" * (limit // 2 + 1)] * 2))
+    pieces = shaped(content_type, [b"2" * (limit // 2 + 1)] * 2, cat_png)
+    answer, closed, _ = exchange(api_url, head(path, content_type, None), chunked(pieces))
     assert status_lines(answer) == ["HTTP/1.1 413 Request Entity Too Large"] and closed
     assert f" is over the limit of {limit} bytes".encode() in answer
     # Endless: the server hangs up long before the client is done.
-    _, closed, sent = exchange(api_url, head(path, content_type, None), chunked(b"2 " * 32768 for _ in range(1024)))
+    endless = shaped(content_type, (b"2 " * 32768 for _ in range(1024)), cat_png)
+    _, closed, sent = exchange(api_url, head(path, content_type, None), chunked(endless))
     assert closed and sent < ENDLESS
     assert not uploads_left(settings) and redis.llen(keys.TASKS) == 0
 
@@ -192,9 +207,7 @@ def test_a_slow_body_is_cut_with_408(
 ):
     api_url = start_api(make_settings(body_grace_s=0.5, body_min_bytes_per_s=1000))  # the drip sends 20 bytes/s
     pieces, pause_s = SLOW_CLIENTS[client]
-    if content_type == "image/png":  # the door judges an image by its first bytes: these are a PNG's
-        ends = list(itertools.accumulate(len(piece) for piece in pieces))
-        pieces = [cat_png[end - len(piece) : end] for piece, end in zip(pieces, ends, strict=True)]
+    pieces = shaped(content_type, pieces, cat_png)
     answer, closed, _ = exchange(api_url, head(path, content_type, 100_000), pieces, pause_s)
     assert status_lines(answer) == ["HTTP/1.1 408 Request Timeout"] and closed
     assert b'"error":"the body came too slowly' in answer

@@ -56,11 +56,12 @@ async def read_start(chunks: AsyncIterator[bytes], size: int) -> bytes:
 async def read_rest(start: bytes, chunks: AsyncIterator[bytes], max_bytes: int) -> bytes:
     """The body that began with ``start``, refusing to hold more than ``max_bytes``."""
     body = bytearray(start)
-    async for chunk in chunks:
+    while len(body) <= max_bytes:
+        chunk = await anext(chunks, None)
+        if chunk is None:
+            return bytes(body)
         body += chunk
-        if len(body) > max_bytes:
-            raise InputTooLarge(f"body is over the limit of {max_bytes} bytes")
-    return bytes(body)
+    raise InputTooLarge(f"body is over the limit of {max_bytes} bytes")
 
 
 async def read_model(

@@ -63,21 +63,21 @@ def add_body_door(router: APIRouter, kind: JobKind, body: Body) -> None:
         key: IdempotencyKeyDep = None,
     ):
         max_bytes = getattr(settings, body.max_bytes_setting)
-        declared = declared_length(request, max_bytes)
+        # The input travels through Redis: room for it (as long as it says it is, or as the
+        # cap when it says nothing) is reserved before the rest is read, so that a client's
+        # bodies in the API's memory never pass what it may hold there.
+        size = declared_length(request, max_bytes) or max_bytes
         token = new_token()
         chunks = body_chunks(request, settings)
-        start = b""
-        if declared:  # the input travels through Redis: no room there, no need to read the rest
-            start = await read_start(chunks, body.head_bytes)
-            await submitter.reserve_held(caller, token, declared, kind.output_room(start))
+        start = await read_start(chunks, body.head_bytes)
+        await submitter.reserve_held(caller, token, size, kind.output_room(start))
         try:
             data = await read_rest(start, chunks, max_bytes)
             if body.check is not None:
                 load(body.check)(data)
             job = await submitter.body(caller, kind, data, key, token)
         except BaseException:  # refused, cut or disconnected before the job was stored
-            if declared:
-                await submitter.release_held(caller, token)
+            await submitter.release_held(caller, token)
             raise
         return TokenOut(token=job.token)
 
