@@ -6,6 +6,7 @@ import pytest
 
 from backend.jobs.store import JobStore
 from backend.run.http_client import ApiError, SpaceTime
+from tests.held_bytes import held_for
 from tests.paths import FIXTURES
 
 
@@ -35,3 +36,19 @@ def test_an_image_runs_again_only_while_its_bytes_are_kept(api_url, start_dispat
         with pytest.raises(ApiError) as gone:
             st.rerun(queued)
     assert gone.value.status == 409 and "no longer kept" in gone.value.response.json()["error"]
+
+
+def test_an_image_rerun_is_refused_before_its_input_is_read_when_it_has_no_room(
+    make_settings, start_api, redis, cat_png
+):
+    """A rerun of an image reads its bytes from Redis into the API: its room is reserved
+    first (from the input's head field), as at the door, so that a client at its bound
+    costs no 20 MiB read a rerun, and its concurrent reruns never pass its bound."""
+    api = start_api(make_settings(default_max_held_bytes=int(1.5 * held_for(redis, cat_png))))  # no dispatcher
+    first = httpx.post(f"{api}/randomize", content=cat_png, headers={"X-Client-Id": "a"})
+    assert first.status_code == 201
+    sent = redis.info("stats")["total_net_output_bytes"]
+    again = httpx.post(f"{api}/tasks/{first.json()['token']}/rerun", headers={"X-Client-Id": "a"})
+    assert again.status_code == 429 and "holds" in again.json()["error"]
+    assert redis.info("stats")["total_net_output_bytes"] - sent < len(cat_png) // 2
+    assert redis.keys("uploads:*") == []

@@ -139,20 +139,30 @@ class Submitter:
             size = await run_in_threadpool(self._size, job.input_url)
             again = self._file_job(caller, kind, job.input_url, size, idempotency=idempotency)
             return await self._store(caller, again)
-        data = await run_in_threadpool(self.store.input, job.token)
-        if data is None:
+        head = await run_in_threadpool(self.store.input_head, job.token)
+        if not head:
             raise InputGone(f"the input of job {job.token} is no longer kept (it ended); submit it again")
         await run_in_threadpool(self.limiter.admit, caller)
-        again = Submission(
-            kind,
-            caller.name,
-            client_id=caller.client_id,
-            bytes=len(data),
-            input_bytes=data,
-            idempotency=idempotency,
-            output_room=kind.output_room(data),
-        )
-        return await self._store(caller, again)
+        token = new_token()  # its room reserved before its input is read, as at the door
+        await self.reserve_held(caller, token, job.bytes or 0, kind.output_room(head))
+        try:
+            data = await run_in_threadpool(self.store.input, job.token)
+            if data is None:
+                raise InputGone(f"the input of job {job.token} is no longer kept (it ended); submit it again")
+            again = Submission(
+                kind,
+                caller.name,
+                token=token,
+                client_id=caller.client_id,
+                bytes=len(data),
+                input_bytes=data,
+                idempotency=idempotency,
+                output_room=kind.output_room(data),
+            )
+            return await self._store(caller, again)
+        except BaseException:
+            await self.release_held(caller, token)
+            raise
 
     async def start_direct_upload(
         self,

@@ -188,16 +188,12 @@ class JobStore:
         """The first keys.INPUT_HEAD_BYTES of job ``token``'s input (b"" when it has none)."""
         return read_head(self.redis, keys.input_(token))
 
-    def reserve_held(
-        self, client: str, token: str, size: int, max_held_bytes: int = 0, output_room: int | None = None
-    ) -> None:
-        """Reserve room in Redis for job ``token``'s input of ``size`` bytes and its output of
-        ``output_room`` (unknown before the input is read: taken to be ``size``) before they
-        are read or sent, or raise as ``submit`` would (``max_held_bytes`` as there). Asked
-        again with the same token, it renews the reservation; ``submit`` ends it
-        (held_reserve.lua)."""
-        room = size if output_room is None else output_room
-        answer, figure = self._held_reserve(args=[client, token, size, room, max_held_bytes, keys.IMAGE_LEASE_S])
+    def reserve_held(self, client: str, token: str, size: int, max_held_bytes: int = 0, output_room: int = 0) -> None:
+        """Reserve room in Redis for job ``token``'s input of ``size`` bytes and an output of
+        ``output_room`` before they are read or sent, or raise as ``submit`` would
+        (``max_held_bytes`` as there). Asked again with the same token, it renews the
+        reservation; ``submit`` ends it (held_reserve.lua)."""
+        answer, figure = self._held_reserve(args=[client, token, size, output_room, max_held_bytes, keys.IMAGE_LEASE_S])
         self._refuse_held(answer, figure, client, size)
 
     def release_held(self, client: str, token: str) -> None:
