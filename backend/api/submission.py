@@ -58,7 +58,13 @@ class Submitter:
         ``token``: the job's, when its room was reserved before the body was read."""
         idempotency = await self._idempotency(caller, key, kind.name.encode(), b"body", data)
         await run_in_threadpool(self.limiter.admit, caller)
-        job = Submission(
+        return await self._store(caller, self._body_job(caller, kind, data, token, idempotency))
+
+    def _body_job(
+        self, caller: ClientSettings, kind: JobKind, data: bytes, token: str | None, idempotency: Idempotency | None
+    ) -> Submission:
+        """A job of input ``data``, kept in Redis with room for its output."""
+        return Submission(
             kind,
             caller.name,
             token=token,
@@ -68,7 +74,6 @@ class Submitter:
             idempotency=idempotency,
             output_room=kind.output_room(data),
         )
-        return await self._store(caller, job)
 
     async def reserve_held(self, caller: ClientSettings, token: str, size: int, output_room: int) -> None:
         """Reserve room in Redis for job ``token``'s input of a declared ``size`` and its
@@ -139,27 +144,18 @@ class Submitter:
             size = await run_in_threadpool(self._size, job.input_url)
             again = self._file_job(caller, kind, job.input_url, size, idempotency=idempotency)
             return await self._store(caller, again)
+        gone = InputGone(f"the input of job {job.token} is no longer kept (it ended); submit it again")
         head = await run_in_threadpool(self.store.input_head, job.token)
         if not head:
-            raise InputGone(f"the input of job {job.token} is no longer kept (it ended); submit it again")
+            raise gone
         await run_in_threadpool(self.limiter.admit, caller)
         token = new_token()  # its room reserved before its input is read, as at the door
         await self.reserve_held(caller, token, job.bytes or 0, kind.output_room(head))
         try:
             data = await run_in_threadpool(self.store.input, job.token)
             if data is None:
-                raise InputGone(f"the input of job {job.token} is no longer kept (it ended); submit it again")
-            again = Submission(
-                kind,
-                caller.name,
-                token=token,
-                client_id=caller.client_id,
-                bytes=len(data),
-                input_bytes=data,
-                idempotency=idempotency,
-                output_room=kind.output_room(data),
-            )
-            return await self._store(caller, again)
+                raise gone
+            return await self._store(caller, self._body_job(caller, kind, data, token, idempotency))
         except BaseException:
             await self.release_held(caller, token)
             raise
