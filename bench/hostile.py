@@ -3,6 +3,7 @@ notice? Deliverable 7 of issue 17, against a `spacetime up` in keys mode this sc
 starts (free loopback ports), with bounds small enough for A to reach them.
 
     .venv/bin/python -m bench.hostile [--scenario N] [--quick] [--big 2GB --medium 300MB --b-size 100MB]
+    .venv/bin/python -m bench.hostile --scenario 1 --rounds 6 --aof-turns  # what of B's wait is the AOF
 
 1. A floods 20 MiB noise PNGs from several threads; B sends cat.png jobs one after another.
 2. A uploads two files of one digit run each (2 GB and 300 MB); B runs 100 MB even-sums.
@@ -91,6 +92,9 @@ class Sizes:
     b_sums: int  # B's even-sum jobs per measurement
     b_uploads: int  # B's uploads per measurement
     slow_s: float  # how long each of A's slow uploads lasts
+    # Scenario 1, for measurement only: Redis's AOF off in every other round (CONFIG SET
+    # appendonly), to see what of B's wait with A is the AOF's.
+    aof_turns: bool = False
 
 
 FULL = Sizes(2 * 10**9, 300 * MB, 100 * MB, images=40, rounds=3, b_sums=5, b_uploads=10, slow_s=10)
@@ -544,20 +548,31 @@ def scenario_1(system: System, sizes: Sizes) -> str:
     body = noise_png_path().read_bytes()
     taken, ceiling_cpu = ceilings(system, b, sizes.images)
     rounds = []
+    redis = Redis.from_url(system.redis_url)
     for number in range(1, sizes.rounds + 1):
         if rounds:
             time.sleep(RESULT_TTL_S + 1)  # the last turn's outputs of A gone: its bound and Redis as they were
+        if sizes.aof_turns:
+            redis.config_set("appendonly", "yes" if number % 2 else "no")
         last = kills_under_flood(system, b) if number == sizes.rounds else None
         rounds.append(flood_round(system, a, b, sizes.images, body, last))
+    redis.config_set("appendonly", "yes")
     alone = [r for turn in rounds for r in turn.alone]
     loaded = [r for turn in rounds for r in turn.loaded]
     b_jobs = len(alone) + sum(len(records) for _, records in taken) + len(loaded)
+    by_aof = [(f"AOF {state}, ", rounds[first::2]) for first, state in enumerate(("on", "off"))]
     return (
         f"1. A floods {len(body) / MiB:.1f} MiB noise PNGs ({FLOOD_THREADS} threads); B sends cat.png jobs; "
-        f"{sizes.rounds} rounds of B alone then B with A, {sizes.images} of B's jobs each\n"
+        f"{sizes.rounds} rounds of B alone then B with A, {sizes.images} of B's jobs each"
+        + (" (Redis's AOF on in rounds 1, 3 ..., off in 2, 4 ...: a measurement)" if sizes.aof_turns else "")
+        + "\n"
         + "".join(turn.line(number) + "\n" for number, turn in enumerate(rounds, 1))
         + f"  B's 5xx: 0 in {b_jobs} jobs (any answer but 201 stops the run)\n"
         f"{t1_line(alone, loaded)}\n"
+        + "".join(
+            f"  {label}{t1_line([r for t in turns for r in t.alone], [r for t in turns for r in t.loaded]).strip()}\n"
+            for label, turns in (by_aof if sizes.aof_turns else [])
+        )
         + "".join(ceiling_line(how, alone, records, loaded) + "\n" for how, records in taken)
         + "\n".join([*ceiling_cpu, *rounds[-1].cpu])
     )
@@ -775,6 +790,8 @@ def main() -> None:
     parser.add_argument("--big", type=parse_size, help="A's first file of one digit run (default 2GB)")
     parser.add_argument("--medium", type=parse_size, help="A's second (default 300MB)")
     parser.add_argument("--b-size", type=parse_size, help="B's even-sum file (default 100MB)")
+    parser.add_argument("--rounds", type=int, help="scenario 1: rounds of B alone then B with A (default 3)")
+    parser.add_argument("--aof-turns", action="store_true", help="scenario 1: Redis's AOF off in every other round")
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
     sizes = Sizes(**{**sizes.__dict__, **chosen(args)})
@@ -794,7 +811,13 @@ def main() -> None:
 
 def chosen(args: argparse.Namespace) -> dict:
     """The sizes given on the command line, over the defaults."""
-    given = {"big": args.big, "medium": args.medium, "b_file": args.b_size}
+    given = {
+        "big": args.big,
+        "medium": args.medium,
+        "b_file": args.b_size,
+        "rounds": args.rounds,
+        "aof_turns": args.aof_turns or None,
+    }
     return {name: value for name, value in given.items() if value is not None}
 
 

@@ -7,8 +7,8 @@
 -- request that fails first drops it (ZREM); a dead API's lapses with its lease. Asked
 -- again with the same id, it renews the lease and checks again (the lease may have lapsed).
 -- An image reserves what it will hold once stored: what its bytes cost Redis, and room for
--- its output (its kind's bound, compute.png.output_bound, once its header is read; before,
--- the API takes the output to be the input's size). A client has at most
+-- its output (its kind's bound on it, compute.png.output_bound, from the header the API
+-- reads first). A client has at most
 -- IMAGES_IN_FLIGHT reservations: each call reads them all.
 -- ARGV: client, reservation id (the job's token), size, output room, max held bytes unless
 --       the client's record sets `max_held_bytes` (0: none), lease (s).
