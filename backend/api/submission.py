@@ -76,10 +76,10 @@ class Submitter:
         )
 
     async def reserve_held(self, caller: ClientSettings, token: str, size: int, output_room: int) -> None:
-        """Reserve room in Redis for job ``token``'s input of a declared ``size`` and its
-        output before the input is read (OverQuota when its client has none): a flood at its
-        limit costs no body read, and a client's bodies read at once never pass what it may
-        hold there."""
+        """Reserve room in Redis for job ``token``'s input of ``size`` (declared, or the cap)
+        and its output before the rest of the input is read (OverQuota when its client has
+        none): a flood at its limit costs no more than each body's first read, and a client's
+        bodies read at once never pass what it may hold there."""
         max_held = self.settings.default_max_held_bytes
         await run_in_threadpool(self.store.reserve_held, caller.name, token, size, max_held, output_room)
 
