@@ -17,6 +17,7 @@ Used for images, the API writing inputs and reading results, the image task
 the same way).
 """
 
+from collections.abc import Iterator
 from typing import cast
 
 from redis import Redis
@@ -71,12 +72,19 @@ def read_head(redis: Redis, key: str) -> bytes:
 
 
 def read_value(redis: Redis, key: str) -> bytes | None:
-    """The bytes at ``key``, None when it is missing. Every piece but the last is full:
-    the first short or missing one ends the value (inputs and outputs are written once,
-    before anyone reads them, never changed in place)."""
-    pieces: list[bytes] = []
-    while (piece := cast(bytes | None, redis.hget(key, str(len(pieces))))) is not None:
-        pieces.append(piece)
-        if len(piece) < PIECE_BYTES:
-            break
+    """The bytes at ``key``, None when it is missing."""
+    pieces = list(read_pieces(redis, key))
     return b"".join(pieces) if pieces else None
+
+
+def read_pieces(redis: Redis, key: str) -> Iterator[bytes]:
+    """The bytes at ``key`` a piece at a time (none when it is missing), so that a reader
+    holds one piece, not the value. Every piece but the last is full: the first short or
+    missing one ends the value (inputs and outputs are written once, before anyone reads
+    them, never changed in place)."""
+    index = 0
+    while (piece := cast(bytes | None, redis.hget(key, str(index)))) is not None:
+        yield piece
+        if len(piece) < PIECE_BYTES:
+            return
+        index += 1

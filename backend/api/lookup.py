@@ -1,5 +1,7 @@
 """Finding a caller's job for a route: ownership, waiting for its end, what to answer."""
 
+import itertools
+from collections.abc import Iterator
 from functools import partial
 
 from fastapi import Request
@@ -81,8 +83,12 @@ def client_record(job: Job, uploads_url: str) -> JobOut:
     return JobOut(**shown)
 
 
-def finished_output(store: JobStore, job: Job) -> bytes:
-    output = store.output(job.token) if job.status is JobStatus.finished else None
-    if output is None:
+def finished_output(store: JobStore, job: Job) -> Iterator[bytes]:
+    """A finished job's output, its first piece read (JobNotFound when there is none) and
+    the rest to be read as it is sent: a client fetching a 256 MB result many times at once
+    holds the API to a piece a fetch, not the result."""
+    pieces = store.output_pieces(job.token) if job.status is JobStatus.finished else iter(())
+    first = next(pieces, None)
+    if first is None:
         raise JobNotFound(job.token)
-    return output
+    return itertools.chain([first], pieces)

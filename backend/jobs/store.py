@@ -16,6 +16,7 @@ through cjson because results are stored as raw bytes under their own key.
 
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, cast
@@ -38,7 +39,7 @@ from backend.core.job import Job, JobStatus, new_token, now_s
 from backend.core.kinds import JobKind
 from backend.core.settings import Settings
 from backend.jobs import history, keys, scripts
-from compute.redis_values import read_head, read_value, write_value
+from compute.redis_values import read_head, read_pieces, read_value, write_value
 
 
 class EndResult(StrEnum):
@@ -316,6 +317,11 @@ class JobStore:
         """The job's output, read in pieces (compute.redis_values): a client fetching
         its 20 MiB result many times at once makes Redis build no 20 MiB reply for each."""
         return read_value(self.redis, keys.output(token))
+
+    def output_pieces(self, token: str) -> Iterator[bytes]:
+        """The job's output a piece at a time (none when it is missing), for a reader that
+        sends each on before it reads the next: it holds 1 MiB, not the output."""
+        return read_pieces(self.redis, keys.output(token))
 
     def input(self, token: str) -> bytes | None:
         """The input that came through Redis (an image's bytes), None once it is gone."""

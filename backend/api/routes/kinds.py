@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from backend.api.bodies import body_chunks, declared_length, read_rest, read_start
@@ -94,7 +94,8 @@ def add_status_and_result(router: APIRouter, kind: JobKind) -> None:
     async def result(token: str, store: StoreDep, caller: CallerDep, wait: WaitDep, request: Request):
         # The stored bytes are answered as they are: a JSON result's numbers stay exact at any size.
         job = await waited_job(request, store, token, caller, wait, kind.name)
-        return Response(await run_in_threadpool(finished_output, store, job), media_type=kind.result_media_type)
+        pieces = await run_in_threadpool(finished_output, store, job)
+        return StreamingResponse(pieces, media_type=kind.result_media_type)
 
     router.add_api_route(
         f"/{kind.name}/{{token}}/status",
