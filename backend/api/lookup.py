@@ -83,12 +83,14 @@ def client_record(job: Job, uploads_url: str) -> JobOut:
     return JobOut(**shown)
 
 
-def finished_output(store: JobStore, job: Job) -> Iterator[bytes]:
-    """A finished job's output, its first piece read (JobNotFound when there is none) and
-    the rest to be read as it is sent: a client fetching a 256 MB result many times at once
-    holds the API to a piece a fetch, not the result."""
+def finished_output(store: JobStore, job: Job) -> bytes | Iterator[bytes]:
+    """A finished job's output (JobNotFound when there is none): whole when it is one piece
+    (most are: sent with its length, no more hops), else its first pieces read and the rest
+    to be read as it is sent, so that a client fetching a 256 MB result many times at once
+    holds the API to a piece or two a fetch, not the result."""
     pieces = store.output_pieces(job.token) if job.status is JobStatus.finished else iter(())
     first = next(pieces, None)
     if first is None:
         raise JobNotFound(job.token)
-    return itertools.chain([first], pieces)
+    second = next(pieces, None)
+    return first if second is None else itertools.chain([first, second], pieces)

@@ -94,8 +94,10 @@ def add_status_and_result(router: APIRouter, kind: JobKind) -> None:
     async def result(token: str, store: StoreDep, caller: CallerDep, wait: WaitDep, request: Request):
         # The stored bytes are answered as they are: a JSON result's numbers stay exact at any size.
         job = await waited_job(request, store, token, caller, wait, kind.name)
-        pieces = await run_in_threadpool(finished_output, store, job)
-        return StreamingResponse(pieces, media_type=kind.result_media_type)
+        output = await run_in_threadpool(finished_output, store, job)
+        if isinstance(output, bytes):
+            return Response(output, media_type=kind.result_media_type)
+        return StreamingResponse(output, media_type=kind.result_media_type)
 
     router.add_api_route(
         f"/{kind.name}/{{token}}/status",
