@@ -3,7 +3,9 @@ Redis to its client: the API's memory stays flat."""
 
 import hashlib
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import httpx
 import numpy as np
@@ -19,6 +21,8 @@ from compute.defaults import MiB
 from compute.redis_values import write_value
 from tests.servers import api_process
 
+T = TypeVar("T")
+
 UPLOAD_BYTES = 256 * MiB
 CHUNK = b"1234567 " * (1024 * 128)  # 1 MiB of valid numbers
 
@@ -26,26 +30,15 @@ CHUNK = b"1234567 " * (1024 * 128)  # 1 MiB of valid numbers
 @pytest.mark.slow
 def test_api_memory_stays_flat_during_a_large_upload(settings, tmp_path):
     with api_process(settings.redis_url, tmp_path) as (api, url):
-        process = psutil.Process(api.pid)
-        baseline = process.memory_info().rss
-        peak = [baseline]
-        done = threading.Event()
-
-        def sample():
-            while not done.wait(0.02):
-                peak[0] = max(peak[0], process.memory_info().rss)
-
-        sampler = threading.Thread(target=sample)
-        sampler.start()
         body = (CHUNK for _ in range(UPLOAD_BYTES // len(CHUNK)))
-        response = httpx.post(f"{url}/even-sum", content=body, headers={"Content-Type": "text/plain"}, timeout=120)
-        done.set()
-        sampler.join()
-        assert response.status_code == 201
-        token = response.json()["token"]
-        assert (tmp_path / "uploads" / f"{token}.txt").stat().st_size == UPLOAD_BYTES
-        growth = peak[0] - baseline
-        assert growth < 64 * MiB, f"API grew by {growth / 2**20:.0f} MiB for a {UPLOAD_BYTES >> 20} MiB upload"
+        headers = {"Content-Type": "text/plain"}
+        response, growth = rss_growth(
+            api.pid, lambda: httpx.post(f"{url}/even-sum", content=body, headers=headers, timeout=120)
+        )
+    assert response.status_code == 201
+    token = response.json()["token"]
+    assert (tmp_path / "uploads" / f"{token}.txt").stat().st_size == UPLOAD_BYTES
+    assert growth < 64 * MiB, f"API grew by {growth / 2**20:.0f} MiB for a {UPLOAD_BYTES >> 20} MiB upload"
 
 
 @pytest.mark.slow
@@ -61,24 +54,11 @@ def test_api_memory_stays_flat_while_a_large_result_is_fetched_many_times_at_onc
     write_value(redis, keys.staged(token, "d1", job.attempts), output, 600)
     store.finish(job, Staged(keys.staged(token, "d1", job.attempts)))
     with api_process(settings.redis_url, tmp_path) as (api, url):
-        process = psutil.Process(api.pid)
-        httpx.get(f"{url}/randomize/{token}/result", timeout=60)  # warm: the first request's imports
-        baseline = process.memory_info().rss
-        peak = [baseline]
-        done = threading.Event()
-
-        def sample():
-            while not done.wait(0.02):
-                peak[0] = max(peak[0], process.memory_info().rss)
-
-        sampler = threading.Thread(target=sample)
-        sampler.start()
+        result = f"{url}/randomize/{token}/result"
+        httpx.get(result, timeout=60)  # warm: the first request's imports
         with ThreadPoolExecutor(8) as pool:
-            digests = list(pool.map(lambda _: fetched_digest(f"{url}/randomize/{token}/result"), range(8)))
-        done.set()
-        sampler.join()
+            digests, growth = rss_growth(api.pid, lambda: list(pool.map(lambda _: fetched_digest(result), range(8))))
     assert digests == [hashlib.sha256(output).hexdigest()] * 8
-    growth = peak[0] - baseline
     assert growth < len(output), f"API grew by {growth / 2**20:.0f} MiB for 8 fetches of a 128 MiB result"
 
 
@@ -90,3 +70,24 @@ def fetched_digest(url: str) -> str:
         for chunk in response.iter_bytes():
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def rss_growth(pid: int, action: Callable[[], T]) -> tuple[T, int]:
+    """What ``action`` returns, and how far process ``pid``'s resident memory rose over
+    its start while it ran (sampled every 20 ms)."""
+    process = psutil.Process(pid)
+    baseline = process.memory_info().rss
+    peak = [baseline]
+    done = threading.Event()
+
+    def sample():
+        while not done.wait(0.02):
+            peak[0] = max(peak[0], process.memory_info().rss)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        return action(), peak[0] - baseline
+    finally:
+        done.set()
+        sampler.join()
