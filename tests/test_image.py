@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from backend.core.kinds import RANDOMIZE
 from compute.errors import InvalidImage, InvalidInput
 from compute.image import randomize_image
-from compute.png import PNG_SIGNATURE, output_bound
+from compute.png import HEADER_BYTES, PNG_SIGNATURE, output_bound
 from tests.images import make_image, png_bytes, png_chunk, ramps_png, tiles
 
 
@@ -97,6 +98,14 @@ def test_a_small_png_can_have_a_large_shuffle_and_its_bound_says_so():
     png = ramps_png(1000)
     out, bound = len(randomize_image(png, seed=1)), output_bound(png)
     assert out > 300 * len(png) and out <= bound < 1.25 * out
+
+
+def test_the_door_reads_enough_of_an_image_for_its_bound():
+    """The API reserves an image's room from its first RANDOMIZE.input.head_bytes: the
+    bound of those bytes alone is the whole PNG's (no ICC profile here)."""
+    png = ramps_png(100)
+    start = png[: RANDOMIZE.input.head_bytes]  # type: ignore[union-attr]
+    assert len(start) == HEADER_BYTES and output_bound(start) == output_bound(png)
 
 
 def test_the_bound_needs_a_png_header():
