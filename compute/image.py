@@ -57,7 +57,7 @@ def _decode(png: bytes, max_pixels: int) -> tuple[Image.Image, np.ndarray]:
     """The image's header (mode, palette, info) and its pixels as an array."""
     if not png.startswith(PNG_SIGNATURE):
         raise InvalidImage("not a PNG: the data does not start with the PNG signature")
-    width, height = header_size(png)
+    width, height, _, _ = png_header(png)
     if width * height > max_pixels:
         raise InvalidImage(f"image too large: {width}x{height} pixels is over the limit of {max_pixels} pixels")
     try:
@@ -67,12 +67,6 @@ def _decode(png: bytes, max_pixels: int) -> tuple[Image.Image, np.ndarray]:
         raise InvalidImage("corrupt PNG: its header chunks cannot be read") from None
     except (OSError, SyntaxError, ValueError, RuntimeError, Image.DecompressionBombError) as exc:
         raise InvalidImage(f"corrupt PNG: {exc}") from None
-
-
-def header_size(png: bytes) -> tuple[int, int]:
-    """(width, height) as the IHDR chunk states them (compute.png.png_header)."""
-    width, height, _, _ = png_header(png)
-    return width, height
 
 
 def _pixels(png: bytes, image: Image.Image) -> np.ndarray:

@@ -32,7 +32,8 @@ from compute.defaults import BULK_RESOURCE, INTERACTIVE_RESOURCE
 from compute.digits import json_ints
 from compute.errors import InvalidImage, InvalidInput
 from compute.even_sum import BlockSum
-from compute.image import IMAGE_PRIORITY, header_size
+from compute.image import IMAGE_PRIORITY
+from compute.png import png_header
 from compute.stored import randomize_stored
 
 log = logging.getLogger(__name__)
@@ -133,7 +134,7 @@ def image_pool(ctx: JobContext, job: Job) -> str:
     if not limit:
         return INTERACTIVE_RESOURCE
     try:
-        width, height = header_size(ctx.store.input_head(job.token))
+        width, height, _, _ = png_header(ctx.store.input_head(job.token))
     except InvalidImage:  # its task says what is wrong with it
         return INTERACTIVE_RESOURCE
     return BULK_RESOURCE if width * height > limit else INTERACTIVE_RESOURCE
