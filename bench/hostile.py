@@ -533,6 +533,12 @@ def flood_round(system: System, a: Tenant, b: Tenant, n: int, body: bytes, last:
     return Round(alone, loaded, report, [alone_cpu, loaded_cpu, *kills], flood.tokens)
 
 
+def set_aof(system: System, on: bool) -> None:
+    """Redis's AOF on or off (a measurement: `up` runs it on)."""
+    with Redis.from_url(system.redis_url) as redis:
+        redis.config_set("appendonly", "yes" if on else "no")
+
+
 def kills_under_flood(system: System, b: Tenant) -> Callable[[], str]:
     """The last turn's kills: B's images with the interactive dispatcher and a worker killed."""
     return lambda: under_fire(system, lambda: f"{len(image_records(b, 5))}/5 of B's images finished", "interactive")
@@ -548,15 +554,15 @@ def scenario_1(system: System, sizes: Sizes) -> str:
     body = noise_png_path().read_bytes()
     taken, ceiling_cpu = ceilings(system, b, sizes.images)
     rounds = []
-    redis = Redis.from_url(system.redis_url)
     for number in range(1, sizes.rounds + 1):
         if rounds:
             time.sleep(RESULT_TTL_S + 1)  # the last turn's outputs of A gone: its bound and Redis as they were
         if sizes.aof_turns:
-            redis.config_set("appendonly", "yes" if number % 2 else "no")
+            set_aof(system, number % 2 == 1)
         last = kills_under_flood(system, b) if number == sizes.rounds else None
         rounds.append(flood_round(system, a, b, sizes.images, body, last))
-    redis.config_set("appendonly", "yes")
+    if sizes.aof_turns:
+        set_aof(system, True)  # as `up` runs it, for the scenarios after
     alone = [r for turn in rounds for r in turn.alone]
     loaded = [r for turn in rounds for r in turn.loaded]
     b_jobs = len(alone) + sum(len(records) for _, records in taken) + len(loaded)
