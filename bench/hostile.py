@@ -389,12 +389,15 @@ class PeakMemory:
     """Redis' used_memory (INFO memory), sampled every 0.1 s: the sample where it was
     highest, whose parts say what took the memory (data, or clients' buffers; ``client``'s
     held and reserved bytes, the others' held); the most ``client`` held and reserved by
-    its own counter and reservations; and the bytes Redis received meanwhile (a refused
-    image should not reach it)."""
+    its own counter and reservations; the bytes Redis received meanwhile (a refused
+    image should not reach it); and the most bytes large images' files took on disk
+    (``files``: SPACETIME_IMAGE_FILE_BYTES)."""
 
-    def __init__(self, redis_url: str, client: str):
+    def __init__(self, redis_url: str, client: str, files: Path):
         self.redis = Redis.from_url(redis_url)
         self.client = client
+        self.files = files
+        self.files_peak = 0
         self.before = self.redis.info("memory")["used_memory"]
         self.received = self.redis.info("stats")["total_net_input_bytes"]
         self.peak = {"used_memory": 0}
@@ -418,6 +421,7 @@ class PeakMemory:
                 self.peak, self.at_peak = info, (mine, sum(held.values()) - held.get(self.client, 0))
                 self.buffers = buffers(self.redis)
             self.held = max(self.held, mine)
+            self.files_peak = max(self.files_peak, files_bytes(self.files))
             time.sleep(0.1)
 
     def end(self) -> str:
@@ -441,8 +445,18 @@ class PeakMemory:
             f"the rest (buffers, staged outputs) {(peak['used_memory'] - self.before - mine - others) / MiB:.0f} MiB; "
             f"clients' buffers: {self.buffers}\n"
             f"  A's held-bytes counter + reserved image bytes: at most {self.held / MiB:.0f} MiB: within the bound: "
-            f"{'met' if self.held <= MAX_HELD_BYTES else 'MISSED'}; Redis received {received / MiB:.0f} MiB meanwhile"
+            f"{'met' if self.held <= MAX_HELD_BYTES else 'MISSED'}; Redis received {received / MiB:.0f} MiB meanwhile; "
+            f"image files on disk: at most {self.files_peak / MiB:.0f} MiB"
         )
+
+
+def files_bytes(folder: Path) -> int:
+    """The bytes of the files in ``folder`` now (files come and go as it is read)."""
+    total = 0
+    for path in folder.glob("*") if folder.is_dir() else ():
+        with contextlib.suppress(FileNotFoundError):
+            total += path.stat().st_size
+    return total
 
 
 def buffers(redis: Redis) -> str:
@@ -518,7 +532,7 @@ class Round:
 def flood_round(system: System, a: Tenant, b: Tenant, n: int, body: bytes, last: Callable[[], str] | None) -> Round:
     """B's images alone, then with A flooding; ``last`` (the kills) runs while A still floods."""
     alone, alone_cpu = measured(system, "alone", lambda: image_records(b, n))
-    memory = PeakMemory(system.redis_url, a.name)
+    memory = PeakMemory(system.redis_url, a.name, system.data_dir / "uploads" / "images")
     flood = Flood(a, body)
     time.sleep(2)  # the flood is under way
     loaded, loaded_cpu = measured(system, "with A", lambda: image_records(b, n))
@@ -798,6 +812,11 @@ def main() -> None:
     parser.add_argument("--b-size", type=parse_size, help="B's even-sum file (default 100MB)")
     parser.add_argument("--rounds", type=int, help="scenario 1: rounds of B alone then B with A (default 3)")
     parser.add_argument("--aof-turns", action="store_true", help="scenario 1: Redis's AOF off in every other round")
+    parser.add_argument(
+        "--image-file-bytes",
+        type=int,
+        help="SPACETIME_IMAGE_FILE_BYTES for the run (0: every image's bytes in Redis, as before 4 Dec)",
+    )
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
     sizes = Sizes(**{**sizes.__dict__, **chosen(args)})
@@ -808,6 +827,8 @@ def main() -> None:
         "SPACETIME_DEFAULT_MAX_UPLOADS": str(MAX_UPLOADS),
         "SPACETIME_RESULT_TTL_S": str(RESULT_TTL_S),
     }
+    if args.image_file_bytes is not None:
+        env["SPACETIME_IMAGE_FILE_BYTES"] = str(args.image_file_bytes)
     with tempfile.TemporaryDirectory() as tmp, running_system(Path(tmp), "keys", [DATA_DIR], **env) as system:
         print(f"-- keys mode: spacetime up, {system.api}; {json.dumps(env)}", flush=True)
         for number in [args.scenario] if args.scenario else SCENARIOS:

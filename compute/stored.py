@@ -19,6 +19,7 @@ from redis.retry import Retry
 
 from compute.defaults import DEFAULT_BLOCK_PX, DEFAULT_MAX_PIXELS
 from compute.errors import InvalidImage, InvalidInput
+from compute.files import read_file, write_file
 from compute.image import randomize_image
 from compute.png import output_bound
 from compute.redis_values import command_packer, read_value, write_value
@@ -44,14 +45,35 @@ def randomize_stored(
     ``ttl_s`` seconds. Nothing comes back through Dask: the dispatcher only waits for the
     task to finish (a result would be one more round trip through the scheduler)."""
     redis = redis_at(redis_url, os.environ.get(REDIS_PASSWORD_ENV), os.environ.get(REDIS_USERNAME_ENV))
-    png = read_value(redis, input_key)
+    output = shuffled(read_value(redis, input_key), block, max_pixels)
+    write_value(redis, output_key, output, ttl_s)
+
+
+def randomize_file(
+    input_url: str,
+    output_url: str,
+    storage_options: dict,
+    block: int = DEFAULT_BLOCK_PX,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> int:
+    """``randomize_image`` of the PNG file at ``input_url``, written to ``output_url``; its
+    size comes back (what its job's record counts). For an image whose bytes are kept in
+    files (compute.files), the same task as ``randomize_stored``."""
+    output = shuffled(read_file(input_url, storage_options), block, max_pixels)
+    write_file(output_url, output, storage_options)
+    return len(output)
+
+
+def shuffled(png: bytes | None, block: int, max_pixels: int) -> bytes:
+    """The image's shuffle, refused (InvalidImage) when it outgrows the room its job holds
+    for it, counted against its client (compute.png.output_bound)."""
     if png is None:
         raise InvalidInput("the uploaded image has expired; submit it again")
     output = randomize_image(png, block=block, max_pixels=max_pixels)
-    room = output_bound(png)  # what its job holds in Redis for it, counted against its client
+    room = output_bound(png)
     if len(output) > room:
         raise InvalidImage(f"the shuffled image takes {len(output)} bytes, over the {room} its job holds for it")
-    write_value(redis, output_key, output, ttl_s)
+    return output
 
 
 @cache

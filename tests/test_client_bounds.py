@@ -430,7 +430,8 @@ def test_an_image_whose_shuffle_outgrows_it_holds_room_for_the_shuffle(
     ramps = ramps_png(1500)
     room = output_bound(ramps)
     assert room > 400 * len(ramps)
-    settings = make_settings(default_max_held_bytes=int(1.5 * held_for(redis, ramps)))
+    # In Redis (tests/test_image_files.py: the same as files).
+    settings = make_settings(default_max_held_bytes=int(1.5 * held_for(redis, ramps)), image_file_bytes=0)
     api = start_api(settings)
     start_dispatcher(settings)
     first = post_image(api, "a", ramps)

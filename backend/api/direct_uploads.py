@@ -26,13 +26,13 @@ from botocore.exceptions import BotoCoreError
 from fsspec.asyn import sync
 from redis import Redis
 
-from backend.api.uploads import discard
 from backend.core.exceptions import StorageUnavailable, UploadBusy, UploadNotFound
 from backend.core.job import new_token
 from backend.core.settings import Settings
 from backend.jobs import keys, scripts
 from compute.defaults import MiB
 from compute.errors import InvalidInput
+from compute.files import delete_file
 
 log = logging.getLogger(__name__)
 
@@ -323,7 +323,7 @@ class DirectUploads:
             self.fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload.s3_upload_id)
         except FileNotFoundError:  # already gone: aborted by another sweep, or completed
             if not self.redis.exists(keys.result(upload.token)):
-                discard(upload.url, self.settings.storage_options(upload.url))
+                delete_file(upload.url, self.settings.storage_options(upload.url))
 
     def _split(self, path: str) -> tuple[str, str]:
         bucket, _, key = path.partition("/")

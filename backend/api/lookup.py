@@ -11,8 +11,10 @@ from backend.api.endings import Endings
 from backend.api.schemas import JobOut, StatusOut
 from backend.core.exceptions import JobNotFound
 from backend.core.job import Job, JobStatus
+from backend.core.settings import Settings
 from backend.jobs.clients import ClientSettings
 from backend.jobs.store import JobStore
+from compute.files import file_pieces
 
 
 def owned_job(store: JobStore, token: str, caller: ClientSettings, kind: str | None = None) -> Job:
@@ -83,12 +85,17 @@ def client_record(job: Job, uploads_url: str) -> JobOut:
     return JobOut(**shown)
 
 
-def finished_output(store: JobStore, job: Job) -> bytes | Iterator[bytes]:
-    """A finished job's output (JobNotFound when there is none): whole when it is one piece
-    (most are: sent with its length, no more hops), else its first pieces read and the rest
-    to be read as it is sent, so that a client fetching a 256 MB result many times at once
-    holds the API to a piece or two a fetch, not the result."""
-    pieces = store.output_pieces(job.token) if job.status is JobStatus.finished else iter(())
+def finished_output(store: JobStore, job: Job, settings: Settings) -> bytes | Iterator[bytes]:
+    """A finished job's output (JobNotFound when there is none), from Redis or its file:
+    whole when it is one piece (most are: sent with its length, no more hops), else its
+    first pieces read and the rest to be read as it is sent, so that a client fetching a
+    256 MB result many times at once holds the API to a piece or two a fetch, not the result."""
+    if job.status is not JobStatus.finished:
+        pieces: Iterator[bytes] = iter(())
+    elif job.output_url is not None:
+        pieces = file_pieces(job.output_url, settings.storage_options(job.output_url))
+    else:
+        pieces = store.output_pieces(job.token)
     first = next(pieces, None)
     if first is None:
         raise JobNotFound(job.token)

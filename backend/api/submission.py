@@ -9,6 +9,7 @@ import hashlib
 import logging
 import math
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import cast
 
 import fsspec
@@ -18,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from backend.api.admission import RateLimiter
 from backend.api.direct_uploads import DirectUploads, StartedUpload, plan_parts
 from backend.api.schemas import DirectUploadOut
-from backend.api.uploads import check_allowed_url, discard, save_stream
+from backend.api.uploads import check_allowed_url, save_stream, storage_error
 from backend.core.exceptions import (
     DirectUploadsUnavailable,
     InputGone,
@@ -27,7 +28,7 @@ from backend.core.exceptions import (
     OverQuota,
     UploadNotFound,
 )
-from backend.core.job import Job, new_token
+from backend.core.job import Job, image_file_url, new_token
 from backend.core.kinds import KINDS, JobKind
 from backend.core.settings import Settings
 from backend.jobs import keys
@@ -35,6 +36,7 @@ from backend.jobs.clients import ClientSettings
 from backend.jobs.reservations import Reservation, Reservations, UploadLimits
 from backend.jobs.store import Idempotency, JobStore, Submission
 from compute.errors import InvalidInput
+from compute.files import delete_file, read_file, read_head, write_file
 
 log = logging.getLogger(__name__)
 
@@ -58,21 +60,37 @@ class Submitter:
         ``token``: the job's, when its room was reserved before the body was read."""
         idempotency = await self._idempotency(caller, key, kind.name.encode(), b"body", data)
         await run_in_threadpool(self.limiter.admit, caller)
-        return await self._store(caller, self._body_job(caller, kind, data, token, idempotency))
+        return await self._store_body(caller, kind, data, token or new_token(), idempotency)
 
-    def _body_job(
-        self, caller: ClientSettings, kind: JobKind, data: bytes, token: str | None, idempotency: Idempotency | None
-    ) -> Submission:
-        """A job of input ``data``, kept in Redis with room for its output."""
-        return Submission(
+    async def _store_body(
+        self, caller: ClientSettings, kind: JobKind, data: bytes, token: str, idempotency: Idempotency | None
+    ) -> Job:
+        """Queue a job of input ``data``, held with room for its output: in Redis, or, where
+        that output may take more than settings.image_file_bytes, as a file in the uploads
+        store (listed to be deleted before it is written, should its job never be stored;
+        deleted at once when its job is refused; its job's end deletes it otherwise)."""
+        room = kind.output_room(data)
+        limit = self.settings.image_file_bytes
+        job = Submission(
             kind,
             caller.name,
             token=token,
             client_id=caller.client_id,
             bytes=len(data),
-            input_bytes=data,
             idempotency=idempotency,
-            output_room=kind.output_room(data),
+            output_room=room,
+        )
+        if not 0 < limit < room:
+            return await self._store(caller, replace(job, input_bytes=data))
+        url = image_file_url(self.settings.uploads_url, token)
+        options = self.settings.storage_options(url)
+        await run_in_threadpool(self.store.hold_file, url, keys.IMAGE_LEASE_S)
+        try:
+            await run_in_threadpool(write_file, url, data, options)
+        except OSError as exc:
+            raise storage_error(exc, url) from exc
+        return await self._store_or_discard(
+            caller, replace(job, input_url=url, delete_input=True, input_file_held=True), url
         )
 
     async def reserve_held(self, caller: ClientSettings, token: str, size: int, output_room: int) -> None:
@@ -139,26 +157,38 @@ class Submitter:
         if kind is None:
             raise InputGone(f"job {job.token} is of an unknown kind ({job.kind!r}): it cannot run again")
         idempotency = await self._idempotency(caller, key, b"rerun", job.token.encode())
-        if job.input_url is not None:
+        if job.input_url is not None and kind.in_blocks:
             await run_in_threadpool(self.limiter.admit, caller)
             size = await run_in_threadpool(self._size, job.input_url)
             again = self._file_job(caller, kind, job.input_url, size, idempotency=idempotency)
             return await self._store(caller, again)
         gone = InputGone(f"the input of job {job.token} is no longer kept (it ended); submit it again")
-        head = await run_in_threadpool(self.store.input_head, job.token)
+        head = await run_in_threadpool(self._input_head, job)
         if not head:
             raise gone
         await run_in_threadpool(self.limiter.admit, caller)
         token = new_token()  # its room reserved before its input is read, as at the door
         await self.reserve_held(caller, token, job.bytes or 0, kind.output_room(head))
         try:
-            data = await run_in_threadpool(self.store.input, job.token)
+            data = await run_in_threadpool(self._input, job)
             if data is None:
                 raise gone
-            return await self._store(caller, self._body_job(caller, kind, data, token, idempotency))
+            return await self._store_body(caller, kind, data, token, idempotency)
         except BaseException:
             await self.release_held(caller, token)
             raise
+
+    def _input_head(self, job: Job) -> bytes:
+        """The first bytes of a body job's input, from Redis or its file (b"": gone)."""
+        if job.input_url is None:
+            return self.store.input_head(job.token)
+        return read_head(job.input_url, keys.INPUT_HEAD_BYTES, self.settings.storage_options(job.input_url))
+
+    def _input(self, job: Job) -> bytes | None:
+        """A body job's input, from Redis or its file (None: gone)."""
+        if job.input_url is None:
+            return self.store.input(job.token)
+        return read_file(job.input_url, self.settings.storage_options(job.input_url))
 
     async def start_direct_upload(
         self,
@@ -247,12 +277,17 @@ class Submitter:
         (or a retry's, answered with the first request's job) and, unless ``keep_input``,
         when the job ends."""
         job = self._file_job(caller, kind, url, size, token=token, delete_input=not keep_input, idempotency=idempotency)
+        return await self._store_or_discard(caller, job, url)
+
+    async def _store_or_discard(self, caller: ClientSettings, job: Submission, url: str) -> Job:
+        """Store ``job``, whose input is the file we stored at ``url``: deleted when the job
+        is refused (or is a retry's, answered with the first request's job)."""
         try:
             return await self._store(caller, job)
         except NotReplicated:
             raise  # stored all the same, and it may run: its file stays
         except BaseException:
-            await run_in_threadpool(discard, url, self.settings.storage_options(url))
+            await run_in_threadpool(delete_file, url, self.settings.storage_options(url))
             raise
 
     async def _store(self, caller: ClientSettings, job: Submission) -> Job:

@@ -117,7 +117,7 @@ async def save_stream(chunks: AsyncIterator[bytes], url: str, max_bytes: int, st
             await run_in_threadpool(fs.mv, staging, path)
     except OSError as exc:
         await run_in_threadpool(_abandon, fs, out, staging)
-        raise _storage_error(exc, url) from exc
+        raise storage_error(exc, url) from exc
     except BaseException:
         await run_in_threadpool(_abandon, fs, out, staging)
         raise
@@ -147,7 +147,7 @@ def _abandon(fs: AbstractFileSystem, out: Any, path: str) -> None:
         log.warning("could not remove the partial upload %s", path, exc_info=True)
 
 
-def _storage_error(exc: OSError, url: str) -> StorageFull | StorageUnavailable:
+def storage_error(exc: OSError, url: str) -> StorageFull | StorageUnavailable:
     """The client's side of a store failure; the operator's side (which folder, why) goes to the log."""
     log.warning("the uploads store failed writing %s: %s", url, exc)
     if exc.errno in NO_ROOM:
@@ -182,13 +182,6 @@ def sweep_partial_uploads(
 
 def _is_local(fs: AbstractFileSystem) -> bool:
     return "file" in fs.protocol or "local" in fs.protocol
-
-
-def discard(url: str, storage_options: dict) -> None:
-    """Delete a stored upload whose job was refused after all (over quota)."""
-    fs, path = fsspec.core.url_to_fs(url, **storage_options)
-    if fs.exists(path):
-        fs.rm(path)
 
 
 def check_allowed_url(url: str, prefixes: list[str]) -> str:

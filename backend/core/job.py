@@ -76,12 +76,23 @@ class Job(BaseModel):
     held_bytes: int | None = None
     report_url: str | None = None
     timing_url: str | None = None
+    # A finished image's output kept as a file (settings.image_file_bytes), not in Redis,
+    # and its size.
+    output_url: str | None = None
+    output_bytes: int | None = None
 
     def given_input_url(self, uploads_url: str) -> str | None:
         """The input URL if the client named it; None for the job's own upload, whose URL
-        (``<uploads_url>/<token>.txt``, backend/api/submission.py) is a server path the
-        client never sent."""
-        return None if self.input_url == f"{uploads_url}/{self.token}.txt" else self.input_url
+        (``<uploads_url>/<token>.txt``, backend/api/submission.py, or an image's file) is a
+        server path the client never sent."""
+        own = (f"{uploads_url}/{self.token}.txt", image_file_url(uploads_url, self.token))
+        return None if self.input_url in own else self.input_url
+
+
+def image_file_url(uploads_url: str, name: str) -> str:
+    """Where an image's bytes kept as a file go (settings.image_file_bytes): ``name`` is its
+    job's token for its input, its task's key for an attempt's output."""
+    return f"{uploads_url}/images/{name}.png"
 
 
 def new_token() -> str:

@@ -65,6 +65,13 @@ class Settings(BaseSettings):
     # (compute.preload): one client's large images then yield the cores to other clients'
     # small ones, as blocks do (bench/hostile.py, scenario 1). 0: every image interactive.
     large_image_pixels: int = Field(4_000_000, ge=0)
+    # An image whose output may take more than this (its kind's output bound) keeps its
+    # input and output as files in the uploads store, not in Redis: Redis's one thread
+    # writes every byte it takes to its append-only file, and a client's stream of large
+    # images, at its held-bytes bound, slowed every other client's jobs by a third
+    # (bench/hostile.py, scenario 1). They still count in the client's held bytes. The
+    # default keeps cat.png-sized images (1.6 MB of room) in Redis. 0: always in Redis.
+    image_file_bytes: int = Field(4 * MiB, ge=0)
     max_upload_bytes: int = Field(64 * 1024 * MiB, gt=0)
     # At start, the API removes uploads that a crash cut off and that have not moved for this long.
     upload_stale_s: float = Field(600.0, gt=0)
@@ -150,10 +157,11 @@ class Settings(BaseSettings):
     default_rate: float = Field(50.0, ge=0)
     # Input bytes of a client's jobs queued or running (0: no limit).
     default_max_backlog_bytes: int = Field(256 * 1024 * MiB, ge=0)
-    # Bytes a client may hold in Redis: inputs of its live jobs (images) and outputs kept
-    # for result_ttl_s (0: no limit; a registered client's `max_held_bytes` field overrides
-    # it). 1 GiB is ~25 jobs of 20 MiB images in and out: with the few clients a node of a
-    # few GiB serves, one client can never fill it (docs/security.md).
+    # Bytes a client may hold in Redis and the uploads store (image_file_bytes): inputs of
+    # its live jobs (images) and outputs kept for result_ttl_s (0: no limit; a registered
+    # client's `max_held_bytes` field overrides it). 1 GiB is ~25 jobs of 20 MiB images in
+    # and out: with the few clients a node of a few GiB serves, one client can never fill
+    # it (docs/security.md).
     default_max_held_bytes: int = Field(1024 * MiB, ge=0)
     # Uploads a client may stream to the uploads store at once, and direct uploads it may
     # have pending (0: no limit). Their bytes are reserved against its backlog quota as they

@@ -42,6 +42,7 @@ from backend.telemetry.reports import ReportWriter, report_store_url
 from backend.telemetry.timing import Stopwatch, Timing, make_timing
 from compute.defaults import BULK_RESOURCE
 from compute.errors import Cancelled
+from compute.files import delete_file
 from compute.report import compute_spans, task_compute_s
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,7 @@ class Dispatcher:
         self._heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         listener = threading.Thread(target=self.cancels.listen, args=(self._released,), name="cancels", daemon=True)
         listener.start()
+        threading.Thread(target=self._file_sweep_loop, name="file-sweeper", daemon=True).start()
         loops = [Lane.interactive] * self.settings.interactive_concurrency + [
             Lane.bulk
         ] * self.settings.bulk_concurrency
@@ -167,6 +169,29 @@ class Dispatcher:
         for job in self.store.left_inputs(keys.INPUT_DROP_GRACE_S, keys.INPUT_DROP_BATCH):
             log.warning("job %s: its input outlived its end (its process died first); deleting it", job.token)
             self.store.drop_input(job, self.settings)
+
+    def _file_sweep_loop(self) -> None:
+        """Delete image files as their time comes, at the heartbeat's pace, in a thread of
+        its own: a slow store must never hold up the lease's renewal."""
+        period = self.settings.lease_s / keys.LEASE_RENEWALS_PER_PERIOD
+        # Its own outage: its reads, which a read-only replica still answers, must not
+        # tell the heartbeat's outage that Redis is back.
+        outage = Outage(log, "Redis (the file sweeper)")
+        while not self._released.wait(period):
+            with outage.watch():
+                self._drop_due_files()
+
+    def _drop_due_files(self) -> None:
+        """Image files whose time has come (keys.IMAGE_FILES): outputs past their result's
+        expiry, and files of jobs that were never stored or of attempts that were lost.
+        Every dispatcher sweeps: a file two of them delete at once is deleted once."""
+        for url in self.store.files_due(keys.IMAGE_FILES_BATCH):
+            try:
+                delete_file(url, self.settings.storage_options(url))
+            except OSError as exc:  # stays listed: the next turn tries again
+                log.warning("could not delete the image file %s: %s", url, exc)
+                continue
+            self.store.forget_file(url)
 
     def _job_loop(self, lane: Lane) -> None:
         while not self.stopping.is_set():

@@ -18,23 +18,25 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from distributed import Future
 from redis import RedisError
 
 from backend.core.exceptions import AttemptLost
-from backend.core.job import Job
+from backend.core.job import Job, image_file_url
 from backend.core.settings import Settings
 from backend.dispatch.cancels import Cancels
 from backend.dispatch.cluster import Cluster
 from backend.jobs import keys
 from backend.jobs.fairshare import FairShare
-from backend.jobs.store import JobStore, Staged
+from backend.jobs.store import JobStore, Staged, StoredFile
 from compute.defaults import BULK_RESOURCE, INTERACTIVE_RESOURCE
 from compute.digits import json_ints
 from compute.errors import InvalidImage, InvalidInput
 from compute.even_sum import BlockSum
+from compute.files import read_head
 from compute.image import IMAGE_PRIORITY
 from compute.png import png_header
-from compute.stored import randomize_stored
+from compute.stored import randomize_file, randomize_stored
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +78,8 @@ class JobContext:
 
 @dataclass
 class Outcome:
-    # The result's bytes, or the key a worker task stored them under.
-    output: bytes | Staged
+    # The result's bytes, or where a worker task stored them (a Redis key, or a file).
+    output: bytes | Staged | StoredFile
     # Extra record fields, e.g. {"bytes": n}.
     fields: dict[str, Any] = field(default_factory=dict)
 
@@ -97,24 +99,22 @@ def run_randomize(ctx: JobContext, job: Job) -> Outcome:
     """One Dask task: the image is small, a graph of tiles would cost more than it saves.
 
     The task reads the PNG from Redis and stores its result there itself, at this
-    attempt's staged key (compute/stored.py): the bytes pass through neither the
-    scheduler nor this dispatcher. The task key names the attempt too: Dask runs a key
-    once, and a later attempt sharing an earlier one's task would find no output at its
-    own staged key.
+    attempt's staged key (compute/stored.py), or, for an image kept as files
+    (settings.image_file_bytes), from its input file to a file of this attempt's: the bytes
+    pass through neither the scheduler nor this dispatcher. The task key names the attempt
+    too: Dask runs a key once, and a later attempt sharing an earlier one's task would find
+    no output of its own.
     """
-    dispatcher = job.dispatcher or ""
-    staged = keys.staged(job.token, dispatcher, job.attempts)
-    future = ctx.cluster.client.submit(
-        randomize_stored,
-        ctx.settings.worker_redis_url,
-        keys.input_(job.token),
-        staged,
-        keys.STAGED_TTL_S,
-        block=ctx.settings.image_block_px,
-        max_pixels=ctx.settings.max_image_pixels,
-        key=image_task_key(job),
-        priority=IMAGE_PRIORITY,
-        resources=ctx.cluster.resources(image_pool(ctx, job)),
+    settings = ctx.settings
+    if job.input_url is not None:
+        output = image_file_url(settings.uploads_url, image_task_key(job))
+        ctx.store.hold_file(output, keys.STAGED_TTL_S)  # deleted then, unless the final write keeps it
+        future = submit_image(ctx, job, randomize_file, job.input_url, output, settings.storage_options(output))
+        # Its size comes back: one more round trip through the scheduler, for a large image.
+        return Outcome(StoredFile(output, ctx.cluster.result(future)), {"bytes": job.bytes})
+    staged = keys.staged(job.token, job.dispatcher or "", job.attempts)
+    future = submit_image(
+        ctx, job, randomize_stored, settings.worker_redis_url, keys.input_(job.token), staged, keys.STAGED_TTL_S
     )
     try:
         ctx.cluster.finished(future)
@@ -122,6 +122,18 @@ def run_randomize(ctx: JobContext, job: Job) -> Outcome:
         log.warning("job %s: its worker could not reach Redis: %s", job.token, exc)
         raise AttemptLost("a worker could not reach Redis") from None
     return Outcome(Staged(staged), {"bytes": job.bytes})
+
+
+def submit_image(ctx: JobContext, job: Job, *task: Any) -> Future:
+    """The image task ``task`` (a function and its first arguments), as every image runs."""
+    return ctx.cluster.client.submit(
+        *task,
+        block=ctx.settings.image_block_px,
+        max_pixels=ctx.settings.max_image_pixels,
+        key=image_task_key(job),
+        priority=IMAGE_PRIORITY,
+        resources=ctx.cluster.resources(image_pool(ctx, job)),
+    )
 
 
 def image_pool(ctx: JobContext, job: Job) -> str:
@@ -134,10 +146,17 @@ def image_pool(ctx: JobContext, job: Job) -> str:
     if not limit:
         return INTERACTIVE_RESOURCE
     try:
-        width, height, _, _ = png_header(ctx.store.input_head(job.token))
+        width, height, _, _ = png_header(input_head(ctx, job))
     except InvalidImage:  # its task says what is wrong with it
         return INTERACTIVE_RESOURCE
     return BULK_RESOURCE if width * height > limit else INTERACTIVE_RESOURCE
+
+
+def input_head(ctx: JobContext, job: Job) -> bytes:
+    """The first bytes of an image's input: its head field in Redis, or its file's."""
+    if job.input_url is None:
+        return ctx.store.input_head(job.token)
+    return read_head(job.input_url, keys.INPUT_HEAD_BYTES, ctx.settings.storage_options(job.input_url))
 
 
 def run_even_sum(ctx: JobContext, job: Job) -> Outcome:

@@ -81,6 +81,15 @@ DOCTOR_OUTPUTS_MAX = 20_000
 # that wrote the end deletes the file at once; one that died first leaves the token here,
 # for a dispatcher's heartbeat to delete it INPUT_DROP_GRACE_S later (JobStore.left_inputs).
 INPUTS_TO_DROP = "inputs-to-drop"
+# Sorted set URL -> when to delete it, of image files in the uploads store (settings.
+# image_file_bytes) that are not an input of a live job: an input written before its
+# submit (at its lease's end, unless submit.lua takes it off: its record owns it then, and
+# its end deletes it as any upload's), and an attempt's output (STAGED_TTL_S after its
+# task, unless the final write keeps it: then at its record's expiry). A dispatcher's
+# heartbeat deletes those due, IMAGE_FILES_BATCH a beat (JobStore.files_due). So no file
+# outlives what its client's held bytes count, and no crash leaves one for ever.
+IMAGE_FILES = "image-files"
+IMAGE_FILES_BATCH = 200
 # Dispatchers BLPOP this to sleep until there may be work in the lane (a job arrived, or
 # a running job ended and a capped client may go on). A marker carries nothing: the pick
 # script is the truth, so lost or extra markers are harmless.
@@ -223,6 +232,7 @@ WITHOUT_TTL = (
     HELD_OUTPUTS,
     HELD_OUTPUT_BYTES,
     INPUTS_TO_DROP,
+    IMAGE_FILES,
     "wake:*",
     "processing:*",
     DISPATCHERS,

@@ -40,6 +40,7 @@ CONSTANTS: dict[str, str | int] = {
     "PIECE_BYTES": redis_values.PIECE_BYTES,
     "INPUT_HEAD_BYTES": keys.INPUT_HEAD_BYTES,
     "INPUTS_TO_DROP": keys.INPUTS_TO_DROP,
+    "IMAGE_FILES": keys.IMAGE_FILES,
     "RELEASE_BATCH": keys.RELEASE_BATCH,
     "WAKE": _prefix(keys.WAKE),
     "WAKE_MAX": keys.WAKE_MAX,

@@ -58,6 +58,15 @@ class Staged:
 
 
 @dataclass(frozen=True)
+class StoredFile:
+    """An output that a worker task wrote as a file (compute.files), at ``url``: the final
+    write keeps it for the result TTL, counted against its client, by its ``size``."""
+
+    url: str
+    size: int
+
+
+@dataclass(frozen=True)
 class Submission:
     """A job to store: who sends it, what it costs, and its input (bytes or a URL)."""
 
@@ -75,6 +84,10 @@ class Submission:
     # The most bytes its output may take: held for it in Redis beside its input, from its
     # submit to its end (its kind's Body.output_bound of the input).
     output_room: int = 0
+    # The input (an image) is the file at ``input_url``, written before the submit and held
+    # as it would be in Redis (settings.image_file_bytes): submit.lua takes it off
+    # IMAGE_FILES, where it waits to be deleted should no record take it.
+    input_file_held: bool = False
     # The input's size, as the record calls it (last: the name hides the type from here on).
     bytes: int = 0
 
@@ -108,6 +121,7 @@ class JobStore:
         self._cancel = scripts.register(redis, "cancel")
         self._held_reserve = scripts.register(redis, "held_reserve")
         self._remember = scripts.register(redis, "remember")
+        self._forget_file = scripts.register(redis, "forget_file")
 
     # -- API side ---------------------------------------------------------------
 
@@ -136,10 +150,11 @@ class JobStore:
             delete_input=job.delete_input or None,
         )
         idempotency = job.idempotency or Idempotency("", "")
+        held_input = 2 if job.input_file_held else int(job.input_bytes is not None)
         args = [
             record.token,
             record.model_dump_json(exclude_none=True),
-            int(job.input_bytes is not None),
+            held_input,
             job.client,
             job.bytes,
             job.output_room,
@@ -151,7 +166,7 @@ class JobStore:
             idempotency.key,
             idempotency.fingerprint,
         ]
-        if job.input_bytes is None:
+        if not held_input:
             outcome, figure = self._submit_and_wait(args)
         else:
             outcome, figure = self._submit_reserved(job, record.token, args, max_held_bytes)
@@ -161,7 +176,7 @@ class JobStore:
             raise IdempotencyKeyReused(
                 f"this Idempotency-Key made job {figure.decode()} for a different request; use a new key"
             )
-        self._refuse_held(outcome, figure, job.client, len(job.input_bytes or b""))
+        self._refuse_held(outcome, figure, job.client, job.bytes if held_input else 0)
         if not outcome:
             raise OverQuota(
                 f"client {job.client!r} has {figure} bytes of jobs queued or running; this job's {job.bytes} "
@@ -173,17 +188,34 @@ class JobStore:
     def _submit_reserved(self, job: Submission, token: str, args: list, max_held_bytes: int):
         """submit.lua with an input, sent only once room for it (and its output) is reserved:
         a refused input never reaches Redis, and a client's inputs in flight never pass what
-        it may hold."""
-        data = job.input_bytes or b""
-        self.reserve_held(job.client, token, len(data), max_held_bytes, output_room=job.output_room)
+        it may hold. (An input in a file was written by the caller, within the reservation
+        the door made.)"""
+        self.reserve_held(job.client, token, job.bytes, max_held_bytes, output_room=job.output_room)
         try:
-            # In pieces, with its reservation's lease as TTL (submit.lua keeps it, or deletes it).
-            write_value(self.redis, keys.input_(token), data, keys.IMAGE_LEASE_S, head_bytes=keys.INPUT_HEAD_BYTES)
+            if job.input_bytes is not None:
+                # In pieces, with its reservation's lease as TTL (submit.lua keeps it, or deletes it).
+                head = keys.INPUT_HEAD_BYTES
+                write_value(self.redis, keys.input_(token), job.input_bytes, keys.IMAGE_LEASE_S, head_bytes=head)
             return self._submit_and_wait(args)
         except BaseException:  # submit.lua may not have run, so not ended the reservation
             self.release_held(job.client, token)
             self.redis.delete(keys.input_(token))
             raise
+
+    def hold_file(self, url: str, for_s: float) -> None:
+        """List the image file at ``url`` to be deleted ``for_s`` seconds from now, unless a
+        record takes it before (keys.IMAGE_FILES): listed before it is written, so that no
+        crash leaves it for ever."""
+        self.redis.zadd(keys.IMAGE_FILES, {url: now_s() + for_s})
+
+    def files_due(self, batch: int) -> list[str]:
+        """Up to ``batch`` image files whose time to be deleted has come (keys.IMAGE_FILES)."""
+        due = self.redis.zrangebyscore(keys.IMAGE_FILES, "-inf", now_s(), start=0, num=batch)
+        return [url.decode() for url in cast(list[bytes], due)]
+
+    def forget_file(self, url: str) -> None:
+        """Take a deleted image file off keys.IMAGE_FILES, unless a record took it since."""
+        self._forget_file(args=[url, now_s()])
 
     def input_head(self, token: str) -> bytes:
         """The first keys.INPUT_HEAD_BYTES of job ``token``'s input (b"" when it has none)."""
@@ -336,7 +368,7 @@ class JobStore:
     def progress(self, job: Job, done: int, total: int) -> None:
         self._progress(args=[job.token, job.dispatcher or "", job.attempts, done, total])
 
-    def finish(self, job: Job, output: bytes | Staged, **fields: Any) -> EndResult:
+    def finish(self, job: Job, output: bytes | Staged | StoredFile, **fields: Any) -> EndResult:
         """Store the result and mark `finished`, if this attempt still holds the job; a
         staged output is moved into place, or deleted when the attempt may not write."""
         return self._end(job, JobStatus.finished, output, fields)
@@ -357,10 +389,16 @@ class JobStore:
         """Add figures to a record that exists, whatever its status."""
         self._annotate(args=[token, json.dumps(fields)])
 
-    def _end(self, job: Job, status: JobStatus, output: bytes | Staged, fields: dict[str, Any]) -> EndResult:
+    def _end(
+        self, job: Job, status: JobStatus, output: bytes | Staged | StoredFile, fields: dict[str, Any]
+    ) -> EndResult:
         fields.setdefault("finished_at", now_s())
         dispatcher = job.dispatcher or ""
-        staged, data = ([output.key], b"") if isinstance(output, Staged) else ([], output)
+        staged, data = ([output.key], b"") if isinstance(output, Staged) else ([], b"")
+        if isinstance(output, StoredFile):  # finish.lua keeps it (keys.IMAGE_FILES) with the record
+            fields.update(output_url=output.url, output_bytes=output.size)
+        elif isinstance(output, bytes):
+            data = output
         answer = self._finish(
             keys=[keys.processing(dispatcher), *staged],
             args=[job.token, dispatcher, job.attempts, status, json.dumps(fields), data, self.ttl_s],

@@ -38,6 +38,12 @@ def acknowledge_accepted_findings(
                 f"Objects are named by job token, so access is granted per prefix: {prefix}/ and nothing else; "
                 "the actions are listed one by one (roles.py).",
             )
+    acknowledge(
+        roles.workers,
+        f"AwsSolutions-IAM5[Resource::<{bucket}.Arn>/{UPLOADS}/images/*]",
+        "Large images' files are named by job token and task key: workers write under uploads/images/ "
+        "and nowhere else in uploads/ (roles.py).",
+    )
 
     worker_tasks = [service.task_definition for service in workers.pools.values()]
     ecs_tasks = [services.api.task_definition, services.dispatchers.task_definition, services.scheduler.task_definition]

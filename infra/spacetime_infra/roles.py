@@ -49,9 +49,16 @@ class TaskRoles(Construct):
         allow(self.api, "ServeReports", ["s3:GetObject", *WRITE], reports)
         for reader in (self.dispatchers, self.workers):
             # compute/even_sum.py: the dispatcher sizes the file, the workers read its blocks.
+            # compute/stored.py randomize_file: the workers read a large image's input file,
+            # and the dispatcher its first bytes (backend/dispatch/runners.py input_head).
             allow(reader, "ReadUploads", ["s3:GetObject"], uploads)
             # backend/telemetry/reports.py save_timing and capture: timing records and traces.
             allow(reader, "WriteReports", WRITE, reports)
+        # backend/core/inputs.py drop_input: an ended job's upload is deleted; and
+        # backend/dispatch/dispatcher.py _drop_due_files: image files past their time.
+        allow(self.dispatchers, "DropUploads", ["s3:DeleteObject"], uploads)
+        # compute/stored.py randomize_file: a large image's output, written as a file.
+        allow(self.workers, "WriteImageFiles", WRITE, storage.objects(f"{UPLOADS}/images"))
         for writer in (self.api, self.dispatchers, self.workers):
             # s3fs makedirs (before each write) probes that the bucket exists: HeadBucket needs
             # s3:ListBucket, which would list every key; GetBucketLocation is its second probe.

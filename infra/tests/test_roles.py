@@ -17,8 +17,8 @@ EXPECTED = {
         ("ServeReports", ("s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"), "reports/*"),
         ("FindBucket", ("s3:GetBucketLocation",), ""),
     },
-    "Dispatchers": READER,
-    "Workers": READER,
+    "Dispatchers": READER | {("DropUploads", ("s3:DeleteObject",), "uploads/*")},
+    "Workers": READER | {("WriteImageFiles", tuple(WRITE), "uploads/images/*")},
     "Scheduler": set(),
 }
 

@@ -91,10 +91,12 @@ def add_status_and_result(router: APIRouter, kind: JobKind) -> None:
     async def status(token: str, store: StoreDep, caller: CallerDep, wait: WaitDep, request: Request):
         return job_status(await waited_job(request, store, token, caller, wait, kind.name))
 
-    async def result(token: str, store: StoreDep, caller: CallerDep, wait: WaitDep, request: Request):
+    async def result(
+        token: str, store: StoreDep, settings: SettingsDep, caller: CallerDep, wait: WaitDep, request: Request
+    ):
         # The stored bytes are answered as they are: a JSON result's numbers stay exact at any size.
         job = await waited_job(request, store, token, caller, wait, kind.name)
-        output = await run_in_threadpool(finished_output, store, job)
+        output = await run_in_threadpool(finished_output, store, job, settings)
         if isinstance(output, bytes):
             return Response(output, media_type=kind.result_media_type)
         return StreamingResponse(output, media_type=kind.result_media_type)

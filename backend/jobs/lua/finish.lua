@@ -36,6 +36,7 @@ end
 leave(plist, token, rec)
 rec = merge(rec or {}, fields)
 local output = ARGV[6]
+if fields.output_url then output = nil end  -- a file (IMAGE_FILES), not bytes
 if staged then
   output = nil
   if status == 'finished' then

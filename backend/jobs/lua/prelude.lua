@@ -191,7 +191,8 @@ end
 -- INPUTS_TO_DROP until the caller's process has deleted it), the client's backlog bytes
 -- released (exactly what submit admitted), its held bytes moved from the input
 -- (`held_bytes`, what submit counted) to what the job keeps for `ttl`: its output and
--- record (what they cost Redis) and their entry in HELD_OUTPUTS,
+-- record (what they cost Redis, or an output file's size, kept in IMAGE_FILES as long) and
+-- their entry in HELD_OUTPUTS,
 -- bulk job loops woken (a capped client may go on), and the token published on ENDINGS for
 -- the status requests waiting on it (backend/endings.py).
 -- `output`: the result's bytes, or nil when the caller has put them in place (finish.lua).
@@ -202,9 +203,14 @@ local function finalize(token, rec, status, output, ttl)
   summarize(token, rec)
   local output_key = RESULT .. token .. ':output'
   if status == 'finished' and output then write_output(output_key, output, ttl) end
+  local kept = stored_cost(output_key) + stored_cost(RESULT .. token) + HELD_ENTRY_BYTES
+  if status == 'finished' and rec.output_url then
+    redis.call('ZADD', IMAGE_FILES, clock() + tonumber(ttl), rec.output_url)
+    kept = kept + cost_of(tonumber(rec.output_bytes) or 0)
+  end
   if type(rec.client) == 'string' then
     count(HELD_BYTES, rec.client, -(tonumber(rec.held_bytes) or 0))
-    hold_for(rec.client, token, stored_cost(output_key) + stored_cost(RESULT .. token) + HELD_ENTRY_BYTES, ttl)
+    hold_for(rec.client, token, kept, ttl)
     if tonumber(rec.admitted_bytes) then count(BACKLOG_BYTES, rec.client, -tonumber(rec.admitted_bytes)) end
   end
   redis.call('DEL', INPUT .. token)

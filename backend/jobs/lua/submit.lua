@@ -8,10 +8,13 @@
 -- job's reservation of room for it (held_reserve.lua, by its token) ends here, whatever
 -- the answer: stored, the input is kept (no TTL) and counts as held, at what it costs Redis
 -- with room for its output (its kind's bound on it: an image's shuffle may come out far
--- larger than the PNG it came from); refused, it is deleted. An idempotency
+-- larger than the PNG it came from); refused, it is deleted. An image kept as a file
+-- (settings.image_file_bytes) was written before, by the API: it counts the same, and
+-- its record takes it off IMAGE_FILES (a refused one is deleted by the API, or by the
+-- sweep of IMAGE_FILES). An idempotency
 -- key counts against the client's held bytes for as long as it is kept (a day).
--- ARGV: token, record JSON (with `admitted_bytes`, released by the final write), has input
---       (0/1: sent to its key), client, input size, output room (bytes), max backlog bytes
+-- ARGV: token, record JSON (with `admitted_bytes`, released by the final write), held input
+--       (0: none, 1: sent to its key, 2: the file its record names), client, input size, output room (bytes), max backlog bytes
 --       (-1: none), lane,
 --       max held bytes unless the client's record sets `max_held_bytes` (0: none),
 --       its member in the client's list of jobs, the oldest member to keep there (and
@@ -40,12 +43,15 @@ local backlog = tonumber(redis.call('HGET', BACKLOG_BYTES, client) or '0')
 if limit >= 0 and backlog + size > limit then return refuse(0, backlog) end
 release_outputs(now)
 local held = tonumber(redis.call('HGET', HELD_BYTES, client) or '0') + reserved
-local stored = has_input == '1' and stored_cost(INPUT .. token) + cost_of(room) or 0
+local stored = 0
+if has_input == '1' then stored = stored_cost(INPUT .. token) + cost_of(room) end
+if has_input == '2' then stored = held_cost(size, room) end
 if held_limit > 0 and stored > held_limit then return refuse(-2, held_limit) end
 if held_limit > 0 and held + stored > held_limit then return refuse(-1, held) end
 local rec = decode(record)
-if has_input == '1' then
-  redis.call('PERSIST', INPUT .. token)
+if has_input == '1' then redis.call('PERSIST', INPUT .. token) end
+if has_input == '2' then redis.call('ZREM', IMAGE_FILES, rec.input_url) end
+if has_input ~= '0' then
   count(HELD_BYTES, client, stored)
   rec.held_bytes = stored  -- what the final write releases, whatever Redis says of it then
   record = cjson.encode(rec)
