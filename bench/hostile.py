@@ -402,7 +402,8 @@ class PeakMemory:
         self.received = self.redis.info("stats")["total_net_input_bytes"]
         self.peak = {"used_memory": 0}
         self.held = 0
-        self.at_peak = (0, 0)  # at the peak sample: client's held + reserved bytes, the others' held
+        # At the peak sample: client's held + reserved bytes, the others' held, image files' bytes.
+        self.at_peak = (0, 0, 0)
         self.buffers = ""  # ... and what the clients' buffers held
         held = [int(v) for k, v in self.redis.hgetall("held-bytes").items() if k.decode() != client]
         self.others_before = sum(held)
@@ -417,11 +418,13 @@ class PeakMemory:
             members = self.redis.zrange(f"uploads:image:{self.client}", 0, -1)
             reserved = sum(sum(map(int, m.split()[1:])) for m in members)  # "<token> <size> <output room>"
             mine = held.get(self.client, 0) + reserved
+            files = files_bytes(self.files)
             if info["used_memory"] > self.peak["used_memory"]:
-                self.peak, self.at_peak = info, (mine, sum(held.values()) - held.get(self.client, 0))
+                others = sum(held.values()) - held.get(self.client, 0)
+                self.peak, self.at_peak = info, (mine, others, files)
                 self.buffers = buffers(self.redis)
             self.held = max(self.held, mine)
-            self.files_peak = max(self.files_peak, files_bytes(self.files))
+            self.files_peak = max(self.files_peak, files)
             time.sleep(0.1)
 
     def end(self) -> str:
@@ -430,7 +433,8 @@ class PeakMemory:
         received = self.redis.info("stats")["total_net_input_bytes"] - self.received
         self.redis.close()
         peak = self.peak
-        mine, others = self.at_peak[0], self.at_peak[1] - self.others_before
+        mine, others, files = self.at_peak[0], self.at_peak[1] - self.others_before, self.at_peak[2]
+        rest = peak["used_memory"] - self.before - (mine - files) - others
         # B's own held bytes are B's: what A may take is the growth past them.
         taken = peak["used_memory"] - self.before - max(others, 0)
         met = taken <= MAX_HELD_BYTES
@@ -440,9 +444,10 @@ class PeakMemory:
             f"{peak['mem_clients_normal'] / MiB:.0f}, AOF buffer {peak['mem_aof_buffer'] / MiB:.0f}); "
             f"A's held-bytes bound {MAX_HELD_BYTES / MiB:.0f} MiB: peak - before - the others' growth "
             f"({taken / MiB:.0f} MiB) within it: {'met' if met else 'MISSED'}\n"
-            f"  peak - before: A held + reserved (image bytes) {mine / MiB:.0f} MiB, "
+            f"  peak - before: A held + reserved (image bytes) {mine / MiB:.0f} MiB "
+            f"(of which {files / MiB:.0f} MiB in files, not in Redis), "
             f"the others' held grew {others / MiB:.0f} MiB, "
-            f"the rest (buffers, staged outputs) {(peak['used_memory'] - self.before - mine - others) / MiB:.0f} MiB; "
+            f"the rest (buffers, staged outputs) {rest / MiB:.0f} MiB; "
             f"clients' buffers: {self.buffers}\n"
             f"  A's held-bytes counter + reserved image bytes: at most {self.held / MiB:.0f} MiB: within the bound: "
             f"{'met' if self.held <= MAX_HELD_BYTES else 'MISSED'}; Redis received {received / MiB:.0f} MiB meanwhile; "
