@@ -42,7 +42,9 @@ class TaskRoles(Construct):
         # backend/api/uploads.py sweep_partial_uploads: at start, the API lists the multipart uploads
         # (a bucket-level action: it lists keys being uploaded, not objects) to abort stale ones.
         allow(self.api, "SweepPartialUploads", ["s3:ListBucketMultipartUploads"], storage.bucket.bucket_arn)
-        # backend/api/uploads.py _discard: a failed upload is checked (HEAD needs GetObject) and deleted.
+        # backend/api/uploads.py _abandon: a failed upload is checked (HEAD needs GetObject) and deleted;
+        # backend/api/lookup.py finished_output reads a large image's output file (compute/files.py),
+        # and Submitter._input a rerun's input file.
         allow(self.api, "DiscardFailedUploads", ["s3:GetObject", "s3:DeleteObject"], uploads)
         # backend/telemetry/reports.py ReportWriter.report: GET /tasks/{token}/report reads the stored page,
         # or renders it from the job's trace and timing record and stores it for the next reader.
