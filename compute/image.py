@@ -12,7 +12,7 @@ from PIL import Image, UnidentifiedImageError
 
 from compute.defaults import DEFAULT_BLOCK_PX, DEFAULT_MAX_PIXELS
 from compute.errors import InvalidImage
-from compute.png import PNG_SIGNATURE, can_encode, encode_png, png_header
+from compute.png import PNG_SIGNATURE, can_encode, check_pixels, encode_png
 
 # For images compute.png does not cover: zlib level 1 is ~3x faster than Pillow's
 # default 6 on cat.png for a file ~15% larger; latency matters more here than bytes.
@@ -57,9 +57,7 @@ def _decode(png: bytes, max_pixels: int) -> tuple[Image.Image, np.ndarray]:
     """The image's header (mode, palette, info) and its pixels as an array."""
     if not png.startswith(PNG_SIGNATURE):
         raise InvalidImage("not a PNG: the data does not start with the PNG signature")
-    width, height, _, _ = png_header(png)
-    if width * height > max_pixels:
-        raise InvalidImage(f"image too large: {width}x{height} pixels is over the limit of {max_pixels} pixels")
+    check_pixels(png, max_pixels)
     try:
         image = Image.open(io.BytesIO(png), formats=["PNG"])  # reads the header only
         return image, _pixels(png, image)

@@ -103,6 +103,14 @@ def png_header(png: bytes) -> tuple[int, int, int, int]:
     return struct.unpack(">IIBB", png[16:HEADER_BYTES])
 
 
+def check_pixels(png: bytes, max_pixels: int) -> None:
+    """InvalidImage for a PNG whose IHDR declares more than ``max_pixels`` pixels: checked
+    before any decoder allocates for them, and at the API's door on the first bytes."""
+    width, height, _, _ = png_header(png)
+    if width * height > max_pixels:
+        raise InvalidImage(f"image too large: {width}x{height} pixels is over the limit of {max_pixels} pixels")
+
+
 def _has_icc_profile(png: bytes) -> bool:
     """Does an iCCP chunk come in ``png`` (as far as it goes)? Before the pixels, as PNG
     wants it, or after them, where Pillow reads it too once the pixels are loaded."""

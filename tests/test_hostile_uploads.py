@@ -8,6 +8,7 @@ the connection instead of swallowing the rest, and keeps serving everyone else.
 
 import select
 import socket
+import struct
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -216,12 +217,18 @@ def test_a_slow_body_is_cut_with_408(
 
 def test_an_image_is_judged_by_its_first_bytes_before_the_rest_is_read(api_url, cat_png):
     """The door reads an image's first bytes before it reserves room for it (its output's
-    bound comes from its header): a body that does not start as a PNG is a 400 then, with
-    the rest of a declared 100 KB never sent."""
+    bound comes from its header): a body that does not start as a PNG, or whose IHDR
+    declares more pixels than the workers decode (SPACETIME_MAX_IMAGE_PIXELS, 64 MP), is a
+    400 then, with the rest of a declared 100 KB never sent."""
     header = bytearray(cat_png[:26])
     header[25] = 5  # a colour type PNG does not have
+    huge = cat_png[:16] + struct.pack(">II", 10_000, 9_000) + cat_png[24:26]
     port = int(api_url.rsplit(":", 1)[1])
-    for start, error in ((b"GIF89a" + bytes(100), b"not a PNG"), (bytes(header), b"colour type 5")):
+    for start, error in (
+        (b"GIF89a" + bytes(100), b"not a PNG"),
+        (bytes(header), b"colour type 5"),
+        (huge, b"image too large: 10000x9000 pixels is over the limit of 64000000 pixels"),
+    ):
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             sock.sendall(head("/randomize", "image/png", 100_000) + start)
             answer = b""

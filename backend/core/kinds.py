@@ -39,6 +39,11 @@ class Body:
     # InvalidInput there is a 400) and on the whole body.
     output_bound: str | None = None
     head_bytes: int = 0
+    # ``module:function(head, limit)`` raising InvalidInput for a body its first
+    # ``head_bytes`` already refuse, ``limit`` being the Settings field ``head_limit_setting``
+    # (an image over the pixels workers decode: a 400 at the door, not an errored job).
+    head_check: str | None = None
+    head_limit_setting: str = ""
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,12 @@ class JobKind:
     def in_blocks(self) -> bool:
         return isinstance(self.input, File)
 
+    def check_head(self, head: bytes, settings: Any) -> None:
+        """Refuse (InvalidInput) a body by its first bytes, before room is reserved for it
+        or the rest is read (Body.head_check); ``settings``: the service's Settings."""
+        if isinstance(self.input, Body) and self.input.head_check is not None:
+            load(self.input.head_check)(head, getattr(settings, self.input.head_limit_setting))
+
     def output_room(self, data: bytes) -> int:
         """The room in Redis a job of input ``data`` holds for its output (Body.output_bound)."""
         bound = self.input.output_bound if isinstance(self.input, Body) else None
@@ -96,6 +107,8 @@ RANDOMIZE = JobKind(
         check="compute.png:check_png",
         output_bound="compute.png:output_bound",
         head_bytes=26,  # the PNG signature and IHDR up to its colour type: compute.png.HEADER_BYTES
+        head_check="compute.png:check_pixels",
+        head_limit_setting="max_image_pixels",
     ),
     runner="backend.dispatch.runners:run_randomize",
     summary="Submit a PNG whose blocks will be shuffled",

@@ -70,7 +70,9 @@ def add_body_door(router: APIRouter, kind: JobKind, body: Body) -> None:
         token = new_token()
         chunks = body_chunks(request, settings)
         start = await read_start(chunks, body.head_bytes)
-        await submitter.reserve_held(caller, token, size, kind.output_room(start))
+        room = kind.output_room(start)  # a start of another shape is refused here (400)
+        kind.check_head(start, settings)
+        await submitter.reserve_held(caller, token, size, room)
         try:
             data = await read_rest(start, chunks, max_bytes)
             if body.check is not None:
