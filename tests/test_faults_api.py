@@ -47,9 +47,13 @@ def test_api_killed_mid_upload_leaves_no_job_and_its_file_is_swept(settings, red
     assert not [name for name in redis.keys("*") if name.startswith(b"result:")]  # ...and no job
     assert not [p for p in uploads.iterdir() if not p.name.endswith(".part")]  # no file that looks whole
 
+    # ... as a crash streaming a large image in would leave one (images kept as files).
+    image_part = uploads / "images" / "cut.png.part"
+    image_part.parent.mkdir()
+    image_part.write_bytes(b"\x89PNG")
     time.sleep(1.5)  # older than SPACETIME_UPLOAD_STALE_S
     with api_process(settings.redis_url, settings.data_dir, port=port, **env) as (_, url):
-        assert not part.exists()  # swept at start
+        assert not part.exists() and not image_part.exists()  # swept at start
         response = httpx.post(f"{url}/even-sum", content=b"2 4 5", headers={"Content-Type": "text/plain"})
         assert response.status_code == 201
         token = response.json()["token"]

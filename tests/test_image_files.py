@@ -125,13 +125,19 @@ def test_files_that_no_job_took_are_deleted_when_due(make_settings, start_dispat
 
 def test_a_retried_image_leaves_one_file(make_settings, start_api, redis, cat_png):
     """A retry with the same Idempotency-Key answers the first request's job: the file the
-    retry wrote is deleted at once, and nothing more is held."""
+    retry wrote as it streamed in is deleted at once, and nothing more is held. The key's
+    fingerprint is hashed as the body streams, the same as of a body read whole: a retry
+    sent to an API that keeps the image in Redis is the same request. The same key with
+    another body is refused, and its file deleted too."""
     settings = make_settings(image_file_bytes=IMAGE_FILE_BYTES)
     api = start_api(settings)
     first = post(api, "a", cat_png, **{"Idempotency-Key": "k1"})
     held = int(redis.hget(keys.HELD_BYTES, "a"))
     again = post(api, "a", cat_png, **{"Idempotency-Key": "k1"})
-    assert first.status_code == 201 and again.json()["token"] == first.json()["token"]
+    in_redis = post(start_api(make_settings(image_file_bytes=0)), "a", cat_png, **{"Idempotency-Key": "k1"})
+    assert first.status_code == 201 and again.json()["token"] == in_redis.json()["token"] == first.json()["token"]
+    other = post(api, "a", cat_png[:-1000] + cat_png[-1000:].replace(b"\x00", b"\x01", 1), **{"Idempotency-Key": "k1"})
+    assert other.status_code == 422 and "Idempotency-Key" in other.json()["error"]
     assert [path.name for path in image_files(settings)] == [f"{first.json()['token']}.png"]
     assert int(redis.hget(keys.HELD_BYTES, "a")) == held
     assert redis.zcard(keys.uploads("image", "a")) == 0

@@ -53,6 +53,13 @@ async def read_start(chunks: AsyncIterator[bytes], size: int) -> bytes:
     return bytes(start)
 
 
+async def with_start(start: bytes, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The body that began with ``start`` (read by read_start), as chunks again."""
+    yield start
+    async for chunk in chunks:
+        yield chunk
+
+
 async def read_rest(start: bytes, chunks: AsyncIterator[bytes], max_bytes: int) -> bytes:
     """The body that began with ``start``, refusing to hold more than ``max_bytes``."""
     body = bytearray(start)

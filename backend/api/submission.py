@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from backend.api.admission import RateLimiter
 from backend.api.direct_uploads import DirectUploads, StartedUpload, plan_parts
 from backend.api.schemas import DirectUploadOut
-from backend.api.uploads import check_allowed_url, save_stream, storage_error
+from backend.api.uploads import IMAGE_WRITE_BYTES, check_allowed_url, save_stream, storage_error
 from backend.core.exceptions import (
     DirectUploadsUnavailable,
     InputGone,
@@ -62,25 +62,55 @@ class Submitter:
         await run_in_threadpool(self.limiter.admit, caller)
         return await self._store_body(caller, kind, data, token or new_token(), idempotency)
 
+    def keeps_as_file(self, output_room: int) -> bool:
+        """Whether a job whose output may take ``output_room`` bytes keeps its input and
+        output as files in the uploads store, not in Redis (settings.image_file_bytes)."""
+        return 0 < self.settings.image_file_bytes < output_room
+
+    async def streamed_body(
+        self,
+        caller: ClientSettings,
+        kind: JobKind,
+        body: AsyncIterator[bytes],
+        max_bytes: int,
+        output_room: int,
+        token: str,
+        key: str | None = None,
+    ) -> Job:
+        """Queue a job whose input is kept as a file (keeps_as_file), written as it arrives:
+        the API holds a write's chunk of it, never all of it. Admitted and stored as
+        ``body`` stores it; its Idempotency-Key's fingerprint is hashed as it streams, the
+        same as ``body``'s of the same bytes. Its room was reserved before it was read."""
+        await run_in_threadpool(self.limiter.admit, caller)
+        url = image_file_url(self.settings.uploads_url, token)
+        options = self.settings.storage_options(url)
+        digest = hashlib.sha256(b"\0".join((kind.name.encode(), b"body", b"")))
+        await run_in_threadpool(self.store.hold_file, url, keys.IMAGE_LEASE_S)
+        size = await save_stream(hashed(body, digest), url, max_bytes, options, IMAGE_WRITE_BYTES)
+        try:
+            # Listed again: a slow body may have taken longer than the lease to write.
+            await run_in_threadpool(self.store.hold_file, url, keys.IMAGE_LEASE_S)
+            idempotency = Idempotency.hashed(caller.name, key, digest.hexdigest()) if key else None
+            if idempotency is not None:
+                await run_in_threadpool(self.store.check_idempotency, idempotency)
+        except BaseException:
+            await run_in_threadpool(delete_file, url, options)
+            raise
+        job = self._body_job(caller, kind, token, size, output_room, idempotency)
+        return await self._store_or_discard(
+            caller, replace(job, input_url=url, delete_input=True, input_file_held=True), url
+        )
+
     async def _store_body(
         self, caller: ClientSettings, kind: JobKind, data: bytes, token: str, idempotency: Idempotency | None
     ) -> Job:
         """Queue a job of input ``data``, held with room for its output: in Redis, or, where
-        that output may take more than settings.image_file_bytes, as a file in the uploads
-        store (listed to be deleted before it is written, should its job never be stored;
-        deleted at once when its job is refused; its job's end deletes it otherwise)."""
+        keeps_as_file, as a file in the uploads store (listed to be deleted before it is
+        written, should its job never be stored; deleted at once when its job is refused;
+        its job's end deletes it otherwise)."""
         room = kind.output_room(data)
-        limit = self.settings.image_file_bytes
-        job = Submission(
-            kind,
-            caller.name,
-            token=token,
-            client_id=caller.client_id,
-            bytes=len(data),
-            idempotency=idempotency,
-            output_room=room,
-        )
-        if not 0 < limit < room:
+        job = self._body_job(caller, kind, token, len(data), room, idempotency)
+        if not self.keeps_as_file(room):
             return await self._store(caller, replace(job, input_bytes=data))
         url = image_file_url(self.settings.uploads_url, token)
         options = self.settings.storage_options(url)
@@ -91,6 +121,26 @@ class Submitter:
             raise storage_error(exc, url) from exc
         return await self._store_or_discard(
             caller, replace(job, input_url=url, delete_input=True, input_file_held=True), url
+        )
+
+    def _body_job(
+        self,
+        caller: ClientSettings,
+        kind: JobKind,
+        token: str,
+        size: int,
+        output_room: int,
+        idempotency: Idempotency | None,
+    ) -> Submission:
+        """A job of a body of ``size`` bytes, its input still to be placed (in Redis or a file)."""
+        return Submission(
+            kind,
+            caller.name,
+            token=token,
+            client_id=caller.client_id,
+            bytes=size,
+            idempotency=idempotency,
+            output_room=output_room,
         )
 
     async def reserve_held(self, caller: ClientSettings, token: str, size: int, output_room: int) -> None:

@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 # Writes are batched to this size: big enough that the thread hop per write is noise,
 # small enough to keep the API's memory flat, and >= S3's 5 MiB multipart minimum.
 WRITE_CHUNK_BYTES = 8 * MiB
+# ... and for an image kept as a file (up to 20 MiB, many at once): a write a MiB keeps
+# each in flight at about a MiB of the API's memory, not 8 (s3fs buffers its own parts).
+IMAGE_WRITE_BYTES = MiB
 ALLOWED_SCHEMES = ("s3", "file")
 # S3 keys are at most 1024 bytes and bucket names 63; local paths are longer only in theory.
 URL_MAX_CHARS = 2048
@@ -78,11 +81,13 @@ async def paced(chunks: AsyncIterator[bytes], min_bytes_per_s: float, grace_s: f
 PART_SUFFIX = ".part"
 
 
-async def save_stream(chunks: AsyncIterator[bytes], url: str, max_bytes: int, storage_options: dict) -> int:
-    """Write ``chunks`` to ``url``; return the byte count. Nothing is left behind on
-    failure, and nothing is ever seen half-written at ``url``: a local file is written as
-    ``<name>.part`` and renamed when whole (on S3 an unfinished multipart upload is
-    invisible anyway).
+async def save_stream(
+    chunks: AsyncIterator[bytes], url: str, max_bytes: int, storage_options: dict, write_bytes: int = WRITE_CHUNK_BYTES
+) -> int:
+    """Write ``chunks`` to ``url``, ``write_bytes`` at a time; return the byte count.
+    Nothing is left behind on failure, and nothing is ever seen half-written at ``url``: a
+    local file is written as ``<name>.part`` and renamed when whole (on S3 an unfinished
+    multipart upload is invisible anyway).
 
     The file is opened at the first write, so an empty body (InvalidInput), or a small one
     cut short, never touches the store. The store's own failures (a full or read-only
@@ -99,7 +104,7 @@ async def save_stream(chunks: AsyncIterator[bytes], url: str, max_bytes: int, st
             if size > max_bytes:
                 raise InputTooLarge(f"upload is over the limit of {max_bytes} bytes")
             pending += chunk
-            if len(pending) >= WRITE_CHUNK_BYTES:
+            if len(pending) >= write_bytes:
                 if out is None:
                     out = await run_in_threadpool(_open, fs, staging)
                 await run_in_threadpool(out.write, bytes(pending))
@@ -159,7 +164,8 @@ def sweep_partial_uploads(
     url: str, storage_options: dict, older_than_s: float, keep: Container[str] = frozenset()
 ) -> int:
     """Remove what uploads cut off by a crash of the API left: ``.part`` files in a local
-    store, unfinished multipart uploads on S3, untouched for ``older_than_s`` (an upload
+    store (its folders too: images kept as files are under ``images/``), unfinished
+    multipart uploads on S3 (under its whole prefix), untouched for ``older_than_s`` (an upload
     in progress writes every few MiB, so it is never that old). Returns how many.
 
     ``keep``: the S3 upload ids of pending direct uploads (backend/api/direct_uploads.py), which
@@ -168,7 +174,8 @@ def sweep_partial_uploads(
     fs, root = fsspec.core.url_to_fs(url, **storage_options)
     cutoff = time.time() - older_than_s
     if _is_local(fs):
-        stale = [path for path in fs.glob(f"{root}/*{PART_SUFFIX}") if fs.modified(path).timestamp() < cutoff]
+        parts = [path for path in fs.find(root) if path.endswith(PART_SUFFIX)]
+        stale = [path for path in parts if fs.modified(path).timestamp() < cutoff]
         for path in stale:
             fs.rm(path)
         return len(stale)

@@ -25,13 +25,15 @@ from backend.core.job import Lane
 
 @dataclass(frozen=True)
 class Body:
-    """A small input sent whole as the request body, kept in Redis until its job ends."""
+    """A small input sent whole as the request body, kept in Redis (or, large, as a file) until its job ends."""
 
     media_type: str
     # The Settings field that caps it, in bytes: a setting, so operators can change it.
     max_bytes_setting: str
     # ``module:function(bytes)`` raising compute.errors.InvalidInput for a body the kind
-    # cannot take: refused at the door (400) rather than errored on a worker.
+    # cannot take: refused at the door (400) rather than errored on a worker. Called on the
+    # whole body, or on its first ``head_bytes`` when it is written to a file as it arrives
+    # (an image kept as files: backend/api/submission.py, Submitter.keeps_as_file).
     check: str | None = None
     # ``module:function(bytes) -> int``: the most bytes the job's output can take, which
     # it holds room for in Redis from its submit (None: an output of a few bytes). Called

@@ -101,7 +101,12 @@ class Idempotency:
 
     @classmethod
     def of(cls, client: str, header: str, *request: bytes) -> "Idempotency":
-        fingerprint = hashlib.sha256(b"\0".join(request)).hexdigest()
+        return cls.hashed(client, header, hashlib.sha256(b"\0".join(request)).hexdigest())
+
+    @classmethod
+    def hashed(cls, client: str, header: str, fingerprint: str) -> "Idempotency":
+        """A key whose request was hashed as it streamed: ``fingerprint`` is what ``of``
+        makes of the same parts (their SHA-256, joined by NUL bytes)."""
         return cls(keys.idempotency(client, hashlib.sha256(header.encode()).hexdigest()), fingerprint)
 
 

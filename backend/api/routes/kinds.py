@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from backend.api.bodies import body_chunks, declared_length, read_rest, read_start
+from backend.api.bodies import body_chunks, declared_length, read_rest, read_start, with_start
 from backend.api.deps import CallerDep, IdempotencyKeyDep, SettingsDep, StoreDep, SubmitterDep, WaitDep, cooldown
 from backend.api.lookup import finished_output, job_status, waited_job
 from backend.api.schemas import (
@@ -63,9 +63,10 @@ def add_body_door(router: APIRouter, kind: JobKind, body: Body) -> None:
         key: IdempotencyKeyDep = None,
     ):
         max_bytes = getattr(settings, body.max_bytes_setting)
-        # The input travels through Redis: room for it (as long as it says it is, or as the
-        # cap when it says nothing) is reserved before the rest is read, so that a client's
-        # bodies in the API's memory never pass what it may hold there.
+        # The input is held in Redis or a file: room for it (as long as it says it is, or as
+        # the cap when it says nothing) is reserved before the rest is read, so that a
+        # client's bodies in the API's memory never pass what it may hold. One kept as a
+        # file is written as it arrives: the API holds a chunk of it, not all of it.
         size = declared_length(request, max_bytes) or max_bytes
         token = new_token()
         chunks = body_chunks(request, settings)
@@ -74,10 +75,16 @@ def add_body_door(router: APIRouter, kind: JobKind, body: Body) -> None:
         kind.check_head(start, settings)
         await submitter.reserve_held(caller, token, size, room)
         try:
-            data = await read_rest(start, chunks, max_bytes)
-            if body.check is not None:
-                load(body.check)(data)
-            job = await submitter.body(caller, kind, data, key, token)
+            if submitter.keeps_as_file(room):  # streamed to its file, checked by its start
+                if body.check is not None:
+                    load(body.check)(start)
+                rest = with_start(start, chunks)
+                job = await submitter.streamed_body(caller, kind, rest, max_bytes, room, token, key)
+            else:
+                data = await read_rest(start, chunks, max_bytes)
+                if body.check is not None:
+                    load(body.check)(data)
+                job = await submitter.body(caller, kind, data, key, token)
         except BaseException:  # refused, cut or disconnected before the job was stored
             await submitter.release_held(caller, token)
             raise
