@@ -54,6 +54,9 @@ HAND_BACK_S = 5.0
 # The heartbeat also scans for processing lists whose owner is missing from the
 # `dispatchers` set every this many beats (a SCAN costs more than reading the set).
 SCAN_EVERY_BEATS = 30
+# The most time a beat spends deleting image files (keys.IMAGE_FILES): far under the lease
+# (lease_s, 10 s, renewed every third of it), however slow the store is.
+FILE_SWEEP_S = 1.0
 
 
 class Dispatcher:
@@ -93,7 +96,6 @@ class Dispatcher:
         self._heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         listener = threading.Thread(target=self.cancels.listen, args=(self._released,), name="cancels", daemon=True)
         listener.start()
-        threading.Thread(target=self._file_sweep_loop, name="file-sweeper", daemon=True).start()
         loops = [Lane.interactive] * self.settings.interactive_concurrency + [
             Lane.bulk
         ] * self.settings.bulk_concurrency
@@ -146,6 +148,7 @@ class Dispatcher:
                 self.cancels.check()
                 self.metrics.publish_gauges()
                 self._check_counters()
+                self._drop_due_files()
 
     def _check_counters(self) -> None:
         """The doctor's periodic check (one dispatcher per ``doctor_interval_s``): drift
@@ -170,22 +173,16 @@ class Dispatcher:
             log.warning("job %s: its input outlived its end (its process died first); deleting it", job.token)
             self.store.drop_input(job, self.settings)
 
-    def _file_sweep_loop(self) -> None:
-        """Delete image files as their time comes, at the heartbeat's pace, in a thread of
-        its own: a slow store must never hold up the lease's renewal."""
-        period = self.settings.lease_s / keys.LEASE_RENEWALS_PER_PERIOD
-        # Its own outage: its reads, which a read-only replica still answers, must not
-        # tell the heartbeat's outage that Redis is back.
-        outage = Outage(log, "Redis (the file sweeper)")
-        while not self._released.wait(period):
-            with outage.watch():
-                self._drop_due_files()
-
     def _drop_due_files(self) -> None:
         """Image files whose time has come (keys.IMAGE_FILES): outputs past their result's
         expiry, and files of jobs that were never stored or of attempts that were lost.
-        Every dispatcher sweeps: a file two of them delete at once is deleted once."""
+        Every dispatcher sweeps, each beat, for at most FILE_SWEEP_S: a slow store never
+        holds up the lease's renewal, and what is left is due at the next beat. A file two
+        of them delete at once is deleted once."""
+        deadline = time.monotonic() + FILE_SWEEP_S
         for url in self.store.files_due(keys.IMAGE_FILES_BATCH):
+            if time.monotonic() > deadline:
+                return
             try:
                 delete_file(url, self.settings.storage_options(url))
             except OSError as exc:  # stays listed: the next turn tries again
