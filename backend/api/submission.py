@@ -36,7 +36,7 @@ from backend.jobs.clients import ClientSettings
 from backend.jobs.reservations import Reservation, Reservations, UploadLimits
 from backend.jobs.store import Idempotency, JobStore, Submission
 from compute.errors import InvalidInput
-from compute.files import delete_file, read_file, read_head, write_file
+from compute.files import delete_file, write_file
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +82,8 @@ class Submitter:
         ``body`` stores it; its Idempotency-Key's fingerprint is hashed as it streams, the
         same as ``body``'s of the same bytes. Its room was reserved before it was read."""
         await run_in_threadpool(self.limiter.admit, caller)
-        url = image_file_url(self.settings.uploads_url, token)
-        options = self.settings.storage_options(url)
         digest = hashlib.sha256(b"\0".join((kind.name.encode(), b"body", b"")))
-        await run_in_threadpool(self.store.hold_file, url, keys.IMAGE_LEASE_S)
+        url, options = await self._image_file(token)
         size = await save_stream(hashed(body, digest), url, max_bytes, options, IMAGE_WRITE_BYTES)
         try:
             # Listed again: a slow body may have taken longer than the lease to write.
@@ -96,9 +94,8 @@ class Submitter:
         except BaseException:
             await run_in_threadpool(delete_file, url, options)
             raise
-        job = self._body_job(caller, kind, token, size, output_room, idempotency)
-        return await self._store_or_discard(
-            caller, replace(job, input_url=url, delete_input=True, input_file_held=True), url
+        return await self._store_held_file(
+            caller, self._body_job(caller, kind, token, size, output_room, idempotency), url
         )
 
     async def _store_body(
@@ -112,16 +109,25 @@ class Submitter:
         job = self._body_job(caller, kind, token, len(data), room, idempotency)
         if not self.keeps_as_file(room):
             return await self._store(caller, replace(job, input_bytes=data))
-        url = image_file_url(self.settings.uploads_url, token)
-        options = self.settings.storage_options(url)
-        await run_in_threadpool(self.store.hold_file, url, keys.IMAGE_LEASE_S)
+        url, options = await self._image_file(token)
         try:
             await run_in_threadpool(write_file, url, data, options)
         except OSError as exc:
             raise storage_error(exc, url) from exc
-        return await self._store_or_discard(
-            caller, replace(job, input_url=url, delete_input=True, input_file_held=True), url
-        )
+        return await self._store_held_file(caller, job, url)
+
+    async def _image_file(self, token: str) -> tuple[str, dict]:
+        """Where job ``token``'s input goes as a file, and the store's options for it; listed
+        to be deleted at its lease's end before a byte is written (submit.lua unlists it)."""
+        url = image_file_url(self.settings.uploads_url, token)
+        await run_in_threadpool(self.store.hold_file, url, keys.IMAGE_LEASE_S)
+        return url, self.settings.storage_options(url)
+
+    async def _store_held_file(self, caller: ClientSettings, job: Submission, url: str) -> Job:
+        """Store ``job``, whose input is the image file written at ``url``: held as it would
+        be in Redis, deleted when its job ends (or at once, refused)."""
+        held = replace(job, input_url=url, delete_input=True, input_file_held=True)
+        return await self._store_or_discard(caller, held, url)
 
     def _body_job(
         self,
@@ -213,32 +219,21 @@ class Submitter:
             again = self._file_job(caller, kind, job.input_url, size, idempotency=idempotency)
             return await self._store(caller, again)
         gone = InputGone(f"the input of job {job.token} is no longer kept (it ended); submit it again")
-        head = await run_in_threadpool(self._input_head, job)
+        options = self.settings.storage_options(job.input_url or "")
+        head = await run_in_threadpool(self.store.body_head, job, options)
         if not head:
             raise gone
         await run_in_threadpool(self.limiter.admit, caller)
         token = new_token()  # its room reserved before its input is read, as at the door
         await self.reserve_held(caller, token, job.bytes or 0, kind.output_room(head))
         try:
-            data = await run_in_threadpool(self._input, job)
+            data = await run_in_threadpool(self.store.body_input, job, options)
             if data is None:
                 raise gone
             return await self._store_body(caller, kind, data, token, idempotency)
         except BaseException:
             await self.release_held(caller, token)
             raise
-
-    def _input_head(self, job: Job) -> bytes:
-        """The first bytes of a body job's input, from Redis or its file (b"": gone)."""
-        if job.input_url is None:
-            return self.store.input_head(job.token)
-        return read_head(job.input_url, keys.INPUT_HEAD_BYTES, self.settings.storage_options(job.input_url))
-
-    def _input(self, job: Job) -> bytes | None:
-        """A body job's input, from Redis or its file (None: gone)."""
-        if job.input_url is None:
-            return self.store.input(job.token)
-        return read_file(job.input_url, self.settings.storage_options(job.input_url))
 
     async def start_direct_upload(
         self,

@@ -33,7 +33,6 @@ from compute.defaults import BULK_RESOURCE, INTERACTIVE_RESOURCE
 from compute.digits import json_ints
 from compute.errors import InvalidImage, InvalidInput
 from compute.even_sum import BlockSum
-from compute.files import read_head
 from compute.image import IMAGE_PRIORITY
 from compute.png import png_header
 from compute.stored import randomize_file, randomize_stored
@@ -146,17 +145,11 @@ def image_pool(ctx: JobContext, job: Job) -> str:
     if not limit:
         return INTERACTIVE_RESOURCE
     try:
-        width, height, _, _ = png_header(input_head(ctx, job))
+        head = ctx.store.body_head(job, ctx.settings.storage_options(job.input_url or ""))
+        width, height, _, _ = png_header(head)
     except InvalidImage:  # its task says what is wrong with it
         return INTERACTIVE_RESOURCE
     return BULK_RESOURCE if width * height > limit else INTERACTIVE_RESOURCE
-
-
-def input_head(ctx: JobContext, job: Job) -> bytes:
-    """The first bytes of an image's input: its head field in Redis, or its file's."""
-    if job.input_url is None:
-        return ctx.store.input_head(job.token)
-    return read_head(job.input_url, keys.INPUT_HEAD_BYTES, ctx.settings.storage_options(job.input_url))
 
 
 def run_even_sum(ctx: JobContext, job: Job) -> Outcome:

@@ -39,6 +39,7 @@ from backend.core.job import Job, JobStatus, new_token, now_s
 from backend.core.kinds import JobKind
 from backend.core.settings import Settings
 from backend.jobs import history, keys, scripts
+from compute import files
 from compute.redis_values import read_head, read_pieces, read_value, write_value
 
 
@@ -363,6 +364,19 @@ class JobStore:
     def input(self, token: str) -> bytes | None:
         """The input that came through Redis (an image's bytes), None once it is gone."""
         return read_value(self.redis, keys.input_(token))
+
+    def body_head(self, job: Job, storage_options: dict) -> bytes:
+        """The first keys.INPUT_HEAD_BYTES of a body job's input wherever it is kept: its
+        head field in Redis, or its file's (settings.image_file_bytes); b"" once it is gone."""
+        if job.input_url is None:
+            return self.input_head(job.token)
+        return files.read_head(job.input_url, keys.INPUT_HEAD_BYTES, storage_options)
+
+    def body_input(self, job: Job, storage_options: dict) -> bytes | None:
+        """A body job's input wherever it is kept (Redis, or its file); None once it is gone."""
+        if job.input_url is None:
+            return self.input(job.token)
+        return files.read_file(job.input_url, storage_options)
 
     def _bytes(self, key: str) -> bytes | None:
         # Our clients never set decode_responses: values come back as bytes.
