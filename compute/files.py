@@ -8,8 +8,10 @@ clients", scenario 1). The API writes an input and reads an output; the image ta
 import contextlib
 import posixpath
 from collections.abc import Iterator
+from typing import IO
 
 import fsspec
+from fsspec import AbstractFileSystem
 
 from compute.defaults import MiB
 
@@ -20,9 +22,14 @@ PIECE_BYTES = MiB
 def write_file(url: str, data: bytes, storage_options: dict) -> None:
     """``data`` as the file at ``url`` (its folder made where it has to be)."""
     fs, path = fsspec.core.url_to_fs(url, **storage_options)
-    fs.makedirs(posixpath.dirname(path), exist_ok=True)
-    with fs.open(path, "wb") as out:
+    with open_new(fs, path) as out:
         out.write(data)
+
+
+def open_new(fs: AbstractFileSystem, path: str) -> IO[bytes]:
+    """``path`` opened to be written, its folder made where it has to be."""
+    fs.makedirs(posixpath.dirname(path), exist_ok=True)
+    return fs.open(path, "wb")
 
 
 def read_file(url: str, storage_options: dict) -> bytes | None:

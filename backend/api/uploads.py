@@ -24,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from backend.core.exceptions import BodyTooSlow, InputTooLarge, StorageFull, StorageUnavailable
 from compute.defaults import MiB
 from compute.errors import InvalidInput
+from compute.files import open_new
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ async def save_stream(
             pending += chunk
             if len(pending) >= write_bytes:
                 if out is None:
-                    out = await run_in_threadpool(_open, fs, staging)
+                    out = await run_in_threadpool(open_new, fs, staging)
                 await run_in_threadpool(out.write, bytes(pending))
                 pending.clear()
         if size == 0:
@@ -115,7 +116,7 @@ async def save_stream(
                 "with Content-Type: application/json"
             )
         if out is None:
-            out = await run_in_threadpool(_open, fs, staging)
+            out = await run_in_threadpool(open_new, fs, staging)
         await run_in_threadpool(out.write, bytes(pending))
         await run_in_threadpool(out.close)
         if staging != path:
@@ -127,11 +128,6 @@ async def save_stream(
         await run_in_threadpool(_abandon, fs, out, staging)
         raise
     return size
-
-
-def _open(fs: AbstractFileSystem, path: str) -> IO[bytes]:
-    fs.makedirs(posixpath.dirname(path), exist_ok=True)
-    return fs.open(path, "wb")
 
 
 def _abandon(fs: AbstractFileSystem, out: Any, path: str) -> None:

@@ -4,10 +4,9 @@ ever ends a job cancelled while queued)."""
 
 import logging
 
-import fsspec
-
 from backend.core.job import Job
 from backend.core.settings import Settings
+from compute.files import delete_file
 
 log = logging.getLogger(__name__)
 
@@ -21,10 +20,7 @@ def drop_input(job: Job, settings: Settings) -> bool:
     if not (job.delete_input and job.input_url):
         return True
     try:
-        fs, path = fsspec.core.url_to_fs(job.input_url, **settings.storage_options(job.input_url))
-        fs.rm(path)
-    except FileNotFoundError:
-        pass
+        delete_file(job.input_url, settings.storage_options(job.input_url))
     except OSError as exc:
         log.warning("job %s: could not delete its input: %s", job.token, exc)
         return False
