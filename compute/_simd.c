@@ -1,5 +1,5 @@
-/* The even-sum kernel in SIMD: AVX-512 (with VBMI and VNNI, or without) and AVX2 paths,
- * chosen at run time.
+/* The even-sum kernel in SIMD: AVX-512 (with VBMI, VBMI2 and VNNI, or without) and AVX2
+ * paths, chosen at run time.
  *
  * Each path is one function compiled with __attribute__((target(...))), so one build runs
  * on any x86-64 CPU: supported() asks the CPU (cpuid) and the OS (xgetbv: does it save
@@ -8,17 +8,20 @@
  *
  * scan_<path>(buf, pos, stop, state, longs) is compute/numba_kernel.py's scan: the same
  * arguments, state layout, stops, errors and long numbers. It works on windows of 64
- * bytes; a window takes its whole tokens and the next starts at the token that runs on,
- * so no token spans two. Bitmasks of a window (whitespace, digits, signs) validate its
- * tokens and find their digits, signs and last digits. No token is then parsed on its
- * own: each digit of an even-ending token (the others need counting, not summing) is
- * added, with its token's sign, by its exponent (its distance to its token's last digit):
- * - avx512: into a byte counter per exponent, one masked add per exponent; every 14
- *   windows the counters (signed bytes, 9 at most a window) go into 64-bit sums, and the
- *   sum is sum(10**k * counter_k);
- * - avx512vnni and avx2: the exponents as a vector, 10**exponent looked up byte by byte
- *   (vpermb; vpshufb) and the digits weighed (vpdpbusd; vpmaddubsw): the same work for
- *   any number of digits.
+ * bytes; bitmasks of a window (whitespace, digits, signs) validate its tokens and find
+ * their digits, signs and last digits. No token is then parsed on its own: each digit of
+ * an even-ending token (the others need counting, not summing) is added, with its token's
+ * sign, by its exponent (its distance to its token's last digit):
+ * - avx512 (any AVX-512 BW CPU): a window takes its whole tokens and the next starts at
+ *   the token that runs on; each digit goes into a byte counter per exponent, one masked
+ *   add per exponent; every 14 windows the counters (signed bytes, 9 at most a window) go
+ *   into 64-bit sums, and the sum is sum(10**k * counter_k);
+ * - avx512vnni and avx2: windows 64 bytes apart, a token cut at a window's end weighed in
+ *   both; the exponents as a vector, 10**exponent looked up byte by byte (vpermb;
+ *   vpshufb) and the digits weighed (vpdpbusd; vpmaddubsw): the same work for any number
+ *   of digits. avx512vnni finds each digit's token end from the list of the window's
+ *   boundaries (vpcompressb) and how many come before the digit (vpexpandb); avx2 by a
+ *   running minimum over the window.
  * A window with anything else (an invalid byte, a number of over 18 digits, leading
  * zeros that make one) goes to the careful byte-by-byte path, the numba kernel's.
  */
@@ -189,6 +192,87 @@ static inline bool whole_window(Py_ssize_t w, Py_ssize_t stop, Py_ssize_t size) 
     return w + WINDOW <= stop && w + WINDOW < size;
 }
 
+static inline bool over_10_digits(uint64_t run) {
+    run &= run >> 1; /* bits i..i+1 set */
+    run &= run >> 2; /* i..i+3 */
+    run &= run >> 4; /* i..i+7 */
+    run &= run >> 3; /* i..i+10 */
+    return run != 0;
+}
+
+/* --- windows at fixed places: a token cut at a window's end goes on in the next ---
+ *
+ * avx512vnni and avx2 take windows 64 bytes apart, each classified once and planned with
+ * the next one's masks in hand: where the next window starts never waits on this one's
+ * plan (the wait that whole-token windows have: a load behind a chain of scalar steps).
+ * A token cut at a window's end is weighed where its bytes are: its digits in this window
+ * by their distance to its end in the next (``past``), the rest in the next window; its
+ * sign is carried, and it is counted where it ends. */
+
+typedef struct { /* what a window hands the next */
+    bool space;     /* its last byte is whitespace (or the scan starts at the next) */
+    bool negative;  /* its last token, cut, is negative */
+} carry;
+
+typedef struct {
+    uint64_t digits;   /* every digit of the window: its tokens are valid */
+    uint64_t negative; /* the digits of negative tokens */
+    int past;          /* where the window's cut token ends (its last digit + 1), from the window's start */
+    bool over_10;      /* a number of over 10 digits has digits here */
+    int64_t tokens, evens; /* the tokens that end here, and the even ones */
+} cut_plan;
+
+/* Plan the window with masks ``m``, the next window's masks ``next`` and what the last
+ * window handed on; hand on to the next. False when the window needs the careful path. */
+BITS static inline bool plan_cut_window(masks m, masks next, carry *handed, cut_plan *out) {
+    uint64_t words = ~m.space;
+    uint64_t starts = words & ((m.space << 1) | handed->space);
+    int next_digits = (int)_tzcnt_u64(~next.digit); /* the cut token's digits in the next window */
+    int next_word = (int)_tzcnt_u64(next.space);    /* and all its bytes there */
+    uint64_t digit_after = (m.digit >> 1) | (next.digit << 63);
+    bool bad = (words & ~m.digit & ~(starts & m.sign & digit_after)) != 0; /* only digits, and a sign before one */
+    bad |= (words >> 63) & ((next_word != next_digits) | (next_word == WINDOW)); /* the cut token goes on in digits */
+    int cut_digits = (int)(m.digit >> 63) * (high_zeros(~m.digit) + next_digits);
+    bad |= runs_past_18(m.digit) | (cut_digits > MAX_DIGITS);
+    uint64_t ends = m.digit & ~digit_after;
+    uint64_t filled; /* a carry fills each negative run from its start, and out of the window */
+    unsigned char out_negative = _addcarry_u64(0, m.digit, m.digit & ((m.minus << 1) | handed->negative), (unsigned long long *)&filled);
+    out->digits = m.digit;
+    out->negative = (filled ^ m.digit) & m.digit;
+    out->past = WINDOW + next_digits;
+    out->over_10 = over_10_digits(m.digit) | (cut_digits > 10);
+    out->tokens = __builtin_popcountll(ends);
+    out->evens = __builtin_popcountll(ends & m.even);
+    handed->space = m.space >> 63;
+    handed->negative = out_negative | (m.minus >> 63);
+    return !bad;
+}
+
+/* Can the window at ``w`` be planned: its tokens start before ``stop``, and the next
+ * window (where its cut token ends) is in the buffer. */
+static inline bool fixed_window(Py_ssize_t w, Py_ssize_t stop, Py_ssize_t size) {
+    return w + WINDOW <= stop && w + 2 * WINDOW <= size;
+}
+
+/* The fast windows stopped at ``w``, the last one's cut token (``handed``) going on into
+ * it: add that token's last digits (the first ``lead`` bytes at ``w``), count it, and say
+ * where the scan goes on. The first window at ``pos`` has no token before it. */
+static inline stopped finish_cut_token(const uint8_t *buf, Py_ssize_t pos, Py_ssize_t w, bool bad, carry handed,
+                                       int64_t *count, int64_t *evens, totals *t) {
+    Py_ssize_t end = w;
+    if (w > pos && !handed.space) {
+        int64_t value = 0;
+        while (buf[end] >= '0' && buf[end] <= '9') value = value * 10 + (buf[end++] - '0');
+        if (end > w) { /* else the token ended with the last window */
+            bool even = !(buf[end - 1] & 1);
+            *count += 1;
+            *evens += even;
+            if (even) t->sum += handed.negative ? -value : value;
+        }
+    }
+    return (stopped){end, bad ? w + WINDOW : end};
+}
+
 /* sum(10**k * (counts[k] - bias)) */
 static inline i128 weigh(const int64_t *counts, int64_t bias) {
     i128 sum = 0;
@@ -221,20 +305,11 @@ static inline i128 weigh(const int64_t *counts, int64_t bias) {
 #define EACH_EXPONENT(X) \
     X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13) X(14) X(15) X(16) X(17)
 
-static inline bool over_10_digits(uint64_t run) {
-    run &= run >> 1; /* bits i..i+1 set */
-    run &= run >> 2; /* i..i+3 */
-    run &= run >> 4; /* i..i+7 */
-    run &= run >> 3; /* i..i+10 */
-    return run != 0;
-}
-
 /* --- AVX-512 --- */
 
 #define AVX512 __attribute__((target("avx512f,avx512bw,bmi,bmi2,lzcnt,popcnt")))
 
-AVX512 static inline masks classify512(const uint8_t *at) {
-    __m512i v = _mm512_loadu_si512(at);
+AVX512 static inline masks classify512(__m512i v) {
     masks m;
     m.space = _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(' ')) |
               _mm512_cmplt_epu8_mask(_mm512_sub_epi8(v, _mm512_set1_epi8(9)), _mm512_set1_epi8(5));
@@ -259,7 +334,7 @@ AVX512 static stopped fast512(const uint8_t *buf, Py_ssize_t pos, Py_ssize_t sto
     Py_ssize_t w = pos, careful_until = pos;
     for (int since_flush = 1; whole_window(w, stop, size); since_flush++) {
         plan p;
-        if (!plan_window(classify512(buf + w), !is_space(buf[w + WINDOW]), &p)) {
+        if (!plan_window(classify512(_mm512_loadu_si512(buf + w)), !is_space(buf[w + WINDOW]), &p)) {
             careful_until = w + WINDOW;
             break;
         }
@@ -285,14 +360,13 @@ AVX512 static stopped fast512(const uint8_t *buf, Py_ssize_t pos, Py_ssize_t sto
     return (stopped){w, careful_until > w ? careful_until : w};
 }
 
-/* --- AVX-512 with VBMI and VNNI: every digit's weight at once --- */
+/* --- AVX-512 with VBMI, VBMI2 and VNNI: every digit's weight at once --- */
 
 /* Rather than one step per exponent, each digit's exponent is computed as a byte (how far
- * its token's last digit is: a running minimum of the next boundary's position, 5 byte
- * shifts), and 10**exponent is looked up (vpermb) byte by byte of its 8, each weighing
- * the digits with vpdpbusd into 32-bit sums: the same work for 1 digit or 10 (or, with
- * the 4 high bytes too, 18). */
-#define AVX512VNNI __attribute__((target("avx512f,avx512bw,avx512vbmi,avx512vnni,bmi,bmi2,lzcnt,popcnt")))
+ * its token's last digit is), and 10**exponent is looked up (vpermb) byte by byte of its
+ * 8, each weighing the digits with vpdpbusd into 32-bit sums: the same work for 1 digit
+ * or 10 (or, with the 4 high bytes too, 18). */
+#define AVX512VNNI __attribute__((target("avx512f,avx512bw,avx512vbmi,avx512vbmi2,avx512vnni,bmi,bmi2,lzcnt,popcnt")))
 #define WEIGHT_BYTES 8 /* 10**17 < 2**64 */
 #define SUM_WINDOWS 4096 /* a 32-bit sum grows by 4 * 255 * 9 at most a window; 16 of them, 4096 windows: < 2**31 */
 
@@ -315,24 +389,36 @@ AVX512VNNI static stopped fast512vnni(const uint8_t *buf, Py_ssize_t pos, Py_ssi
                                           44, 43, 42, 41, 40, 39, 38, 37, 36, 35, 34, 33, 32, 31, 30, 29, 28, 27, 26,
                                           25, 24, 23, 22, 21, 20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6,
                                           5, 4, 3, 2, 1, 0);
-    const __m512i past = _mm512_set1_epi8(WINDOW), one = _mm512_set1_epi8(1);
+    const __m512i one = _mm512_set1_epi8(1);
     int64_t weighed[WEIGHT_BYTES] = {0}, count = 0, evens = 0;
-    Py_ssize_t w = pos, careful_until = pos;
-    for (int since_sum = 1; whole_window(w, stop, size); since_sum++) {
-        __m512i v = _mm512_loadu_si512(buf + w);
-        plan p;
-        if (!plan_window(classify512(buf + w), !is_space(buf[w + WINDOW]), &p)) {
-            careful_until = w + WINDOW;
+    carry handed = {true, false};
+    bool bad = false;
+    Py_ssize_t w = pos;
+    masks m = {0};
+    __m512i v = _mm512_setzero_si512();
+    if (fixed_window(w, stop, size)) {
+        v = _mm512_loadu_si512(buf + w);
+        m = classify512(v);
+    }
+    for (int since_sum = 1; fixed_window(w, stop, size); since_sum++) {
+        __m512i v_next = _mm512_loadu_si512(buf + w + WINDOW);
+        masks next = classify512(v_next);
+        cut_plan p;
+        carry on = handed;
+        if (!plan_cut_window(m, next, &on, &p)) {
+            bad = true;
             break;
         }
         count += p.tokens;
         evens += p.evens;
-        /* end[i]: the first byte at or after i that is no digit of a token (64: none) */
-        __m512i end = _mm512_mask_mov_epi8(past, ~p.digits, index);
-        for (int shift = 1; shift < 32; shift *= 2)
-            end = _mm512_min_epu8(end, _mm512_permutex2var_epi8(end, _mm512_add_epi8(index, _mm512_set1_epi8((char)shift)), past));
-        __m512i last = _mm512_sub_epi8(end, one); /* where each digit's token ends */
-        uint64_t even = p.digits & _mm512_testn_epi8_mask(_mm512_permutexvar_epi8(last, v), one);
+        /* end[i]: the first byte at or after i that is no digit (``past``: in the next window);
+         * no scan over the window: the list of its boundaries (compressed), each digit's
+         * boundary found by how many come before it (its place less the digits before it) */
+        __m512i boundaries = _mm512_mask_compress_epi8(_mm512_set1_epi8((char)p.past), ~p.digits, index);
+        __m512i rank = _mm512_maskz_expand_epi8(p.digits, index); /* digits before it, at a digit */
+        __m512i end = _mm512_permutexvar_epi8(_mm512_sub_epi8(index, rank), boundaries);
+        __m512i last = _mm512_sub_epi8(end, one); /* where each digit's token ends (64 on: the next window) */
+        uint64_t even = p.digits & _mm512_testn_epi8_mask(_mm512_permutex2var_epi8(v, last, v_next), one);
         __m512i exponent = _mm512_sub_epi8(last, index);
         __m512i digits = _mm512_maskz_sub_epi8(even, v, _mm512_set1_epi8('0'));
         digits = _mm512_mask_sub_epi8(digits, p.negative, _mm512_setzero_si512(), digits);
@@ -340,7 +426,7 @@ AVX512VNNI static stopped fast512vnni(const uint8_t *buf, Py_ssize_t pos, Py_ssi
             sums[j] = _mm512_dpbusd_epi32(sums[j], _mm512_permutexvar_epi8(exponent, weights[j]), digits);
         /* 10**9 < 2**32: the high bytes weigh only numbers of over 10 digits (a branch that
          * follows the file's shape; 1.07x on one number a line, Zen 4) */
-        if (over_10_digits(p.digits))
+        if (p.over_10)
             for (int j = WEIGHT_BYTES / 2; j < WEIGHT_BYTES; j++)
                 sums[j] = _mm512_dpbusd_epi32(sums[j], _mm512_permutexvar_epi8(exponent, weights[j]), digits);
         if (since_sum == SUM_WINDOWS) {
@@ -350,14 +436,18 @@ AVX512VNNI static stopped fast512vnni(const uint8_t *buf, Py_ssize_t pos, Py_ssi
             }
             since_sum = 0;
         }
-        w += p.length;
+        handed = on;
+        w += WINDOW;
+        v = v_next;
+        m = next;
     }
+    stopped at = finish_cut_token(buf, pos, w, bad, handed, &count, &evens, t);
     i128 sum = 0;
     for (int j = WEIGHT_BYTES - 1; j >= 0; j--) sum = sum * 256 + weighed[j] + _mm512_reduce_add_epi32(sums[j]);
     t->sum += sum;
     t->count += count;
     t->evens += evens;
-    return (stopped){w, careful_until > w ? careful_until : w};
+    return at;
 }
 
 /* --- AVX2: each digit's weight at once, a window as two 32-byte halves --- */
@@ -422,6 +512,7 @@ AVX2 static stopped fast2(const uint8_t *buf, Py_ssize_t pos, Py_ssize_t stop, P
     const __m256i iota = _mm256_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20,
                                           21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31);
     const __m256i thirty_two = _mm256_set1_epi8(32), one = _mm256_set1_epi8(1), ascii0 = _mm256_set1_epi8('0');
+    const __m256i ones = _mm256_set1_epi16(1);
     pair index = {iota, _mm256_add_epi8(iota, thirty_two)};
     __m256i low_weights[WEIGHT_BYTES], high_weights[WEIGHT_BYTES], sums[WEIGHT_BYTES];
     for (int j = 0; j < WEIGHT_BYTES; j++) {
@@ -430,11 +521,17 @@ AVX2 static stopped fast2(const uint8_t *buf, Py_ssize_t pos, Py_ssize_t stop, P
         sums[j] = _mm256_setzero_si256();
     }
     int64_t weighed[WEIGHT_BYTES] = {0}, count = 0, evens = 0;
-    Py_ssize_t w = pos, careful_until = pos;
-    for (int since_sum = 1; whole_window(w, stop, size); since_sum++) {
-        plan p;
-        if (!plan_window(classify2(buf + w), !is_space(buf[w + WINDOW]), &p)) {
-            careful_until = w + WINDOW;
+    carry handed = {true, false};
+    bool bad = false;
+    Py_ssize_t w = pos;
+    masks m = {0};
+    if (fixed_window(w, stop, size)) m = classify2(buf + w);
+    for (int since_sum = 1; fixed_window(w, stop, size); since_sum++) {
+        masks next = classify2(buf + w + WINDOW);
+        cut_plan p;
+        carry on = handed;
+        if (!plan_cut_window(m, next, &on, &p)) {
+            bad = true;
             break;
         }
         count += p.tokens;
@@ -449,39 +546,50 @@ AVX2 static stopped fast2(const uint8_t *buf, Py_ssize_t pos, Py_ssize_t stop, P
                                _mm256_set1_epi8((char)255), digit.low),
             _mm256_blendv_epi8(_mm256_add_epi8(_mm256_add_epi8(index.high, index.high), _mm256_and_si256(before.high, one)),
                                _mm256_set1_epi8((char)255), digit.high)};
-        const __m256i past = _mm256_set1_epi8((char)(2 * WINDOW + (buf[w + WINDOW - 1] & 1)));
+        const __m256i none = _mm256_set1_epi8((char)255);
 #define MIN_WITH_NEXT(s)                                                                         \
         {                                                                                        \
-            __m256i low = NEXT_BYTES(key.low, key.high, s), high = NEXT_BYTES(key.high, past, s); \
+            __m256i low = NEXT_BYTES(key.low, key.high, s), high = NEXT_BYTES(key.high, none, s); \
             key.low = _mm256_min_epu8(key.low, low);                                             \
             key.high = _mm256_min_epu8(key.high, high);                                          \
         }
-        MIN_WITH_NEXT(1) MIN_WITH_NEXT(2) MIN_WITH_NEXT(4) MIN_WITH_NEXT(8) MIN_WITH_NEXT(16)
-        __m256i in_tokens = _mm256_set1_epi8((char)p.length);
+        MIN_WITH_NEXT(1) MIN_WITH_NEXT(2) MIN_WITH_NEXT(4) MIN_WITH_NEXT(8) /* a boundary up to 15 bytes on */
+        if (p.over_10) MIN_WITH_NEXT(16)
+        /* the cut token's digits found no boundary: theirs is in the next window (put in
+         * last, so that the scan does not wait on the scalar plan) */
+        key.high = _mm256_min_epu8(key.high, _mm256_set1_epi8((char)(2 * p.past + (buf[w + p.past - 1] & 1))));
         __m256i negative_low = expand32((uint32_t)p.negative), negative_high = expand32(p.negative >> 32);
-        __m256i digits[2], low_index[2], high_index[2];
+        __m256i digits[2], exponent[2], low_index[2], high_index[2];
         for (int h = 0; h < 2; h++) {
             __m256i k = h ? key.high : key.low, at = h ? index.high : index.low, n = h ? negative_high : negative_low;
-            __m256i exponent = _mm256_sub_epi8(_mm256_and_si256(_mm256_srli_epi16(k, 1), _mm256_set1_epi8(0x7F)),
-                                               _mm256_add_epi8(at, one));
-            __m256i keep = _mm256_and_si256(h ? digit.high : digit.low,
-                                            _mm256_cmpeq_epi8(_mm256_and_si256(k, one), _mm256_setzero_si256()));
-            keep = _mm256_and_si256(keep, _mm256_cmpgt_epi8(in_tokens, at)); /* not the token that runs on */
-            __m256i d = _mm256_and_si256(_mm256_sub_epi8(h ? v.high : v.low, ascii0), keep);
+            /* bit 7 (vpshufb's zero) where a digit is weighed 0: an odd token's digits; and
+             * a byte that is no digit is its own boundary, exponent -1 */
+            __m256i odd = _mm256_slli_epi16(_mm256_and_si256(k, one), 7);
+            __m256i e = _mm256_sub_epi8(_mm256_and_si256(_mm256_srli_epi16(k, 1), _mm256_set1_epi8(0x7F)),
+                                        _mm256_add_epi8(at, one));
+            exponent[h] = _mm256_or_si256(e, odd);
+            __m256i d = _mm256_sub_epi8(h ? v.high : v.low, ascii0);
             digits[h] = _mm256_sub_epi8(_mm256_xor_si256(d, n), n); /* (d ^ -1) + 1 = -d where negative */
-            low_index[h] = _mm256_or_si256(exponent, _mm256_cmpgt_epi8(exponent, _mm256_set1_epi8(15)));
-            high_index[h] = _mm256_sub_epi8(exponent, _mm256_set1_epi8(16)); /* below 16: bit 7, a zero */
+            low_index[h] = _mm256_or_si256(exponent[h], _mm256_cmpgt_epi8(exponent[h], _mm256_set1_epi8(15)));
+            high_index[h] = _mm256_or_si256(_mm256_sub_epi8(e, _mm256_set1_epi8(16)), odd); /* below 16: bit 7 */
         }
-        int weight_bytes = over_10_digits(p.digits) ? WEIGHT_BYTES : 4; /* 10**9 < 2**32 */
-        for (int j = 0; j < WEIGHT_BYTES; j++) {
-            if (j == weight_bytes) break;
+        /* Numbers of 10 digits at most: exponents below 10, one table, 4 weight bytes
+         * (10**9 < 2**32); else 8 bytes from both tables (a branch that follows the
+         * file's shape). */
+        for (int j = 0; j < WEIGHT_BYTES / 2; j++)
             for (int h = 0; h < 2; h++) {
-                __m256i weight = _mm256_or_si256(_mm256_shuffle_epi8(low_weights[j], low_index[h]),
-                                                 _mm256_shuffle_epi8(high_weights[j], high_index[h]));
-                __m256i pairs = _mm256_maddubs_epi16(weight, digits[h]);
-                sums[j] = _mm256_add_epi32(sums[j], _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+                __m256i weight = p.over_10 ? _mm256_or_si256(_mm256_shuffle_epi8(low_weights[j], low_index[h]),
+                                                             _mm256_shuffle_epi8(high_weights[j], high_index[h]))
+                                           : _mm256_shuffle_epi8(low_weights[j], exponent[h]);
+                sums[j] = _mm256_add_epi32(sums[j], _mm256_madd_epi16(_mm256_maddubs_epi16(weight, digits[h]), ones));
             }
-        }
+        if (p.over_10)
+            for (int j = WEIGHT_BYTES / 2; j < WEIGHT_BYTES; j++)
+                for (int h = 0; h < 2; h++) {
+                    __m256i weight = _mm256_or_si256(_mm256_shuffle_epi8(low_weights[j], low_index[h]),
+                                                     _mm256_shuffle_epi8(high_weights[j], high_index[h]));
+                    sums[j] = _mm256_add_epi32(sums[j], _mm256_madd_epi16(_mm256_maddubs_epi16(weight, digits[h]), ones));
+                }
         if (since_sum == SUM_WINDOWS) {
             for (int j = 0; j < WEIGHT_BYTES; j++) {
                 weighed[j] += reduce2(sums[j]);
@@ -489,14 +597,17 @@ AVX2 static stopped fast2(const uint8_t *buf, Py_ssize_t pos, Py_ssize_t stop, P
             }
             since_sum = 0;
         }
-        w += p.length;
+        handed = on;
+        w += WINDOW;
+        m = next;
     }
+    stopped at = finish_cut_token(buf, pos, w, bad, handed, &count, &evens, t);
     i128 sum = 0;
     for (int j = WEIGHT_BYTES - 1; j >= 0; j--) sum = sum * 256 + weighed[j] + reduce2(sums[j]);
     t->sum += sum;
     t->count += count;
     t->evens += evens;
-    return (stopped){w, careful_until > w ? careful_until : w};
+    return at;
 }
 
 /* --- which paths this CPU and OS run --- */
@@ -527,7 +638,7 @@ static bool cpu_has_avx512(void) {
 static bool cpu_has_avx512vnni(void) {
     unsigned a, b, c, d;
     return cpu_has_avx512() && __get_cpuid_count(7, 0, &a, &b, &c, &d) && (c & bit_AVX512VBMI) &&
-           (c & bit_AVX512VNNI);
+           (c & bit_AVX512VBMI2) && (c & bit_AVX512VNNI);
 }
 
 #endif /* HAVE_X86 */
@@ -598,7 +709,7 @@ static PyObject *supported(PyObject *self, PyObject *unused) {
 static PyMethodDef methods[] = {
 #ifdef HAVE_X86
     {"scan_avx512vnni", (PyCFunction)(void (*)(void))scan_avx512vnni, METH_FASTCALL,
-     "compute.numba_kernel.scan with AVX-512 (F, BW, VBMI, VNNI); only where supported() names it."},
+     "compute.numba_kernel.scan with AVX-512 (F, BW, VBMI, VBMI2, VNNI); only where supported() names it."},
     {"scan_avx512", (PyCFunction)(void (*)(void))scan_avx512, METH_FASTCALL,
      "compute.numba_kernel.scan with AVX-512 (F, BW); only where supported() names it."},
     {"scan_avx2", (PyCFunction)(void (*)(void))scan_avx2, METH_FASTCALL,

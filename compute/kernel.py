@@ -1,6 +1,6 @@
 """The even-sum kernel: ``scan`` on the fastest path this CPU runs, chosen at import.
 
-Paths, fastest first: ``avx512vnni`` (AVX-512 with VBMI and VNNI), ``avx512``, ``avx2``
+Paths, fastest first: ``avx512vnni`` (AVX-512 with VBMI, VBMI2 and VNNI), ``avx512``, ``avx2``
 (compute/_simd.c, a C extension) and ``portable``, the numba kernel
 (compute/numba_kernel.py), for every other CPU (aarch64 included) and for a build without
 a C compiler. The choice is made here at run time from the CPU and OS, never when the

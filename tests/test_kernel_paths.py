@@ -158,6 +158,33 @@ def test_a_number_touching_both_guard_pages(path, length):
             assert outcome(buf) == wanted(data)
 
 
+CUT_TOKENS = [
+    b"7",
+    b"-8",
+    b"+12",
+    b"-1234567890",
+    b"12345678901",
+    b"-999999999999999998",
+    b"1234567890123456789",
+    b"00000000000000000001",
+    b"-",
+    b"12x",
+    b"1-2",
+    b"+-3",
+]
+
+
+@pytest.mark.parametrize("token", CUT_TOKENS, ids=lambda token: token.decode())
+def test_a_token_at_every_place_of_two_windows(path, token):
+    """The SIMD paths cut tokens at windows 64 bytes apart and carry them into the next:
+    a token (valid or not) at every place around two windows' ends, after whole tokens or
+    whitespace, the same sum or error as Python."""
+    for shift in range(150):
+        for before in ((b"36 " * 60)[:shift], b"\t" * shift):
+            data = before + b" " + token + b"\n" + b"-4 8\n" * 40
+            assert outcome(data) == wanted(data), (shift, data[:200])
+
+
 def test_sums_past_64_bits_by_exponent_are_exact(path):
     """Many 18-digit numbers: the byte counters flush many times, the sum needs 128 bits."""
     data = (b"999999999999999998 -888888888888888888\n" * 3 + b"+777777777777777776 ") * 3000
