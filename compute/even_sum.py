@@ -9,7 +9,7 @@ whatever the file's size, and at most its range plus the longest number allowed
 
 This module holds the entry points; the work is in
 - compute/tokens.py: the numbers of a buffer counted (the kernel, and Python for long ones);
-- compute/local_read.py: a block of a local file read into the thread's buffer;
+- compute/local_read.py: a block of a local file counted in place, or of another store read into the thread's buffer;
 - compute/s3_parts.py: a block of an S3 object read as concurrent parts, counted as they arrive;
 - compute/reduction.py: ``combine``, the tree of combine tasks, and how blocks are paced.
 
@@ -25,11 +25,12 @@ import distributed
 import fsspec
 import numpy as np
 from distributed import Client, Future
+from fsspec.implementations.local import LocalFileSystem
 
 from compute import ranged
 from compute.defaults import DEFAULT_BLOCK_BYTES, MAX_TOKEN_BYTES, S3_CONCURRENCY, S3_PART_BYTES
 from compute.errors import Cancelled
-from compute.local_read import LOOK_AHEAD_BYTES, block_buffer, look_ahead, tally_file
+from compute.local_read import LOOK_AHEAD_BYTES, block_buffer, look_ahead, tally_file, tally_local
 from compute.reduction import (
     BLOCK_PRIORITY,
     FAN_IN,
@@ -89,7 +90,8 @@ def sum_block(
     Reads the range, the byte before it (is ``start`` inside a number that an earlier
     block owns?) and enough bytes after it to finish its last number. From S3 the range
     comes as concurrent GETs of ``part_bytes``, ``concurrency`` at once, parsed as they
-    arrive (compute/s3_parts.py); other files are read into one reusable buffer. Error
+    arrive (compute/s3_parts.py); a local file is mapped and counted in place, and other
+    stores' files are read into one reusable buffer (compute/local_read.py). Error
     offsets are absolute in the file.
 
     A number of over ``max_token_bytes`` is an error (compute.errors.NumberTooLong, an
@@ -102,6 +104,8 @@ def sum_block(
         if ranged.reads_in_parts(fs):
             with _readable_errors(url):
                 tally_parts(fs, path, tally, part_bytes, concurrency)
+        elif isinstance(fs, LocalFileSystem):
+            tally_local(path, tally)
         else:
             tally_file(fs, path, tally)
     total, even_count, count = tally.counts

@@ -2,11 +2,20 @@
 Hypothesis strategies for valid and invalid files."""
 
 import re
+from pathlib import Path
 
 from hypothesis import strategies as st
 
 from compute.defaults import MAX_TOKEN_BYTES
 from compute.errors import InvalidNumber, NumberTooLong
+
+
+def another_store(path: Path) -> tuple[str, dict]:
+    """The URL and storage options of ``path`` as a file of a store other than the local
+    file system (fsspec's dir:// over its folder): a block of it is read into the thread's
+    buffer (compute/local_read.py), where a local file is mapped."""
+    return f"dir://{path.name}", {"path": str(path.parent), "target_protocol": "file"}
+
 
 WHITESPACE = [b" ", b"\t", b"\n", b"\r", b"\x0b", b"\x0c", b"\r\n"]
 

@@ -12,6 +12,8 @@ from distributed import get_task_stream
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from compute import local_read
+from compute.defaults import MAX_TOKEN_BYTES
 from compute.errors import InvalidNumber
 from compute.even_sum import (
     FAN_IN,
@@ -23,7 +25,7 @@ from compute.even_sum import (
     submit_even_sum,
     sum_block,
 )
-from tests.number_files import expect, number_files, reference
+from tests.number_files import another_store, expect, number_files, reference
 
 block_sizes = st.one_of(st.integers(1, 3), st.integers(4, 70), st.integers(71, 5000))
 
@@ -91,20 +93,56 @@ def bytes_read_by_this_process() -> int:
 
 
 @pytest.mark.skipif(not Path("/proc/self/io").exists(), reason="needs Linux /proc")
-def test_a_block_reads_only_its_range_and_a_little_more(tmp_path):
+def test_a_block_of_another_store_reads_only_its_range_and_a_little_more(tmp_path):
     path = tmp_path / "numbers.txt"
     path.write_bytes(b"22 " * 1_000_000)  # 3 MB: reading it whole is 10 to 1000 times a range here
-    sum_block(path.as_uri(), 0, 3)  # first call: numba's compiled kernel is loaded from its cache files
+    url, options = another_store(path)
+    sum_block(url, 0, 3, options)  # first call: numba's compiled kernel is loaded from its cache files
     for start, end in [(1_500_000, 1_503_000), (300_000, 600_000)]:
         before = bytes_read_by_this_process()
-        partial = sum_block(path.as_uri(), start, end)
+        partial = sum_block(url, start, end, options)
         read = bytes_read_by_this_process() - before
         numbers = (end - start) // 3
         assert partial == {"sum": 22 * numbers, "even_count": numbers, "count": numbers, "bytes": end - start}
         # The range, the byte before it, the look-ahead, and what one buffered read may add.
         slack = 1 + LOOK_AHEAD_BYTES + io.DEFAULT_BUFFER_SIZE
         assert end - start <= read <= end - start + slack, f"read {read} bytes for a range of {end - start}"
-    assert sum_block(str(path), 3001, 3003)["count"] == 0  # inside a number, which 3000 owns
+    assert sum_block(url, 3001, 3003, options)["count"] == 0  # inside a number, which 3000 owns
+
+
+def mappings_of(path: Path) -> int:
+    """How many of this process's mappings are of the file ``path`` (Linux /proc)."""
+    return Path("/proc/self/maps").read_text().count(str(path))
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux /proc")
+def test_a_local_block_is_mapped_from_its_range_to_the_limit_and_let_go(tmp_path, monkeypatch):
+    """A local file's block is counted in place: the mapping spans the byte before the
+    range to the limit past it (or the file's end), and is gone after the task, whether
+    the block is exact or has an invalid number."""
+    path = tmp_path / "numbers.txt"
+    path.write_bytes(b"22 " * 1_000_000 + b"7x")
+    size = path.stat().st_size
+    spans = []
+
+    def mapped(fd: int, start: int, end: int):
+        spans.append((start, end))
+        return map_pages(fd, start, end)
+
+    map_pages = local_read.mapped
+    monkeypatch.setattr(local_read, "mapped", mapped)
+    for start, end, limit in [(1_500_000, 1_503_000, MAX_TOKEN_BYTES), (300_000, 600_000, 100), (0, 3, 10)]:
+        spans.clear()
+        numbers = (end - start) // 3
+        partial = sum_block(path.as_uri(), start, end, max_token_bytes=limit)
+        assert partial == {"sum": 22 * numbers, "even_count": numbers, "count": numbers, "bytes": end - start}
+        assert spans == [(max(start - 1, 0), min(end + limit, size))]
+        assert mappings_of(path) == 0
+    with pytest.raises(InvalidNumber, match="7x") as raised:
+        sum_block(path.as_uri(), size - 100, size)
+    assert spans[-1] == (size - 101, size)
+    assert raised.value.offset == size - 2
+    assert mappings_of(path) == 0  # though the error and its traceback are still held, as a worker holds them
 
 
 def reduce_keys(prefix: str, n_blocks: int) -> list[str]:

@@ -22,7 +22,7 @@ from compute.defaults import MAX_TOKEN_BYTES, MiB
 from compute.errors import InvalidNumber, NumberTooLong
 from compute.even_sum import combine, even_sum, plan_blocks, submit_even_sum, sum_block, sum_bytes
 from tests.moto_s3 import moto_server, new_bucket, s3_client
-from tests.number_files import expect, number_files, reference
+from tests.number_files import another_store, expect, number_files, reference
 
 # One run of 3 MiB of digits, starting at byte 5, between short numbers.
 LONG_RUN = b"1 22 " + b"4" * (3 * MiB) + b" 6\n"
@@ -108,20 +108,39 @@ def check_the_long_run(out: dict, start: int, end: int) -> None:
     assert out["buffer"] <= end - start + 1 + local_read.LOOK_AHEAD_BYTES
 
 
+@pytest.mark.parametrize("store", ["local", "another"])
 @pytest.mark.parametrize("block_bytes", [64 * 1024, 1 * MiB])
-def test_a_run_of_3_mib_of_digits_fails_at_its_offset_and_reads_no_more_than_block_and_limit(tmp_path, block_bytes):
+def test_a_run_of_3_mib_of_digits_fails_at_its_offset_and_reads_no_more_than_block_and_limit(
+    tmp_path, monkeypatch, block_bytes, store
+):
+    """A local file's block is mapped (its span is measured), another store's is read into
+    the thread's buffer (its reads and memory are measured)."""
     path = tmp_path / "long.txt"
     path.write_bytes(LONG_RUN)
+    url, options = (path.as_uri(), None) if store == "local" else another_store(path)
+    spans = []
+
+    def mapped(fd: int, start: int, end: int):
+        spans.append(end - start)
+        return map_pages(fd, start, end)
+
+    map_pages = local_read.mapped
+    monkeypatch.setattr(local_read, "mapped", mapped)
     blocks = plan_blocks(len(LONG_RUN), block_bytes)
     for start, end in blocks[:3] + blocks[-2:]:
-        out = in_a_new_thread(lambda start=start, end=end: sum_block(path.as_uri(), start, end))
+        spans.clear()
+        out = in_a_new_thread(lambda start=start, end=end: sum_block(url, start, end, options))
         check_the_long_run(out, start, end)
-        peak = least_peak(lambda start=start, end=end: sum_block(path.as_uri(), start, end), out)
+        peak = least_peak(lambda start=start, end=end: sum_block(url, start, end, options), out)
         assert peak < 2 * block_bytes + MAX_TOKEN_BYTES + SLACK, f"block [{start}, {end}): {peak} bytes"
-        if out["read"]:  # the range, the byte before it, the limit, what one buffered read may add
-            assert out["read"] <= end - start + 1 + MAX_TOKEN_BYTES + io.DEFAULT_BUFFER_SIZE
+        # the range, the byte before it, the limit (and what one buffered read may add)
+        if store == "local":
+            assert out["read"] < io.DEFAULT_BUFFER_SIZE and max(spans) <= end - start + 1 + MAX_TOKEN_BYTES
+        else:
+            assert end - start <= out["read"] <= end - start + 1 + MAX_TOKEN_BYTES + io.DEFAULT_BUFFER_SIZE
+            assert not spans
     with pytest.raises(NumberTooLong, match=TOO_LONG):
-        combine([sum_block(str(path), start, end) for start, end in blocks])
+        combine([sum_block(url, start, end, options) for start, end in blocks])
 
 
 @pytest.mark.parametrize("block_bytes", [4096, 300_000, 2 * MiB])
@@ -179,19 +198,22 @@ def test_the_limit_is_positive(tmp_path):
 
 
 def test_the_buffer_is_back_to_its_size_after_a_long_number(tmp_path):
-    """A 500 kB number runs over the end of a 4 KiB block: the thread's buffer grows to
-    finish it, and is let go after the task; the next block's buffer is a block's again."""
+    """A 500 kB number runs over the end of a 4 KiB block of a store read into the thread's
+    buffer: the buffer grows to finish it, and is let go after the task; the next block's
+    buffer is a block's again."""
     data = b"1 " + b"2" * 500_000 + b" 3\n" + b"44 " * 40_000
     path = tmp_path / "long-but-allowed.txt"
     path.write_bytes(data)
     normal = 4096 + local_read.LOOK_AHEAD_BYTES
 
+    url, options = another_store(path)  # read into the buffer, not mapped
+
     def three_blocks():
-        first = sum_block(str(path), 600_000, 604_096)  # a block of short numbers: the usual buffer
+        first = sum_block(url, 600_000, 604_096, options)  # a block of short numbers: the usual buffer
         assert local_read.buffer_bytes() == normal + 1
-        long = sum_block(str(path), 0, 4096)  # the number that starts in it runs on to byte 500_002
+        long = sum_block(url, 0, 4096, options)  # the number that starts in it runs on to byte 500_002
         after = local_read.buffer_bytes()
-        sum_block(str(path), 600_000, 604_096)
+        sum_block(url, 600_000, 604_096, options)
         return first, long, after, local_read.buffer_bytes()
 
     out = in_a_new_thread(three_blocks)
