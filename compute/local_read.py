@@ -7,8 +7,11 @@ its end (``tally_local``), and the kernel counts the page cache where it lies: n
 Copying costs as much CPU as a third of the SIMD kernel's parse (``pread`` at ~9 GB/s a
 core against the kernel's ~6), and the workers' cores are the job's limit: with every
 core counting blocks, a mapped block costs 1.6-1.9x less CPU than one read into a buffer
-(docs/benchmarks.md, "Counting local blocks in place"). Only the pages up to the number
-that ends the block are touched; the mapping goes with the task.
+(docs/benchmarks.md, "Windows at fixed places, local blocks in place"). Only the pages
+up to the number that ends the block are touched; the mapping goes with the task. A
+file cut short while it is mapped would end the worker (SIGBUS, and the nanny starts
+another): uploads are written whole and moved into place (backend/api/uploads.py),
+never cut, and the data folder is the operator's.
 
 Other stores are read in parts of READ_PART_BYTES, the next one on a reader thread while
 the kernel counts the last (both release the GIL): read beside the parse, a block costs
