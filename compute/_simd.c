@@ -235,8 +235,8 @@ BITS static inline bool plan_cut_window(masks m, masks next, carry *handed, cut_
     int cut_digits = (int)(m.digit >> 63) * (high_zeros(~m.digit) + next_digits);
     bad |= runs_past_18(m.digit) | (cut_digits > MAX_DIGITS);
     uint64_t ends = m.digit & ~digit_after;
-    uint64_t filled; /* a carry fills each negative run from its start, and out of the window */
-    unsigned char out_negative = _addcarry_u64(0, m.digit, m.digit & ((m.minus << 1) | handed->negative), (unsigned long long *)&filled);
+    unsigned long long filled; /* a carry fills each negative run from its start, and out of the window */
+    unsigned char out_negative = _addcarry_u64(0, m.digit, m.digit & ((m.minus << 1) | handed->negative), &filled);
     out->digits = m.digit;
     out->negative = (filled ^ m.digit) & m.digit;
     out->past = WINDOW + next_digits;
@@ -255,8 +255,9 @@ static inline bool fixed_window(Py_ssize_t w, Py_ssize_t stop, Py_ssize_t size) 
 }
 
 /* The fast windows stopped at ``w``, the last one's cut token (``handed``) going on into
- * it: add that token's last digits (the first ``lead`` bytes at ``w``), count it, and say
- * where the scan goes on. The first window at ``pos`` has no token before it. */
+ * it: add that token's last digits (the digits at ``w``), count it, and say where the
+ * scan goes on (and, after a ``bad`` window, where the careful path hands back). The
+ * first window at ``pos`` has no token before it. */
 static inline stopped finish_cut_token(const uint8_t *buf, Py_ssize_t pos, Py_ssize_t w, bool bad, carry handed,
                                        int64_t *count, int64_t *evens, totals *t) {
     Py_ssize_t end = w;
@@ -576,20 +577,13 @@ AVX2 static stopped fast2(const uint8_t *buf, Py_ssize_t pos, Py_ssize_t stop, P
         /* Numbers of 10 digits at most: exponents below 10, one table, 4 weight bytes
          * (10**9 < 2**32); else 8 bytes from both tables (a branch that follows the
          * file's shape). */
-        for (int j = 0; j < WEIGHT_BYTES / 2; j++)
+        for (int j = 0; j < (p.over_10 ? WEIGHT_BYTES : WEIGHT_BYTES / 2); j++)
             for (int h = 0; h < 2; h++) {
                 __m256i weight = p.over_10 ? _mm256_or_si256(_mm256_shuffle_epi8(low_weights[j], low_index[h]),
                                                              _mm256_shuffle_epi8(high_weights[j], high_index[h]))
                                            : _mm256_shuffle_epi8(low_weights[j], exponent[h]);
                 sums[j] = _mm256_add_epi32(sums[j], _mm256_madd_epi16(_mm256_maddubs_epi16(weight, digits[h]), ones));
             }
-        if (p.over_10)
-            for (int j = WEIGHT_BYTES / 2; j < WEIGHT_BYTES; j++)
-                for (int h = 0; h < 2; h++) {
-                    __m256i weight = _mm256_or_si256(_mm256_shuffle_epi8(low_weights[j], low_index[h]),
-                                                     _mm256_shuffle_epi8(high_weights[j], high_index[h]));
-                    sums[j] = _mm256_add_epi32(sums[j], _mm256_madd_epi16(_mm256_maddubs_epi16(weight, digits[h]), ones));
-                }
         if (since_sum == SUM_WINDOWS) {
             for (int j = 0; j < WEIGHT_BYTES; j++) {
                 weighed[j] += reduce2(sums[j]);
