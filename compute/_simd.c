@@ -232,7 +232,7 @@ BITS static inline bool plan_cut_window(masks m, masks next, carry *handed, cut_
     uint64_t digit_after = (m.digit >> 1) | (next.digit << 63);
     bool bad = (words & ~m.digit & ~(starts & m.sign & digit_after)) != 0; /* only digits, and a sign before one */
     bad |= (words >> 63) & ((next_word != next_digits) | (next_word == WINDOW)); /* the cut token goes on in digits */
-    int cut_digits = (int)(m.digit >> 63) * (high_zeros(~m.digit) + next_digits);
+    int cut_digits = (int)(words >> 63) * (high_zeros(~m.digit) + next_digits); /* a cut sign's too */
     bad |= runs_past_18(m.digit) | (cut_digits > MAX_DIGITS);
     uint64_t ends = m.digit & ~digit_after;
     unsigned long long filled; /* a carry fills each negative run from its start, and out of the window */
