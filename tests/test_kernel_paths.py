@@ -75,11 +75,27 @@ def long_and_zeros(rng: random.Random) -> bytes:
     return b" ".join(parts)
 
 
+def soup(rng: random.Random) -> bytes:
+    """Mostly numbers of every length (leading zeros, signs), now and then a lone sign or
+    any byte: tokens of every kind cut at windows' ends, the fast and careful paths mixed."""
+    parts = []
+    for _ in range(rng.randrange(1, 300)):
+        if rng.random() < 0.01:
+            parts.append(rng.choice([bytes([rng.randrange(256)]), b"-", b"+", b"+-1", b"1-"]))
+        else:
+            zeros = b"0" * rng.choice([0] * 20 + [1, 3, 10, 19])
+            digits = rng.choice([1, 2, 5, 9, 10, 11, 17, 18] * 6 + [19, 20, 25, 40])
+            number = b"%d" % rng.randrange(10 ** (digits - 1), 10**digits)
+            parts.append(rng.choice([b"", b"", b"-", b"+"]) + zeros + number)
+        parts.append(bytes(rng.choices(WHITESPACE, k=rng.choice([1, 1, 1, 2, 3]))))
+    return b"".join(parts)
+
+
 def tiny(rng: random.Random) -> bytes:
     return b" ".join(b"%d" % rng.randrange(-100, 100) for _ in range(rng.randrange(4)))
 
 
-SHAPES = [lines, mixed, long_and_zeros, tiny]
+SHAPES = [lines, mixed, long_and_zeros, soup, tiny]
 
 
 def broken(rng: random.Random, data: bytes) -> bytes:
