@@ -40,7 +40,6 @@ reach (moto unshaped: bench/even_sum_s3.py shapes it like S3).
 
 import argparse
 import json
-import mmap
 import multiprocessing
 import os
 import subprocess
@@ -277,18 +276,13 @@ def kernel_jobs(path: Path) -> dict:
         return job
 
     def mapped(start: int, end: int) -> int:
-        """The chunk's sum through a fresh read-only mapping of its pages."""
-        skip = start % mmap.ALLOCATIONGRANULARITY
-        with mmap.mmap(fd, end - start + skip, offset=start - skip, access=mmap.ACCESS_READ) as pages:
-            view = np.frombuffer(pages, dtype=np.uint8)[skip:]
-            total = sum_bytes(view)["sum"]
-            del view  # before the mapping closes
-        return total
+        """The chunk's sum through a fresh read-only mapping of its pages (the block task's)."""
+        return sum_bytes(local_read.mapped(fd, start, end))["sum"]
 
-    def block_task(part_bytes: int, mapped: bool):
-        """sum_block on each chunk: of the local file (mapped), or of the same file through
-        fsspec's dir:// store, which is read into the buffer in parts of ``part_bytes``."""
-        url, options = (str(path), None) if mapped else (f"dir://{path.name}", {"path": str(path.parent)})
+    def block_task(url: str, options: dict | None = None, part_bytes: int = local_read.READ_PART_BYTES):
+        """sum_block on each chunk of ``url``: the local file is mapped; another store's
+        (the same file through fsspec's dir://) is read into the buffer in parts of
+        ``part_bytes``."""
 
         def read(start: int, end: int) -> int:
             local_read.READ_PART_BYTES, chosen = part_bytes, local_read.READ_PART_BYTES
@@ -307,9 +301,10 @@ def kernel_jobs(path: Path) -> dict:
         jobs[f"pread + kernel {name}"] = timed(pread, name=name)
     jobs[f"same, 1 MiB steps, {auto}"] = timed(pread, name=auto, ranges=chunk_ranges(path, MiB))
     jobs[f"mmap + kernel {auto}"] = timed(mapped, name=auto)
-    jobs[f"{READ_WHOLE}, {auto}"] = timed(block_task(2 * CHUNK_BYTES, mapped=False), name=auto)
-    jobs[f"{READ}, {auto}"] = timed(block_task(local_read.READ_PART_BYTES, mapped=False), name=auto)
-    jobs[f"{MAPPED}, {auto}"] = timed(block_task(0, mapped=True), name=auto)
+    another_store = (f"dir://{path.name}", {"path": str(path.parent)})
+    jobs[f"{READ_WHOLE}, {auto}"] = timed(block_task(*another_store, part_bytes=2 * CHUNK_BYTES), name=auto)
+    jobs[f"{READ}, {auto}"] = timed(block_task(*another_store), name=auto)
+    jobs[f"{MAPPED}, {auto}"] = timed(block_task(str(path)), name=auto)
     return jobs
 
 

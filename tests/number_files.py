@@ -6,8 +6,23 @@ from pathlib import Path
 
 from hypothesis import strategies as st
 
+from compute import local_read
 from compute.defaults import MAX_TOKEN_BYTES
 from compute.errors import InvalidNumber, NumberTooLong
+
+
+def recorded_mappings(monkeypatch) -> list[tuple[int, int]]:
+    """The [start, end) of every mapping local blocks make from now on (compute/local_read.py
+    ``mapped``, which still maps them)."""
+    spans: list[tuple[int, int]] = []
+    map_pages = local_read.mapped
+
+    def mapped(fd: int, start: int, end: int):
+        spans.append((start, end))
+        return map_pages(fd, start, end)
+
+    monkeypatch.setattr(local_read, "mapped", mapped)
+    return spans
 
 
 def another_store(path: Path) -> tuple[str, dict]:

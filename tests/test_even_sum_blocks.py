@@ -12,7 +12,6 @@ from distributed import get_task_stream
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compute import local_read
 from compute.defaults import MAX_TOKEN_BYTES
 from compute.errors import InvalidNumber
 from compute.even_sum import (
@@ -25,7 +24,7 @@ from compute.even_sum import (
     submit_even_sum,
     sum_block,
 )
-from tests.number_files import another_store, expect, number_files, reference
+from tests.number_files import another_store, expect, number_files, recorded_mappings, reference
 
 block_sizes = st.one_of(st.integers(1, 3), st.integers(4, 70), st.integers(71, 5000))
 
@@ -123,14 +122,7 @@ def test_a_local_block_is_mapped_from_its_range_to_the_limit_and_let_go(tmp_path
     path = tmp_path / "numbers.txt"
     path.write_bytes(b"22 " * 1_000_000 + b"7x")
     size = path.stat().st_size
-    spans = []
-
-    def mapped(fd: int, start: int, end: int):
-        spans.append((start, end))
-        return map_pages(fd, start, end)
-
-    map_pages = local_read.mapped
-    monkeypatch.setattr(local_read, "mapped", mapped)
+    spans = recorded_mappings(monkeypatch)
     for start, end, limit in [(1_500_000, 1_503_000, MAX_TOKEN_BYTES), (300_000, 600_000, 100), (0, 3, 10)]:
         spans.clear()
         numbers = (end - start) // 3
